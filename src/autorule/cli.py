@@ -1,0 +1,214 @@
+"""The `autorule` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from . import __version__
+
+# errors and progress go to stderr; stdout stays machine-readable with --json
+err = Console(stderr=True)
+out = Console()
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    from .data import FORMATS
+
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="input format (default: detect)")
+    p.add_argument("--on-bad-row", default="error", choices=["error", "skip"], help="stop at the first bad row (default) or skip and count bad rows")
+    p.add_argument("--prompt-column", default="prompt", help="column holding the prompt (pairs format)")
+    p.add_argument("--chosen-column", default="chosen", help="column holding the chosen reply")
+    p.add_argument("--rejected-column", default="rejected", help="column holding the rejected reply")
+    p.add_argument("--tie-threshold", type=float, default=0.1, help="AlpacaEval: skip pairs with |preference - 1.5| below this")
+    p.add_argument("--split", default="train", help="split, for Hugging Face dataset names")
+    p.add_argument("--limit", type=int, default=None, help="stop after this many pairs")
+
+
+def _add_cache_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", default=None, help="SQLite cache file (default: ~/.cache/autorule/cache.sqlite or $AUTORULE_CACHE)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the LLM cache")
+
+
+def load_data(args: argparse.Namespace):
+    from .data import Columns, load_pairs
+
+    return load_pairs(
+        args.data,
+        args.format,
+        columns=Columns(args.prompt_column, args.chosen_column, args.rejected_column),
+        on_bad_row=args.on_bad_row,
+        tie_threshold=args.tie_threshold,
+        limit=args.limit,
+        split=args.split,
+    )
+
+
+def open_cache(args: argparse.Namespace):
+    from .cache import DEFAULT_CACHE_PATH, Cache
+
+    if args.no_cache:
+        return None
+    return Cache(args.cache or DEFAULT_CACHE_PATH)
+
+
+def llm_options(args: argparse.Namespace) -> dict:
+    opts = {}
+    if args.model.startswith("openai:"):
+        opts = {"concurrency": args.concurrency, "timeout": args.timeout}
+        if args.api_key:
+            opts["api_key"] = args.api_key
+    return opts
+
+
+def _add_model_options(p: argparse.ArgumentParser, default: str = "embedded") -> None:
+    p.add_argument("--model", default=default, help="model spec: embedded, hf:PATH, gguf:FILE or openai:MODEL@BASE_URL (default: %(default)s)")
+    p.add_argument("--api-key", default=None, help="API key for openai: specs (default: $OPENAI_API_KEY)")
+    p.add_argument("--concurrency", type=int, default=8, help="concurrent requests to a server")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request to a server")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    result = load_data(args)
+    summary = result.summary()
+    if result.examples:
+        summary["skipped_examples"] = [{"row": r, "reason": why} for r, why in result.examples]
+    sample = result.pairs[: args.sample]
+    if args.json:
+        summary["sample"] = [p.model_dump() for p in sample]
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
+    out.print(f"[bold]{result.path}[/bold]")
+    out.print(f"format: [cyan]{result.format}[/cyan]   rows read: {result.rows}   pairs: [green]{len(result.pairs)}[/green]")
+    if result.skipped:
+        out.print("skipped:")
+        for reason, n in result.skipped.most_common():
+            out.print(f"  {n:>6}  {reason}")
+        for row, why in result.examples:
+            out.print(f"          e.g. row {row}: {why}", style="dim")
+    else:
+        out.print("skipped: none")
+    for p in sample:
+        out.rule(f"pair {p.id} (row {p.row})")
+        for m in p.prompt[-3:]:
+            out.print(f"[bold]{m.role}:[/bold] {_short(m.content)}")
+        out.print(f"[green]chosen:[/green] {_short(p.chosen)}")
+        out.print(f"[red]rejected:[/red] {_short(p.rejected)}")
+    return 0
+
+
+def _short(text: str, n: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def cmd_llm_generate(args: argparse.Namespace) -> int:
+    from .llm import ChatRequest, load_llm
+
+    llm = load_llm(args.model, cache=open_cache(args), **llm_options(args))
+    req = ChatRequest([{"role": "user", "content": args.prompt}], max_tokens=args.max_tokens, temperature=args.temperature)
+    c = llm.generate([req])[0]
+    if args.json:
+        print(json.dumps(c.to_dict(), ensure_ascii=False))
+    else:
+        if c.reasoning:
+            out.print(f"[dim]reasoning:[/dim] {c.reasoning}")
+        out.print(c.text)
+        err.print(f"[dim]finish: {c.finish_reason}, tokens: {c.usage.prompt_tokens} in / {c.usage.completion_tokens} out{', cached' if c.cached else ''}[/dim]")
+    return 0
+
+
+def cmd_llm_score(args: argparse.Namespace) -> int:
+    from .llm import load_llm
+
+    llm = load_llm(args.model, cache=open_cache(args), **llm_options(args))
+    probs = llm.score_yes_no(args.prefix, args.questions)
+    if args.json:
+        print(json.dumps({"p_yes": probs}))
+    else:
+        for q, p in zip(args.questions, probs):
+            out.print(f"{p:.3f}  {q}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from .quickstart import run_quickstart
+
+    return run_quickstart(Path(args.out), cache=open_cache(args))
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autorule", description="Learn readable rules from preference data and use them as an RL reward.")
+    parser.add_argument("--version", action="version", version=f"autorule {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="preference data").add_subparsers(dest="data_command", required=True)
+    inspect = data.add_parser("inspect", help="load a preference file and show what was read and skipped")
+    inspect.add_argument("data", metavar="PATH", help="file (.jsonl/.json/.csv/.parquet, optionally .gz), dataset directory or Hugging Face dataset name")
+    _add_data_options(inspect)
+    inspect.add_argument("--sample", type=int, default=2, help="pairs to show")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object (last line of stdout)")
+    inspect.set_defaults(func=cmd_data_inspect)
+
+    llm = sub.add_parser("llm", help="try a model spec directly").add_subparsers(dest="llm_command", required=True)
+    gen = llm.add_parser("generate", help="one chat completion")
+    gen.add_argument("prompt")
+    _add_model_options(gen)
+    _add_cache_options(gen)
+    gen.add_argument("--max-tokens", type=int, default=256)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--json", action="store_true")
+    gen.set_defaults(func=cmd_llm_generate)
+    score = llm.add_parser("score", help="P(Yes) for questions after a shared prefix")
+    score.add_argument("--prefix", required=True, help="text shared by every question (e.g. a conversation)")
+    score.add_argument("questions", nargs="+")
+    _add_model_options(score)
+    _add_cache_options(score)
+    score.add_argument("--json", action="store_true")
+    score.set_defaults(func=cmd_llm_score)
+
+    qs = sub.add_parser("quickstart", help="run what exists of the pipeline on the sample data with the embedded model")
+    qs.add_argument("--out", default="runs/quickstart", help="run directory (default: %(default)s)")
+    _add_cache_options(qs)
+    qs.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # models come from packages or local paths, never a hub; set before transformers is imported
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from .data import DataError
+    from .llm import LLMError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except DataError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except LLMError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted; finished work is kept (rerun the same command to resume)")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,506 @@
+"""Preference pairs and the loaders that read them from real-world files.
+
+Every loader yields raw rows with their row number; one parser per format turns a
+row into a `PreferencePair` or raises `BadRow`. Bad rows either stop the load with a
+`DataError` naming the file, row and reason, or (``on_bad_row="skip"``) are skipped
+and counted. Rows that are valid but carry no preference (ties) are always skipped
+and counted. Nothing is dropped silently: `LoadResult.skipped` holds every count.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+FORMATS = ("pairs", "hh-rlhf", "alpacaeval", "mt-bench-human")
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(BaseModel):
+    role: Role
+    content: str
+
+
+class PreferencePair(BaseModel):
+    """One human (or AI) judgement: for `prompt`, `chosen` beat `rejected`.
+
+    `prompt` holds the turns both sides share. `chosen` and `rejected` are the final
+    assistant replies. When the two conversations diverge before the final reply (for
+    example MT-Bench turn-2 judgements), the side-specific turns in between are kept
+    in `chosen_history` / `rejected_history`, so multi-turn conversations stay whole.
+    """
+
+    id: str
+    prompt: list[Message]
+    chosen: str
+    rejected: str
+    chosen_history: list[Message] = Field(default_factory=list)
+    rejected_history: list[Message] = Field(default_factory=list)
+    source: str = ""
+    row: int = 0
+
+    def conversation(self, side: Literal["chosen", "rejected"]) -> list[Message]:
+        """The whole conversation that ends with one side's reply."""
+        history = self.chosen_history if side == "chosen" else self.rejected_history
+        reply = self.chosen if side == "chosen" else self.rejected
+        return [*self.prompt, *history, Message(role="assistant", content=reply)]
+
+
+class DataError(Exception):
+    """Input that cannot be used; the message names the file, the row and the reason."""
+
+    def __init__(self, path: str, reason: str, row: int | None = None, unit: str = "row"):
+        self.path, self.reason, self.row = path, reason, row
+        where = f"{path}, {unit} {row}" if row is not None else path
+        super().__init__(f"{where}: {reason}")
+
+
+class BadRow(Exception):
+    """A row that cannot become a pair; `reason` is a short, countable label."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class SkipRow(Exception):
+    """A valid row that carries no preference (a tie); always skipped and counted."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+class NotPreferenceData(Exception):
+    """The file is readable but holds something else (e.g. prompts only)."""
+
+
+@dataclass
+class Columns:
+    """Column names for the generic `pairs` format (overridable from the CLI)."""
+
+    prompt: str = "prompt"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+
+
+@dataclass
+class LoadResult:
+    path: str
+    format: str
+    pairs: list[PreferencePair]
+    rows: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    # (row, reason) of the first skipped bad rows, for messages
+    examples: list[tuple[int, str]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "rows": self.rows,
+            "pairs": len(self.pairs),
+            "skipped": dict(self.skipped),
+        }
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    raw = path.open("rb")
+    head = raw.read(2)
+    raw.seek(0)
+    stream = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
+    return io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
+
+
+def _strip_gz(name: str) -> str:
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def iter_rows(path: Path) -> tuple[Iterator[tuple[int, dict]], str]:
+    """Rows of a local file or dataset directory, with 1-based row (or line) numbers."""
+    shown = str(path)
+    if path.is_dir():
+        return _iter_dataset_dir(path), "row"
+    name = _strip_gz(path.name.lower())
+    if name.endswith((".jsonl", ".ndjson")):
+        return _iter_jsonl(path), "line"
+    if name.endswith(".json"):
+        return _iter_json(path), "row"
+    if name.endswith((".csv", ".tsv")):
+        return _iter_csv(path, "\t" if name.endswith(".tsv") else ","), "row"
+    if name.endswith(".parquet"):
+        return _iter_parquet(path), "row"
+    raise DataError(shown, "unknown file type (expected .jsonl, .json, .csv, .tsv or .parquet, optionally .gz, or a dataset directory)")
+
+
+def _read_error(path: Path, exc: Exception, row: int | None = None, unit: str = "line") -> DataError:
+    if isinstance(exc, UnicodeDecodeError):
+        return DataError(str(path), f"not valid UTF-8 text ({exc.reason} at byte {exc.start})", row, unit)
+    if isinstance(exc, (EOFError, gzip.BadGzipFile)):
+        return DataError(str(path), f"damaged or truncated gzip file ({exc})", row, unit)
+    return DataError(str(path), f"cannot read file: {exc}", row, unit)
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    lineno = 0
+    try:
+        with _open_text(path) as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield lineno, BadRow("broken JSON", f"{e.msg} at column {e.colno}")  # type: ignore[misc]
+                    continue
+                if not isinstance(obj, dict):
+                    yield lineno, BadRow("not a JSON object", type(obj).__name__)  # type: ignore[misc]
+                    continue
+                yield lineno, obj
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+        raise _read_error(path, e, lineno + 1) from e
+
+
+def _iter_json(path: Path) -> Iterator[tuple[int, dict]]:
+    try:
+        with _open_text(path) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+        raise _read_error(path, e, None) from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(str(path), f"broken JSON: {e.msg}", e.lineno, "line") from e
+    if isinstance(data, dict):
+        # {"data": [...]} / {"train": [...]} wrappers, or a single record
+        lists = [v for v in data.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
+        data = lists[0] if len(lists) == 1 else [data]
+    if not isinstance(data, list):
+        raise DataError(str(path), "expected a JSON list of records")
+    for i, obj in enumerate(data, start=1):
+        yield i, obj if isinstance(obj, dict) else BadRow("not a JSON object", type(obj).__name__)  # type: ignore[misc]
+
+
+def _iter_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict]]:
+    csv.field_size_limit(1 << 30)
+    row = 0
+    try:
+        with _open_text(path) as f:
+            for row, rec in enumerate(csv.DictReader(f, delimiter=delimiter), start=1):
+                yield row, {k: _maybe_json(v) for k, v in rec.items() if k is not None}
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+        raise _read_error(path, e, row + 1, "row") from e
+    except csv.Error as e:
+        raise DataError(str(path), f"broken CSV: {e}", row + 1) from e
+
+
+def _maybe_json(value: str | None) -> Any:
+    """CSV cells holding chat-message lists are JSON text; decode those only."""
+    if value and value.lstrip().startswith("[{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, dict]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises many types for damaged files
+        raise DataError(str(path), f"cannot read Parquet file: {e}") from e
+    for i, rec in enumerate(table.to_pylist(), start=1):
+        yield i, rec
+
+
+def _iter_dataset_dir(path: Path) -> Iterator[tuple[int, dict]]:
+    """A directory written by `datasets.Dataset.save_to_disk`, or one holding data files."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError:
+        files = sorted(p for p in path.iterdir() if _strip_gz(p.name).endswith((".jsonl", ".json", ".csv", ".parquet")))
+        if not files:
+            raise DataError(str(path), "directory holds no saved dataset and no .jsonl/.json/.csv/.parquet files") from None
+        row = 0
+        for f in files:
+            rows, _ = iter_rows(f)
+            for _, rec in rows:
+                row += 1
+                yield row, rec
+        return
+    if isinstance(ds, datasets.DatasetDict):
+        split = "train" if "train" in ds else next(iter(ds))
+        ds = ds[split]
+    for i, rec in enumerate(ds, start=1):
+        yield i, rec
+
+
+def _iter_hub_dataset(name: str, split: str) -> Iterator[tuple[int, dict]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as e:  # offline, unknown name, gated, ...
+        raise DataError(name, f"not a local file, and loading it as a Hugging Face dataset failed: {type(e).__name__}: {e}") from e
+    for i, rec in enumerate(ds, start=1):
+        yield i, rec
+
+
+# --------------------------------------------------------------------------- format parsers
+
+
+def pair_id(prompt: list[Message], chosen: str, rejected: str) -> str:
+    """Content-derived id: the same pair gets the same id in every file and run."""
+    blob = json.dumps([[m.model_dump() for m in prompt], chosen, rejected], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _require(rec: dict, key: str) -> Any:
+    if key not in rec:
+        raise BadRow(f"missing column '{key}'", f"columns present: {sorted(rec)}")
+    if rec[key] is None:
+        raise BadRow(f"null '{key}'")
+    return rec[key]
+
+
+def _as_messages(value: Any, what: str) -> list[Message]:
+    if isinstance(value, str):
+        return [Message(role="user", content=value)]
+    if not isinstance(value, list):
+        raise BadRow(f"bad '{what}'", f"expected text or a list of chat messages, got {type(value).__name__}")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or "content" not in m or m.get("role") not in ("system", "user", "assistant"):
+            raise BadRow(f"bad '{what}'", f"message {i} is not a {{role, content}} chat message")
+        if not isinstance(m["content"], str):
+            raise BadRow(f"bad '{what}'", f"message {i} content is not text")
+        out.append(Message(role=m["role"], content=m["content"]))
+    return out
+
+
+def _finish(prompt: list[Message], chosen_turns: list[Message], rejected_turns: list[Message]) -> dict:
+    """Split two conversations into shared prompt, side histories and final replies."""
+    n = 0
+    while n < min(len(chosen_turns), len(rejected_turns)) - 1 and chosen_turns[n] == rejected_turns[n]:
+        n += 1
+    prompt = [*prompt, *chosen_turns[:n]]
+    c_rest, r_rest = chosen_turns[n:], rejected_turns[n:]
+    for side, rest in (("chosen", c_rest), ("rejected", r_rest)):
+        if not rest or rest[-1].role != "assistant":
+            raise BadRow(f"no final assistant reply in '{side}'")
+    chosen, rejected = c_rest[-1].content, r_rest[-1].content
+    _check_replies(chosen, rejected)
+    if not any(m.role == "user" for m in prompt):
+        raise BadRow("empty prompt", "no user turn before the replies")
+    return {
+        "id": pair_id(prompt, chosen, rejected),
+        "prompt": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
+        "chosen_history": c_rest[:-1],
+        "rejected_history": r_rest[:-1],
+    }
+
+
+def _check_replies(chosen: str, rejected: str) -> None:
+    if not chosen.strip():
+        raise BadRow("empty reply", "chosen reply is empty")
+    if not rejected.strip():
+        raise BadRow("empty reply", "rejected reply is empty")
+    if chosen.strip() == rejected.strip():
+        raise BadRow("chosen identical to rejected")
+
+
+def parse_pairs_row(rec: dict, columns: Columns) -> dict:
+    """TRL preference formats: explicit prompt, or implicit (prompt inside chosen/rejected)."""
+    chosen_v, rejected_v = _require(rec, columns.chosen), _require(rec, columns.rejected)
+    prompt = _as_messages(_require(rec, columns.prompt), "prompt") if columns.prompt in rec else []
+    if isinstance(chosen_v, str) and isinstance(rejected_v, str):
+        if not prompt:
+            raise BadRow(f"missing column '{columns.prompt}'", "text replies need a prompt column")
+        return _finish(prompt, [Message(role="assistant", content=chosen_v)], [Message(role="assistant", content=rejected_v)])
+    chosen_turns = _as_messages(chosen_v, columns.chosen) if isinstance(chosen_v, list) else [Message(role="assistant", content=str(chosen_v))]
+    rejected_turns = _as_messages(rejected_v, columns.rejected) if isinstance(rejected_v, list) else [Message(role="assistant", content=str(rejected_v))]
+    return _finish(prompt, chosen_turns, rejected_turns)
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+
+
+def parse_hh_transcript(text: str, what: str) -> list[Message]:
+    if not isinstance(text, str):
+        raise BadRow(f"bad '{what}'", "expected transcript text")
+    parts = _HH_TURN.split(text)
+    if parts[0].strip() or len(parts) < 3:
+        raise BadRow(f"bad '{what}'", "not an hh-rlhf transcript (expected '\\n\\nHuman: ...\\n\\nAssistant: ...')")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [Message(role=roles[parts[i]], content=parts[i + 1].strip()) for i in range(1, len(parts), 2)]
+
+
+def parse_hh_row(rec: dict, columns: Columns) -> dict:
+    chosen = parse_hh_transcript(_require(rec, columns.chosen), columns.chosen)
+    rejected = parse_hh_transcript(_require(rec, columns.rejected), columns.rejected)
+    for side, turns in (("chosen", chosen), ("rejected", rejected)):
+        if turns[-1].role != "assistant":
+            # some transcripts end on a Human turn: no reply to judge
+            raise BadRow("empty reply", f"{side} transcript ends without an assistant reply")
+    return _finish([], chosen, rejected)
+
+
+def make_alpacaeval_parser(tie_threshold: float) -> Callable[[dict, Columns], dict]:
+    def parse(rec: dict, columns: Columns) -> dict:
+        instruction = _require(rec, "instruction")
+        out1, out2 = _require(rec, "output_1"), _require(rec, "output_2")
+        pref = _require(rec, "preference")
+        try:
+            pref = float(pref)
+        except (TypeError, ValueError):
+            raise BadRow("bad 'preference'", f"not a number: {pref!r}") from None
+        if not 1.0 <= pref <= 2.0:
+            raise BadRow("bad 'preference'", f"{pref} is outside [1, 2]")
+        if abs(pref - 1.5) < tie_threshold:
+            raise SkipRow(f"near-tie (|preference - 1.5| < {tie_threshold})")
+        chosen, rejected = (out1, out2) if pref < 1.5 else (out2, out1)
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise BadRow("empty prompt", "instruction is empty")
+        prompt = [Message(role="user", content=instruction)]
+        return _finish(prompt, [Message(role="assistant", content=str(chosen))], [Message(role="assistant", content=str(rejected))])
+
+    return parse
+
+
+def parse_mt_bench_human_row(rec: dict, columns: Columns) -> dict:
+    winner = _require(rec, "winner")
+    conv_a = _as_messages(_require(rec, "conversation_a"), "conversation_a")
+    conv_b = _as_messages(_require(rec, "conversation_b"), "conversation_b")
+    turn = int(rec.get("turn", 1) or 1)
+    if winner not in ("model_a", "model_b"):
+        if str(winner).startswith("tie"):
+            raise SkipRow("tie")
+        raise BadRow("bad 'winner'", f"expected model_a, model_b or tie, got {winner!r}")
+
+    def upto_turn(conv: list[Message]) -> list[Message]:
+        # keep the conversation through the judged turn's assistant reply
+        seen = 0
+        for i, m in enumerate(conv):
+            if m.role == "assistant":
+                seen += 1
+                if seen == turn:
+                    return conv[: i + 1]
+        raise BadRow("bad conversation", f"fewer than {turn} assistant turns")
+
+    conv_a, conv_b = upto_turn(conv_a), upto_turn(conv_b)
+    chosen, rejected = (conv_a, conv_b) if winner == "model_a" else (conv_b, conv_a)
+    return _finish([], chosen, rejected)
+
+
+# --------------------------------------------------------------------------- detection and loading
+
+
+def detect_format(rec: dict, columns: Columns) -> str:
+    keys = set(rec)
+    if {"instruction", "output_1", "output_2", "preference"} <= keys:
+        return "alpacaeval"
+    if {"conversation_a", "conversation_b", "winner"} <= keys:
+        return "mt-bench-human"
+    if {"question_id", "turns"} <= keys and columns.chosen not in keys:
+        raise NotPreferenceData(
+            "this looks like MT-Bench questions (question_id, turns): prompts without preference judgements. "
+            "Use it as a prompt file (e.g. for `autorule generate`), not as preference data."
+        )
+    if {columns.chosen, columns.rejected} <= keys:
+        if columns.prompt not in keys and isinstance(rec[columns.chosen], str) and rec[columns.chosen].startswith("\n\nHuman:"):
+            return "hh-rlhf"
+        return "pairs"
+    raise NotPreferenceData(
+        f"cannot tell the format from the columns {sorted(keys)}; expected '{columns.prompt}'/'{columns.chosen}'/'{columns.rejected}', "
+        "hh-rlhf 'chosen'/'rejected' transcripts, AlpacaEval 'instruction'/'output_1'/'output_2'/'preference', "
+        "or MT-Bench 'conversation_a'/'conversation_b'/'winner' (use --format or the column options)"
+    )
+
+
+def load_pairs(
+    source: str | Path,
+    format: str = "auto",
+    *,
+    columns: Columns | None = None,
+    on_bad_row: Literal["error", "skip"] = "error",
+    tie_threshold: float = 0.1,
+    limit: int | None = None,
+    split: str = "train",
+) -> LoadResult:
+    """Load preference pairs from a file, a dataset directory or a Hugging Face dataset name.
+
+    Raises `DataError` for unreadable input, and for the first bad row unless
+    ``on_bad_row="skip"``.
+    """
+    columns = columns or Columns()
+    if format != "auto" and format not in FORMATS:
+        raise DataError(str(source), f"unknown format '{format}' (choose from auto, {', '.join(FORMATS)})")
+    path = Path(source)
+    shown = str(source)
+    if path.exists():
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError(shown, "file is empty")
+        rows, unit = iter_rows(path)
+    elif "/" in shown and not shown.startswith((".", "/")) and not Path(shown).suffix:
+        rows, unit = _iter_hub_dataset(shown, split), "row"
+    else:
+        raise DataError(shown, "no such file or directory")
+
+    parsers: dict[str, Callable[[dict, Columns], dict]] = {
+        "pairs": parse_pairs_row,
+        "hh-rlhf": parse_hh_row,
+        "alpacaeval": make_alpacaeval_parser(tie_threshold),
+        "mt-bench-human": parse_mt_bench_human_row,
+    }
+    result = LoadResult(path=shown, format=format, pairs=[])
+    parse = parsers.get(format)
+    for row, rec in rows:
+        result.rows += 1
+        try:
+            if isinstance(rec, BadRow):
+                raise rec
+            if parse is None:
+                try:
+                    result.format = detect_format(rec, columns)
+                except NotPreferenceData as e:
+                    raise DataError(shown, str(e), row, unit) from None
+                parse = parsers[result.format]
+            fields = parse(rec, columns)
+        except SkipRow as e:
+            result.skipped[e.reason] += 1
+            continue
+        except BadRow as e:
+            if on_bad_row == "error":
+                raise DataError(shown, f"{e} (use --on-bad-row skip to skip such rows)", row, unit) from None
+            result.skipped[e.reason] += 1
+            if len(result.examples) < 5:
+                result.examples.append((row, str(e)))
+            continue
+        result.pairs.append(PreferencePair(**fields, source=shown, row=row))
+        if limit is not None and len(result.pairs) >= limit:
+            break
+    if result.rows == 0:
+        raise DataError(shown, "no rows found")
+    if result.format == "auto":
+        result.format = "unknown"
+    return result

