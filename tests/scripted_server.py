@@ -56,6 +56,8 @@ class ScriptedServer:
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length))
+                if not self.path.startswith("/v1/chat/completions"):
+                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 with server.lock:
                     server.requests.append(body)
                     fault = server.faults.pop(0) if server.faults else None
