@@ -60,10 +60,10 @@ def open_cache(args: argparse.Namespace):
     return Cache(args.cache or DEFAULT_CACHE_PATH)
 
 
-def llm_options(args: argparse.Namespace) -> dict:
+def llm_options(args: argparse.Namespace, spec: str | None = None) -> dict:
     opts = {}
-    if args.model.startswith("openai:"):
-        opts = {"concurrency": args.concurrency, "timeout": args.timeout}
+    if (spec or args.model).startswith("openai:"):
+        opts = {"concurrency": args.concurrency, "timeout": args.timeout, "max_retries": args.max_retries}
         if args.api_key:
             opts["api_key"] = args.api_key
     return opts
@@ -74,6 +74,7 @@ def _add_model_options(p: argparse.ArgumentParser, default: str = "embedded") ->
     p.add_argument("--api-key", default=None, help="API key for openai: specs (default: $OPENAI_API_KEY)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent requests to a server")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request to a server")
+    p.add_argument("--max-retries", type=int, default=6, help="retries per request to a server (backoff with jitter)")
 
 
 # --------------------------------------------------------------------------- commands
@@ -142,6 +143,37 @@ def cmd_llm_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extract(args: argparse.Namespace) -> int:
+    from .extract.run import ExtractConfig, run_extract
+    from .llm import load_llm
+
+    data = load_data(args)
+    _report_skips(data)
+    cache = open_cache(args)
+    llm = load_llm(args.model, cache=cache, **llm_options(args))
+    merge_llm = llm if not args.merge_model or args.merge_model == args.model else load_llm(args.merge_model, cache=cache, **llm_options(args, args.merge_model))
+    out_dir = Path(args.out or f"runs/extract-{Path(args.data).name.split('.')[0]}")
+    config = ExtractConfig(
+        seed=args.seed,
+        extract_from=args.extract_from,
+        target_rules=args.target_rules,
+        max_cluster=args.max_cluster,
+        reasoning_tokens=args.reasoning_tokens,
+        rules_tokens=args.rules_tokens,
+        merge_tokens=args.merge_tokens,
+    )
+    result = run_extract(data, llm, merge_llm, out_dir, config, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps({"run_dir": str(result.run_dir), "rules_file": str(result.run_dir / "rules.yaml"), **result.summary}))
+    return 0
+
+
+def _report_skips(data) -> None:
+    if data.skipped:
+        what = ", ".join(f"{n} {reason}" for reason, n in data.skipped.most_common())
+        err.print(f"[yellow]skipped {sum(data.skipped.values())} of {data.rows} rows:[/yellow] {what}")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from .quickstart import run_quickstart
 
@@ -182,6 +214,24 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true")
     score.set_defaults(func=cmd_llm_score)
 
+    ex = sub.add_parser("extract", help="learn rules from preference data: reasoning -> candidate rules -> merged rule set")
+    ex.add_argument("--data", required=True, metavar="PATH", help="preference data (any format `autorule data inspect` reads)")
+    _add_data_options(ex)
+    _add_model_options(ex)
+    _add_cache_options(ex)
+    ex.add_argument("--merge-model", default=None, help="model spec for merging (default: --model)")
+    ex.add_argument("--out", default=None, metavar="RUN_DIR", help="run directory (default: runs/extract-<data name>); rerun to resume")
+    ex.add_argument("--seed", type=int, default=0, help="seed for the A/B order and sampling")
+    ex.add_argument("--extract-from", default="reasoning", choices=["reasoning", "explanation", "both"], help="text rules are drawn from (paper: reasoning)")
+    ex.add_argument("--target-rules", type=int, default=25, help="merge until at most this many rules remain")
+    ex.add_argument("--max-cluster", type=int, default=10, help="most rules in one merge prompt")
+    ex.add_argument("--reasoning-tokens", type=int, default=1024, help="max new tokens for each reasoning call")
+    ex.add_argument("--rules-tokens", type=int, default=512, help="max new tokens for each rule-extraction call")
+    ex.add_argument("--merge-tokens", type=int, default=512, help="max new tokens for each merge call")
+    ex.add_argument("--overwrite", action="store_true", help="discard an earlier, different run in RUN_DIR")
+    ex.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    ex.set_defaults(func=cmd_extract)
+
     qs = sub.add_parser("quickstart", help="run what exists of the pipeline on the sample data with the embedded model")
     qs.add_argument("--out", default="runs/quickstart", help="run directory (default: %(default)s)")
     _add_cache_options(qs)
@@ -193,16 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     # models come from packages or local paths, never a hub; set before transformers is imported
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from .data import DataError
+    from .extract.run import RunDirError
     from .llm import LLMError
+    from .rules import RulesFileError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except DataError as e:
+    except (DataError, RunDirError, RulesFileError) as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
-    except LLMError as e:
+    except (LLMError, ValueError) as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:

@@ -26,6 +26,10 @@ class ChatRequest:
     seed: int | None = None
     # version of the prompt template that built `messages`; part of the cache key
     template: str = ""
+    # start of the answer, written for the model: local backends continue from it (small
+    # models follow formats far better so); chat servers have no portable way to prefill,
+    # so they get the request without it. Completion.text includes it either way.
+    prefill: str = ""
 
     def cache_fields(self) -> dict:
         return asdict(self)

@@ -76,7 +76,17 @@ def load_gguf(gguf: Path):
 class LocalLLM(LLM):
     """A causal LM from transformers. `batch_size` bounds generation batches."""
 
-    def __init__(self, spec: str, model, tokenizer, *, batch_size: int = 8, device: str | None = None, max_context: int | None = None):
+    def __init__(
+        self,
+        spec: str,
+        model,
+        tokenizer,
+        *,
+        batch_size: int = 8,
+        device: str | None = None,
+        max_context: int | None = None,
+        no_repeat_ngram_size: int = 0,
+    ):
         super().__init__()
         import torch
 
@@ -86,6 +96,7 @@ class LocalLLM(LLM):
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.no_repeat_ngram_size = no_repeat_ngram_size
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.max_context = max_context or getattr(model.config, "max_position_embeddings", 2048)
@@ -99,6 +110,8 @@ class LocalLLM(LLM):
 
         if spec == "embedded":
             model, tok = load_gguf(embedded_gguf())
+            # the 135M default loops under greedy decoding; blocking repeated 4-grams keeps it usable
+            kwargs.setdefault("no_repeat_ngram_size", 4)
         elif spec.startswith("gguf:"):
             model, tok = load_gguf(Path(spec[5:]).expanduser())
         elif spec.startswith("hf:"):
@@ -114,7 +127,7 @@ class LocalLLM(LLM):
 
     @property
     def identity(self) -> dict:
-        return {"spec": self.spec, "name_or_path": str(getattr(self.model.config, "_name_or_path", ""))}
+        return {"spec": self.spec, "name_or_path": str(getattr(self.model.config, "_name_or_path", "")), "no_repeat_ngram_size": self.no_repeat_ngram_size}
 
     def _answer_token_ids(self) -> tuple[list[int], list[int]]:
         vocab = self.tokenizer.get_vocab()
@@ -140,7 +153,7 @@ class LocalLLM(LLM):
 
     def _generate(self, requests: list[ChatRequest], desc: str | None, on_result: OnResult | None) -> list[Completion]:
         out: list[Completion | None] = [None] * len(requests)
-        prompts = [self.render(r.messages) for r in requests]
+        prompts = [self.render(r.messages) + r.prefill for r in requests]
         # one batch shares sampling settings; similar lengths together means less padding
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i in sorted(range(len(requests)), key=lambda i: len(prompts[i])):
@@ -168,10 +181,12 @@ class LocalLLM(LLM):
             raise LLMError(f"{self.spec}: prompt of {enc.input_ids.shape[1]} tokens + {max_new} new tokens exceeds the model's context of {self.max_context}")
         enc = enc.to(self.device)
         r0 = requests[0]
-        kwargs = {"do_sample": False}
+        kwargs: dict = {"do_sample": False}
         if r0.temperature > 0:
             kwargs = {"do_sample": True, "temperature": r0.temperature, "top_p": r0.top_p}
             torch.manual_seed(r0.seed if r0.seed is not None else 0)
+        if self.no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
         with torch.inference_mode():
             gen = self.model.generate(**enc, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id, top_k=None, **kwargs)
         new = gen[:, enc.input_ids.shape[1] :]
@@ -184,7 +199,7 @@ class LocalLLM(LLM):
                     finish = "stop"
                     break
                 tokens.append(t)
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            text = req.prefill + self.tokenizer.decode(tokens, skip_special_tokens=True)
             reasoning, answer = split_reasoning(text)
             results.append(Completion(text=answer, reasoning=reasoning, finish_reason=finish, usage=Usage(int(mask.sum()), len(tokens) + (finish == "stop"))))
         return results

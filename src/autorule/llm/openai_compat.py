@@ -51,6 +51,18 @@ def run_sync(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return result["value"]
 
 
+async def _gather_or_cancel(coros: list[Awaitable[T]]) -> list[T]:
+    """All results in order; on the first failure the rest are cancelled and awaited."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
     """'openai:MODEL@BASE_URL' -> (model, base_url)."""
     body = spec.removeprefix("openai:")
@@ -211,7 +223,7 @@ class OpenAICompatLLM(LLM):
                 return c
 
             try:
-                return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+                return await _gather_or_cancel([one(i, r) for i, r in enumerate(requests)])
             finally:
                 bar.close()
                 await client.close()
@@ -244,7 +256,7 @@ class OpenAICompatLLM(LLM):
                 return p
 
             try:
-                return list(await asyncio.gather(*(one(q) for q in questions)))
+                return await _gather_or_cancel([one(q) for q in questions])
             finally:
                 await client.close()
 

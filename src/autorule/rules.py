@@ -1,0 +1,104 @@
+"""Rules and rule sets: readable statements with provenance, weights and stats, in YAML."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+
+class RulesFileError(Exception):
+    """A rules file that cannot be used; the message names the file and the problem."""
+
+
+def normalise_rule(text: str) -> str:
+    """Lowercase, collapse whitespace, drop punctuation: catches trivial duplicates."""
+    text = re.sub(r"[^\w\s]", " ", text.lower())
+    return " ".join(text.split())
+
+
+def rule_id(text: str) -> str:
+    """A stable id: the same rule text gets the same id in every run."""
+    return "r-" + hashlib.sha256(normalise_rule(text).encode()).hexdigest()[:8]
+
+
+class CandidateRef(BaseModel):
+    """One extracted candidate behind a rule: its text, its pair and where it came from."""
+
+    text: str
+    pair_id: str
+    excerpt: str = ""
+
+
+class Rule(BaseModel):
+    id: str
+    text: str
+    weight: float = 1.0
+    support: int = 0  # distinct preference pairs behind the rule
+    pairs: list[str] = Field(default_factory=list)
+    candidates: list[CandidateRef] = Field(default_factory=list)
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_empty(cls, v: str) -> str:
+        if not v or not v.strip():
+            raise ValueError("rule text is empty")
+        return v.strip()
+
+    @classmethod
+    def from_candidates(cls, text: str, candidates: list[CandidateRef]) -> Rule:
+        pairs = sorted({c.pair_id for c in candidates})
+        return cls(id=rule_id(text), text=text, support=len(pairs), pairs=pairs, candidates=candidates)
+
+
+class RuleSet(BaseModel):
+    version: int = 1
+    meta: dict[str, Any] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> RuleSet:
+        seen: set[str] = set()
+        for r in self.rules:
+            if r.id in seen:
+                raise ValueError(f"duplicate rule id '{r.id}'")
+            seen.add(r.id)
+        return self
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.model_dump(), sort_keys=False, allow_unicode=True, width=120))
+        tmp.replace(path)  # atomic: readers never see half a file
+
+    @classmethod
+    def load(cls, path: str | Path) -> RuleSet:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RulesFileError(f"{path}: no such rules file") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise RulesFileError(f"{path}: not valid YAML: {e}") from None
+        if isinstance(data, list):  # a bare list of rule texts is accepted too
+            data = {"rules": [{"id": rule_id(t), "text": t} if isinstance(t, str) else t for t in data]}
+        if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+            raise RulesFileError(f"{path}: expected a mapping with a 'rules' list (or a list of rule texts)")
+        for i, r in enumerate(data["rules"]):
+            if isinstance(r, dict) and "id" not in r and isinstance(r.get("text"), str):
+                r["id"] = rule_id(r["text"])
+            elif isinstance(r, str):
+                data["rules"][i] = {"id": rule_id(r), "text": r}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+            raise RulesFileError(f"{path}: {problems}") from None

@@ -1,0 +1,197 @@
+"""`autorule extract` against a real HTTP server (scripted), and on the embedded model."""
+
+import json
+import re
+
+import pytest
+from conftest import HH
+from scripted_server import ScriptedServer
+
+from autorule.cli import main
+from autorule.data import load_pairs
+from autorule.extract.reason import chosen_label
+from autorule.rules import RuleSet
+
+TOPICS = ["politeness", "safety", "accuracy", "brevity", "structure", "sources"]
+
+
+def topic_of(text: str) -> str:
+    return TOPICS[sum(map(ord, text)) % len(TOPICS)]
+
+
+def judge(style: str = "field", rules_reply=None, reasoning_reply=None):
+    """A deterministic judge: reasoning mentions a topic; rules follow from the text they are given."""
+
+    def reply(messages, body):
+        text = messages[-1]["content"]
+        if "Please act as an impartial judge" in text:
+            winner = re.search(r"preferred Assistant ([AB])", text).group(1)
+            trace = f"TRACE: Assistant {winner} shows better {topic_of(text)} (case {len(text)})."
+            if reasoning_reply:
+                return reasoning_reply(text, trace)
+            if style == "field":
+                return {"content": f"Assistant {winner} is better.", "reasoning_content": trace}
+            if style == "think":
+                return {"content": f"<think>{trace}</think>Assistant {winner} is better."}
+            return {"content": f"EXPLANATION: Assistant {winner} is better on {topic_of(text)}."}
+        if "extract rules" in text:
+            justification = text.split("<justification>")[1].split("</justification>")[0].strip()
+            if rules_reply:
+                return rules_reply(justification)
+            topic = next(t for t in TOPICS if t in justification)
+            return {"content": json.dumps([f"The assistant's response should show {topic} in every reply.", f"The assistant's response should keep {topic} consistent throughout."])}
+        if "could not be read as a list of rules" in text:
+            return {"content": '["The assistant\'s response should be repaired properly."]'}
+        if "Merge them" in text:
+            listed = re.findall(r"^\d+\. (.*)$", text.split("<rules>")[1], re.M)
+            return {"content": json.dumps([f"The assistant's response should satisfy: {listed[0][len('The assistant s response should '):]}"])}
+        return {"content": "unexpected prompt"}
+
+    return reply
+
+
+def extract(server, out, *extra, limit=6):
+    return main(
+        ["extract", "--data", str(HH), "--on-bad-row", "skip", "--limit", str(limit), "--model", f"openai:judge@{server.base_url}",
+         "--out", str(out), "--target-rules", "4", "--max-retries", "1", "--timeout", "5", *extra]
+    )
+
+
+def requests_by_stage(server):
+    stages = {"reasoning": 0, "rules": 0, "repair": 0, "merge": 0}
+    for body in server.requests:
+        text = body["messages"][-1]["content"]
+        key = "reasoning" if "impartial judge" in text else "rules" if "extract rules" in text else "repair" if "could not be read" in text else "merge"
+        stages[key] += 1
+    return stages
+
+
+@pytest.mark.parametrize("style", ["field", "think"])
+def test_extract_end_to_end_with_reasoning_trace(tmp_path, shared_data, style, capsys):
+    with ScriptedServer(judge(style)) as server:
+        assert extract(server, tmp_path / "run", "--no-cache", "--json") == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run = tmp_path / "run"
+    for name in ("000_pairs.jsonl", "010_reasoning.jsonl", "020_candidates.jsonl", "030_rules.yaml", "rules.yaml", "run.json"):
+        assert (run / name).is_file(), name
+    assert not list(run.glob("*.partial"))
+
+    reasonings = [json.loads(line) for line in (run / "010_reasoning.jsonl").read_text().splitlines()]
+    assert len(reasonings) == 6 and all(r["reasoning"].startswith("TRACE:") for r in reasonings)
+    assert all(r["explanation"].endswith("is better.") for r in reasonings)
+    # rules come from the reasoning trace (the paper), not the explanation
+    candidates = [json.loads(line) for line in (run / "020_candidates.jsonl").read_text().splitlines()]
+    assert all(c["source"] == "reasoning" and c["excerpt"].startswith("TRACE:") for c in candidates)
+
+    rules = RuleSet.load(run / "rules.yaml")
+    pair_ids = {json.loads(line)["id"] for line in (run / "000_pairs.jsonl").read_text().splitlines()}
+    assert 1 <= len(rules) <= 4
+    assert sum(len(r.candidates) for r in rules.rules) == 12  # every candidate is behind exactly one rule
+    for r in rules.rules:
+        assert r.text.startswith("The assistant's response should")
+        assert set(r.pairs) <= pair_ids and r.support == len(set(r.pairs)) >= 1
+        assert all(c.excerpt.startswith("TRACE:") for c in r.candidates)
+
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["counts"]["candidates"] == 12 and meta["counts"]["rules"] == len(rules)
+    assert meta["counts"]["tokens"]["010_reasoning"]["prompt"] > 0
+    assert meta["fingerprint"]["model"].startswith("openai:judge@")
+    assert summary["rules"] == len(rules) and summary["pairs"] == 6
+
+
+def test_no_trace_falls_back_to_explanation_and_says_so(tmp_path, shared_data, capsys):
+    with ScriptedServer(judge("none")) as server:
+        assert extract(server, tmp_path / "run", "--no-cache") == 0
+    assert capsys.readouterr().err.count("no reasoning trace") == 1
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["counts"]["reasoning_without_trace"] == 6
+    candidates = [json.loads(line) for line in (tmp_path / "run" / "020_candidates.jsonl").read_text().splitlines()]
+    assert all(c["source"] == "explanation" and c["excerpt"].startswith("EXPLANATION") for c in candidates)
+
+
+def test_parse_failures_and_empty_outputs_are_counted(tmp_path, shared_data):
+    def rules_reply(justification):
+        topic = next(t for t in TOPICS if t in justification)
+        if topic in ("safety", "accuracy"):
+            return {"content": "I think the answer was nice."}  # no list: repaired by the repair prompt
+        return {"content": json.dumps([f"The assistant's response should show {topic} in every reply."])}
+
+    def reasoning_reply(text, trace):
+        return {"content": ""} if "brevity" in trace else {"content": "ok", "reasoning_content": trace}
+
+    def repair_fails(messages, body):
+        if "could not be read" in messages[-1]["content"]:
+            return {"content": "still not a list"}
+        return judge(rules_reply=rules_reply, reasoning_reply=reasoning_reply)(messages, body)
+
+    with ScriptedServer(repair_fails) as server:
+        assert extract(server, tmp_path / "run", "--no-cache", limit=12) == 0
+    stages = requests_by_stage(server)
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    candidates = [json.loads(line) for line in (tmp_path / "run" / "020_candidates.jsonl").read_text().splitlines()]
+    failed = [c for c in candidates if c["failure"]]
+    assert len(candidates) == 12
+    assert stages["repair"] == sum(1 for c in candidates if c["repaired"]) > 0  # one repair try per failed parse
+    assert meta["counts"]["failures"] == {k: sum(1 for c in failed if c["failure"] == k) for k in {c["failure"] for c in failed}}
+    assert sum(meta["counts"]["failures"].values()) == len(failed) > 0
+    assert {c["failure"] for c in failed} <= {"empty reasoning output", "unparseable rule list after repair"}
+
+
+def test_resume_after_a_failed_run_repeats_no_finished_call(tmp_path, shared_data):
+    # 10 calls succeed, then the server fails for longer than the retry budget
+    faults = [None] * 10 + ["503"] * 2  # --max-retries 1: two faults exhaust the budget
+    with ScriptedServer(judge(), faults=faults) as server:
+        cache = ["--cache", str(tmp_path / "cache.sqlite"), "--concurrency", "1"]
+        assert extract(server, tmp_path / "run", *cache, limit=8) == 1
+        meta = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert meta["status"] == "failed" and "gave up" in meta["error"]
+        assert (tmp_path / "run" / "010_reasoning.jsonl").is_file()  # stage 010 finished and was kept
+        assert extract(server, tmp_path / "run", *cache, limit=8) == 0
+        answered = [json.dumps(b["messages"]) for b, f in zip(server.requests, faults + [None] * 1000) if f is None]
+    assert len(answered) == len(set(answered)), "a finished call was repeated"
+    with ScriptedServer(judge()) as clean:
+        assert extract(clean, tmp_path / "clean", "--no-cache", limit=8) == 0
+    assert len(answered) == len(clean.requests)
+    assert (tmp_path / "run" / "rules.yaml").read_text().split("rules:")[1] == (tmp_path / "clean" / "rules.yaml").read_text().split("rules:")[1]
+
+
+def test_resume_without_cache_uses_the_stage_files(tmp_path, shared_data):
+    faults = [None] * 8 + ["503"] * 2  # stage 010 done (6 calls), 020 two calls done
+    with ScriptedServer(judge(), faults=faults) as server:
+        args = ["--no-cache", "--concurrency", "1"]
+        assert extract(server, tmp_path / "run", *args, limit=6) == 1
+        assert (tmp_path / "run" / "020_candidates.jsonl.partial").is_file()
+        first = len(server.requests)
+        assert extract(server, tmp_path / "run", *args, limit=6) == 0
+    stages_second = requests_by_stage(type("S", (), {"requests": server.requests[first:]})())
+    assert stages_second["reasoning"] == 0 and stages_second["rules"] == 6 - 2
+
+
+def test_a_different_run_in_the_same_directory_is_refused(tmp_path, shared_data, capsys):
+    with ScriptedServer(judge()) as server:
+        assert extract(server, tmp_path / "run", "--no-cache") == 0
+        assert extract(server, tmp_path / "run", "--no-cache", "--seed", "7") == 2
+        assert "holds a different run" in capsys.readouterr().err
+        assert extract(server, tmp_path / "run", "--no-cache", "--seed", "7", "--overwrite") == 0
+
+
+def test_ab_order_is_random_per_pair_and_reproducible(shared_data):
+    pairs = load_pairs(HH, on_bad_row="skip", limit=200).pairs
+    labels = [chosen_label(p, 0) for p in pairs]
+    assert 70 < labels.count("A") < 130
+    assert labels == [chosen_label(p, 0) for p in pairs]
+    assert labels != [chosen_label(p, 1) for p in pairs]
+
+
+@pytest.mark.slow
+def test_extract_on_the_embedded_model(tmp_path, shared_data, capsys):
+    code = main(
+        ["extract", "--data", str(HH), "--on-bad-row", "skip", "--limit", "3", "--model", "embedded", "--out", str(tmp_path / "run"),
+         "--reasoning-tokens", "96", "--rules-tokens", "64", "--merge-tokens", "64", "--target-rules", "3", "--no-cache", "--json"]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rules = RuleSet.load(tmp_path / "run" / "rules.yaml")
+    assert summary["pairs"] == 3 and 1 <= len(rules) <= 3
+    assert all(r.support >= 1 and r.candidates and r.pairs for r in rules.rules)
