@@ -146,15 +146,19 @@ class LLM(ABC):
         The prefix (e.g. instructions and a conversation) is shared by every question, so
         backends process it once: local models reuse its KV cache, servers their prefix cache.
         """
-        if not questions:
-            return []
-        return self._score_yes_no(prefix, questions)
+        return self.score_yes_no_batch([(prefix, questions)])[0]
+
+    def score_yes_no_batch(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        """`score_yes_no` for many prefixes at once (servers run them all concurrently)."""
+        if not any(qs for _, qs in items):
+            return [[] for _ in items]
+        return self._score_yes_no_batch(items)
 
     @abstractmethod
     def _generate(self, requests: list[ChatRequest], desc: str | None, on_result: OnResult | None) -> list[Completion]: ...
 
     @abstractmethod
-    def _score_yes_no(self, prefix: str, questions: list[str]) -> list[float]: ...
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]]) -> list[list[float]]: ...
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -48,16 +48,19 @@ class CachedLLM(LLM):
             self.inner.generate([requests[i] for i in todo], desc, on_result=store)
         return out  # type: ignore[return-value]
 
-    def _score_yes_no(self, prefix: str, questions: list[str]) -> list[float]:
-        keys = [content_key({"kind": "yes_no", "model": self.identity, "prefix": prefix, "question": q}) for q in questions]
-        found = self.cache.get_many(keys)
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        keys = [[content_key({"kind": "yes_no", "model": self.identity, "prefix": prefix, "question": q}) for q in questions] for prefix, questions in items]
+        found = self.cache.get_many([k for ks in keys for k in ks])
         self.stats["cache_hits"] += len(found)
-        missing = [i for i, k in enumerate(keys) if k not in found]
-        if missing:
-            probs = self.inner.score_yes_no(prefix, [questions[i] for i in missing])
-            self.cache.put_many({keys[i]: p for i, p in zip(missing, probs)})
-            found.update({keys[i]: p for i, p in zip(missing, probs)})
-        return [found[k] for k in keys]
+        # only the missing questions go to the model, still grouped by their shared prefix
+        todo = [(i, [j for j, k in enumerate(ks) if k not in found]) for i, ks in enumerate(keys)]
+        todo = [(i, js) for i, js in todo if js]
+        if todo:
+            probs = self.inner.score_yes_no_batch([(items[i][0], [items[i][1][j] for j in js]) for i, js in todo])
+            fresh = {keys[i][j]: p for (i, js), ps in zip(todo, probs) for j, p in zip(js, ps)}
+            self.cache.put_many(fresh)
+            found.update(fresh)
+        return [[found[k] for k in ks] for ks in keys]
 
     def close(self) -> None:
         self.inner.close()

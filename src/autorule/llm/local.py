@@ -211,7 +211,10 @@ class LocalLLM(LLM):
 
     # ------------------------------------------------------------------ yes/no scoring
 
-    def _score_yes_no(self, prefix: str, questions: list[str]) -> list[float]:
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        return [self._score_one_prefix(prefix, questions) if questions else [] for prefix, questions in items]
+
+    def _score_one_prefix(self, prefix: str, questions: list[str]) -> list[float]:
         """Run the shared token prefix once, then every question's suffix on its KV cache."""
         torch = self.torch
         texts = [self.render([{"role": "user", "content": prefix + q}]) for q in questions]

@@ -232,12 +232,14 @@ class OpenAICompatLLM(LLM):
 
     # ------------------------------------------------------------------ yes/no scoring
 
-    def _score_yes_no(self, prefix: str, questions: list[str]) -> list[float]:
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        flat = [(prefix, q) for prefix, questions in items for q in questions]
+
         async def main() -> list[float]:
             client = self._client()
             sem = asyncio.Semaphore(self.concurrency)
 
-            async def one(q: str) -> float:
+            async def one(prefix: str, q: str) -> float:
                 messages = [{"role": "user", "content": prefix + q}]
                 async with sem:
                     response = await self._call(
@@ -256,12 +258,13 @@ class OpenAICompatLLM(LLM):
                 return p
 
             try:
-                return await _gather_or_cancel([one(q) for q in questions])
+                return await _gather_or_cancel([one(prefix, q) for prefix, q in flat])
             finally:
                 await client.close()
 
-        self.stats["yes_no_checks"] += len(questions)
-        return run_sync(main)
+        self.stats["yes_no_checks"] += len(flat)
+        probs = iter(run_sync(main))
+        return [[next(probs) for _ in questions] for _, questions in items]
 
     @staticmethod
     def _yes_from_logprobs(response: Any) -> float | None:

@@ -1,0 +1,1 @@
+"""Adapters for the trainers people already use: TRL, verl, OpenRLHF (reward server)."""

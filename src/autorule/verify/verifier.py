@@ -1,0 +1,159 @@
+"""The verifier, the hot path of RL with rule rewards.
+
+Prompt layout: [instructions][conversation][rule][answer cue]. Everything up to the
+end of the conversation is one prefix shared by all K rules, so a backend processes it
+once (local: one KV cache; vLLM/SGLang: their prefix cache) and each rule costs only its
+short suffix and one next-token read. Verdicts are cached by content through the LLM
+cache (model, prompt text, which includes the template and rule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..data import Message
+from ..llm import LLM
+from ..rules import RuleSet
+
+PROMPTS = Path(__file__).parent / "prompts"
+_TEXTS = {name: (PROMPTS / f"{name}.txt").read_text(encoding="utf-8") for name in ("instructions", "rule", "rule_paper", "applies")}
+INSTRUCTIONS = Template(_TEXTS["instructions"])
+QUESTIONS = {"default": Template(_TEXTS["rule"]), "paper": Template(_TEXTS["rule_paper"])}
+APPLIES = Template(_TEXTS["applies"])
+TEMPLATE_VERSION = "verify@" + hashlib.sha256("".join(_TEXTS.values()).encode()).hexdigest()[:8]
+
+Style = Literal["default", "paper"]
+OMITTED = "\n[... {n} characters omitted ...]\n"
+
+
+def _nonce(messages: list[Message]) -> str:
+    # derived from the content itself, so the content cannot contain it (and caching stays stable)
+    return hashlib.sha256(json.dumps([m.model_dump() for m in messages]).encode()).hexdigest()[:12]
+
+
+def truncate_middle(text: str, keep: int) -> str:
+    if len(text) <= keep:
+        return text
+    marker = OMITTED.format(n=len(text) - keep)
+    head = max(0, (keep - len(marker)) // 2)
+    tail = max(0, keep - len(marker) - head)
+    return text[:head] + OMITTED.format(n=len(text) - head - tail) + (text[-tail:] if tail else "")
+
+
+def fit_messages(messages: list[Message], max_chars: int) -> list[Message]:
+    """Shorten the longest turns from their middle until the whole fits `max_chars`.
+
+    Beginnings and ends of every turn survive (the user's request, the response's
+    conclusion); the instructions, rule and answer cue are never touched.
+    """
+    contents = [m.content for m in messages]
+    while sum(len(c) for c in contents) > max_chars:
+        excess = sum(len(c) for c in contents) - max_chars
+        i = max(range(len(contents)), key=lambda j: len(contents[j]))
+        keep = max(len(contents[i]) - excess - len(OMITTED) - 8, 64)
+        if keep >= len(contents[i]) - len(OMITTED):  # nothing left worth cutting
+            break
+        contents[i] = truncate_middle(contents[i], keep)
+    return [Message(role=m.role, content=c) for m, c in zip(messages, contents)]
+
+
+def render_prefix(messages: list[Message]) -> str:
+    """Instructions and the conversation, each turn inside nonce-tagged markers."""
+    nonce = _nonce(messages)
+    labels = {"system": "system", "user": "user", "assistant": "assistant"}
+    turns = []
+    for i, m in enumerate(messages):
+        tag = labels[m.role] + ("-final-response" if i == len(messages) - 1 else "")
+        turns.append(f'<{tag} id="{nonce}">\n{m.content}\n</{tag} id="{nonce}">')
+    return INSTRUCTIONS.substitute(nonce=nonce, turns="\n".join(turns))
+
+
+@dataclass
+class Verdicts:
+    """P(satisfied) for each (response, rule); P(applies) too when applicability is on."""
+
+    rule_ids: list[str]
+    p_satisfied: np.ndarray  # (responses, rules)
+    p_applies: np.ndarray | None = None
+    threshold: float = 0.5
+
+    @property
+    def hard(self) -> np.ndarray:
+        return self.p_satisfied >= self.threshold
+
+    @property
+    def applicable(self) -> np.ndarray:
+        if self.p_applies is None:
+            return np.ones_like(self.p_satisfied, dtype=bool)
+        return self.p_applies >= self.threshold
+
+    def pass_rates(self) -> dict[str, float]:
+        """Per rule: the fraction of responses (where it applies) that satisfy it."""
+        rates = {}
+        for j, rid in enumerate(self.rule_ids):
+            mask = self.applicable[:, j]
+            rates[rid] = float(self.hard[mask, j].mean()) if mask.any() else float("nan")
+        return rates
+
+
+class Verifier:
+    """Judges responses against every rule of a RuleSet with one LLM.
+
+    style: "default" asks whether the final response follows the rule; "paper" is the
+        AutoRule paper's check (a rule that does not apply counts as satisfied, and the
+        response must also be concise).
+    applicability: also ask whether each rule applies; rewards then average only over
+        the rules that apply (three-valued verdicts: yes / no / not applicable).
+    max_input_tokens: the verifier's context budget; long conversations are cut in the
+        middle of their turns to fit, never the instructions, rule or answer cue.
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        rules: RuleSet,
+        *,
+        style: Style = "default",
+        applicability: bool = False,
+        threshold: float = 0.5,
+        max_input_tokens: int | None = None,
+    ):
+        if not rules.rules:
+            raise ValueError("the rule set is empty: nothing to verify")
+        self.llm, self.rules, self.style = llm, rules, style
+        self.applicability, self.threshold = applicability, threshold
+        self.max_input_tokens = max_input_tokens or getattr(llm, "max_context", None) or getattr(getattr(llm, "inner", None), "max_context", None) or 8192
+        self.questions = [QUESTIONS[style].substitute(rule=r.text) for r in rules.rules]
+        if applicability:
+            self.questions += [APPLIES.substitute(rule=r.text) for r in rules.rules]
+
+    def prefix(self, messages: list[Message]) -> str:
+        # ~3 characters per token is conservative for English; the suffix budget covers the longest rule question
+        overhead = len(INSTRUCTIONS.template) + max(len(q) for q in self.questions) + 200
+        max_chars = max(512, self.max_input_tokens * 3 - overhead)
+        return render_prefix(fit_messages(messages, max_chars))
+
+    def verify(self, conversations: list[list[Message]], desc: str | None = None, batch: int = 64) -> Verdicts:
+        """Every conversation (ending with the response to judge) against every rule."""
+        k = len(self.rules.rules)
+        rows: list[list[float]] = []
+        with tqdm(total=len(conversations), desc=desc, disable=desc is None, unit="resp") as bar:
+            for start in range(0, len(conversations), batch):
+                chunk = conversations[start : start + batch]
+                rows.extend(self.llm.score_yes_no_batch([(self.prefix(c), self.questions) for c in chunk]))
+                bar.update(len(chunk))
+        probs = np.array(rows, dtype=float).reshape(len(conversations), len(self.questions))
+        return Verdicts(
+            rule_ids=[r.id for r in self.rules.rules],
+            p_satisfied=probs[:, :k],
+            p_applies=probs[:, k:] if self.applicability else None,
+            threshold=self.threshold,
+        )
