@@ -174,6 +174,110 @@ def _report_skips(data) -> None:
         err.print(f"[yellow]skipped {sum(data.skipped.values())} of {data.rows} rows:[/yellow] {what}")
 
 
+def _add_reward_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rules", required=True, metavar="RULES", help="rules file (rules.yaml from `autorule extract`)")
+    p.add_argument("--verifier", default="embedded", help="verifier model spec (default: %(default)s)")
+    p.add_argument("--preset", default="default", choices=["default", "ternary", "paper"], help="reward preset (paper: RM + 10 x (fraction - 0.75), clipped)")
+    p.add_argument("--rm", default=None, metavar="DIR", help="reward model (Hugging Face sequence-classification directory)")
+    p.add_argument("--threshold", type=float, default=0.5, help="P(Yes) at or above which a verdict counts as satisfied")
+    p.add_argument("--api-key", default=None, help="API key for an openai: verifier (default: $OPENAI_API_KEY)")
+    p.add_argument("--concurrency", type=int, default=32, help="concurrent requests to a verifier server")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request to a verifier server")
+    p.add_argument("--max-retries", type=int, default=6, help="retries per request to a verifier server")
+    _add_cache_options(p)
+
+
+def build_scorer(args: argparse.Namespace):
+    from .llm import load_llm
+    from .reward import RewardModel, RewardScorer
+    from .rules import RuleSet
+
+    rules = RuleSet.load(args.rules)
+    llm = load_llm(args.verifier, cache=open_cache(args), **llm_options(args, args.verifier))
+    rm = RewardModel(args.rm) if args.rm else None
+    return RewardScorer(rules, llm, args.preset, rm=rm, threshold=args.threshold)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    scorer = build_scorer(args)
+    items = _score_items(args)  # (id, side, conversation)
+    scores = scorer.score([c for _, _, c in items], desc="verifying")
+    rows = []
+    for i, (item_id, side, conv) in enumerate(items):
+        rows.append({
+            "id": item_id,
+            **({"side": side} if side else {}),
+            "reward": float(scores.total[i]),
+            "rule_reward": float(scores.rule[i]),
+            **({"rm": float(scores.rm[i])} if scores.rm is not None else {}),
+            "verdicts": {rid: round(float(p), 6) for rid, p in zip(scores.verdicts.rule_ids, scores.verdicts.p_satisfied[i])},
+            **({"applies": {rid: round(float(p), 6) for rid, p in zip(scores.verdicts.rule_ids, scores.verdicts.p_applies[i])}} if scores.verdicts.p_applies is not None else {}),
+        })
+    out_path = Path(args.out) if args.out else None
+    if out_path:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    summary = {"responses": len(rows), "mean_reward": float(scores.total.mean()), "mean_rule_reward": float(scores.rule.mean()), "pass_rates": scores.pass_rates()}
+    sides = [s for _, s, _ in items]
+    if "chosen" in sides:
+        chosen = scores.rule[[i for i, s in enumerate(sides) if s == "chosen"]]
+        rejected = scores.rule[[i for i, s in enumerate(sides) if s == "rejected"]]
+        summary["pairs"] = len(chosen)
+        summary["chosen_preferred"] = float((chosen > rejected).mean())
+        summary["ties"] = float((chosen == rejected).mean())
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        err.print(f"scored {len(rows)} responses against {len(scorer.rules)} rules; mean rule reward {summary['mean_rule_reward']:.3f}" + (f"; written to {out_path}" if out_path else ""))
+        if "pairs" in summary:
+            err.print(f"chosen side has the higher rule reward in {summary['chosen_preferred']:.1%} of {summary['pairs']} pairs ({summary['ties']:.1%} ties)")
+        if not out_path:
+            for r in rows:
+                print(json.dumps(r, ensure_ascii=False))
+    return 0
+
+
+def _score_items(args: argparse.Namespace):
+    """Responses to score: JSONL with prompt + response, or preference pairs (both sides)."""
+    from .data import DataError, iter_rows, load_pairs
+    from .integrations.conversation import conversation
+
+    path = Path(args.data)
+    if path.is_file():
+        rows, unit = iter_rows(path)
+        first = next(iter(rows), None)
+        if first is not None and isinstance(first[1], dict) and "response" in first[1]:
+            items = []
+            rows, unit = iter_rows(path)
+            for row, rec in rows:
+                if not isinstance(rec, dict) or not isinstance(rec.get("response"), str):
+                    raise DataError(str(path), "expected a 'response' text (and optionally 'prompt': text or chat messages)", row, unit)
+                try:
+                    conv = conversation(rec.get("prompt"), rec["response"])
+                except (KeyError, TypeError, AttributeError) as e:
+                    raise DataError(str(path), f"bad 'prompt': {e}", row, unit) from None
+                items.append((str(rec.get("id", row)), None, conv))
+            if not items:
+                raise DataError(str(path), "no responses found")
+            return items
+    data = load_pairs(path, args.format, on_bad_row=args.on_bad_row, limit=args.limit)
+    _report_skips(data)
+    return [(p.id, side, p.conversation(side)) for p in data.pairs for side in ("chosen", "rejected")]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .integrations.server import create_app
+
+    token = args.token or os.environ.get("AUTORULE_TOKEN")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+        err.print("[yellow]warning:[/yellow] serving beyond localhost without a bearer token (--token or $AUTORULE_TOKEN)")
+    app = create_app(build_scorer(args), token=token, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from .quickstart import run_quickstart
 
@@ -231,6 +335,26 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="discard an earlier, different run in RUN_DIR")
     ex.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     ex.set_defaults(func=cmd_extract)
+
+    sc = sub.add_parser("score", help="score responses (or both sides of preference pairs) against a rule set")
+    _add_reward_options(sc)
+    sc.add_argument("--data", required=True, metavar="FILE", help="JSONL with 'prompt' and 'response', or preference data")
+    sc.add_argument("--format", default="auto", help="preference data format (when --data holds pairs)")
+    sc.add_argument("--on-bad-row", default="error", choices=["error", "skip"])
+    sc.add_argument("--limit", type=int, default=None, help="at most this many pairs")
+    sc.add_argument("--out", default=None, metavar="FILE", help="write per-response verdicts and rewards as JSONL here (default: stdout)")
+    sc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    sc.set_defaults(func=cmd_score)
+
+    sv = sub.add_parser("serve", help="OpenRLHF-compatible reward server (POST / or /get_reward)")
+    _add_reward_options(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default: $AUTORULE_TOKEN)")
+    sv.add_argument("--max-batch", type=int, default=64, help="most samples scored in one verifier pass")
+    sv.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    sv.add_argument("--max-queue", type=int, default=1024, help="queued requests before answering 503")
+    sv.set_defaults(func=cmd_serve)
 
     qs = sub.add_parser("quickstart", help="run what exists of the pipeline on the sample data with the embedded model")
     qs.add_argument("--out", default="runs/quickstart", help="run directory (default: %(default)s)")

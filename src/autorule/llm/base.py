@@ -130,6 +130,10 @@ class LLM(ABC):
         """What identifies the model's answers, for cache keys."""
         return {"spec": self.spec}
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text`; without a tokenizer, a conservative estimate (2 bytes a token)."""
+        return len(text.encode()) // 2 + 1
+
     def generate(self, requests: list[ChatRequest], desc: str | None = None, on_result: OnResult | None = None) -> list[Completion]:
         """Chat completions, one per request, in order.
 

@@ -18,6 +18,9 @@ class CachedLLM(LLM):
     def identity(self) -> dict:
         return self.inner.identity
 
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
     def _generate(self, requests: list[ChatRequest], desc: str | None, on_result: OnResult | None = None) -> list[Completion]:
         keys = [content_key({"kind": "generate", "model": self.identity, "request": r.cache_fields()}) for r in requests]
         found = self.cache.get_many(keys)

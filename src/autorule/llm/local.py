@@ -142,6 +142,9 @@ class LocalLLM(LLM):
                 no.append(idx)
         return sorted(yes), sorted(no)
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
     def render(self, messages: list[dict]) -> str:
         if self.tokenizer.chat_template:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -32,6 +32,8 @@ TEMPLATE_VERSION = "verify@" + hashlib.sha256("".join(_TEXTS.values()).encode())
 
 Style = Literal["default", "paper"]
 OMITTED = "\n[... {n} characters omitted ...]\n"
+# tokens the chat template adds around the user message (role tags, a default system prompt)
+CHAT_TEMPLATE_RESERVE = 64
 
 
 def _nonce(messages: list[Message]) -> str:
@@ -134,12 +136,22 @@ class Verifier:
         self.questions = [QUESTIONS[style].substitute(rule=r.text) for r in rules.rules]
         if applicability:
             self.questions += [APPLIES.substitute(rule=r.text) for r in rules.rules]
+        self._suffix_tokens = max(llm.count_tokens(q) for q in self.questions)
 
     def prefix(self, messages: list[Message]) -> str:
-        # ~3 characters per token is conservative for English; the suffix budget covers the longest rule question
-        overhead = len(INSTRUCTIONS.template) + max(len(q) for q in self.questions) + 200
-        max_chars = max(512, self.max_input_tokens * 3 - overhead)
-        return render_prefix(fit_messages(messages, max_chars))
+        """The shared prefix, with the conversation cut in the middle until prefix + any rule fits."""
+        budget = self.max_input_tokens - self._suffix_tokens - CHAT_TEMPLATE_RESERVE
+        text = render_prefix(messages)
+        if len(text) <= budget:  # a token is at least a character: it fits, no need to count
+            return text
+        max_chars = sum(len(m.content) for m in messages)
+        for _ in range(8):
+            tokens = self.llm.count_tokens(text)
+            if tokens <= budget:
+                break
+            max_chars = int(max_chars * budget / tokens * 0.95)
+            text = render_prefix(fit_messages(messages, max_chars))
+        return text
 
     def verify(self, conversations: list[list[Message]], desc: str | None = None, batch: int = 64) -> Verdicts:
         """Every conversation (ending with the response to judge) against every rule."""

@@ -1,0 +1,151 @@
+"""An OpenRLHF-compatible reward service (`--remote_rm_url`), batching across requests.
+
+OpenRLHF posts `{"query": [...], "prompts": [...], "labels": [...]}` (usually one sample
+per request, from many workers at once) and expects
+`{"rewards": [...], "scores": [...], "extra_logs": {...}}`. Requests wait in a bounded
+queue; one worker takes up to `max_batch` samples at a time (waiting at most
+`max_wait_ms` for more) and scores them in one verifier pass. A full queue answers 503,
+so load never grows without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ..data import Message
+from ..reward import RewardScorer
+
+
+class RewardRequest(BaseModel):
+    query: list[str] = Field(..., max_length=4096)
+    prompts: list[str] | None = None
+    labels: list[Any] | None = None
+
+
+@dataclass
+class _Job:
+    conversations: list[list[Message]]
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+def split_query(query: str, prompt: str | None) -> list[Message]:
+    """OpenRLHF's query is prompt + response as one text; the prompt is its known prefix."""
+    if prompt and query.startswith(prompt):
+        return [Message(role="user", content=prompt), Message(role="assistant", content=query[len(prompt) :])]
+    if prompt:
+        return [Message(role="user", content=prompt), Message(role="assistant", content=query)]
+    return [Message(role="assistant", content=query)]
+
+
+def create_app(
+    scorer: RewardScorer,
+    *,
+    token: str | None = None,
+    max_batch: int = 64,
+    max_wait_ms: float = 10.0,
+    max_queue: int = 1024,
+    max_body_bytes: int = 8 * 1024 * 1024,
+) -> FastAPI:
+    app = FastAPI(title="autorule reward server")
+    state: dict[str, Any] = {"queue": None, "worker": None, "batches": 0, "samples": 0}
+
+    async def worker() -> None:
+        queue: asyncio.Queue = state["queue"]
+        while True:
+            jobs = [await queue.get()]
+            deadline = time.monotonic() + max_wait_ms / 1000
+            size = len(jobs[0].conversations)
+            while size < max_batch:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                jobs.append(job)
+                size += len(job.conversations)
+            convs = [c for j in jobs for c in j.conversations]
+            try:
+                scores = await asyncio.to_thread(scorer.score, convs)
+            except Exception as e:  # every waiting request learns of it; the worker lives on
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(e)
+                continue
+            state["batches"] += 1
+            state["samples"] += len(convs)
+            start = 0
+            for j in jobs:
+                n = len(j.conversations)
+                if not j.future.done():
+                    j.future.set_result((scores, start, start + n))
+                start += n
+
+    @app.on_event("startup")
+    async def _start() -> None:
+        state["queue"] = asyncio.Queue(maxsize=max_queue)
+        state["worker"] = asyncio.create_task(worker())
+
+    @app.on_event("shutdown")
+    async def _stop() -> None:
+        if state["worker"]:
+            state["worker"].cancel()
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if token is not None and request.url.path != "/health":
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given, f"Bearer {token}"):
+                return JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401)
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            return JSONResponse({"detail": f"request body over {max_body_bytes} bytes"}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict:
+        queue = state["queue"]
+        return {
+            "status": "ok",
+            "rules": len(scorer.rules),
+            "verifier": scorer.verifier.llm.spec,
+            "preset": scorer.preset.name,
+            "queued": queue.qsize() if queue else 0,
+            "batches": state["batches"],
+            "samples": state["samples"],
+        }
+
+    async def get_reward(body: RewardRequest) -> dict:
+        if body.prompts is not None and len(body.prompts) != len(body.query):
+            raise HTTPException(422, f"'prompts' has {len(body.prompts)} items but 'query' has {len(body.query)}")
+        if not body.query:
+            return {"rewards": [], "scores": [], "extra_logs": {}}
+        prompts = body.prompts or [None] * len(body.query)
+        job = _Job([split_query(q, p) for q, p in zip(body.query, prompts)], asyncio.get_running_loop().create_future())
+        try:
+            state["queue"].put_nowait(job)
+        except asyncio.QueueFull:
+            raise HTTPException(503, "reward server is at capacity; retry later", headers={"Retry-After": "1"}) from None
+        try:
+            scores, start, end = await job.future
+        except Exception as e:
+            raise HTTPException(503, f"scoring failed: {type(e).__name__}: {e}") from None
+        total = [float(x) for x in scores.total[start:end]]
+        extra = {"rule_reward": [float(x) for x in scores.rule[start:end]]}
+        if scores.rm is not None:
+            extra["rm_reward"] = [float(x) for x in scores.rm[start:end]]
+        return {"rewards": total, "scores": total, "extra_logs": extra}
+
+    app.post("/")(get_reward)
+    app.post("/get_reward")(get_reward)
+    return app

@@ -1,0 +1,33 @@
+"""A scripted in-process LLM for unit tests (never used by the product)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from autorule.llm.base import LLM, ChatRequest, Completion
+
+
+class ScriptedLLM(LLM):
+    def __init__(self, p_yes: Callable[[str, str], float], reply: Callable[[ChatRequest], str] | None = None):
+        super().__init__()
+        self.spec = "scripted"
+        self.p_yes = p_yes
+        self.reply = reply or (lambda r: "ok")
+        self.calls: list[tuple[str, str]] = []
+
+    def _generate(self, requests, desc, on_result):
+        out = []
+        for i, r in enumerate(requests):
+            c = Completion(text=self.reply(r))
+            out.append(c)
+            if on_result:
+                on_result(i, c)
+        return out
+
+    def _score_yes_no_batch(self, items):
+        self.stats["yes_no_checks"] += sum(len(qs) for _, qs in items)
+        out = []
+        for prefix, questions in items:
+            self.calls.extend((prefix, q) for q in questions)
+            out.append([self.p_yes(prefix, q) for q in questions])
+        return out
