@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,6 @@ def create_app(
     max_queue: int = 1024,
     max_body_bytes: int = 8 * 1024 * 1024,
 ) -> FastAPI:
-    app = FastAPI(title="autorule reward server")
     state: dict[str, Any] = {"queue": None, "worker": None, "batches": 0, "samples": 0}
 
     async def worker() -> None:
@@ -91,15 +91,14 @@ def create_app(
                     j.future.set_result((scores, start, start + n))
                 start += n
 
-    @app.on_event("startup")
-    async def _start() -> None:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
         state["queue"] = asyncio.Queue(maxsize=max_queue)
         state["worker"] = asyncio.create_task(worker())
+        yield
+        state["worker"].cancel()
 
-    @app.on_event("shutdown")
-    async def _stop() -> None:
-        if state["worker"]:
-            state["worker"].cancel()
+    app = FastAPI(title="autorule reward server", lifespan=lifespan)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
