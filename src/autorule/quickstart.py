@@ -1,4 +1,8 @@
-"""`autorule quickstart`: the pipeline's existing stages on the sample data, offline."""
+"""`autorule quickstart`: the pipeline's stages on the sample data, offline, on the embedded model.
+
+Today: extraction (reasoning -> candidate rules -> merged rules) on most sample pairs, then
+the rule verifier scores both sides of the held-out pairs. Later stages join as they land.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,14 @@ from pathlib import Path
 from rich.console import Console
 
 from .cache import Cache
-from .data import load_pairs
-from .llm import ChatRequest, load_llm
+from .data import LoadResult, load_pairs
+from .extract.run import ExtractConfig, run_extract
+from .llm import load_llm
+from .reward import RewardScorer
 
 # the sample data lives in the repository's examples/ (the README's setup installs the checkout in place)
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "pairs.jsonl"
+HELD_OUT = 4
 console = Console(stderr=True)
 
 
@@ -21,36 +28,32 @@ def run_quickstart(out: Path, cache: Cache | None) -> int:
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
     data = load_pairs(SAMPLE_DATA)
-    console.print(f"[bold]1. data[/bold]: {len(data.pairs)} preference pairs from {data.path} ({data.format})")
-
-    console.print("[bold]2. model[/bold]: loading the embedded model (SmolLM2-135M-Instruct, CPU)")
+    train = LoadResult(path=data.path, format=data.format, pairs=data.pairs[:-HELD_OUT], rows=data.rows, skipped=data.skipped)
+    held_out = data.pairs[-HELD_OUT:]
+    console.print(f"[bold]data[/bold]: {len(data.pairs)} sample pairs; {len(train.pairs)} for extraction, {len(held_out)} held out")
+    console.print("[bold]model[/bold]: the embedded SmolLM2-135M-Instruct on CPU (tiny: it runs every stage, its judgements are near chance)")
     llm = load_llm("embedded", cache=cache)
 
-    pairs = data.pairs[:2]
-    requests = [
-        ChatRequest(
-            [{"role": "user", "content": f"Question: {p.prompt[-1].content}\n\nAnswer: {p.chosen}\n\nWhy is this a good answer? Explain briefly."}],
-            max_tokens=64,
-        )
-        for p in pairs
-    ]
-    replies = llm.generate(requests, desc="explaining")
-    rules = ["The response answers the question directly.", "The response refuses to help."]
-    verdicts = []
-    for p in pairs:
-        for side in ("chosen", "rejected"):
-            text = p.chosen if side == "chosen" else p.rejected
-            prefix = f"Question: {p.prompt[-1].content}\nResponse: {text}\n\nRule: "
-            probs = llm.score_yes_no(prefix, [f"{r}\nDoes the response follow the rule? Answer Yes or No." for r in rules])
-            verdicts.append({"pair": p.id, "side": side, "p_yes": dict(zip(rules, probs))})
-    result = {
-        "data": data.summary(),
-        "explanations": [{"pair": p.id, "text": c.text, "usage": c.usage.__dict__} for p, c in zip(pairs, replies)],
-        "verdicts": verdicts,
-        "seconds": round(time.time() - start, 1),
+    # small token budgets keep the quickstart to minutes on two CPU cores
+    config = ExtractConfig(seed=0, target_rules=8, reasoning_tokens=128, rules_tokens=96, merge_tokens=96)
+    extraction = run_extract(train, llm, llm, out / "extract", config)
+
+    scorer = RewardScorer(extraction.rules, llm)
+    convs = [p.conversation(side) for p in held_out for side in ("chosen", "rejected")]
+    scores = scorer.score(convs, desc="verifying held-out pairs")
+    chosen, rejected = scores.rule[0::2], scores.rule[1::2]
+    verification = {
+        "pairs": len(held_out),
+        "rules": len(extraction.rules),
+        "chosen_preferred": float((chosen > rejected).mean()),
+        "mean_rule_reward_chosen": float(chosen.mean()),
+        "mean_rule_reward_rejected": float(rejected.mean()),
+        "pass_rates": scores.pass_rates(),
     }
-    path = out / "quickstart.json"
-    path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
-    console.print(f"[bold]3. generate + yes/no scoring[/bold]: {len(replies)} explanations, {len(verdicts) * len(rules)} rule checks")
-    console.print(f"done in {result['seconds']} s; results in {path}")
+    (out / "verification.json").write_text(json.dumps(verification, indent=2))
+    seconds = round(time.time() - start, 1)
+    console.print(f"[bold]verification[/bold]: on {len(held_out)} held-out pairs the chosen reply has the higher rule reward in {verification['chosen_preferred']:.0%}")
+    console.print(f"\ndone in {seconds} s. Artefacts:")
+    for path in (out / "extract" / "010_reasoning.jsonl", out / "extract" / "020_candidates.jsonl", out / "extract" / "rules.yaml", out / "extract" / "run.json", out / "verification.json"):
+        console.print(f"  {path}")
     return 0
