@@ -265,6 +265,91 @@ def _score_items(args: argparse.Namespace):
     return [(p.id, side, p.conversation(side)) for p in data.pairs for side in ("chosen", "rejected")]
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    import copy
+
+    from .reward import RewardModel
+    from .rules import RuleSet
+    from .validate import run_validation
+
+    rules_path = Path(args.rules)
+    data = load_data(args)
+    _report_skips(data)
+    scorer = build_scorer(args)
+    rules = scorer.rules
+    rm = scorer.rm if args.rm else None
+    report = run_validation(
+        rules, rules_path, data.pairs, scorer, rm=rm, seed=args.seed, folds=args.folds, select=args.select,
+        fit=args.fit_weights, redundancy=args.redundancy, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
+    )
+    weights, selected = report.pop("_weights"), report.pop("_selection_order")
+    by_id = {r["id"]: r for r in report["rules"]}
+
+    # stats go back into the rules file, per rule
+    for rule in rules.rules:
+        stats = {k: v for k, v in by_id[rule.id].items() if k not in ("id", "text")}
+        rule.stats = {**rule.stats, "validation": {**stats, "pairs": report["pairs"], "data": str(args.data)}}
+    rules.save(rules_path)
+    outputs = {"rules_file": str(rules_path)}
+    if args.fit_weights:
+        if weights is None:
+            err.print("[yellow]warning:[/yellow] no rule has a positive learned weight; weights left as they were")
+        else:
+            weighted = copy.deepcopy(rules)
+            for rule, w in zip(weighted.rules, weights):
+                rule.weight = round(float(w), 6)
+            path = Path(args.weights_out or rules_path.with_name(rules_path.stem + ".weighted.yaml"))
+            weighted.save(path)
+            outputs["weighted_rules_file"] = str(path)
+    if selected:
+        subset = RuleSet(meta={**rules.meta, "selected_from": str(rules_path)}, rules=[r for r in rules.rules if r.id in set(selected)])
+        subset.rules.sort(key=lambda r: selected.index(r.id))
+        path = Path(args.select_out or rules_path.with_name(rules_path.stem + f".top{args.select}.yaml"))
+        subset.save(path)
+        outputs["selected_rules_file"] = str(path)
+    report["outputs"] = outputs
+    out_path = Path(args.out or rules_path.with_name("validation.json"))
+    out_path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=_json_default))
+    outputs["report"] = str(out_path)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, default=_json_default))
+    else:
+        _print_validation(report)
+    return 0
+
+
+def _json_default(value):
+    return None if isinstance(value, float) else str(value)
+
+
+def _print_validation(report: dict) -> None:
+    from rich.table import Table
+
+    def pct(x):
+        return "-" if x is None or x != x else f"{x:.1%}"
+
+    table = Table(title=f"rule validation on {report['pairs']} pairs ({report['verifier']})")
+    for col in ("rule", "agreement [95% CI]", "n", "coverage", "kappa", "weight"):
+        table.add_column(col)
+    for r in report["rules"]:
+        agreement = f"{pct(r['agreement'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]"
+        kappa = "-" if r["kappa"] is None else f"{r['kappa']:.2f}"
+        table.add_row(_short(r["text"], 70), agreement, str(r["n"]), pct(r["coverage"]), kappa, f"{r['learned_weight']:.2f}")
+    out.print(table)
+    acc = report["rule_set"]
+    out.print(f"rule-set accuracy: {pct(acc['accuracy'])} ({acc['correct']} right, {acc['wrong']} wrong, {acc['ties']} ties); "
+              f"without ties {pct(acc['accuracy_without_ties'])}")
+    out.print(f"learned weights: {report['learned_weights']['folds']}-fold CV accuracy {pct(report['learned_weights']['cv_accuracy'])}")
+    if "reward_model" in report:
+        out.print(f"reward model: {pct(report['reward_model']['accuracy'])}; RM + rules: {pct(report['reward_model_plus_rules']['accuracy'])}")
+    for pair in report["redundant_pairs"][:10]:
+        out.print(f"redundant: {pair['a']} ~ {pair['b']} (r = {pair['correlation']})")
+    if "selection" in report:
+        out.print(f"selected: {', '.join(report['selection']['rules'])} (CV accuracy {pct(report['selection']['cv_accuracy'][-1])})")
+    for name, path in report["outputs"].items():
+        out.print(f"{name}: {path}")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -345,6 +430,21 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", default=None, metavar="FILE", help="write per-response verdicts and rewards as JSONL here (default: stdout)")
     sc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     sc.set_defaults(func=cmd_score)
+
+    va = sub.add_parser("validate", help="test rules against held-out preference pairs: agreement, coverage, kappa, accuracy, weights")
+    _add_reward_options(va)
+    va.add_argument("--data", required=True, metavar="PATH", help="held-out preference data")
+    _add_data_options(va)
+    va.add_argument("--seed", type=int, default=0, help="seed for the A/B order used by kappa and the weight fit")
+    va.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    va.add_argument("--select", type=int, default=None, metavar="K", help="greedily pick the K rules with the best CV accuracy and write them out")
+    va.add_argument("--select-out", default=None, metavar="FILE", help="where --select writes (default: RULES.topK.yaml)")
+    va.add_argument("--fit-weights", action="store_true", help="write the learned weights into a new rules file")
+    va.add_argument("--weights-out", default=None, metavar="FILE", help="where --fit-weights writes (default: RULES.weighted.yaml)")
+    va.add_argument("--redundancy", type=float, default=0.8, help="report rule pairs whose verdicts correlate at least this much")
+    va.add_argument("--out", default=None, metavar="FILE", help="JSON report (default: validation.json beside the rules)")
+    va.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
+    va.set_defaults(func=cmd_validate)
 
     sv = sub.add_parser("serve", help="OpenRLHF-compatible reward server (POST / or /get_reward)")
     _add_reward_options(sv)

@@ -21,7 +21,7 @@ from .reward import RewardScorer
 # the sample data lives in the repository's examples/ (the README's setup installs the checkout in place)
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "pairs.jsonl"
 HELD_OUT = 4
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # paths stay whole, not wrapped
 
 
 def run_quickstart(out: Path, cache: Cache | None) -> int:

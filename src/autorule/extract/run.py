@@ -26,7 +26,7 @@ from . import merge as merge_stage
 from . import reason as reason_stage
 from . import rules as rules_stage
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # paths stay whole, not wrapped
 
 
 class RunDirError(Exception):

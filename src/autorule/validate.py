@@ -1,0 +1,275 @@
+"""Rule validation on held-out preferences: agreement, coverage, kappa, set accuracy,
+learned weights, redundancy and greedy selection.
+
+Everything here is a pure function of verdict matrices, so every statistic can be
+checked by hand: `chosen` and `rejected` are (pairs x rules) arrays of P(satisfied),
+thresholded where a statistic needs a yes/no verdict.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion; (nan, nan) when n == 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def ab_signs(pair_ids: list[str], seed: int) -> np.ndarray:
+    """+1 where the chosen side is shown as A, -1 where as B: a seeded, per-pair coin.
+
+    The preference label is always 'chosen', which leaves kappa and logistic regression
+    nothing to tell apart; presenting each pair in a random order gives a balanced label.
+    """
+    return np.array([1 if random.Random(f"{seed}:{pid}").random() < 0.5 else -1 for pid in pair_ids])
+
+
+def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's kappa of two raters' labels (any hashable values)."""
+    if len(a) == 0:
+        return float("nan")
+    labels = sorted(set(a.tolist()) | set(b.tolist()))
+    po = float(np.mean(a == b))
+    pe = sum(float(np.mean(a == lab)) * float(np.mean(b == lab)) for lab in labels)
+    return 0.0 if pe == 1.0 else (po - pe) / (1 - pe)
+
+
+@dataclass
+class RuleStats:
+    id: str
+    agreement: float  # among discriminating pairs, the fraction where chosen satisfies the rule
+    ci_low: float
+    ci_high: float
+    n: int  # discriminating pairs the agreement rests on
+    coverage: float  # fraction of pairs where the rule discriminates
+    applies: float  # fraction of responses the rule applies to (1.0 without applicability)
+    kappa: float  # the rule's vote vs the preference label, A/B order randomised
+    pass_rate_chosen: float
+    pass_rate_rejected: float
+    learned_weight: float | None = None
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else (round(v, 6) if isinstance(v, float) else v)) for k, v in self.__dict__.items()}
+
+
+def rule_stats(rule_ids: list[str], chosen: np.ndarray, rejected: np.ndarray, signs: np.ndarray, *, threshold: float = 0.5,
+               applies_chosen: np.ndarray | None = None, applies_rejected: np.ndarray | None = None) -> list[RuleStats]:
+    c, r = chosen >= threshold, rejected >= threshold
+    n_pairs = len(c)
+    out = []
+    for j, rid in enumerate(rule_ids):
+        disc = c[:, j] != r[:, j]
+        n = int(disc.sum())
+        wins = int((c[:, j] & ~r[:, j]).sum())
+        low, high = wilson_interval(wins, n)
+        # rule's vote on the A/B presentation: A if only A satisfies it, B if only B does
+        label = np.where(signs[disc] > 0, "A", "B")
+        vote = np.where((signs[disc] > 0) == c[disc, j], "A", "B")
+        if applies_chosen is not None and applies_rejected is not None:
+            applies = float(np.concatenate([applies_chosen[:, j], applies_rejected[:, j]]).mean())
+        else:
+            applies = 1.0
+        out.append(RuleStats(
+            id=rid,
+            agreement=wins / n if n else float("nan"),
+            ci_low=low,
+            ci_high=high,
+            n=n,
+            coverage=n / n_pairs if n_pairs else float("nan"),
+            applies=applies,
+            kappa=cohen_kappa(vote, label) if n else float("nan"),
+            pass_rate_chosen=float(c[:, j].mean()),
+            pass_rate_rejected=float(r[:, j].mean()),
+        ))
+    return out
+
+
+@dataclass
+class PreferenceAccuracy:
+    correct: int
+    wrong: int
+    ties: int
+
+    @property
+    def n(self) -> int:
+        return self.correct + self.wrong + self.ties
+
+    @property
+    def accuracy(self) -> float:
+        """Correct over all pairs: a tie is not a correct prediction."""
+        return self.correct / self.n if self.n else float("nan")
+
+    @property
+    def accuracy_without_ties(self) -> float:
+        decided = self.correct + self.wrong
+        return self.correct / decided if decided else float("nan")
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "accuracy_without_ties": self.accuracy_without_ties, "correct": self.correct, "wrong": self.wrong, "ties": self.ties}
+
+
+def preference_accuracy(score_chosen: np.ndarray, score_rejected: np.ndarray, tol: float = 1e-9) -> PreferenceAccuracy:
+    diff = np.asarray(score_chosen, dtype=float) - np.asarray(score_rejected, dtype=float)
+    return PreferenceAccuracy(int((diff > tol).sum()), int((diff < -tol).sum()), int((np.abs(diff) <= tol).sum()))
+
+
+@dataclass
+class WeightFit:
+    weights: np.ndarray
+    cv_accuracy: float
+    folds: int
+
+
+def _design(diffs: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Verdict differences as seen in the randomised A/B order, and whether A won."""
+    return diffs * signs[:, None], (signs > 0).astype(int)
+
+
+def fit_weights(diffs: np.ndarray, signs: np.ndarray, *, folds: int = 5, c: float = 1.0, seed: int = 0) -> WeightFit:
+    """L2 logistic regression on verdict differences (no intercept: a tie is 50/50),
+    with k-fold cross-validated accuracy, then refit on all pairs for the weights."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    x, y = _design(diffs, signs)
+    model = LogisticRegression(C=c, fit_intercept=False, max_iter=1000)
+    k = min(folds, int(np.bincount(y, minlength=2).min()))
+    cv = float("nan")
+    if k >= 2:
+        cv = float(cross_val_score(model, x, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed), scoring="accuracy").mean())
+    if len(set(y.tolist())) < 2:
+        return WeightFit(np.zeros(diffs.shape[1]), cv, k)
+    model.fit(x, y)
+    return WeightFit(model.coef_[0].copy(), cv, k)
+
+
+def correlated_rules(rule_ids: list[str], verdicts: np.ndarray, min_abs: float = 0.8) -> list[dict]:
+    """Pairs of rules whose verdicts (over all responses) correlate at least `min_abs`."""
+    out = []
+    std = verdicts.std(axis=0)
+    for i in range(len(rule_ids)):
+        for j in range(i + 1, len(rule_ids)):
+            if std[i] == 0 or std[j] == 0:
+                continue
+            corr = float(np.corrcoef(verdicts[:, i], verdicts[:, j])[0, 1])
+            if abs(corr) >= min_abs:
+                out.append({"a": rule_ids[i], "b": rule_ids[j], "correlation": round(corr, 4)})
+    return sorted(out, key=lambda d: -abs(d["correlation"]))
+
+
+@dataclass
+class Selection:
+    order: list[int] = field(default_factory=list)  # column indices, in the order picked
+    cv_accuracy: list[float] = field(default_factory=list)  # after each pick
+
+
+def greedy_select(diffs: np.ndarray, signs: np.ndarray, k: int, *, folds: int = 5, seed: int = 0) -> Selection:
+    """Forward selection: repeatedly add the rule that most raises cross-validated accuracy."""
+    chosen = Selection()
+    remaining = list(range(diffs.shape[1]))
+    while remaining and len(chosen.order) < k:
+        scored = []
+        for j in remaining:
+            fit = fit_weights(diffs[:, chosen.order + [j]], signs, folds=folds, seed=seed)
+            score = fit.cv_accuracy if not math.isnan(fit.cv_accuracy) else 0.0
+            scored.append((score, -j, j))  # ties: the earlier rule
+        best = max(scored)
+        chosen.order.append(best[2])
+        chosen.cv_accuracy.append(best[0])
+        remaining.remove(best[2])
+    return chosen
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def training_pair_ids(rules, rules_path) -> set[str]:
+    """Pairs the rules were learned from: their provenance, and the extraction run's pairs."""
+    import json
+    from pathlib import Path
+
+    ids = {pid for r in rules.rules for pid in r.pairs}
+    run_pairs = Path(rules_path).parent / "000_pairs.jsonl"
+    if run_pairs.is_file():
+        for line in run_pairs.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                ids.add(json.loads(line)["id"])
+    return ids
+
+
+def learned_rule_weights(coef: np.ndarray) -> np.ndarray | None:
+    """Reward weights from logistic coefficients: negatives dropped, positive mean 1.
+
+    A negative coefficient means the rule votes against the preference; a weighted mean
+    cannot use that, so such rules get weight 0 (their coefficient stays in the stats).
+    """
+    positive = np.maximum(coef, 0.0)
+    if not positive.any():
+        return None
+    return positive / positive[positive > 0].mean()
+
+
+def run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, folds: int = 5, select: int | None = None,
+                   fit: bool = False, redundancy: float = 0.8, warn=print) -> dict:
+    from .reward import compose, rule_reward
+
+    overlap = sorted({p.id for p in pairs} & training_pair_ids(rules, rules_path))
+    if overlap:
+        warn(f"{len(overlap)} of {len(pairs)} validation pairs were used to extract these rules; "
+             "their statistics are optimistic (validate on held-out pairs)")
+    convs = [p.conversation("chosen") for p in pairs] + [p.conversation("rejected") for p in pairs]
+    verdicts = scorer.verifier.verify(convs, desc="verifying chosen and rejected")
+    n = len(pairs)
+    p_c, p_r = verdicts.p_satisfied[:n], verdicts.p_satisfied[n:]
+    applies = verdicts.p_applies
+    ids = verdicts.rule_ids
+    signs = ab_signs([p.id for p in pairs], seed)
+    per_rule = rule_stats(ids, p_c, p_r, signs, threshold=verdicts.threshold,
+                          applies_chosen=None if applies is None else applies[:n] >= verdicts.threshold,
+                          applies_rejected=None if applies is None else applies[n:] >= verdicts.threshold)
+
+    rule_score = rule_reward(verdicts, None, hard=scorer.preset.hard)  # uniform weights
+    report: dict = {
+        "pairs": n,
+        "rules_file": str(rules_path),
+        "verifier": scorer.verifier.llm.spec,
+        "preset": scorer.preset.name,
+        "overlap_with_training_pairs": len(overlap),
+        "rule_set": preference_accuracy(rule_score[:n], rule_score[n:]).to_dict(),
+    }
+    report["accuracy"] = report["rule_set"]["accuracy"]
+
+    # soft verdict differences: a weak verifier's P(Yes) still carries signal that thresholding drops
+    diffs = p_c - p_r
+    weight_fit = fit_weights(diffs, signs, folds=folds, seed=seed)
+    for s, w in zip(per_rule, weight_fit.weights):
+        s.learned_weight = float(w)
+    report["learned_weights"] = {"cv_accuracy": weight_fit.cv_accuracy, "folds": weight_fit.folds, "coefficients": dict(zip(ids, map(float, weight_fit.weights)))}
+
+    if rm is not None:
+        rm_scores = rm.score(convs, normalise=scorer.preset.normalise_rm)
+        report["reward_model"] = preference_accuracy(rm_scores[:n], rm_scores[n:]).to_dict()
+        combined = compose(scorer.preset, rule_score, rm_scores)
+        report["reward_model_plus_rules"] = preference_accuracy(combined[:n], combined[n:]).to_dict()
+
+    report["redundant_pairs"] = correlated_rules(ids, verdicts.p_satisfied, redundancy)
+    if select:
+        selection = greedy_select(diffs, signs, select, folds=folds, seed=seed)
+        report["selection"] = {"rules": [ids[j] for j in selection.order], "cv_accuracy": selection.cv_accuracy}
+    report["rules"] = [{"text": r.text, **s.to_dict()} for r, s in zip(rules.rules, per_rule)]
+    report["_weights"] = learned_rule_weights(weight_fit.weights) if fit else None
+    report["_selection_order"] = report.get("selection", {}).get("rules")
+    return report
