@@ -195,3 +195,38 @@ def test_extract_on_the_embedded_model(tmp_path, shared_data, capsys):
     rules = RuleSet.load(tmp_path / "run" / "rules.yaml")
     assert summary["pairs"] == 3 and 1 <= len(rules) <= 3
     assert all(r.support >= 1 and r.candidates and r.pairs for r in rules.rules)
+
+
+def test_sigkill_mid_stage_then_rerun_loses_nothing_and_repeats_nothing(tmp_path, shared_data):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def slow(messages, body):
+        time.sleep(0.15)
+        return judge()(messages, body)
+
+    run = tmp_path / "run"
+    with ScriptedServer(slow) as server:
+        args = ["extract", "--data", str(HH), "--on-bad-row", "skip", "--limit", "10", "--model", f"openai:judge@{server.base_url}",
+                "--out", str(run), "--target-rules", "4", "--concurrency", "1", "--cache", str(tmp_path / "cache.sqlite")]
+        proc = subprocess.Popen([sys.executable, "-m", "autorule.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        partial = run / "010_reasoning.jsonl.partial"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (partial.is_file() and len(partial.read_text().splitlines()) >= 4):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        done_before = len(partial.read_text().splitlines())
+        assert 4 <= done_before < 10 and not (run / "010_reasoning.jsonl").exists()
+        killed_at = len(server.requests)
+        assert main(args) == 0
+        bodies = [json.dumps(b["messages"]) for b in server.requests]
+    assert (run / "rules.yaml").is_file() and json.loads((run / "run.json").read_text())["status"] == "complete"
+    # every finished call was kept: at most the one call in flight at the kill is asked again
+    repeated = len(bodies) - len(set(bodies))
+    assert repeated <= 1
+    assert len(server.requests) - killed_at >= 10 - done_before - 1
