@@ -13,7 +13,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "setting up $VENV (first run: a few minutes)" >&2
 "$PYTHON" -m venv "$VENV"
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+log="$VENV/setup.log"
+# pip's chatter goes to a log; on failure its tail is shown
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" >>"$log" 2>&1 || { tail -n 40 "$log" >&2; return 1; }; }
 pip install --upgrade pip
 # the CPU build of torch first, so nothing pulls in the CUDA wheels
 pip install "torch==2.13.0"
