@@ -33,3 +33,23 @@ def cache(tmp_path):
     from autorule.cache import Cache
 
     return Cache(tmp_path / "cache.sqlite")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A tiny random-weight policy and reward model with the embedded model's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    from autorule.llm.local import local_model_path
+
+    root = tmp_path_factory.mktemp("tiny")
+    tok = AutoTokenizer.from_pretrained(local_model_path("embedded"))
+    cfg = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+               max_position_embeddings=512, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**cfg)).save_pretrained(root / "policy")
+    LlamaForSequenceClassification(LlamaConfig(**cfg, num_labels=1)).save_pretrained(root / "rm")
+    for name in ("policy", "rm"):
+        tok.save_pretrained(root / name)
+    return root

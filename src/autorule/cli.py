@@ -350,6 +350,55 @@ def _print_validation(report: dict) -> None:
         out.print(f"{name}: {path}")
 
 
+def cmd_train_rm(args: argparse.Namespace) -> int:
+    from .train.rm import RMConfig, train_reward_model
+
+    data = load_data(args)
+    _report_skips(data)
+    config = RMConfig(base=args.base, out=args.out, lora=args.lora, epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.learning_rate,
+                      batch_size=args.batch_size, max_length=args.max_length, eval_fraction=args.eval_fraction, seed=args.seed, bf16=args.bf16)
+    report = train_reward_model(data.pairs, config)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        acc = report["eval_accuracy"]
+        held = f"{acc['accuracy']:.1%} ({acc['correct']}/{acc['correct'] + acc['wrong'] + acc['ties']}, {acc['ties']} ties)" if acc else "no held-out pairs"
+        err.print(f"reward model written to {args.out}; trained on {report['train_pairs']} pairs; held-out pairwise accuracy {held}; "
+                  f"score mean {report['mean']:.3f}, std {report['std']:.3f}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.config import TrainConfig, load_config
+    from .train.grpo import run_grpo
+
+    overrides = {name: getattr(args, name) for name in TrainConfig.model_fields}
+    config = load_config(args.config, overrides)
+    summary = run_grpo(config)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        err.print(f"trained {summary['steps']} steps in {summary['seconds']} s; model: {summary['final_model']}; metrics: {summary['metrics']}"
+                  + (f"; {len(summary['warnings'])} reward-hacking warnings" if summary["warnings"] else ""))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import alpaca_eval_outputs, mt_bench_answers, write_outputs
+    from .llm import load_llm
+
+    spec = args.model if (args.model.startswith(("openai:", "hf:", "gguf:")) or args.model == "embedded") else f"hf:{args.model}"
+    llm = load_llm(spec, cache=open_cache(args), **llm_options(args, spec))
+    name = args.generator or Path(args.model.rstrip("/")).name or args.model
+    if args.format == "alpaca_eval":
+        records = alpaca_eval_outputs(llm, args.prompts, name, args.max_new_tokens, args.temperature)
+    else:
+        records = mt_bench_answers(llm, args.prompts, name, args.max_new_tokens, args.temperature)
+    path = write_outputs(records, args.out, args.format)
+    err.print(f"{len(records)} {args.format} records written to {path}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -446,6 +495,46 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
     va.set_defaults(func=cmd_validate)
 
+    trm = sub.add_parser("train-rm", help="train a Bradley-Terry reward model (TRL RewardTrainer)")
+    trm.add_argument("--data", required=True, metavar="PATH", help="preference data")
+    _add_data_options(trm)
+    trm.add_argument("--base", default="embedded", help="base model spec: embedded, gguf:FILE, hf:DIR (default: %(default)s)")
+    trm.add_argument("--out", required=True, metavar="DIR", help="where the reward model is written")
+    trm.add_argument("--lora", action="store_true", help="train LoRA adapters (merged into the saved model)")
+    trm.add_argument("--epochs", type=float, default=1.0)
+    trm.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (default: all epochs)")
+    trm.add_argument("--learning-rate", type=float, default=5e-5)
+    trm.add_argument("--batch-size", type=int, default=8)
+    trm.add_argument("--max-length", type=int, default=512, help="tokens per conversation")
+    trm.add_argument("--eval-fraction", type=float, default=0.1, help="pairs held out for the accuracy report")
+    trm.add_argument("--seed", type=int, default=0)
+    trm.add_argument("--bf16", action="store_true", help="bf16 (GPU)")
+    trm.add_argument("--json", action="store_true")
+    trm.set_defaults(func=cmd_train_rm)
+
+    from .train.config import add_config_flags
+
+    tr = sub.add_parser("train", help="GRPO with reward model + rule rewards on TRL, with the reward-hacking monitor")
+    tr.add_argument("--config", default=None, metavar="FILE.yaml", help="config file; every key is also a flag below")
+    add_config_flags(tr)
+    tr.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    tr.set_defaults(func=cmd_train)
+
+    ge = sub.add_parser("generate", help="answers for AlpacaEval or MT-Bench, to judge with your own judge")
+    ge.add_argument("--model", required=True, help="model directory (e.g. runs/grpo/final) or spec")
+    ge.add_argument("--prompts", required=True, metavar="PATH", help="AlpacaEval instructions (JSON/JSONL) or MT-Bench questions (JSONL)")
+    ge.add_argument("--format", required=True, choices=["alpaca_eval", "mt_bench"])
+    ge.add_argument("--out", required=True, metavar="FILE")
+    ge.add_argument("--generator", default=None, help="name recorded as generator / model_id (default: the model directory's name)")
+    ge.add_argument("--max-new-tokens", type=int, default=512)
+    ge.add_argument("--temperature", type=float, default=0.0)
+    ge.add_argument("--api-key", default=None)
+    ge.add_argument("--concurrency", type=int, default=8)
+    ge.add_argument("--timeout", type=float, default=120.0)
+    ge.add_argument("--max-retries", type=int, default=6)
+    _add_cache_options(ge)
+    ge.set_defaults(func=cmd_generate)
+
     sv = sub.add_parser("serve", help="OpenRLHF-compatible reward server (POST / or /get_reward)")
     _add_reward_options(sv)
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, this machine only)")
@@ -470,12 +559,13 @@ def main(argv: list[str] | None = None) -> int:
     from .extract.run import RunDirError
     from .llm import LLMError
     from .rules import RulesFileError
+    from .train.config import ConfigError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (DataError, RunDirError, RulesFileError) as e:
+    except (DataError, RunDirError, RulesFileError, ConfigError) as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except (LLMError, ValueError) as e:

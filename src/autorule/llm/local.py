@@ -73,6 +73,26 @@ def load_gguf(gguf: Path):
     return model, tokenizer
 
 
+def local_model_path(spec: str) -> Path:
+    """A directory with a plain transformers checkpoint for a local model spec (for training).
+
+    `embedded` and `gguf:FILE` are converted once into their plain copy; `hf:PATH` and bare
+    directory paths are used as they are.
+    """
+    if spec == "embedded" or spec.startswith("gguf:"):
+        gguf = embedded_gguf() if spec == "embedded" else Path(spec[5:]).expanduser()
+        plain = _plain_copy_dir(gguf)
+        if not (plain / "config.json").is_file():
+            load_gguf(gguf)
+        if not (plain / "config.json").is_file():
+            raise LLMError(f"could not write a plain copy of {gguf} to {plain}")
+        return plain
+    path = Path(spec[3:] if spec.startswith("hf:") else spec).expanduser()
+    if not (path / "config.json").is_file():
+        raise LLMError(f"{spec!r} is not a local model directory (no config.json); use embedded, gguf:FILE, hf:DIR or a directory")
+    return path
+
+
 class LocalLLM(LLM):
     """A causal LM from transformers. `batch_size` bounds generation batches."""
 
@@ -114,8 +134,8 @@ class LocalLLM(LLM):
             kwargs.setdefault("no_repeat_ngram_size", 4)
         elif spec.startswith("gguf:"):
             model, tok = load_gguf(Path(spec[5:]).expanduser())
-        elif spec.startswith("hf:"):
-            path = spec[3:]
+        elif spec.startswith("hf:") or Path(spec).is_dir():
+            path = spec[3:] if spec.startswith("hf:") else spec
             try:
                 tok = AutoTokenizer.from_pretrained(path)
                 model = AutoModelForCausalLM.from_pretrained(path)

@@ -1,0 +1,1 @@
+"""Training on TRL: a Bradley-Terry reward model, and GRPO with rule rewards."""

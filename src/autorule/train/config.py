@@ -1,0 +1,97 @@
+"""`autorule train` configuration: a YAML file whose every key is also a command-line flag."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # what is trained, on which prompts
+    policy: str = Field("embedded", description="policy model spec: embedded, gguf:FILE, hf:DIR or a directory")
+    prompts: str = Field(..., description="preference data (its prompts are used) or a prompt file (JSONL with 'prompt', 'instruction' or MT-Bench 'turns')")
+    prompts_format: str = Field("auto", description="format of --prompts when it holds preference data")
+    limit_prompts: int | None = Field(None, description="use at most this many prompts")
+    lora: bool = Field(False, description="train LoRA adapters (peft) instead of all weights")
+    lora_r: int = Field(16, description="LoRA rank")
+
+    # rewards
+    rules: str = Field(..., description="rules file")
+    verifier: str = Field("embedded", description="verifier model spec; for scale a vLLM server: openai:MODEL@URL")
+    rm: str | None = Field(None, description="reward model directory (from `autorule train-rm`)")
+    preset: Literal["default", "ternary", "paper"] = Field("default", description="reward preset")
+    rule_scale: float | None = Field(None, description="override the preset's rule scale")
+    length_penalty: float | None = Field(None, description="override the preset's length penalty")
+    verifier_concurrency: int = Field(32, description="concurrent requests to a verifier server")
+    cache: str | None = Field(None, description="verdict cache file (default: ~/.cache/autorule/cache.sqlite)")
+    no_cache: bool = Field(False, description="do not cache verdicts")
+
+    # GRPO (TRL); CPU-friendly defaults
+    output_dir: str = Field("runs/grpo", description="checkpoints, metrics.jsonl, the final model")
+    max_steps: int = Field(10, description="optimizer steps")
+    learning_rate: float = Field(1e-5, description="learning rate")
+    per_device_train_batch_size: int = Field(4, description="completions per device per step")
+    num_generations: int = Field(4, description="completions per prompt (the GRPO group)")
+    max_completion_length: int = Field(32, description="max new tokens per completion")
+    temperature: float = Field(1.0, description="sampling temperature for rollouts")
+    beta: float = Field(1e-3, description="KL coefficient (the paper: 1e-3; 0 skips the reference model)")
+    seed: int = Field(0, description="seed")
+    logging_steps: int = Field(1, description="log every N steps")
+    save_steps: int = Field(50, description="checkpoint every N steps")
+    resume: bool = Field(False, description="resume from the last checkpoint in output_dir")
+    bf16: bool = Field(False, description="bf16 (GPU)")
+    gradient_checkpointing: bool = Field(False, description="activation checkpointing (GPU memory)")
+    use_vllm: bool = Field(False, description="generate rollouts with vLLM (GPU; TRL's vllm_mode)")
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="vLLM mode when use_vllm")
+
+    # reward-hacking monitor
+    heldout_prompts: str | None = Field(None, description="prompts for the held-out score (default: some training prompts are held out)")
+    heldout_count: int = Field(8, description="held-out prompts scored")
+    monitor_every: int = Field(5, description="score the held-out prompts every N steps")
+    monitor_window: int = Field(6, description="steps over which reward trends are compared for warnings")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Every TrainConfig field as a flag; unset flags leave the file's value alone."""
+    for name, field in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        annotation = field.annotation
+        if annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=field.description)
+        else:
+            kind = {int: int, float: float}.get(annotation, None)
+            if annotation in (int | None,):
+                kind = int
+            elif annotation in (float | None,):
+                kind = float
+            parser.add_argument(flag, dest=name, type=kind or str, default=None, help=field.description)
+
+
+def load_config(path: str | None, overrides: dict) -> TrainConfig:
+    data: dict = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        where = path or "command line"
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"{where}: {problems}") from None

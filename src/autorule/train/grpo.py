@@ -1,0 +1,176 @@
+"""`autorule train`: GRPO on TRL's GRPOTrainer with the composed AutoRule reward
+(reward model + rule reward + optional length penalty, per the preset), watched by the
+reward-hacking monitor."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..cache import DEFAULT_CACHE_PATH, Cache
+from ..data import DataError, iter_rows, load_pairs
+from ..integrations.conversation import conversation, to_messages
+from ..llm import load_llm
+from ..llm.local import local_model_path
+from ..reward import RewardModel, RewardScorer, get_preset
+from ..rules import RuleSet
+from .config import TrainConfig
+from .monitor import RewardMonitor, console
+
+
+def load_prompts(path: str, fmt: str = "auto", limit: int | None = None) -> list[list[dict]]:
+    """Prompts as chat-message lists: from a prompt file, or the prompts of preference data."""
+    rows, unit = iter_rows(Path(path))
+    first = next((rec for _, rec in rows if isinstance(rec, dict)), None)
+    if first is None:
+        raise DataError(path, "no prompts found")
+    prompts: list[list[dict]] = []
+    if not ({"chosen", "rejected"} <= set(first) or {"output_1", "output_2"} <= set(first) or "conversation_a" in first):
+        rows, unit = iter_rows(Path(path))
+        for row, rec in rows:
+            value = rec.get("prompt") or rec.get("instruction") or (rec.get("turns") or [None])[0] or rec.get("question")
+            if not value:
+                raise DataError(path, "expected a 'prompt', 'instruction', 'question' or MT-Bench 'turns' field", row, unit)
+            prompts.append([m.model_dump() for m in to_messages(value)])
+    else:
+        seen = set()
+        for pair in load_pairs(path, fmt, on_bad_row="skip").pairs:
+            key = json.dumps([m.model_dump() for m in pair.prompt])
+            if key not in seen:
+                seen.add(key)
+                prompts.append([m.model_dump() for m in pair.prompt])
+    return prompts[:limit] if limit else prompts
+
+
+def build_scorer(config: TrainConfig) -> RewardScorer:
+    cache = None if config.no_cache else Cache(config.cache or DEFAULT_CACHE_PATH)
+    options = {"concurrency": config.verifier_concurrency} if config.verifier.startswith("openai:") else {}
+    llm = load_llm(config.verifier, cache=cache, **options)
+    preset = get_preset(config.preset, rule_scale=config.rule_scale, length_penalty=config.length_penalty)
+    rm = RewardModel(config.rm) if config.rm else None
+    return RewardScorer(RuleSet.load(config.rules), llm, preset, rm=rm)
+
+
+def run_grpo(config: TrainConfig) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    start = time.time()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(config.model_dump_json(indent=2))
+    prompts = load_prompts(config.prompts, config.prompts_format, config.limit_prompts)
+    if config.heldout_prompts:
+        heldout = load_prompts(config.heldout_prompts, limit=config.heldout_count)
+    elif len(prompts) > 2 * config.heldout_count:
+        prompts, heldout = prompts[: -config.heldout_count], prompts[-config.heldout_count :]
+    else:
+        heldout = prompts[: config.heldout_count]  # too few prompts to hold any out: watch training prompts
+    if not prompts:
+        raise DataError(config.prompts, "no prompts to train on")
+
+    scorer = build_scorer(config)
+    monitor = RewardMonitor(out / "metrics.jsonl", window=config.monitor_window)
+
+    def autorule_reward(prompts, completions, completion_ids=None, log_metric=None, **kwargs):
+        scores = scorer.score([conversation(p, c) for p, c in zip(prompts, completions)])
+        lengths = np.array([len(ids) for ids in completion_ids]) if completion_ids is not None else np.array([len(str(c).split()) for c in completions])
+        monitor.record_batch(rm=scores.rm, rule=scores.rule, total=scores.total, lengths=lengths, pass_rates=scores.pass_rates(), log_metric=log_metric)
+        return [float(x) for x in scores.total]
+
+    policy_path = local_model_path(config.policy)
+    tokenizer = AutoTokenizer.from_pretrained(policy_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(policy_path)
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear")
+
+    def heldout_score(policy) -> float:
+        """Greedy completions for the held-out prompts, judged by the RM (or the rules without one)."""
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in heldout]
+        tokenizer.padding_side = "left"
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
+        was_training = policy.training
+        policy.eval()
+        with torch.inference_mode():
+            gen = policy.generate(**enc, max_new_tokens=config.max_completion_length, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        if was_training:
+            policy.train()
+        replies = tokenizer.batch_decode(gen[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+        convs = [conversation(p, r) for p, r in zip(heldout, replies)]
+        if scorer.rm is not None:
+            return float(scorer.rm.score(convs).mean())
+        return float(scorer.score(convs).rule.mean())
+
+    class MonitorCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            held = heldout_score(model) if model is not None and state.global_step % config.monitor_every == 0 else None
+            row = monitor.end_step(state.global_step, held)
+            summary = f"step {row['step']}: reward {row.get('total_reward', float('nan')):.3f}, rule {row.get('rule_reward', float('nan')):.3f}"
+            if "rm_reward" in row:
+                summary += f", rm {row['rm_reward']:.3f}"
+            if row.get("length") is not None:
+                summary += f", length {row['length']:.1f}"
+            if held is not None:
+                summary += f", held-out {held:.3f}"
+            console.print(summary)
+
+    cuda = torch.cuda.is_available()
+    args = GRPOConfig(
+        output_dir=str(out),
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        bf16=config.bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        use_vllm=config.use_vllm,
+        vllm_mode=config.vllm_mode,
+        report_to=[],
+        use_cpu=not cuda,
+        disable_tqdm=False,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[autorule_reward],
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[MonitorCallback()],
+    )
+    resume = config.resume and any(out.glob("checkpoint-*"))
+    if config.resume and not resume:
+        console.print(f"no checkpoint in {out}; starting from the beginning")
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    final = out / "final"
+    policy = trainer.model.merge_and_unload() if config.lora else trainer.model
+    policy.save_pretrained(final)
+    tokenizer.save_pretrained(final)
+    summary = {
+        "steps": trainer.state.global_step,
+        "final_model": str(final),
+        "metrics": str(monitor.path),
+        "warnings": monitor.warnings,
+        "first": monitor.history[0] if monitor.history else None,
+        "last": monitor.history[-1] if monitor.history else None,
+        "seconds": round(time.time() - start, 1),
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

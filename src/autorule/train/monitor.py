@@ -1,0 +1,96 @@
+"""The reward-hacking monitor: per-step RM reward, rule reward, per-rule pass rates,
+length, reward-length correlations and a held-out score, to a JSONL file and TRL's loggers.
+
+It warns when the RM reward rises while the rule reward or the held-out score falls over
+the last `window` steps: the policy is pleasing the reward model in a way the rules (or
+the held-out judge) do not endorse.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _slope(values: list[float]) -> float:
+    return float(np.polyfit(np.arange(len(values)), values, 1)[0]) if len(values) >= 2 else 0.0
+
+
+class RewardMonitor:
+    def __init__(self, path: Path, window: int = 6):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.window = window
+        self.pending: dict = {}
+        self.history: list[dict] = []
+        self.warnings: list[dict] = []
+        if self.path.is_file():  # a resumed run continues its file
+            self.history = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def record_batch(self, *, rm: np.ndarray | None, rule: np.ndarray, total: np.ndarray, lengths: np.ndarray, pass_rates: dict[str, float], log_metric: Callable | None) -> None:
+        """Called by the reward function with one generation batch's components."""
+        p = self.pending
+        for key, values in (("rm", rm), ("rule", rule), ("total", total), ("length", lengths)):
+            if values is not None:
+                p.setdefault(key, []).extend(np.asarray(values, dtype=float).tolist())
+        for rid, rate in pass_rates.items():
+            if not math.isnan(rate):
+                p.setdefault("pass", {}).setdefault(rid, []).append(rate)
+        if log_metric is not None:
+            if rm is not None:
+                log_metric("monitor/rm_reward", float(np.mean(rm)))
+            log_metric("monitor/rule_reward", float(np.mean(rule)))
+            log_metric("monitor/length", float(np.mean(lengths)))
+            for rid, rate in pass_rates.items():
+                if not math.isnan(rate):
+                    log_metric(f"monitor/pass_rate/{rid}", rate)
+
+    def end_step(self, step: int, heldout: float | None = None) -> dict:
+        p, self.pending = self.pending, {}
+        lengths = np.array(p.get("length", []))
+        row: dict = {"step": step}
+        for key in ("rm", "rule", "total"):
+            if p.get(key):
+                row[f"{key}_reward"] = float(np.mean(p[key]))
+        row["length"] = float(lengths.mean()) if len(lengths) else None
+        row["pass_rates"] = {rid: float(np.mean(v)) for rid, v in p.get("pass", {}).items()}
+        if p.get("rm"):
+            row["corr_rm_length"] = _corr(np.array(p["rm"]), lengths)
+        if p.get("rule"):
+            row["corr_rule_length"] = _corr(np.array(p["rule"]), lengths)
+        if heldout is not None:
+            row["heldout_score"] = heldout
+        row["warnings"] = self._check(row)
+        self.history.append(row)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
+    def _check(self, row: dict) -> list[str]:
+        recent = [h for h in self.history[-(self.window - 1):]] + [row] if self.window > 1 else [row]
+        out = []
+        rm = [h["rm_reward"] for h in recent if "rm_reward" in h]
+        rule = [h["rule_reward"] for h in recent if "rule_reward" in h]
+        held = [h["heldout_score"] for h in recent if "heldout_score" in h]
+        if len(rm) >= self.window and _slope(rm) > 0:
+            if len(rule) >= self.window and _slope(rule) < 0:
+                out.append(f"RM reward rising ({_slope(rm):+.3f}/step) while rule reward falls ({_slope(rule):+.3f}/step) over {self.window} steps: possible reward hacking")
+            if len(held) >= 2 and held[-1] < held[0]:
+                out.append(f"RM reward rising while the held-out score fell from {held[0]:.3f} to {held[-1]:.3f}: possible reward hacking")
+        for message in out:
+            console.print(f"[yellow]monitor, step {row['step']}:[/yellow] {message}")
+            self.warnings.append({"step": row["step"], "message": message})
+        return out

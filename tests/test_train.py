@@ -1,0 +1,127 @@
+"""Training: reward model, GRPO with RM + rule rewards and the monitor, evaluation outputs."""
+
+import json
+import re
+
+import pytest
+import yaml
+from conftest import HH, MT_BENCH_QUESTIONS
+from scripted_server import ScriptedServer
+
+from autorule.cli import main
+from autorule.reward import RewardModel
+from autorule.rules import Rule, RuleSet
+
+
+def uppercase_share(messages, body):
+    """A graded verifier: P(Yes) rises with the share of capital letters in the response."""
+    text = messages[-1]["content"]
+    response = re.search(r'<assistant-final-response id="\w+">\n(.*)\n</assistant-final-response', text, re.S).group(1)
+    letters = [c for c in response if c.isalpha()]
+    share = sum(c.isupper() for c in letters) / max(1, len(letters))
+    return {"content": "Yes" if share > 0.5 else "No", "_p": share}
+
+
+class GradedServer(ScriptedServer):
+    """Logprobs carry the graded P(Yes) itself, not a fixed 0.8 / 0.2."""
+
+    def _answer(self, h, body, fault):
+        import math
+
+        reply = self.reply(body["messages"], body)
+        p = min(max(reply.pop("_p"), 1e-4), 1 - 1e-4)
+        choice = {"index": 0, "message": {"role": "assistant", **reply}, "finish_reason": "stop",
+                  "logprobs": {"content": [{"token": "Yes", "logprob": math.log(p), "bytes": None,
+                                            "top_logprobs": [{"token": "Yes", "logprob": math.log(p), "bytes": None},
+                                                             {"token": "No", "logprob": math.log(1 - p), "bytes": None}]}]}}
+        h._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice],
+                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+
+def write_rules(path):
+    RuleSet(rules=[Rule(id="caps", text="The assistant's response should be written in capital letters.")]).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_train_rm_on_the_embedded_model_reports_accuracy(tmp_path, shared_data, capsys):
+    out = tmp_path / "rm"
+    code = main(["train-rm", "--data", str(HH), "--on-bad-row", "skip", "--limit", "24", "--base", "embedded", "--out", str(out),
+                 "--max-steps", "2", "--batch-size", "4", "--max-length", "192", "--eval-fraction", "0.25", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["train_pairs"] + report["eval_pairs"] == 24 and report["eval_pairs"] > 0
+    acc = report["eval_accuracy"]
+    assert acc["correct"] + acc["wrong"] + acc["ties"] == report["eval_pairs"] and 0.0 <= acc["accuracy"] <= 1.0
+    stats = json.loads((out / "autorule_rm.json").read_text())
+    assert stats["std"] > 0
+    rm = RewardModel(str(out))
+    assert (rm.mean, rm.std) == (stats["mean"], stats["std"])  # normalisation comes with the model
+
+
+def test_train_grpo_with_rm_and_rules_logs_every_monitored_quantity(tmp_path, shared_data, tiny_models, capsys):
+    with GradedServer(uppercase_share) as server:
+        config = {
+            "policy": str(tiny_models / "policy"), "prompts": str(HH), "limit_prompts": 24, "rules": str(write_rules(tmp_path / "rules.yaml")),
+            "verifier": f"openai:judge@{server.base_url}", "rm": str(tiny_models / "rm"), "max_steps": 3, "per_device_train_batch_size": 4,
+            "num_generations": 4, "max_completion_length": 8, "monitor_every": 1, "heldout_count": 4, "output_dir": str(tmp_path / "grpo"),
+            "save_steps": 2, "no_cache": True,
+        }
+        (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+        assert main(["train", "--config", str(tmp_path / "train.yaml"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 3
+    rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert {"rm_reward", "rule_reward", "total_reward", "length", "pass_rates", "corr_rm_length", "corr_rule_length", "heldout_score", "warnings"} <= set(r)
+        assert set(r["pass_rates"]) == {"caps"} and r["length"] > 0
+    assert (tmp_path / "grpo" / "final" / "config.json").is_file()
+    assert (tmp_path / "grpo" / "checkpoint-2").is_dir()
+
+
+def test_grpo_run_with_a_graded_rule_reward_raises_it(tmp_path, shared_data, tiny_models, capsys):
+    with GradedServer(uppercase_share) as server:
+        code = main([
+            "train", "--policy", str(tiny_models / "policy"), "--prompts", str(HH), "--limit-prompts", "64",
+            "--rules", str(write_rules(tmp_path / "rules.yaml")), "--verifier", f"openai:judge@{server.base_url}", "--no-cache",
+            "--max-steps", "40", "--per-device-train-batch-size", "16", "--num-generations", "8", "--max-completion-length", "12",
+            "--learning-rate", "3e-2", "--beta", "0", "--monitor-every", "100", "--save-steps", "1000", "--output-dir", str(tmp_path / "grpo"),
+        ])
+    assert code == 0
+    rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    first = sum(r["rule_reward"] for r in rows[:10]) / 10
+    last = sum(r["rule_reward"] for r in rows[-10:]) / 10
+    assert last > first * 1.3, (first, last)
+
+
+def test_train_config_errors_name_the_key(tmp_path, capsys):
+    bad = tmp_path / "train.yaml"
+    bad.write_text("prompts: p.jsonl\nrules: r.yaml\nmax_step: 3\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "max_step" in capsys.readouterr().err
+    bad.write_text("prompts: p.jsonl\nrules: r.yaml\nmax_steps: many\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "max_steps" in capsys.readouterr().err
+    assert main(["train", "--rules", "r.yaml"]) == 2
+    assert "prompts" in capsys.readouterr().err
+
+
+def test_generate_alpaca_eval_and_mt_bench_formats(tmp_path, shared_data, tiny_models):
+    prompts = tmp_path / "alpaca.json"
+    prompts.write_text(json.dumps([{"instruction": "Name a colour.", "dataset": "helpful_base"}, {"instruction": "Say hi."}]))
+    out = tmp_path / "alpaca_outputs.json"
+    assert main(["generate", "--model", str(tiny_models / "policy"), "--prompts", str(prompts), "--format", "alpaca_eval",
+                 "--out", str(out), "--max-new-tokens", "4", "--no-cache"]) == 0
+    records = json.loads(out.read_text())
+    assert [set(r) for r in records] == [{"instruction", "output", "generator", "dataset"}, {"instruction", "output", "generator"}]
+    assert records[0]["generator"] == "policy"
+
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(line + "\n" for line in MT_BENCH_QUESTIONS.read_text().splitlines()[:5]))
+    answers = tmp_path / "answers.jsonl"
+    assert main(["generate", "--model", str(tiny_models / "policy"), "--prompts", str(questions), "--format", "mt_bench",
+                 "--out", str(answers), "--max-new-tokens", "4", "--generator", "my-policy", "--no-cache"]) == 0
+    rows = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert [r["question_id"] for r in rows] == [81, 82, 83, 84, 85]
+    assert all(r["model_id"] == "my-policy" and len(r["choices"][0]["turns"]) == 2 for r in rows)
