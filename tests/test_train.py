@@ -80,19 +80,35 @@ def test_train_grpo_with_rm_and_rules_logs_every_monitored_quantity(tmp_path, sh
     assert (tmp_path / "grpo" / "checkpoint-2").is_dir()
 
 
-def test_grpo_run_with_a_graded_rule_reward_raises_it(tmp_path, shared_data, tiny_models, capsys):
+def test_grpo_run_with_a_graded_rule_reward_raises_it(tmp_path):
+    """25 GRPO steps on a tiny policy: the share of capitals, which the verifier grades, goes up."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from autorule.llm.local import local_model_path
+
+    tok = AutoTokenizer.from_pretrained(local_model_path("embedded"))
+    # a larger init spread gives a peaked starting distribution: the same few tokens recur, so
+    # GRPO's group comparisons have something to reweight within a few steps
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                      max_position_embeddings=512, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, initializer_range=0.5)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": "Write something."}) + "\n" for _ in range(32)))
     with GradedServer(uppercase_share) as server:
         code = main([
-            "train", "--policy", str(tiny_models / "policy"), "--prompts", str(HH), "--limit-prompts", "64",
-            "--rules", str(write_rules(tmp_path / "rules.yaml")), "--verifier", f"openai:judge@{server.base_url}", "--no-cache",
-            "--max-steps", "40", "--per-device-train-batch-size", "16", "--num-generations", "8", "--max-completion-length", "12",
-            "--learning-rate", "3e-2", "--beta", "0", "--monitor-every", "100", "--save-steps", "1000", "--output-dir", str(tmp_path / "grpo"),
+            "train", "--policy", str(tmp_path / "policy"), "--prompts", str(prompts), "--rules", str(write_rules(tmp_path / "rules.yaml")),
+            "--verifier", f"openai:judge@{server.base_url}", "--no-cache", "--max-steps", "25", "--per-device-train-batch-size", "16",
+            "--num-generations", "8", "--max-completion-length", "8", "--learning-rate", "3e-2", "--beta", "0", "--heldout-count", "2",
+            "--monitor-every", "100", "--save-steps", "1000", "--output-dir", str(tmp_path / "grpo"),
         ])
     assert code == 0
     rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
-    first = sum(r["rule_reward"] for r in rows[:10]) / 10
-    last = sum(r["rule_reward"] for r in rows[-10:]) / 10
-    assert last > first * 1.3, (first, last)
+    first = sum(r["rule_reward"] for r in rows[:5]) / 5
+    last = sum(r["rule_reward"] for r in rows[-5:]) / 5
+    assert first < 0.2 and last > 0.5 and last > 3 * first, [round(r["rule_reward"], 3) for r in rows]
 
 
 def test_train_config_errors_name_the_key(tmp_path, capsys):
@@ -125,3 +141,29 @@ def test_generate_alpaca_eval_and_mt_bench_formats(tmp_path, shared_data, tiny_m
     rows = [json.loads(line) for line in answers.read_text().splitlines()]
     assert [r["question_id"] for r in rows] == [81, 82, 83, 84, 85]
     assert all(r["model_id"] == "my-policy" and len(r["choices"][0]["turns"]) == 2 for r in rows)
+
+
+def test_monitor_warns_when_rm_rises_while_rules_fall(tmp_path):
+    import numpy as np
+
+    from autorule.train.monitor import RewardMonitor
+
+    monitor = RewardMonitor(tmp_path / "metrics.jsonl", window=4)
+    for step in range(1, 7):
+        rm = np.array([0.1 * step, 0.1 * step + 0.05])
+        rule = np.array([0.9 - 0.1 * step, 0.85 - 0.1 * step])
+        lengths = np.array([10.0 + step, 20.0 + step])
+        monitor.record_batch(rm=rm, rule=rule, total=rm + rule, lengths=lengths, pass_rates={"a": 0.5}, log_metric=None)
+        row = monitor.end_step(step, heldout=1.0 - 0.1 * step if step % 2 == 0 else None)
+    assert row["corr_rm_length"] == pytest.approx(1.0) and row["corr_rule_length"] == pytest.approx(-1.0)
+    warned_steps = sorted({w["step"] for w in monitor.warnings})
+    assert warned_steps == [4, 5, 6]  # from the first full window on
+    assert any("rule reward falls" in w["message"] for w in monitor.warnings)
+    assert any("held-out score fell" in w["message"] for w in monitor.warnings)
+    # steady rewards: no warning
+    calm = RewardMonitor(tmp_path / "calm.jsonl", window=4)
+    for step in range(1, 7):
+        calm.record_batch(rm=np.array([0.5]), rule=np.array([0.5]), total=np.array([1.0]), lengths=np.array([10.0]), pass_rates={}, log_metric=None)
+        calm.end_step(step)
+    assert calm.warnings == []
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 6
