@@ -7,7 +7,7 @@ from autorule.rules import RuleSet
 
 
 @pytest.mark.slow
-def test_quickstart_runs_every_existing_stage(tmp_path, capsys):
+def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
     out = tmp_path / "qs"
     assert main(["quickstart", "--out", str(out), "--no-cache"]) == 0
     rules = RuleSet.load(out / "extract" / "rules.yaml")
@@ -16,4 +16,9 @@ def test_quickstart_runs_every_existing_stage(tmp_path, capsys):
     assert meta["status"] == "complete" and meta["counts"]["pairs"] == 8
     verification = json.loads((out / "verification.json").read_text())
     assert verification["pairs"] == 4 and set(verification["pass_rates"]) == {r.id for r in rules.rules}
-    assert "verification.json" in capsys.readouterr().err
+    assert (out / "rm" / "autorule_rm.json").is_file()
+    steps = [json.loads(line) for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [1, 2] and all("rm_reward" in s and "rule_reward" in s for s in steps)
+    assert (out / "grpo" / "final" / "config.json").is_file()
+    err = capsys.readouterr().err
+    assert "verification.json" in err and "metrics.jsonl" in err

@@ -1,7 +1,9 @@
-"""`autorule quickstart`: the pipeline's stages on the sample data, offline, on the embedded model.
+"""`autorule quickstart`: the whole pipeline on the sample data, offline, on the embedded model.
 
-Today: extraction (reasoning -> candidate rules -> merged rules) on most sample pairs, then
-the rule verifier scores both sides of the held-out pairs. Later stages join as they land.
+Extraction (reasoning -> candidate rules -> merged rules) on most sample pairs; the rule
+verifier on both sides of the held-out pairs; a reward model; a few GRPO steps with
+RM + rule rewards and the reward-hacking monitor. Every setting is small so it takes
+minutes on two CPU cores.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from .data import LoadResult, load_pairs
 from .extract.run import ExtractConfig, run_extract
 from .llm import load_llm
 from .reward import RewardScorer
+from .train.config import TrainConfig
+from .train.grpo import run_grpo
+from .train.rm import RMConfig, train_reward_model
 
 # the sample data lives in the repository's examples/ (the README's setup installs the checkout in place)
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "pairs.jsonl"
@@ -51,9 +56,30 @@ def run_quickstart(out: Path, cache: Cache | None) -> int:
         "pass_rates": scores.pass_rates(),
     }
     (out / "verification.json").write_text(json.dumps(verification, indent=2))
-    seconds = round(time.time() - start, 1)
     console.print(f"[bold]verification[/bold]: on {len(held_out)} held-out pairs the chosen reply has the higher rule reward in {verification['chosen_preferred']:.0%}")
+
+    console.print("[bold]reward model[/bold]: a few Bradley-Terry steps on the extraction pairs")
+    rm_report = train_reward_model(train.pairs, RMConfig(base="embedded", out=str(out / "rm"), max_steps=4, batch_size=4, max_length=256, eval_fraction=0.25))
+    console.print("[bold]GRPO[/bold]: a few steps with RM + rule rewards, watched by the monitor")
+    grpo = run_grpo(TrainConfig(
+        policy="embedded", prompts=str(SAMPLE_DATA), rules=str(out / "extract" / "rules.yaml"), verifier="embedded", rm=str(out / "rm"),
+        output_dir=str(out / "grpo"), max_steps=2, per_device_train_batch_size=4, num_generations=4, max_completion_length=16,
+        monitor_every=1, heldout_count=2, save_steps=1000, no_cache=cache is None, cache=str(cache.path) if cache is not None else None,
+    ))
+    seconds = round(time.time() - start, 1)
+    held_acc = rm_report["eval_accuracy"]
+    (out / "quickstart.json").write_text(json.dumps({"seconds": seconds, "verification": verification, "reward_model": rm_report, "grpo": grpo}, indent=2, default=str))
     console.print(f"\ndone in {seconds} s. Artefacts:")
-    for path in (out / "extract" / "010_reasoning.jsonl", out / "extract" / "020_candidates.jsonl", out / "extract" / "rules.yaml", out / "extract" / "run.json", out / "verification.json"):
-        console.print(f"  {path}")
+    for path, what in (
+        (out / "extract" / "010_reasoning.jsonl", "reasoning per pair"),
+        (out / "extract" / "020_candidates.jsonl", "candidate rules per pair"),
+        (out / "extract" / "rules.yaml", f"{len(extraction.rules)} merged rules with provenance"),
+        (out / "extract" / "run.json", "extraction run record"),
+        (out / "verification.json", "held-out verification"),
+        (out / "rm", f"reward model (held-out accuracy {held_acc['accuracy']:.0%})" if held_acc else "reward model"),
+        (out / "grpo" / "metrics.jsonl", "reward-hacking monitor, per step"),
+        (out / "grpo" / "final", "trained policy"),
+        (out / "quickstart.json", "summary"),
+    ):
+        console.print(f"  {path}  ({what})")
     return 0
