@@ -230,3 +230,21 @@ def test_sigkill_mid_stage_then_rerun_loses_nothing_and_repeats_nothing(tmp_path
     repeated = len(bodies) - len(set(bodies))
     assert repeated <= 1
     assert len(server.requests) - killed_at >= 10 - done_before - 1
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('["The assistant\'s response should be polite.", "The assistant\'s response should cite sources."]', 2),
+        ('Here you go:\n```json\n["The assistant\'s response should be polite."]\n```', 1),
+        ("1. The response should be polite.\n2) The response should cite sources.\n- The response should stay on topic.", 3),
+        ('["The assistant\'s response should be polite.", "The assistant\'s response sho', 1),  # cut off mid-array
+        ('["The assistant\'s response should", "ok"]', 0),  # a bare stem and a fragment are not rules
+        ("I think the first answer was nicer.", 0),
+        ("", 0),
+    ],
+)
+def test_rule_list_parsing(text, expected):
+    from autorule.extract.rules import parse_rule_list
+
+    assert len(parse_rule_list(text)) == expected

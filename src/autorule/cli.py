@@ -399,6 +399,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+    from .report.build import ReportError
+
+    try:
+        path = build_report(args.run_dir, args.out)
+    except ReportError as e:
+        err.print(f"[red]error:[/red] {e}", soft_wrap=True)
+        return EXIT_BAD_INPUT
+    err.print(f"report written to {path}", soft_wrap=True)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -534,6 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--max-retries", type=int, default=6)
     _add_cache_options(ge)
     ge.set_defaults(func=cmd_generate)
+
+    rp = sub.add_parser("report", help="write a self-contained report.html for a run directory")
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="a quickstart, extract or train output directory")
+    rp.add_argument("--out", default=None, metavar="FILE", help="default: RUN_DIR/report.html")
+    rp.set_defaults(func=cmd_report)
 
     sv = sub.add_parser("serve", help="OpenRLHF-compatible reward server (POST / or /get_reward)")
     _add_reward_options(sv)

@@ -1,9 +1,9 @@
 """`autorule quickstart`: the whole pipeline on the sample data, offline, on the embedded model.
 
-Extraction (reasoning -> candidate rules -> merged rules) on most sample pairs; the rule
-verifier on both sides of the held-out pairs; a reward model; a few GRPO steps with
-RM + rule rewards and the reward-hacking monitor. Every setting is small so it takes
-minutes on two CPU cores.
+Extraction (reasoning -> candidate rules -> merged rules) on half the sample pairs;
+validation of the rules on the other half; a reward model; a few GRPO steps with
+RM + rule rewards and the reward-hacking monitor; the HTML report. Every setting is small
+so it takes minutes on two CPU cores.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from .cache import Cache
 from .data import LoadResult, load_pairs
 from .extract.run import ExtractConfig, run_extract
 from .llm import load_llm
+from .report import build_report
 from .reward import RewardScorer
 from .train.config import TrainConfig
 from .train.grpo import run_grpo
 from .train.rm import RMConfig, train_reward_model
+from .validate import run_validation
 
 # the sample data lives in the repository's examples/ (the README's setup installs the checkout in place)
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "pairs.jsonl"
-HELD_OUT = 4
+EXTRACT_PAIRS = 12  # the rest of the sample pairs are held out for validation
 console = Console(stderr=True, soft_wrap=True)  # paths stay whole, not wrapped
 
 
@@ -33,8 +35,8 @@ def run_quickstart(out: Path, cache: Cache | None) -> int:
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
     data = load_pairs(SAMPLE_DATA)
-    train = LoadResult(path=data.path, format=data.format, pairs=data.pairs[:-HELD_OUT], rows=data.rows, skipped=data.skipped)
-    held_out = data.pairs[-HELD_OUT:]
+    train = LoadResult(path=data.path, format=data.format, pairs=data.pairs[:EXTRACT_PAIRS], rows=data.rows, skipped=data.skipped)
+    held_out = data.pairs[EXTRACT_PAIRS:]
     console.print(f"[bold]data[/bold]: {len(data.pairs)} sample pairs; {len(train.pairs)} for extraction, {len(held_out)} held out")
     console.print("[bold]model[/bold]: the embedded SmolLM2-135M-Instruct on CPU (tiny: it runs every stage, its judgements are near chance)")
     llm = load_llm("embedded", cache=cache)
@@ -44,19 +46,18 @@ def run_quickstart(out: Path, cache: Cache | None) -> int:
     extraction = run_extract(train, llm, llm, out / "extract", config)
 
     scorer = RewardScorer(extraction.rules, llm)
-    convs = [p.conversation(side) for p in held_out for side in ("chosen", "rejected")]
-    scores = scorer.score(convs, desc="verifying held-out pairs")
-    chosen, rejected = scores.rule[0::2], scores.rule[1::2]
-    verification = {
-        "pairs": len(held_out),
-        "rules": len(extraction.rules),
-        "chosen_preferred": float((chosen > rejected).mean()),
-        "mean_rule_reward_chosen": float(chosen.mean()),
-        "mean_rule_reward_rejected": float(rejected.mean()),
-        "pass_rates": scores.pass_rates(),
-    }
-    (out / "verification.json").write_text(json.dumps(verification, indent=2))
-    console.print(f"[bold]verification[/bold]: on {len(held_out)} held-out pairs the chosen reply has the higher rule reward in {verification['chosen_preferred']:.0%}")
+    rules_path = out / "extract" / "rules.yaml"
+    validation = run_validation(extraction.rules, rules_path, held_out, scorer, warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
+    validation.pop("_weights")
+    validation.pop("_selection_order")
+    by_id = {r["id"]: r for r in validation["rules"]}
+    for rule in extraction.rules.rules:
+        rule.stats["validation"] = {k: v for k, v in by_id[rule.id].items() if k not in ("id", "text")}
+    extraction.rules.save(rules_path)
+    (out / "extract" / "validation.json").write_text(json.dumps(validation, indent=2, default=lambda v: None))
+    acc = validation["rule_set"]
+    console.print(f"[bold]validation[/bold]: on {len(held_out)} held-out pairs the rule reward picks the chosen reply in {acc['accuracy']:.0%} "
+                  f"({acc['ties']} ties); learned-weight CV accuracy {validation['learned_weights']['cv_accuracy']:.0%}")
 
     console.print("[bold]reward model[/bold]: a few Bradley-Terry steps on the extraction pairs")
     rm_report = train_reward_model(train.pairs, RMConfig(base="embedded", out=str(out / "rm"), max_steps=4, batch_size=4, max_length=256, eval_fraction=0.25))
@@ -68,18 +69,20 @@ def run_quickstart(out: Path, cache: Cache | None) -> int:
     ))
     seconds = round(time.time() - start, 1)
     held_acc = rm_report["eval_accuracy"]
-    (out / "quickstart.json").write_text(json.dumps({"seconds": seconds, "verification": verification, "reward_model": rm_report, "grpo": grpo}, indent=2, default=str))
+    (out / "quickstart.json").write_text(json.dumps({"seconds": seconds, "validation": validation, "reward_model": rm_report, "grpo": grpo}, indent=2, default=str))
+    report = build_report(out)
     console.print(f"\ndone in {seconds} s. Artefacts:")
     for path, what in (
         (out / "extract" / "010_reasoning.jsonl", "reasoning per pair"),
         (out / "extract" / "020_candidates.jsonl", "candidate rules per pair"),
         (out / "extract" / "rules.yaml", f"{len(extraction.rules)} merged rules with provenance"),
         (out / "extract" / "run.json", "extraction run record"),
-        (out / "verification.json", "held-out verification"),
+        (out / "extract" / "validation.json", "held-out validation"),
         (out / "rm", f"reward model (held-out accuracy {held_acc['accuracy']:.0%})" if held_acc else "reward model"),
         (out / "grpo" / "metrics.jsonl", "reward-hacking monitor, per step"),
         (out / "grpo" / "final", "trained policy"),
         (out / "quickstart.json", "summary"),
+        (report, "the report: open it in a browser"),
     ):
         console.print(f"  {path}  ({what})")
     return 0

@@ -31,6 +31,7 @@ class Candidates(BaseModel):
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.){8,}?)"')
+_STEM = re.compile(r"^(the )?(assistant'?s? )?(response|answer|reply) (should|must)( not)?\s*", re.IGNORECASE)
 _ITEM = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|\(\d+\))\s+(.*\S)\s*$")
 
 
@@ -60,6 +61,10 @@ def parse_rule_list(text: str) -> list[str]:
     out, seen = [], set()
     for item in items:
         rule = " ".join(item.strip().strip('"').split())
+        # a bare stem ("The assistant's response should") says nothing checkable
+        body = _STEM.sub("", rule)
+        if len(body.split()) < 2:
+            continue
         if MIN_WORDS <= len(rule.split()) <= MAX_WORDS and rule.lower() not in seen:
             seen.add(rule.lower())
             out.append(rule)

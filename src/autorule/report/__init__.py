@@ -1,0 +1,5 @@
+"""`autorule report RUN_DIR`: one self-contained HTML file (charts inlined, no network)."""
+
+from .build import build_report
+
+__all__ = ["build_report"]

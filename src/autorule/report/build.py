@@ -1,0 +1,207 @@
+"""Build the HTML report from a run directory's artefacts.
+
+Looks for, in RUN_DIR or its `extract/` and `grpo/` subdirectories: `run.json` and
+`rules.yaml` (extraction), `validation.json` (beside the rules), `metrics.jsonl` (the
+training monitor), `quickstart.json` and `rm/autorule_rm.json`. Whatever is missing is
+shown as missing, not guessed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import time
+from pathlib import Path
+from string import Template
+
+from ..rules import RuleSet
+
+TEMPLATE = Template((Path(__file__).parent / "template.html").read_text(encoding="utf-8"))
+
+
+class ReportError(Exception):
+    pass
+
+
+def _first(*paths: Path) -> Path | None:
+    return next((p for p in paths if p.exists()), None)
+
+
+def _json(path: Path | None):
+    return json.loads(path.read_text()) if path and path.is_file() else None
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _pct(x) -> str:
+    return "&ndash;" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0%}"
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _figure(fig, caption: str, ident: str) -> str:
+    return f'<figure id="{ident}"><img alt="{_e(caption)}" src="data:image/png;base64,{_png(fig)}"><figcaption>{_e(caption)}</figcaption></figure>'
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def agreement_chart(rules: RuleSet, stats: dict[str, dict]) -> str | None:
+    import matplotlib.pyplot as plt
+
+    rows = [(r, stats.get(r.id, {})) for r in rules.rules]
+    rows = [(r, s) for r, s in rows if s.get("agreement") is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    labels = [_short(r.text.removeprefix("The assistant's response should "), 55) for r, _ in rows]
+    values = [s["agreement"] for _, s in rows]
+    low = [s["agreement"] - (s.get("ci_low") if s.get("ci_low") is not None else s["agreement"]) for _, s in rows]
+    high = [(s.get("ci_high") if s.get("ci_high") is not None else s["agreement"]) - s["agreement"] for _, s in rows]
+    ax.barh(range(len(rows)), values, xerr=[low, high], color="#54aeff", ecolor="#24292f", capsize=3)
+    ax.axvline(0.5, color="#cf222e", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("agreement with the preference (95% Wilson interval); dashed: chance")
+    return _figure(fig, "Per-rule agreement on held-out pairs", "chart-agreement")
+
+
+def training_charts(metrics: list[dict]) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    if not metrics:
+        return []
+    steps = [m["step"] for m in metrics]
+    out = []
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for key, label in (("rm_reward", "RM reward"), ("rule_reward", "rule reward"), ("total_reward", "total reward")):
+        values = [m.get(key) for m in metrics]
+        if any(v is not None for v in values):
+            ax.plot(steps, [v if v is not None else float("nan") for v in values], marker="o", label=label)
+    held = [(m["step"], m["heldout_score"]) for m in metrics if m.get("heldout_score") is not None]
+    if held:
+        ax.plot(*zip(*held), marker="s", linestyle=":", label="held-out score")
+    ax.set_xlabel("step")
+    ax.legend(loc="upper left", fontsize=8)
+    lengths = [m.get("length") for m in metrics]
+    if any(v is not None for v in lengths):
+        twin = ax.twinx()
+        twin.plot(steps, [v if v is not None else float("nan") for v in lengths], color="#8c959f", linestyle="--", label="length")
+        twin.set_ylabel("mean length (tokens)")
+        twin.legend(loc="upper right", fontsize=8)
+    out.append(_figure(fig, "Training curves: rewards and response length per step", "chart-training"))
+
+    rule_ids = sorted({rid for m in metrics for rid in m.get("pass_rates", {})})
+    if rule_ids:
+        fig, ax = plt.subplots(figsize=(9, 3.6))
+        for rid in rule_ids:
+            ax.plot(steps, [m.get("pass_rates", {}).get(rid, float("nan")) for m in metrics], marker=".", label=rid)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("step")
+        ax.set_ylabel("pass rate")
+        ax.legend(fontsize=7, ncol=3, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        out.append(_figure(fig, "Each rule's pass rate over training", "chart-pass-rates"))
+    return out
+
+
+def rules_table(rules: RuleSet, stats: dict[str, dict]) -> str:
+    head = "<tr><th>#</th><th>rule</th><th>support</th><th>agreement [95% CI]</th><th>n</th><th>coverage</th><th>weight</th></tr>"
+    rows = []
+    for i, r in enumerate(rules.rules, start=1):
+        s = stats.get(r.id, {})
+        agreement = f"{_pct(s.get('agreement'))} [{_pct(s.get('ci_low'))}, {_pct(s.get('ci_high'))}]" if s else "&ndash;"
+        weight = s.get("learned_weight")
+        weight_text = f"{r.weight:.2f}" + (f" <span title='learned coefficient'>(fit {weight:.2f})</span>" if weight is not None else "")
+        prov = "".join(
+            f"<li>pair <code>{_e(c.pair_id)}</code>: &ldquo;{_e(c.text)}&rdquo;<br><small>reasoning: {_e(_short(c.excerpt, 300))}</small></li>"
+            for c in r.candidates[:20]
+        )
+        more = f"<li>&hellip; and {len(r.candidates) - 20} more candidates</li>" if len(r.candidates) > 20 else ""
+        details = (f"<details><summary>{_e(r.text)}</summary><div class='prov'><div>id <code>{_e(r.id)}</code>; source pairs: "
+                   f"{', '.join(f'<code>{_e(p)}</code>' for p in r.pairs) or 'none recorded'}</div><ul>{prov}{more}</ul></div></details>")
+        rows.append(f"<tr class='rule-row'><td class='num'>{i}</td><td>{details}</td><td class='num'>{r.support}</td><td class='num'>{agreement}</td>"
+                    f"<td class='num'>{s.get('n', '&ndash;')}</td><td class='num'>{_pct(s.get('coverage'))}</td><td class='num'>{weight_text}</td></tr>")
+    return f"<table id='rule-table'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run directory")
+    extract_dir = _first(run_dir / "rules.yaml", run_dir / "extract" / "rules.yaml")
+    rules_path = extract_dir
+    extract_dir = extract_dir.parent if extract_dir else None
+    metrics_path = _first(run_dir / "grpo" / "metrics.jsonl", run_dir / "metrics.jsonl")
+    if rules_path is None and metrics_path is None:
+        raise ReportError(f"{run_dir}: no rules.yaml and no metrics.jsonl here or in extract/ and grpo/: nothing to report")
+    rules = RuleSet.load(rules_path) if rules_path else RuleSet()
+    run = _json(extract_dir / "run.json") if extract_dir else None
+    validation = _json(extract_dir / "validation.json") if extract_dir else None
+    stats = {r["id"]: r for r in validation.get("rules", [])} if validation else {}
+    metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] if metrics_path else []
+    rm = _json(_first(run_dir / "rm" / "autorule_rm.json"))
+    summary = _json(_first(run_dir / "quickstart.json"))
+
+    counts = (run or {}).get("counts", {})
+    cards = [
+        ("pairs used", counts.get("pairs", "&ndash;")),
+        ("candidate rules", counts.get("candidates", "&ndash;")),
+        ("final rules", len(rules)),
+        ("rule-set accuracy", _pct(validation["accuracy"]) if validation else "&ndash;"),
+        ("RM held-out accuracy", _pct(rm["eval_accuracy"]["accuracy"]) if rm and rm.get("eval_accuracy") else "&ndash;"),
+        ("GRPO steps", len(metrics) or "&ndash;"),
+    ]
+    cards_html = "".join(f"<div class='card'><div class='v'>{v}</div><div class='k'>{_e(k)}</div></div>" for k, v in cards)
+
+    charts = [c for c in [agreement_chart(rules, stats)] if c] + training_charts(metrics)
+    charts_html = "".join(charts) or "<p class='empty'>No validation statistics or training metrics in this run.</p>"
+    warnings = [w for m in metrics for w in (f"step {m['step']}: {msg}" for msg in m.get("warnings", []))]
+    warnings_html = "".join(f"<div class='warn'>{_e(w)}</div>" for w in warnings) if warnings else (
+        "<p>No warnings: the RM reward never rose while the rule reward or held-out score fell.</p>" if metrics else "<p class='empty'>No training run.</p>")
+
+    meta_rows = []
+    if run:
+        fp = run.get("fingerprint", {})
+        data = run.get("data", {})
+        meta_rows += [
+            ("data", f"{data.get('path')} ({data.get('format')}; {data.get('pairs')} pairs, skipped: {data.get('skipped') or 'none'})"),
+            ("extraction model", fp.get("model")), ("merge model", fp.get("merge_model")),
+            ("extract from", fp.get("extract_from")), ("seed", fp.get("seed")),
+            ("failures", counts.get("failures") or "none"), ("merge fallbacks", counts.get("merge_failures")),
+            ("tokens", "; ".join(f"{k}: {v['prompt']} in / {v['completion']} out" for k, v in counts.get("tokens", {}).items())),
+            ("LLM calls", run.get("llm_stats")), ("extraction time", f"{run.get('seconds')} s"), ("status", run.get("status")),
+        ]
+    if validation:
+        meta_rows += [("validation", f"{validation['pairs']} held-out pairs; verifier {validation['verifier']}; preset {validation['preset']}; "
+                                     f"learned-weight CV accuracy {_pct(validation['learned_weights']['cv_accuracy'])}")]
+    if rm:
+        meta_rows += [("reward model", f"base {rm.get('base')}; {rm.get('train_pairs')} training pairs; score mean {rm['mean']:.3f}, std {rm['std']:.3f}")]
+    if summary:
+        meta_rows += [("quickstart time", f"{summary.get('seconds')} s")]
+    metadata_html = "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in meta_rows) + "</dl>" if meta_rows else "<p class='empty'>No run record.</p>"
+
+    page = TEMPLATE.substitute(
+        title=_e(run_dir.resolve().name), generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cards=cards_html,
+        rules_table=rules_table(rules, stats) if rules.rules else "<p class='empty'>No rules in this run.</p>",
+        charts=charts_html, warnings=warnings_html, metadata=metadata_html,
+    )
+    path = Path(out) if out else run_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
