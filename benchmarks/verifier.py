@@ -1,0 +1,11 @@
+"""Verifier throughput benchmark; the same as `autorule bench verifier`.
+
+    python benchmarks/verifier.py --rules 20 --conversations 16 --json
+"""
+
+import sys
+
+from autorule.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", "verifier", *sys.argv[1:]]))

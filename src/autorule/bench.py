@@ -1,0 +1,121 @@
+"""Verifier throughput: autorule's verifier against the reference code's method, same model, one run.
+
+- `autorule`: conversation first, rule last; the shared prefix is processed once per
+  conversation; one next-token read per check (no generation).
+- `reference`: the reference code's layout, rule before the conversation, one request per
+  check, greedy generation (capped at 16 new tokens, generous to it), `[[Yes]]` parsed.
+
+Reported: checks per second per mode and their ratio; tokens processed per check against
+the floor (each conversation once plus every rule suffix); achieved FLOP/s (2 x parameters
+x tokens) against a float32 matrix-multiply peak measured in the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .data import Message
+from .llm.base import ChatRequest, parse_yes_no
+from .rules import Rule, RuleSet, rule_id
+from .verify import Verifier
+
+# the reference code's judge prompt, rule first (paraphrased; its layout is what matters)
+REFERENCE_PROMPT = (
+    "[Instruction]\nPlease act as an impartial judge and evaluate whether the response of the AI assistant to the user "
+    "satisfies the following rule.\nRule: {rule}\nAfter your explanation, output your final verdict strictly as "
+    "\"[[Yes]]\" or \"[[No]]\".\n\n[The Start of Conversation]\n{conversation}\n[The End of Conversation]"
+)
+
+BENCH_RULES = [
+    "be polite", "answer the user's question directly", "refuse requests that could cause harm", "avoid personal opinions",
+    "be concise", "use correct grammar", "stay on topic", "avoid offensive language", "give accurate information",
+    "explain its reasoning", "acknowledge uncertainty when unsure", "avoid repeating itself", "use a friendly tone",
+    "avoid making up facts", "address every part of the request", "suggest safe alternatives when refusing",
+    "avoid unnecessary detail", "be easy to follow", "respect the user's privacy", "end with a complete sentence",
+    "use lists for multi-step instructions", "avoid medical or legal overconfidence", "not lecture the user", "be specific",
+]
+
+
+def bench_rules(k: int) -> RuleSet:
+    texts = [f"The assistant's response should {t}." for t in (BENCH_RULES * (k // len(BENCH_RULES) + 1))[:k]]
+    texts = [t if i < len(BENCH_RULES) else f"{t} (variant {i})" for i, t in enumerate(texts)]
+    return RuleSet(rules=[Rule(id=rule_id(t), text=t) for t in texts])
+
+
+def matmul_peak_flops(n: int = 1024, repeats: int = 8) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.matmul(a, b)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+@dataclass
+class ModeResult:
+    checks: int
+    seconds: float
+    tokens: int
+
+    @property
+    def checks_per_s(self) -> float:
+        return self.checks / self.seconds
+
+
+def run_autorule(llm, rules: RuleSet, convs: list[list[Message]]) -> ModeResult:
+    before = dict(llm.stats)
+    verifier = Verifier(llm, rules)
+    start = time.perf_counter()
+    verifier.verify(convs)
+    seconds = time.perf_counter() - start
+    tokens = sum(llm.stats[k] - before.get(k, 0) for k in ("yes_no_prefix_tokens", "yes_no_suffix_tokens"))
+    return ModeResult(len(convs) * len(rules), seconds, tokens)
+
+
+def run_reference(llm, rules: RuleSet, convs: list[list[Message]], max_new_tokens: int = 16) -> tuple[ModeResult, int]:
+    tokens = unparsed = 0
+    start = time.perf_counter()
+    for conv in convs:
+        text = "\n\n".join(f"{m.role.capitalize()}: {m.content}" for m in conv)
+        for rule in rules.rules:
+            req = ChatRequest([{"role": "user", "content": REFERENCE_PROMPT.format(rule=rule.text, conversation=text)}], max_tokens=max_new_tokens)
+            (c,) = llm.generate([req])  # one request per check, as the reference code sends them
+            tokens += c.usage.prompt_tokens + c.usage.completion_tokens
+            unparsed += parse_yes_no(c.text) is None
+    return ModeResult(len(convs) * len(rules), time.perf_counter() - start, tokens), unparsed
+
+
+def floor_tokens(llm, rules: RuleSet, convs: list[list[Message]]) -> int:
+    """Each conversation's prompt once, plus every rule's question once per conversation."""
+    verifier = Verifier(llm, rules)
+    prefix = sum(llm.count_tokens(llm.render([{"role": "user", "content": verifier.prefix(c)}])) for c in convs)
+    suffix = sum(llm.count_tokens(q) for q in verifier.questions) * len(convs)
+    return prefix + suffix
+
+
+def run_benchmark(llm, convs: list[list[Message]], k: int, modes: tuple[str, ...] = ("autorule", "reference")) -> dict:
+    rules = bench_rules(k)
+    params = sum(p.numel() for p in llm.model.parameters())
+    peak = matmul_peak_flops()
+    floor = floor_tokens(llm, rules, convs)
+    checks = len(convs) * k
+    report: dict = {"model": llm.spec, "conversations": len(convs), "rules": k, "checks": checks, "parameters": params,
+                    "matmul_peak_flops": peak, "floor_tokens_per_check": floor / checks, "checks_per_s": {}, "tokens_per_check": {},
+                    "achieved_flops": {}, "seconds": {}}
+    for mode in modes:
+        if mode == "autorule":
+            result = run_autorule(llm, rules, convs)
+        else:
+            result, report["reference_unparsed"] = run_reference(llm, rules, convs)
+        report["checks_per_s"][mode] = result.checks_per_s
+        report["tokens_per_check"][mode] = result.tokens / checks
+        report["achieved_flops"][mode] = 2 * params * result.tokens / result.seconds
+        report["seconds"][mode] = result.seconds
+    if {"autorule", "reference"} <= set(modes):
+        report["speedup"] = report["checks_per_s"]["autorule"] / report["checks_per_s"]["reference"]
+    if "autorule" in modes:
+        report["tokens_vs_floor"] = report["tokens_per_check"]["autorule"] / report["floor_tokens_per_check"]
+    return report
