@@ -278,18 +278,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     scorer = build_scorer(args)
     rules = scorer.rules
     rm = scorer.rm if args.rm else None
-    report = run_validation(
+    validation = run_validation(
         rules, rules_path, data.pairs, scorer, rm=rm, seed=args.seed, folds=args.folds, select=args.select,
-        fit=args.fit_weights, redundancy=args.redundancy, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
+        redundancy=args.redundancy, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
     )
-    weights, selected = report.pop("_weights"), report.pop("_selection_order")
-    by_id = {r["id"]: r for r in report["rules"]}
-
-    # stats go back into the rules file, per rule
-    for rule in rules.rules:
-        stats = {k: v for k, v in by_id[rule.id].items() if k not in ("id", "text")}
-        rule.stats = {**rule.stats, "validation": {**stats, "pairs": report["pairs"], "data": str(args.data)}}
-    rules.save(rules_path)
+    report, weights, selected = validation.report, validation.weights, validation.selected
+    validation.write_stats(rules, rules_path, str(args.data))
     outputs = {"rules_file": str(rules_path)}
     if args.fit_weights:
         if weights is None:

@@ -47,17 +47,14 @@ def run_quickstart(out: Path, cache: Cache | None) -> int:
 
     scorer = RewardScorer(extraction.rules, llm)
     rules_path = out / "extract" / "rules.yaml"
-    validation = run_validation(extraction.rules, rules_path, held_out, scorer, warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
-    validation.pop("_weights")
-    validation.pop("_selection_order")
-    by_id = {r["id"]: r for r in validation["rules"]}
-    for rule in extraction.rules.rules:
-        rule.stats["validation"] = {k: v for k, v in by_id[rule.id].items() if k not in ("id", "text")}
-    extraction.rules.save(rules_path)
-    (out / "extract" / "validation.json").write_text(json.dumps(validation, indent=2, default=lambda v: None))
+    result = run_validation(extraction.rules, rules_path, held_out, scorer, warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
+    result.write_stats(extraction.rules, rules_path, str(SAMPLE_DATA))
+    validation = result.report
+    (out / "extract" / "validation.json").write_text(json.dumps(validation, indent=2))
     acc = validation["rule_set"]
+    cv = validation["learned_weights"]["cv_accuracy"]
     console.print(f"[bold]validation[/bold]: on {len(held_out)} held-out pairs the rule reward picks the chosen reply in {acc['accuracy']:.0%} "
-                  f"({acc['ties']} ties); learned-weight CV accuracy {validation['learned_weights']['cv_accuracy']:.0%}")
+                  f"({acc['ties']} ties); learned-weight CV accuracy {'n/a' if cv is None else f'{cv:.0%}'}")
 
     console.print("[bold]reward model[/bold]: a few Bradley-Terry steps on the extraction pairs")
     rm_report = train_reward_model(train.pairs, RMConfig(base="embedded", out=str(out / "rm"), max_steps=4, batch_size=4, max_length=256, eval_fraction=0.25))

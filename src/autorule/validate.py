@@ -222,8 +222,34 @@ def learned_rule_weights(coef: np.ndarray) -> np.ndarray | None:
     return positive / positive[positive > 0].mean()
 
 
+def _json_safe(value):
+    """NaN (an undefined statistic) becomes None, so reports are strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+@dataclass
+class Validation:
+    report: dict  # what validation.json holds
+    weights: np.ndarray | None  # reward weights learned from the data (None: none positive)
+    selected: list[str] | None  # rule ids picked by --select, in order
+
+    def write_stats(self, rules, rules_path, data: str) -> None:
+        """Each rule's statistics into its `stats.validation`, saved back to the rules file."""
+        by_id = {r["id"]: r for r in self.report["rules"]}
+        for rule in rules.rules:
+            stats = {k: v for k, v in by_id[rule.id].items() if k not in ("id", "text")}
+            rule.stats = {**rule.stats, "validation": {**stats, "pairs": self.report["pairs"], "data": data}}
+        rules.save(rules_path)
+
+
 def run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, folds: int = 5, select: int | None = None,
-                   fit: bool = False, redundancy: float = 0.8, warn=print) -> dict:
+                   redundancy: float = 0.8, warn=print) -> Validation:
     from .reward import compose, rule_reward
 
     overlap = sorted({p.id for p in pairs} & training_pair_ids(rules, rules_path))
@@ -270,6 +296,4 @@ def run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, 
         selection = greedy_select(diffs, signs, select, folds=folds, seed=seed)
         report["selection"] = {"rules": [ids[j] for j in selection.order], "cv_accuracy": selection.cv_accuracy}
     report["rules"] = [{"text": r.text, **s.to_dict()} for r, s in zip(rules.rules, per_rule)]
-    report["_weights"] = learned_rule_weights(weight_fit.weights) if fit else None
-    report["_selection_order"] = report.get("selection", {}).get("rules")
-    return report
+    return Validation(_json_safe(report), learned_rule_weights(weight_fit.weights), report.get("selection", {}).get("rules"))
