@@ -49,6 +49,10 @@ class RewardPreset:
     length_target: int = 300
     clip: float | None = None
 
+    def rule_term(self, rule) -> np.ndarray:
+        """The rule reward's part of the total: rule_scale * (rule - rule_offset)."""
+        return self.rule_scale * (np.asarray(rule, dtype=float) - self.rule_offset)
+
 
 PRESETS = {
     "default": RewardPreset("default"),
@@ -66,7 +70,7 @@ def get_preset(name: str, **overrides) -> RewardPreset:
 
 
 def compose(preset: RewardPreset, rule: np.ndarray, rm: np.ndarray | None = None, words: np.ndarray | None = None) -> np.ndarray:
-    total = preset.rule_scale * (np.asarray(rule, dtype=float) - preset.rule_offset)
+    total = preset.rule_term(rule)
     if rm is not None:
         total = total + preset.rm_weight * np.asarray(rm, dtype=float)
     if preset.length_penalty and words is not None:

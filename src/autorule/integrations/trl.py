@@ -32,14 +32,12 @@ def make_rule_reward(scorer: RewardScorer, *, include_rm: bool = False, name: st
     `GRPOConfig(reward_weights=[...])`. include_rm=True: the scorer's whole composed reward
     (RM + rules + length penalty, clipped), for the paper's exact formula.
     """
-    preset = scorer.preset
-
     def reward(prompts: list[Any], completions: list[Any], log_metric: Callable | None = None, **kwargs: Any) -> list[float]:
         scores = scorer.score([conversation(p, c) for p, c in zip(prompts, completions)])
         _log(scores, log_metric, name)
         if include_rm:
             return [float(x) for x in scores.total]
-        return [float(preset.rule_scale * (r - preset.rule_offset)) for r in scores.rule]
+        return [float(x) for x in scorer.preset.rule_term(scores.rule)]
 
     reward.__name__ = name  # TRL names its logged columns after the function
     return reward

@@ -72,8 +72,7 @@ def compute_score(
     extra_infos = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
     convs = [[*_prompt_of(info), Message(role="assistant", content=text)] for text, info in zip(solution_strs, extra_infos)]
     scores = scorer.score(convs)
-    preset = scorer.preset
-    return [{"score": float(preset.rule_scale * (r - preset.rule_offset)), "rule_fraction": float(r)} for r in scores.rule]
+    return [{"score": float(t), "rule_fraction": float(r)} for t, r in zip(scorer.preset.rule_term(scores.rule), scores.rule)]
 
 
 def compute_score_single(data_source: str, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any) -> float:
@@ -123,8 +122,7 @@ class AutoRuleRewardManager:
             convs.append([Message(role="user", content=prompt_text), Message(role="assistant", content=text)])
         scorer = self.scorer or _scorer()
         scores = scorer.score(convs)
-        preset = scorer.preset
-        rule_terms = [float(preset.rule_scale * (r - preset.rule_offset)) for r in scores.rule]
+        rule_terms = [float(t) for t in scorer.preset.rule_term(scores.rule)]
         rm_scores = data.batch["rm_scores"] if "rm_scores" in data.batch.keys() else None
         reward = add_rule_rewards(rm_scores, response_mask, rule_terms)
         if return_dict:
