@@ -8,7 +8,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import numpy as np
 import pytest
 import torch
 from fake_llm import ScriptedLLM
@@ -174,7 +173,7 @@ def test_server_openrlhf_schema_and_batching_across_concurrent_requests():
             results = list(pool.map(post, range(64)))
         health = httpx.get(srv.url + "/health").json()
         batch = httpx.post(srv.url + "/get_reward", json={"query": ["a score 0.3", "b score 0.6"], "prompts": ["a ", "b "]}).json()
-    for i, value, r in results:
+    for _, value, r in results:
         assert r.status_code == 200
         body = r.json()
         assert set(body) == {"rewards", "scores", "extra_logs"}

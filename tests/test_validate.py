@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 from conftest import HH
-from fake_llm import ScriptedLLM
 from scripted_server import ScriptedServer
 
 from autorule.cli import main

@@ -203,7 +203,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     items = _score_items(args)  # (id, side, conversation)
     scores = scorer.score([c for _, _, c in items], desc="verifying")
     rows = []
-    for i, (item_id, side, conv) in enumerate(items):
+    for i, (item_id, side, _) in enumerate(items):
         rows.append({
             "id": item_id,
             **({"side": side} if side else {}),
@@ -268,7 +268,6 @@ def _score_items(args: argparse.Namespace):
 def cmd_validate(args: argparse.Namespace) -> int:
     import copy
 
-    from .reward import RewardModel
     from .rules import RuleSet
     from .validate import run_validation
 
@@ -277,9 +276,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _report_skips(data)
     scorer = build_scorer(args)
     rules = scorer.rules
-    rm = scorer.rm if args.rm else None
     validation = run_validation(
-        rules, rules_path, data.pairs, scorer, rm=rm, seed=args.seed, folds=args.folds, select=args.select,
+        rules, rules_path, data.pairs, scorer, rm=scorer.rm, seed=args.seed, folds=args.folds, select=args.select,
         redundancy=args.redundancy, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
     )
     report, weights, selected = validation.report, validation.weights, validation.selected

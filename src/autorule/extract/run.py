@@ -112,7 +112,7 @@ def run_extract(data: LoadResult, llm: LLM, merge_llm: LLM, run_dir: Path, confi
         "data": data_fingerprint(pairs),
         "model": llm.spec,
         "merge_model": merge_llm.spec,
-        **{k: v for k, v in asdict(config).items()},
+        **asdict(config),
         "templates": [reason_stage.TEMPLATE_VERSION, rules_stage.TEMPLATE_VERSION, merge_stage.TEMPLATE_VERSION],
     }
     if overwrite:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .base import LLM, ChatRequest, Completion, LLMError, OnResult, Usage, is_no_token, is_yes_token, split_reasoning
+from .base import LLM, ChatRequest, Completion, LLMError, OnResult, Usage, split_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +155,11 @@ class LocalLLM(LLM):
         for token, idx in vocab.items():
             if len(token) > 6:  # 'ĠYes', '▁yes' and the like are short; skip the decode for the rest
                 continue
-            text = self.tokenizer.convert_tokens_to_string([token])
-            if is_yes_token(text) and text.strip().lower() == "yes":
+            # exactly the word (any case, any leading space): not "Yes." or "[[Yes"
+            word = self.tokenizer.convert_tokens_to_string([token]).strip().lower()
+            if word == "yes":
                 yes.append(idx)
-            elif is_no_token(text) and text.strip().lower() == "no":
+            elif word == "no":
                 no.append(idx)
         return sorted(yes), sorted(no)
 

@@ -80,7 +80,7 @@ class RewardMonitor:
         return row
 
     def _check(self, row: dict) -> list[str]:
-        recent = [h for h in self.history[-(self.window - 1):]] + [row] if self.window > 1 else [row]
+        recent = (self.history + [row])[-self.window :]
         out = []
         rm = [h["rm_reward"] for h in recent if "rm_reward" in h]
         rule = [h["rule_reward"] for h in recent if "rule_reward" in h]
