@@ -5,50 +5,12 @@ import re
 
 import pytest
 from conftest import HH
-from scripted_server import ScriptedServer
+from autorule.bench.mock_server import TOPICS, ScriptedServer, mock_judge, topic_of
 
 from autorule.cli import main
 from autorule.data import load_pairs
 from autorule.extract.reason import chosen_label
 from autorule.rules import RuleSet
-
-TOPICS = ["politeness", "safety", "accuracy", "brevity", "structure", "sources"]
-
-
-def topic_of(text: str) -> str:
-    return TOPICS[sum(map(ord, text)) % len(TOPICS)]
-
-
-def judge(style: str = "field", rules_reply=None, reasoning_reply=None):
-    """A deterministic judge: reasoning mentions a topic; rules follow from the text they are given."""
-
-    def reply(messages, body):
-        text = messages[-1]["content"]
-        if "Please act as an impartial judge" in text:
-            winner = re.search(r"preferred Assistant ([AB])", text).group(1)
-            trace = f"TRACE: Assistant {winner} shows better {topic_of(text)} (case {len(text)})."
-            if reasoning_reply:
-                return reasoning_reply(text, trace)
-            if style == "field":
-                return {"content": f"Assistant {winner} is better.", "reasoning_content": trace}
-            if style == "think":
-                return {"content": f"<think>{trace}</think>Assistant {winner} is better."}
-            return {"content": f"EXPLANATION: Assistant {winner} is better on {topic_of(text)}."}
-        if "extract rules" in text:
-            justification = text.split("<justification>")[1].split("</justification>")[0].strip()
-            if rules_reply:
-                return rules_reply(justification)
-            topic = next(t for t in TOPICS if t in justification)
-            return {"content": json.dumps([f"The assistant's response should show {topic} in every reply.", f"The assistant's response should keep {topic} consistent throughout."])}
-        if "could not be read as a list of rules" in text:
-            return {"content": '["The assistant\'s response should be repaired properly."]'}
-        if "Merge them" in text:
-            listed = re.findall(r"^\d+\. (.*)$", text.split("<rules>")[1], re.M)
-            return {"content": json.dumps([f"The assistant's response should satisfy: {listed[0][len('The assistant s response should '):]}"])}
-        return {"content": "unexpected prompt"}
-
-    return reply
-
 
 def extract(server, out, *extra, limit=6):
     return main(
@@ -68,7 +30,7 @@ def requests_by_stage(server):
 
 @pytest.mark.parametrize("style", ["field", "think"])
 def test_extract_end_to_end_with_reasoning_trace(tmp_path, shared_data, style, capsys):
-    with ScriptedServer(judge(style)) as server:
+    with ScriptedServer(mock_judge(style)) as server:
         assert extract(server, tmp_path / "run", "--no-cache", "--json") == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     run = tmp_path / "run"
@@ -101,7 +63,7 @@ def test_extract_end_to_end_with_reasoning_trace(tmp_path, shared_data, style, c
 
 
 def test_no_trace_falls_back_to_explanation_and_says_so(tmp_path, shared_data, capsys):
-    with ScriptedServer(judge("none")) as server:
+    with ScriptedServer(mock_judge("none")) as server:
         assert extract(server, tmp_path / "run", "--no-cache") == 0
     assert capsys.readouterr().err.count("no reasoning trace") == 1
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -123,7 +85,7 @@ def test_parse_failures_and_empty_outputs_are_counted(tmp_path, shared_data):
     def repair_fails(messages, body):
         if "could not be read" in messages[-1]["content"]:
             return {"content": "still not a list"}
-        return judge(rules_reply=rules_reply, reasoning_reply=reasoning_reply)(messages, body)
+        return mock_judge(rules_reply=rules_reply, reasoning_reply=reasoning_reply)(messages, body)
 
     with ScriptedServer(repair_fails) as server:
         assert extract(server, tmp_path / "run", "--no-cache", limit=12) == 0
@@ -141,7 +103,7 @@ def test_parse_failures_and_empty_outputs_are_counted(tmp_path, shared_data):
 def test_resume_after_a_failed_run_repeats_no_finished_call(tmp_path, shared_data):
     # 10 calls succeed, then the server fails for longer than the retry budget
     faults = [None] * 10 + ["503"] * 2  # --max-retries 1: two faults exhaust the budget
-    with ScriptedServer(judge(), faults=faults) as server:
+    with ScriptedServer(mock_judge(), faults=faults) as server:
         cache = ["--cache", str(tmp_path / "cache.sqlite"), "--concurrency", "1"]
         assert extract(server, tmp_path / "run", *cache, limit=8) == 1
         meta = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -150,7 +112,7 @@ def test_resume_after_a_failed_run_repeats_no_finished_call(tmp_path, shared_dat
         assert extract(server, tmp_path / "run", *cache, limit=8) == 0
         answered = [json.dumps(b["messages"]) for b, f in zip(server.requests, faults + [None] * 1000) if f is None]
     assert len(answered) == len(set(answered)), "a finished call was repeated"
-    with ScriptedServer(judge()) as clean:
+    with ScriptedServer(mock_judge()) as clean:
         assert extract(clean, tmp_path / "clean", "--no-cache", limit=8) == 0
     assert len(answered) == len(clean.requests)
     assert (tmp_path / "run" / "rules.yaml").read_text().split("rules:")[1] == (tmp_path / "clean" / "rules.yaml").read_text().split("rules:")[1]
@@ -158,7 +120,7 @@ def test_resume_after_a_failed_run_repeats_no_finished_call(tmp_path, shared_dat
 
 def test_resume_without_cache_uses_the_stage_files(tmp_path, shared_data):
     faults = [None] * 8 + ["503"] * 2  # stage 010 done (6 calls), 020 two calls done
-    with ScriptedServer(judge(), faults=faults) as server:
+    with ScriptedServer(mock_judge(), faults=faults) as server:
         args = ["--no-cache", "--concurrency", "1"]
         assert extract(server, tmp_path / "run", *args, limit=6) == 1
         assert (tmp_path / "run" / "020_candidates.jsonl.partial").is_file()
@@ -169,7 +131,7 @@ def test_resume_without_cache_uses_the_stage_files(tmp_path, shared_data):
 
 
 def test_a_different_run_in_the_same_directory_is_refused(tmp_path, shared_data, capsys):
-    with ScriptedServer(judge()) as server:
+    with ScriptedServer(mock_judge()) as server:
         assert extract(server, tmp_path / "run", "--no-cache") == 0
         assert extract(server, tmp_path / "run", "--no-cache", "--seed", "7") == 2
         assert "holds a different run" in capsys.readouterr().err
@@ -206,7 +168,7 @@ def test_sigkill_mid_stage_then_rerun_loses_nothing_and_repeats_nothing(tmp_path
 
     def slow(messages, body):
         time.sleep(0.15)
-        return judge()(messages, body)
+        return mock_judge()(messages, body)
 
     run = tmp_path / "run"
     with ScriptedServer(slow) as server:

@@ -1,7 +1,7 @@
 """The OpenAI-compatible backend against a real HTTP server started in the test."""
 
 import pytest
-from scripted_server import ScriptedServer
+from autorule.bench.mock_server import ScriptedServer
 
 from autorule.cli import main
 from autorule.llm import ChatRequest, LLMError, load_llm

@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 from conftest import HH, MT_BENCH_QUESTIONS
-from scripted_server import ScriptedServer
+from autorule.bench.mock_server import ScriptedServer
 
 from autorule.cli import main
 from autorule.reward import RewardModel

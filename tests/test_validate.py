@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 from conftest import HH
-from scripted_server import ScriptedServer
+from autorule.bench.mock_server import ScriptedServer
 
 from autorule.cli import main
 from autorule.data import load_pairs

@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 
 from . import __version__
+from .bench.cli import add_bench_parsers
 
 # errors and progress go to stderr; stdout stays machine-readable with --json
 err = Console(stderr=True)
@@ -404,37 +405,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_verifier(args: argparse.Namespace) -> int:
-    from .bench import run_benchmark
-    from .data import load_pairs
-    from .llm import load_llm
-    from .quickstart import SAMPLE_DATA
-
-    llm = load_llm(args.model)
-    if not hasattr(llm, "model"):
-        err.print("[red]error:[/red] the verifier benchmark measures a local model (embedded, hf:, gguf:)")
-        return EXIT_BAD_INPUT
-    data = load_pairs(args.data or SAMPLE_DATA, on_bad_row="skip")
-    convs = [p.conversation("chosen") for p in data.pairs[: args.conversations]]
-    if len(convs) < args.conversations:
-        err.print(f"[yellow]note:[/yellow] only {len(convs)} conversations in {data.path}")
-    modes = tuple(args.modes.split(","))
-    report = run_benchmark(llm, convs, args.rules, modes)
-    report["data"] = str(data.path)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        for mode in modes:
-            out.print(f"{mode:>9}: {report['checks_per_s'][mode]:8.2f} checks/s  {report['tokens_per_check'][mode]:8.1f} tokens/check  "
-                      f"{report['achieved_flops'][mode] / 1e9:7.2f} GFLOP/s ({report['achieved_flops'][mode] / report['matmul_peak_flops']:.1%} of matmul peak)")
-        out.print(f"floor: {report['floor_tokens_per_check']:.1f} tokens/check; matmul peak {report['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")
-        if "speedup" in report:
-            out.print(f"speedup: {report['speedup']:.1f}x")
-        if "tokens_vs_floor" in report:
-            out.print(f"autorule tokens vs floor: {report['tokens_vs_floor']:.2f}x")
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -444,7 +414,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
         err.print("[yellow]warning:[/yellow] serving beyond localhost without a bearer token (--token or $AUTORULE_TOKEN)")
     app = create_app(build_scorer(args), token=token, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # keep-alive longer than clients keep idle pooled connections (uvicorn: 5 s), so a reused one is rarely closed under them
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75)
     return 0
 
 
@@ -576,15 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, metavar="FILE", help="default: RUN_DIR/report.html")
     rp.set_defaults(func=cmd_report)
 
-    bench = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)").add_subparsers(dest="bench_command", required=True)
-    bv = bench.add_parser("verifier", help="verifier throughput: autorule's layout vs the reference code's, same model, one run")
-    bv.add_argument("--model", default="embedded", help="local model spec (default: %(default)s)")
-    bv.add_argument("--rules", type=int, default=20, help="rules per conversation (K)")
-    bv.add_argument("--conversations", type=int, default=16, help="conversations (N)")
-    bv.add_argument("--data", default=None, help="preference data whose chosen conversations are judged (default: examples/pairs.jsonl)")
-    bv.add_argument("--modes", default="autorule,reference", help="comma-separated: autorule, reference")
-    bv.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
-    bv.set_defaults(func=cmd_bench_verifier)
+    add_bench_parsers(sub)
 
     sv = sub.add_parser("serve", help="OpenRLHF-compatible reward server (POST / or /get_reward)")
     _add_reward_options(sv)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,7 @@ class Scores:
     rule: np.ndarray
     rm: np.ndarray | None
     verdicts: Verdicts
+    seconds: dict[str, float] = field(default_factory=dict)  # time spent on "rules" and "rm"
 
     def pass_rates(self) -> dict[str, float]:
         return self.verdicts.pass_rates()
@@ -160,8 +162,11 @@ class RewardScorer:
         self.verifier = Verifier(verifier_llm, rules, style=self.preset.style, applicability=self.preset.applicability, **verifier_options)
 
     def score(self, conversations: list[list[Message]], desc: str | None = None) -> Scores:
+        start = time.perf_counter()
         verdicts = self.verifier.verify(conversations, desc=desc)
         rule = rule_reward(verdicts, self.rules, hard=self.preset.hard)
+        ruled = time.perf_counter()
         rm = self.rm.score(conversations, normalise=self.preset.normalise_rm) if self.rm is not None else None
+        seconds = {"rules": ruled - start, "rm": time.perf_counter() - ruled}
         words = word_counts([c[-1].content for c in conversations])
-        return Scores(total=compose(self.preset, rule, rm, words), rule=rule, rm=rm, verdicts=verdicts)
+        return Scores(total=compose(self.preset, rule, rm, words), rule=rule, rm=rm, verdicts=verdicts, seconds=seconds)

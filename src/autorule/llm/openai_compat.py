@@ -29,26 +29,23 @@ class MalformedReply(Exception):
     """The server answered 200 but not with a usable completion."""
 
 
-def run_sync(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine from sync code, also when the caller already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro_fn())
-    result: dict[str, Any] = {}
+class _LoopThread:
+    """An event loop on a daemon thread, one per backend, so that its HTTP client and
+    keep-alive connections outlive a call (a fresh loop per call would pay the client's
+    setup and new connections every time: every RL step, every reward-server batch).
+    Callable from any thread, including threads that run an event loop of their own."""
 
-    def target() -> None:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True, name="autorule-openai").start()
+
+    def run(self, coro: Awaitable[T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            result["value"] = asyncio.run(coro_fn())
-        except BaseException as e:  # re-raised in the caller's thread
-            result["error"] = e
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+            return future.result()
+        except BaseException:  # e.g. Ctrl-C in the caller: stop the requests too
+            future.cancel()
+            raise
 
 
 async def _gather_or_cancel(coros: list[Awaitable[T]]) -> list[T]:
@@ -97,6 +94,8 @@ class OpenAICompatLLM(LLM):
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.top_logprobs = top_logprobs
         self.extra_body = extra_body or {}
+        self._loop = _LoopThread()
+        self._http: openai.AsyncOpenAI | None = None
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs) -> OpenAICompatLLM:
@@ -109,6 +108,12 @@ class OpenAICompatLLM(LLM):
         return {"backend": "openai", "model": self.model}
 
     def _client(self) -> openai.AsyncOpenAI:
+        """The backend's one client, made on its loop the first time it is needed."""
+        if self._http is None:
+            self._http = self._new_client()
+        return self._http
+
+    def _new_client(self) -> openai.AsyncOpenAI:
         # our own retry loop (counted, covers malformed replies); the client's is off
         return openai.AsyncOpenAI(
             base_url=self.base_url,
@@ -217,6 +222,8 @@ class OpenAICompatLLM(LLM):
             async def one(i: int, r: ChatRequest) -> Completion:
                 async with sem:
                     c = self._completion(await self._call(client, self._params(r)))
+                if c.finish_reason == "length":
+                    self.stats["truncated"] += 1  # cut at max_tokens: a retry would cut it the same way
                 if on_result:
                     on_result(i, c)
                 bar.update(1)
@@ -226,9 +233,8 @@ class OpenAICompatLLM(LLM):
                 return await _gather_or_cancel([one(i, r) for i, r in enumerate(requests)])
             finally:
                 bar.close()
-                await client.close()
 
-        return run_sync(main)
+        return self._loop.run(main())
 
     # ------------------------------------------------------------------ yes/no scoring
 
@@ -257,13 +263,10 @@ class OpenAICompatLLM(LLM):
                     return 0.5
                 return p
 
-            try:
-                return await _gather_or_cancel([one(prefix, q) for prefix, q in flat])
-            finally:
-                await client.close()
+            return await _gather_or_cancel([one(prefix, q) for prefix, q in flat])
 
         self.stats["yes_no_checks"] += len(flat)
-        probs = iter(run_sync(main))
+        probs = iter(self._loop.run(main()))
         return [[next(probs) for _ in questions] for _, questions in items]
 
     @staticmethod
@@ -275,3 +278,8 @@ class OpenAICompatLLM(LLM):
         first = content[0]
         pairs = [(t.token, t.logprob) for t in (first.top_logprobs or [])] or [(first.token, first.logprob)]
         return yes_probability(pairs)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._loop.run(self._http.close())
+            self._http = None

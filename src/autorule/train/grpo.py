@@ -80,7 +80,7 @@ def run_grpo(config: TrainConfig) -> dict:
     def autorule_reward(prompts, completions, completion_ids=None, log_metric=None, **kwargs):
         scores = scorer.score([conversation(p, c) for p, c in zip(prompts, completions)])
         lengths = np.array([len(ids) for ids in completion_ids]) if completion_ids is not None else np.array([len(str(c).split()) for c in completions])
-        monitor.record_batch(rm=scores.rm, rule=scores.rule, total=scores.total, lengths=lengths, pass_rates=scores.pass_rates(), log_metric=log_metric)
+        monitor.record_batch(rm=scores.rm, rule=scores.rule, total=scores.total, lengths=lengths, pass_rates=scores.pass_rates(), log_metric=log_metric, seconds=scores.seconds)
         return [float(x) for x in scores.total]
 
     policy_path = local_model_path(config.policy)
@@ -159,6 +159,8 @@ def run_grpo(config: TrainConfig) -> dict:
     if config.resume and not resume:
         console.print(f"no checkpoint in {out}; starting from the beginning")
     trainer.train(resume_from_checkpoint=True if resume else None)
+    # TRL's own per-step logs (loss, KL, step_time, ...) beside the monitor's metrics
+    (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     final = out / "final"
     policy = trainer.model.merge_and_unload() if config.lora else trainer.model
     policy.save_pretrained(final)

@@ -40,9 +40,13 @@ class RewardMonitor:
         if self.path.is_file():  # a resumed run continues its file
             self.history = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
-    def record_batch(self, *, rm: np.ndarray | None, rule: np.ndarray, total: np.ndarray, lengths: np.ndarray, pass_rates: dict[str, float], log_metric: Callable | None) -> None:
-        """Called by the reward function with one generation batch's components."""
+    def record_batch(self, *, rm: np.ndarray | None, rule: np.ndarray, total: np.ndarray, lengths: np.ndarray, pass_rates: dict[str, float], log_metric: Callable | None,
+                     seconds: dict[str, float] | None = None) -> None:
+        """Called by the reward function with one generation batch's components (and the time they took)."""
         p = self.pending
+        for part, value in (seconds or {}).items():
+            p.setdefault("seconds", {}).setdefault(part, 0.0)
+            p["seconds"][part] += value
         for key, values in (("rm", rm), ("rule", rule), ("total", total), ("length", lengths)):
             if values is not None:
                 p.setdefault(key, []).extend(np.asarray(values, dtype=float).tolist())
@@ -73,6 +77,8 @@ class RewardMonitor:
             row["corr_rule_length"] = _corr(np.array(p["rule"]), lengths)
         if heldout is not None:
             row["heldout_score"] = heldout
+        if p.get("seconds"):
+            row["reward_seconds"] = p["seconds"]  # where the reward's time went this step: rules, rm
         row["warnings"] = self._check(row)
         self.history.append(row)
         with self.path.open("a", encoding="utf-8") as f:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .data import Message
-from .llm.base import ChatRequest, parse_yes_no
-from .rules import Rule, RuleSet, rule_id
-from .verify import Verifier
+from ..data import Message
+from ..llm.base import ChatRequest, parse_yes_no
+from ..rules import Rule, RuleSet, rule_id
+from ..verify import Verifier
 
 # the reference code's judge prompt, rule first (paraphrased; its layout is what matters)
 REFERENCE_PROMPT = (
@@ -119,3 +119,33 @@ def run_benchmark(llm, convs: list[list[Message]], k: int, modes: tuple[str, ...
     if "autorule" in modes:
         report["tokens_vs_floor"] = report["tokens_per_check"]["autorule"] / report["floor_tokens_per_check"]
     return report
+
+
+def run_server_benchmark(llm, convs: list[list[Message]], k: int, max_new_tokens: int = 16) -> dict:
+    """Both modes against an OpenAI-compatible server, the same concurrency for each.
+
+    autorule: one 1-token request with logprobs per check, the shared prefix first (servers
+    with a prefix cache, as llama.cpp, vLLM and SGLang have, read it once); reference: one
+    generation per check, rule first, `[[Yes]]` parsed.
+    """
+    rules = bench_rules(k)
+    checks = len(convs) * k
+    start = time.perf_counter()
+    Verifier(llm, rules).verify(convs)
+    autorule_s = time.perf_counter() - start
+    requests = [
+        ChatRequest([{"role": "user", "content": REFERENCE_PROMPT.format(rule=rule.text, conversation="\n\n".join(f"{m.role.capitalize()}: {m.content}" for m in conv))}],
+                    max_tokens=max_new_tokens)
+        for conv in convs for rule in rules.rules
+    ]
+    start = time.perf_counter()
+    completions = llm.generate(requests)
+    reference_s = time.perf_counter() - start
+    return {
+        "model": llm.spec, "conversations": len(convs), "rules": k, "checks": checks,
+        "checks_per_s": {"autorule": checks / autorule_s, "reference": checks / reference_s},
+        "seconds": {"autorule": autorule_s, "reference": reference_s},
+        "speedup": reference_s / autorule_s,
+        "reference_unparsed": sum(parse_yes_no(c.text) is None for c in completions),
+        "yes_no_fallbacks": llm.stats.get("yes_no_fallback", 0),
+    }

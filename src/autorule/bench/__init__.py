@@ -1,0 +1,1 @@
+"""Benchmarks (`autorule bench ...`, BENCHMARKS.md) and the mock OpenAI-compatible server they and the tests use."""

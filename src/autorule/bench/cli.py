@@ -1,0 +1,178 @@
+"""`autorule bench ...`: each benchmark prints a readable summary, or with --json one JSON
+object as the last line of stdout (what BENCHMARKS.md records)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+def _sample_convs(data_path: str | None, n: int) -> list:
+    from ..data import load_pairs
+    from ..quickstart import SAMPLE_DATA
+
+    data = load_pairs(data_path or SAMPLE_DATA, on_bad_row="skip")
+    convs = [p.conversation("chosen") for p in data.pairs[:n]]
+    if len(convs) < n:
+        err.print(f"[yellow]note:[/yellow] only {len(convs)} conversations in {data.path}")
+    return convs
+
+
+def _emit(report: dict, as_json: bool, lines: list[str]) -> int:
+    if as_json:
+        print(json.dumps(report))
+    else:
+        for line in lines:
+            out.print(line)
+    return 0
+
+
+def cmd_verifier(args: argparse.Namespace) -> int:
+    from ..llm import load_llm
+    from .verifier import run_benchmark
+
+    llm = load_llm(args.model)
+    if not hasattr(llm, "model"):
+        raise ValueError("the verifier benchmark measures a local model (embedded, hf:, gguf:); for servers use `autorule bench verifier-server`")
+    modes = tuple(args.modes.split(","))
+    report = run_benchmark(llm, _sample_convs(args.data, args.conversations), args.rules, modes)
+    lines = [f"{mode:>9}: {report['checks_per_s'][mode]:8.2f} checks/s  {report['tokens_per_check'][mode]:8.1f} tokens/check  "
+             f"{report['achieved_flops'][mode] / 1e9:7.2f} GFLOP/s ({report['achieved_flops'][mode] / report['matmul_peak_flops']:.1%} of matmul peak)"
+             for mode in modes]
+    lines.append(f"floor: {report['floor_tokens_per_check']:.1f} tokens/check; matmul peak {report['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")
+    if "speedup" in report:
+        lines.append(f"speedup: {report['speedup']:.1f}x")
+    if "tokens_vs_floor" in report:
+        lines.append(f"autorule tokens vs floor: {report['tokens_vs_floor']:.2f}x")
+    return _emit(report, args.json, lines)
+
+
+def cmd_verifier_server(args: argparse.Namespace) -> int:
+    from ..llm import load_llm
+    from .verifier import run_server_benchmark
+
+    llm = load_llm(args.model, concurrency=args.concurrency, timeout=args.timeout, max_retries=2)
+    report = run_server_benchmark(llm, _sample_convs(args.data, args.conversations), args.rules)
+    lines = [f"{mode:>9}: {report['checks_per_s'][mode]:8.2f} checks/s" for mode in report["checks_per_s"]]
+    lines.append(f"speedup: {report['speedup']:.1f}x")
+    return _emit(report, args.json, lines)
+
+
+def cmd_extraction(args: argparse.Namespace) -> int:
+    from ..quickstart import SAMPLE_DATA
+    from .extraction import run_extraction_benchmark
+
+    report = run_extraction_benchmark(args.data or str(SAMPLE_DATA), args.pairs, args.latency, args.concurrency)
+    runs = report["runs"]
+    lines = [f"{name:>10}: {r['seconds']:6.2f} s, {r['requests']} requests, {r['rules']} rules" for name, r in runs.items()]
+    lines += [f"concurrency {report['concurrency']} vs 1: {report['speedup']:.2f}x (ideal {report['ideal_speedup']}x, efficiency {report['efficiency']:.0%}); "
+              f"at most {report['max_requests_in_flight']} requests in flight",
+              f"warm-cache rerun: {report['warm_vs_concurrent']:.3f}x the cold run's time, {report['warm_requests']} requests; same rules in all runs: {report['same_rules']}"]
+    return _emit(report, args.json, lines)
+
+
+def cmd_grpo(args: argparse.Namespace) -> int:
+    from ..quickstart import SAMPLE_DATA
+    from .grpo_steps import run_grpo_benchmark
+
+    report = run_grpo_benchmark(args.data or str(SAMPLE_DATA), args.steps, args.rules, args.batch, args.completion_tokens, args.rm)
+    lines = []
+    for mode, r in report["modes"].items():
+        m = r["mean"]
+        lines.append(f"{mode:>10}: step {m['step_s']:6.2f} s = generation {m['generation_s']:5.2f} + reward {m['reward_s']:5.2f} "
+                     f"(rules {m['reward_rules_s']:5.2f}, rm {m['reward_rm_s']:5.2f}) + update {m['update_s']:5.2f}; "
+                     f"{r['verifier_checks_computed']} checks computed, {r['verdict_cache_hits']} cache hits")
+    lines.append(f"rules' share of a step without cache: {report['rules_share_of_step']:.0%}; warm cache makes rule scoring {report['warm_cache_rules_speedup']:.0f}x faster")
+    return _emit(report, args.json, lines)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from .server_load import run_server_load
+
+    report = run_server_load(args.clients, args.requests, args.rules, args.verifier_latency, args.max_batch)
+    lines = [f"{report['answered']}/{report['sent']} answered (statuses {', '.join(report['statuses'])}), {report['errors']} errors, "
+             f"{report['mismatched']} rewards not matching their request"]
+    if report["answered"]:
+        lines.append(f"latency p50 {report['p50_ms']:.1f} ms, p99 {report['p99_ms']:.1f} ms, max {report['max_ms']:.1f} ms; "
+                     f"{report['requests_per_s']:.0f} requests/s; mean batch {report['mean_batch']:.1f} samples")
+    _emit(report, args.json, lines)
+    return 0 if report["errors"] == 0 and report["mismatched"] == 0 else 1
+
+
+def cmd_injection(args: argparse.Namespace) -> int:
+    from ..llm import load_llm
+    from .injection import run_injection_benchmark
+    from .verifier import bench_rules
+
+    options = {"concurrency": args.concurrency} if args.model.startswith("openai:") else {}
+    llm = load_llm(args.model, **options)
+    report = run_injection_benchmark(llm, bench_rules(args.rules), _sample_convs(args.data, args.conversations), threshold=args.threshold)
+    lines = [f"{a['id']:>28} ({a['kind']}): flips to Yes {a['flip_to_yes_rate'] if a['flip_to_yes_rate'] is None else format(a['flip_to_yes_rate'], '.0%')}, "
+             f"mean change in P(Yes) {a['mean_delta_p_yes']:+.3f}" for a in report["per_attack"]]
+    lines.append(f"clean: {report['clean_yes_rate']:.0%} of {report['checks_per_attack']} checks Yes (mean P(Yes) {report['clean_mean_p_yes']:.3f}); "
+                 f"mean flip-to-Yes rate over attacks: {report['mean_flip_to_yes_rate']}")
+    return _emit(report, args.json, lines)
+
+
+def add_bench_parsers(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)").add_subparsers(dest="bench_command", required=True)
+
+    def common(p, data_help: str = "preference data whose chosen conversations are used (default: examples/pairs.jsonl)"):
+        p.add_argument("--data", default=None, help=data_help)
+        p.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
+
+    bv = bench.add_parser("verifier", help="verifier throughput: autorule's layout vs the reference code's, same local model, one run")
+    bv.add_argument("--model", default="embedded", help="local model spec (default: %(default)s)")
+    bv.add_argument("--rules", type=int, default=20, help="rules per conversation (K)")
+    bv.add_argument("--conversations", type=int, default=16, help="conversations (N)")
+    bv.add_argument("--modes", default="autorule,reference", help="comma-separated: autorule, reference")
+    common(bv)
+    bv.set_defaults(func=cmd_verifier)
+
+    bs = bench.add_parser("verifier-server", help="verifier throughput against an OpenAI-compatible server (llama.cpp, vLLM, ...): both modes")
+    bs.add_argument("--model", required=True, help="openai:MODEL@BASE_URL")
+    bs.add_argument("--rules", type=int, default=20)
+    bs.add_argument("--conversations", type=int, default=16)
+    bs.add_argument("--concurrency", type=int, default=8, help="requests in flight (both modes)")
+    bs.add_argument("--timeout", type=float, default=300.0)
+    common(bs)
+    bs.set_defaults(func=cmd_verifier_server)
+
+    be = bench.add_parser("extraction", help="extraction throughput against a server with a fixed latency: concurrency C vs 1, warm-cache rerun")
+    be.add_argument("--pairs", type=int, default=32)
+    be.add_argument("--latency", type=float, default=0.2, help="seconds each request takes at the mock server")
+    be.add_argument("--concurrency", type=int, default=8)
+    common(be, "preference data (default: examples/pairs.jsonl)")
+    be.set_defaults(func=cmd_extraction)
+
+    bg = bench.add_parser("grpo", help="GRPO step breakdown on CPU, embedded model: generation, reward (rules, RM), update; with and without the verdict cache")
+    bg.add_argument("--steps", type=int, default=3)
+    bg.add_argument("--rules", type=int, default=4)
+    bg.add_argument("--batch", type=int, default=4, help="completions per step (= generations per prompt)")
+    bg.add_argument("--completion-tokens", type=int, default=32)
+    bg.add_argument("--rm", default=None, help="reward model directory (default: one trained for a step from the embedded model)")
+    common(bg, "prompts / preference data (default: examples/pairs.jsonl)")
+    bg.set_defaults(func=cmd_grpo)
+
+    bl = bench.add_parser("server", help="the reward server under load: concurrent clients, latency percentiles, rewards checked")
+    bl.add_argument("--clients", type=int, default=64)
+    bl.add_argument("--requests", type=int, default=50, help="requests per client, one after another")
+    bl.add_argument("--rules", type=int, default=2)
+    bl.add_argument("--verifier-latency", type=float, default=0.0, help="seconds each verifier check takes at the mock verifier")
+    bl.add_argument("--max-batch", type=int, default=64)
+    bl.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
+    bl.set_defaults(func=cmd_server)
+
+    bi = bench.add_parser("injection", help="how often prompt-injection attacks flip the verifier's verdicts")
+    bi.add_argument("--model", default="embedded", help="verifier spec: embedded, hf:, gguf: or openai:MODEL@BASE_URL (default: %(default)s)")
+    bi.add_argument("--rules", type=int, default=4)
+    bi.add_argument("--conversations", type=int, default=4)
+    bi.add_argument("--threshold", type=float, default=0.5)
+    bi.add_argument("--concurrency", type=int, default=16, help="requests in flight, for servers")
+    common(bi)
+    bi.set_defaults(func=cmd_injection)

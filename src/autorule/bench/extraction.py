@@ -1,0 +1,61 @@
+"""Extraction throughput against an OpenAI-compatible server with a fixed per-request latency.
+
+The server is the deterministic mock (every answer takes `latency` seconds, as a remote
+model would), so the run measures autorule's request scheduling, not a model: with
+concurrency C, the stages' independent calls overlap and the run should approach C times
+the speed of one-at-a-time; a rerun with a warm cache should send no requests at all.
+
+Three runs of the same extraction, one process:
+- `sequential`: concurrency 1, no cache (the baseline);
+- `concurrent`: concurrency C, an empty cache (filled by this run);
+- `warm`: concurrency C, the cache the `concurrent` run filled, a fresh run directory.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from ..cache import Cache
+from ..data import LoadResult, load_pairs
+from ..extract.merge import load_embedder
+from ..extract.run import ExtractConfig, run_extract
+from ..llm import load_llm
+from .mock_server import ScriptedServer, mock_judge
+
+
+def _run(server: ScriptedServer, data: LoadResult, out: Path, concurrency: int, cache: Cache | None, target_rules: int) -> dict:
+    llm = load_llm(f"openai:judge@{server.base_url}", cache=cache, concurrency=concurrency, max_retries=2, timeout=30)
+    sent = len(server.requests)
+    start = time.perf_counter()
+    result = run_extract(data, llm, llm, out, ExtractConfig(seed=0, target_rules=target_rules))
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "requests": len(server.requests) - sent, "rules": len(result.rules),
+            "rules_text": [r.text for r in result.rules.rules]}
+
+
+def run_extraction_benchmark(data_path: str, pairs: int = 32, latency: float = 0.2, concurrency: int = 8, target_rules: int = 4) -> dict:
+    data = load_pairs(data_path, on_bad_row="skip", limit=pairs)
+    load_embedder()  # the merge stage's embedder loads once per process; keep that out of the timings
+    with tempfile.TemporaryDirectory(prefix="autorule-bench-") as tmp, ScriptedServer(mock_judge(), latency=latency) as server:
+        root = Path(tmp)
+        cache = Cache(root / "cache.sqlite")
+        runs = {
+            "sequential": _run(server, data, root / "sequential", 1, None, target_rules),
+            "concurrent": _run(server, data, root / "concurrent", concurrency, cache, target_rules),
+            "warm": _run(server, data, root / "warm", concurrency, cache, target_rules),
+        }
+        max_active = server.max_active
+    same_rules = runs["sequential"]["rules_text"] == runs["concurrent"]["rules_text"] == runs["warm"]["rules_text"]
+    for r in runs.values():
+        del r["rules_text"]
+    sequential, concurrent, warm = (runs[k]["seconds"] for k in ("sequential", "concurrent", "warm"))
+    return {
+        "data": str(data.path), "pairs": len(data.pairs), "latency_s": latency, "concurrency": concurrency,
+        "runs": runs, "max_requests_in_flight": max_active,
+        "speedup": sequential / concurrent, "ideal_speedup": concurrency, "efficiency": sequential / concurrent / concurrency,
+        # the floor for a run with C in flight: its requests in rounds of C, each `latency` long
+        "sequential_floor_s": runs["sequential"]["requests"] * latency,
+        "warm_vs_concurrent": warm / concurrent, "warm_requests": runs["warm"]["requests"], "same_rules": same_rules,
+    }
