@@ -118,12 +118,15 @@ class LoadResult:
 # --------------------------------------------------------------------------- reading
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _open_binary(path: Path) -> io.BufferedIOBase:
     raw = path.open("rb")
     head = raw.read(2)
     raw.seek(0)
-    stream = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
-    return io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
+    return gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8", errors="strict", newline="")
 
 
 def _strip_gz(name: str) -> str:
@@ -149,7 +152,10 @@ def iter_rows(path: Path) -> tuple[Iterator[tuple[int, dict]], str]:
 
 def _read_error(path: Path, exc: Exception, row: int | None = None, unit: str = "line") -> DataError:
     if isinstance(exc, UnicodeDecodeError):
-        return DataError(str(path), f"not valid UTF-8 text ({exc.reason} at byte {exc.start})", row, unit)
+        if exc.object[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            return DataError(str(path), "the file is UTF-16 (it starts with a byte-order mark); save it as UTF-8", row, unit)
+        return DataError(str(path), f"not valid UTF-8 text ({exc.reason} at byte {exc.start} of the {unit}); "
+                                    "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)", row, unit)
     if isinstance(exc, (EOFError, gzip.BadGzipFile)):
         return DataError(str(path), f"damaged or truncated gzip file ({exc})", row, unit)
     return DataError(str(path), f"cannot read file: {exc}", row, unit)
@@ -158,8 +164,12 @@ def _read_error(path: Path, exc: Exception, row: int | None = None, unit: str = 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     lineno = 0
     try:
-        with _open_text(path) as f:
-            for lineno, line in enumerate(f, start=1):
+        with _open_binary(path) as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")  # line by line, so a bad byte is reported on its own line
+                except UnicodeDecodeError as e:
+                    raise _read_error(path, e, lineno) from e
                 if not line.strip():
                     continue
                 try:
@@ -320,6 +330,10 @@ def _finish(prompt: list[Message], chosen_turns: list[Message], rejected_turns: 
     }
 
 
+# a million characters is ~250k tokens: beyond any verifier's context, and a sign of a broken row
+MAX_REPLY_CHARS = 1_000_000
+
+
 def _check_replies(chosen: str, rejected: str) -> None:
     if not chosen.strip():
         raise BadRow("empty reply", "chosen reply is empty")
@@ -327,6 +341,9 @@ def _check_replies(chosen: str, rejected: str) -> None:
         raise BadRow("empty reply", "rejected reply is empty")
     if chosen.strip() == rejected.strip():
         raise BadRow("chosen identical to rejected")
+    for side, text in (("chosen", chosen), ("rejected", rejected)):
+        if len(text) > MAX_REPLY_CHARS:
+            raise BadRow("reply too long", f"{side} reply is {len(text):,} characters, over the {MAX_REPLY_CHARS:,} limit (no verifier context holds it)")
 
 
 def parse_pairs_row(rec: dict, columns: Columns) -> dict:
@@ -337,9 +354,15 @@ def parse_pairs_row(rec: dict, columns: Columns) -> dict:
         if not prompt:
             raise BadRow(f"missing column '{columns.prompt}'", "text replies need a prompt column")
         return _finish(prompt, [Message(role="assistant", content=chosen_v)], [Message(role="assistant", content=rejected_v)])
-    chosen_turns = _as_messages(chosen_v, columns.chosen) if isinstance(chosen_v, list) else [Message(role="assistant", content=str(chosen_v))]
-    rejected_turns = _as_messages(rejected_v, columns.rejected) if isinstance(rejected_v, list) else [Message(role="assistant", content=str(rejected_v))]
-    return _finish(prompt, chosen_turns, rejected_turns)
+    return _finish(prompt, _reply_turns(chosen_v, columns.chosen), _reply_turns(rejected_v, columns.rejected))
+
+
+def _reply_turns(value: Any, what: str) -> list[Message]:
+    if isinstance(value, str):
+        return [Message(role="assistant", content=value)]
+    if isinstance(value, list):
+        return _as_messages(value, what)
+    raise BadRow(f"bad '{what}'", f"expected text or a list of chat messages, got {type(value).__name__}")
 
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")

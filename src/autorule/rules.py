@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from .errors import describe
+
 
 class RulesFileError(Exception):
     """A rules file that cannot be used; the message names the file and the problem."""
@@ -100,5 +102,4 @@ class RuleSet(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
-            raise RulesFileError(f"{path}: {problems}") from None
+            raise RulesFileError(f"{path}: {describe(e)}") from None

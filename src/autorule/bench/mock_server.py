@@ -3,7 +3,8 @@
 Used by the benchmarks (a server whose every answer takes `latency` seconds) and by the
 tests and fault drills. `reply(messages, body) -> dict` decides the assistant message
 for each request (a default echoes deterministically); `faults` is a list consumed one
-per request, each None (answer normally) or one of FAULTS:
+per request (or a function of the request's index and body), each None (answer
+normally) or one of FAULTS:
 
 - transport / server faults, which a client should retry: "429" (with Retry-After),
   "500", "503", "hang" (no answer until `hang_seconds`), "drop" (connection closed),
@@ -58,13 +59,13 @@ class ScriptedServer:
     def __init__(
         self,
         reply: Callable[[list[dict], dict], dict] = default_reply,
-        faults: list[str | None] | None = None,
+        faults: list[str | None] | Callable[[int, dict], str | None] | None = None,
         logprobs: bool = True,
         hang_seconds: float = 5.0,
         latency: float = 0.0,
     ):
         self.reply = reply
-        self.faults = list(faults or [])
+        self.faults = faults if callable(faults) else list(faults or [])
         self.logprobs = logprobs
         self.hang_seconds = hang_seconds
         self.latency = latency
@@ -94,7 +95,10 @@ class ScriptedServer:
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 with server.lock:
                     server.requests.append(body)
-                    fault = server.faults.pop(0) if server.faults else None
+                    if callable(server.faults):
+                        fault = server.faults(len(server.requests) - 1, body)
+                    else:
+                        fault = server.faults.pop(0) if server.faults else None
                     server.active += 1
                     server.max_active = max(server.max_active, server.active)
                 try:

@@ -13,14 +13,24 @@ import json
 import os
 import random
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import httpx
 import openai
 from tqdm.auto import tqdm
 
-from .base import LLM, ChatRequest, Completion, LLMError, OnResult, Usage, parse_yes_no, split_reasoning, yes_probability
+from .base import (
+    LLM,
+    ChatRequest,
+    Completion,
+    LLMError,
+    OnResult,
+    Usage,
+    parse_yes_no,
+    split_reasoning,
+    yes_probability,
+)
 
 T = TypeVar("T")
 

@@ -9,6 +9,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..errors import describe
+
 
 class ConfigError(Exception):
     """A config that cannot be used; the message names the file and the key."""
@@ -93,5 +95,4 @@ def load_config(path: str | None, overrides: dict) -> TrainConfig:
         return TrainConfig.model_validate(data)
     except ValidationError as e:
         where = path or "command line"
-        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise ConfigError(f"{where}: {problems}") from None
+        raise ConfigError(f"{where}: {describe(e)}") from None
