@@ -11,3 +11,48 @@ def test_verifier_benchmark_runs_both_modes(capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(report["checks_per_s"]) == {"autorule", "reference"} and report["checks"] == 4
     assert report["speedup"] > 0 and report["tokens_vs_floor"] > 0 and report["matmul_peak_flops"] > 0
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_extraction_benchmark_runs_three_ways(capsys):
+    assert main(["bench", "extraction", "--pairs", "4", "--latency", "0.01", "--concurrency", "2", "--json"]) == 0
+    report = last_json(capsys)
+    assert set(report["runs"]) == {"sequential", "concurrent", "warm"}
+    assert report["warm_requests"] == 0 and report["same_rules"] is True  # the warm rerun is served by the cache
+    assert report["max_requests_in_flight"] <= 2 and report["speedup"] > 0
+
+
+@pytest.mark.slow
+def test_grpo_breakdown_benchmark_runs(capsys):
+    assert main(["bench", "grpo", "--steps", "1", "--rules", "1", "--batch", "2", "--completion-tokens", "4", "--json"]) == 0
+    report = last_json(capsys)
+    assert set(report["modes"]) == {"no_cache", "cold_cache", "warm_cache"}
+    for mode in report["modes"].values():
+        (step,) = mode["per_step"]
+        assert {"generation_s", "reward_rules_s", "reward_rm_s", "update_s"} <= set(step)
+    assert report["modes"]["warm_cache"]["verifier_checks_computed"] == 0  # every verdict came from the cache
+
+
+def test_server_benchmark_reports_latency_percentiles(capsys):
+    assert main(["bench", "server", "--clients", "4", "--requests", "3", "--json"]) == 0
+    report = last_json(capsys)
+    assert report["answered"] == 12 and report["p50_ms"] <= report["p99_ms"]
+
+
+@pytest.mark.slow
+def test_injection_benchmark_runs(capsys):
+    assert main(["bench", "injection", "--conversations", "1", "--rules", "1", "--json"]) == 0
+    report = last_json(capsys)
+    assert report["attacks"] >= 20 and len(report["per_attack"]) == report["attacks"]
+
+
+def test_verifier_server_benchmark_runs_against_a_server(capsys):
+    from autorule.bench.mock_server import ScriptedServer
+
+    with ScriptedServer() as server:
+        assert main(["bench", "verifier-server", "--model", f"openai:mock@{server.base_url}", "--rules", "2", "--conversations", "2", "--json"]) == 0
+    report = last_json(capsys)
+    assert set(report["checks_per_s"]) == {"autorule", "reference"} and report["checks"] == 4
