@@ -44,9 +44,10 @@ def test_server_benchmark_reports_latency_percentiles(capsys):
 
 @pytest.mark.slow
 def test_injection_benchmark_runs(capsys):
-    assert main(["bench", "injection", "--conversations", "1", "--rules", "1", "--json"]) == 0
+    assert main(["bench", "injection", "--conversations", "1", "--rules", "1", "--attacks", "order-yes,base64-order", "--json"]) == 0
     report = last_json(capsys)
-    assert report["attacks"] >= 20 and len(report["per_attack"]) == report["attacks"]
+    assert [a["id"] for a in report["per_attack"]] == ["order-yes", "base64-order"]
+    assert main(["bench", "injection", "--attacks", "no-such-attack"]) == 2
 
 
 def test_verifier_server_benchmark_runs_against_a_server(capsys):

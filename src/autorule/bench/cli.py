@@ -106,12 +106,20 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def cmd_injection(args: argparse.Namespace) -> int:
     from ..llm import load_llm
-    from .injection import run_injection_benchmark
+    from .injection import ATTACKS_FILE, load_attacks, run_injection_benchmark
     from .verifier import bench_rules
 
     options = {"concurrency": args.concurrency} if args.model.startswith("openai:") else {}
     llm = load_llm(args.model, **options)
-    report = run_injection_benchmark(llm, bench_rules(args.rules), _sample_convs(args.data, args.conversations), threshold=args.threshold)
+    attacks = load_attacks()
+    if args.attacks:
+        wanted = args.attacks.split(",")
+        unknown = sorted(set(wanted) - {a.id for a in attacks})
+        if unknown:
+            err.print(f"[red]error:[/red] unknown attack ids {unknown}; see {ATTACKS_FILE}")
+            return 2
+        attacks = [a for a in attacks if a.id in wanted]
+    report = run_injection_benchmark(llm, bench_rules(args.rules), _sample_convs(args.data, args.conversations), attacks, threshold=args.threshold)
     lines = [f"{a['id']:>28} ({a['kind']}): flips to Yes {a['flip_to_yes_rate'] if a['flip_to_yes_rate'] is None else format(a['flip_to_yes_rate'], '.0%')}, "
              f"mean change in P(Yes) {a['mean_delta_p_yes']:+.3f}" for a in report["per_attack"]]
     lines.append(f"clean: {report['clean_yes_rate']:.0%} of {report['checks_per_attack']} checks Yes (mean P(Yes) {report['clean_mean_p_yes']:.3f}); "
@@ -174,5 +182,6 @@ def add_bench_parsers(sub) -> None:
     bi.add_argument("--conversations", type=int, default=4)
     bi.add_argument("--threshold", type=float, default=0.5)
     bi.add_argument("--concurrency", type=int, default=16, help="requests in flight, for servers")
+    bi.add_argument("--attacks", default=None, help="comma-separated attack ids from injections.yaml (default: all)")
     common(bi)
     bi.set_defaults(func=cmd_injection)
