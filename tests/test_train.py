@@ -167,3 +167,18 @@ def test_monitor_warns_when_rm_rises_while_rules_fall(tmp_path):
         calm.end_step(step)
     assert calm.warnings == []
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+def test_prompts_from_prompt_files_and_preference_data(tmp_path):
+    from autorule.data import DataError
+    from autorule.quickstart import SAMPLE_DATA
+    from autorule.train.grpo import load_prompts
+
+    assert len(load_prompts(str(SAMPLE_DATA))) == 24  # the prompts of preference pairs, each once
+    good = tmp_path / "prompts.jsonl"
+    good.write_text('{"prompt": "Hi?"}\n{"instruction": "Write a haiku."}\n')
+    assert load_prompts(str(good)) == [[{"role": "user", "content": "Hi?"}], [{"role": "user", "content": "Write a haiku."}]]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "Hi?"}\n{"prompt": "Hel\n')
+    with pytest.raises(DataError, match="line 2: broken JSON"):
+        load_prompts(str(broken))

@@ -240,14 +240,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def _score_items(args: argparse.Namespace):
     """Responses to score: JSONL with prompt + response, or preference pairs (both sides)."""
-    from .data import DataError, iter_rows, load_pairs
+    from .data import DataError, first_record, iter_rows, load_pairs
     from .integrations.conversation import conversation
 
     path = Path(args.data)
     if path.is_file():
-        rows, unit = iter_rows(path)
-        first = next(iter(rows), None)
-        if first is not None and isinstance(first[1], dict) and "response" in first[1]:
+        first = first_record(path)
+        if first is not None and "response" in first:
             items = []
             rows, unit = iter_rows(path)
             for row, rec in rows:

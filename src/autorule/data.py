@@ -150,6 +150,12 @@ def iter_rows(path: Path) -> tuple[Iterator[tuple[int, dict]], str]:
     raise DataError(shown, "unknown file type (expected .jsonl, .json, .csv, .tsv or .parquet, optionally .gz, or a dataset directory)")
 
 
+def first_record(path: Path) -> dict | None:
+    """A file's first row that is a JSON object (to choose how to read the file), or None."""
+    rows, _ = iter_rows(Path(path))
+    return next((rec for _, rec in rows if isinstance(rec, dict)), None)
+
+
 def _read_error(path: Path, exc: Exception, row: int | None = None, unit: str = "line") -> DataError:
     if isinstance(exc, UnicodeDecodeError):
         if exc.object[:2] in (b"\xff\xfe", b"\xfe\xff"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cache import DEFAULT_CACHE_PATH, Cache
-from ..data import DataError, iter_rows, load_pairs
+from ..data import DataError, first_record, iter_rows, load_pairs
 from ..integrations.conversation import conversation, to_messages
 from ..llm import load_llm
 from ..llm.local import local_model_path
@@ -23,14 +23,15 @@ from .monitor import RewardMonitor, console
 
 def load_prompts(path: str, fmt: str = "auto", limit: int | None = None) -> list[list[dict]]:
     """Prompts as chat-message lists: from a prompt file, or the prompts of preference data."""
-    rows, unit = iter_rows(Path(path))
-    first = next((rec for _, rec in rows if isinstance(rec, dict)), None)
+    first = first_record(Path(path))
     if first is None:
         raise DataError(path, "no prompts found")
     prompts: list[list[dict]] = []
     if not ({"chosen", "rejected"} <= set(first) or {"output_1", "output_2"} <= set(first) or "conversation_a" in first):
         rows, unit = iter_rows(Path(path))
         for row, rec in rows:
+            if not isinstance(rec, dict):  # a broken line: the reader hands it over as a BadRow
+                raise DataError(path, str(rec), row, unit)
             value = rec.get("prompt") or rec.get("instruction") or (rec.get("turns") or [None])[0] or rec.get("question")
             if not value:
                 raise DataError(path, "expected a 'prompt', 'instruction', 'question' or MT-Bench 'turns' field", row, unit)
