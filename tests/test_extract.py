@@ -1,16 +1,16 @@
 """`autorule extract` against a real HTTP server (scripted), and on the embedded model."""
 
 import json
-import re
 
 import pytest
 from conftest import HH
-from autorule.bench.mock_server import TOPICS, ScriptedServer, mock_judge, topic_of
 
+from autorule.bench.mock_server import TOPICS, ScriptedServer, mock_judge
 from autorule.cli import main
 from autorule.data import load_pairs
 from autorule.extract.reason import chosen_label
 from autorule.rules import RuleSet
+
 
 def extract(server, out, *extra, limit=6):
     return main(
