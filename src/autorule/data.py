@@ -364,11 +364,10 @@ def parse_pairs_row(rec: dict, columns: Columns) -> dict:
 
 
 def _reply_turns(value: Any, what: str) -> list[Message]:
+    """A reply as text (the assistant's) or as chat messages; anything else is refused by _as_messages."""
     if isinstance(value, str):
         return [Message(role="assistant", content=value)]
-    if isinstance(value, list):
-        return _as_messages(value, what)
-    raise BadRow(f"bad '{what}'", f"expected text or a list of chat messages, got {type(value).__name__}")
+    return _as_messages(value, what)
 
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")

@@ -36,11 +36,15 @@ def cmd_verifier(args: argparse.Namespace) -> int:
     from ..llm import load_llm
     from .verifier import run_benchmark
 
+    from ..quickstart import SAMPLE_DATA
+
     llm = load_llm(args.model)
     if not hasattr(llm, "model"):
-        raise ValueError("the verifier benchmark measures a local model (embedded, hf:, gguf:); for servers use `autorule bench verifier-server`")
+        err.print("[red]error:[/red] the verifier benchmark measures a local model (embedded, hf:, gguf:); for servers use `autorule bench verifier-server`")
+        return 2
     modes = tuple(args.modes.split(","))
     report = run_benchmark(llm, _sample_convs(args.data, args.conversations), args.rules, modes)
+    report["data"] = str(args.data or SAMPLE_DATA)
     lines = [f"{mode:>9}: {report['checks_per_s'][mode]:8.2f} checks/s  {report['tokens_per_check'][mode]:8.1f} tokens/check  "
              f"{report['achieved_flops'][mode] / 1e9:7.2f} GFLOP/s ({report['achieved_flops'][mode] / report['matmul_peak_flops']:.1%} of matmul peak)"
              for mode in modes]
@@ -109,16 +113,16 @@ def cmd_injection(args: argparse.Namespace) -> int:
     from .injection import ATTACKS_FILE, load_attacks, run_injection_benchmark
     from .verifier import bench_rules
 
-    options = {"concurrency": args.concurrency} if args.model.startswith("openai:") else {}
-    llm = load_llm(args.model, **options)
     attacks = load_attacks()
-    if args.attacks:
+    if args.attacks:  # checked before the model loads
         wanted = args.attacks.split(",")
         unknown = sorted(set(wanted) - {a.id for a in attacks})
         if unknown:
             err.print(f"[red]error:[/red] unknown attack ids {unknown}; see {ATTACKS_FILE}")
             return 2
         attacks = [a for a in attacks if a.id in wanted]
+    options = {"concurrency": args.concurrency} if args.model.startswith("openai:") else {}
+    llm = load_llm(args.model, **options)
     report = run_injection_benchmark(llm, bench_rules(args.rules), _sample_convs(args.data, args.conversations), attacks, threshold=args.threshold)
     lines = [f"{a['id']:>28} ({a['kind']}): flips to Yes {a['flip_to_yes_rate'] if a['flip_to_yes_rate'] is None else format(a['flip_to_yes_rate'], '.0%')}, "
              f"mean change in P(Yes) {a['mean_delta_p_yes']:+.3f}" for a in report["per_attack"]]

@@ -25,14 +25,14 @@ from ..llm import load_llm
 from .mock_server import ScriptedServer, mock_judge
 
 
-def _run(server: ScriptedServer, data: LoadResult, out: Path, concurrency: int, cache: Cache | None, target_rules: int) -> dict:
+def _run(server: ScriptedServer, data: LoadResult, out: Path, concurrency: int, cache: Cache | None, target_rules: int) -> tuple[dict, list[str]]:
+    """The run's figures, and its rules' texts (to compare runs)."""
     llm = load_llm(f"openai:judge@{server.base_url}", cache=cache, concurrency=concurrency, max_retries=2, timeout=30)
     sent = len(server.requests)
     start = time.perf_counter()
     result = run_extract(data, llm, llm, out, ExtractConfig(seed=0, target_rules=target_rules))
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "requests": len(server.requests) - sent, "rules": len(result.rules),
-            "rules_text": [r.text for r in result.rules.rules]}
+    return {"seconds": seconds, "requests": len(server.requests) - sent, "rules": len(result.rules)}, [r.text for r in result.rules.rules]
 
 
 def run_extraction_benchmark(data_path: str, pairs: int = 32, latency: float = 0.2, concurrency: int = 8, target_rules: int = 4) -> dict:
@@ -41,21 +41,17 @@ def run_extraction_benchmark(data_path: str, pairs: int = 32, latency: float = 0
     with tempfile.TemporaryDirectory(prefix="autorule-bench-") as tmp, ScriptedServer(mock_judge(), latency=latency) as server:
         root = Path(tmp)
         cache = Cache(root / "cache.sqlite")
-        runs = {
-            "sequential": _run(server, data, root / "sequential", 1, None, target_rules),
-            "concurrent": _run(server, data, root / "concurrent", concurrency, cache, target_rules),
-            "warm": _run(server, data, root / "warm", concurrency, cache, target_rules),
-        }
+        settings = {"sequential": (1, None), "concurrent": (concurrency, cache), "warm": (concurrency, cache)}
+        results = {name: _run(server, data, root / name, c, run_cache, target_rules) for name, (c, run_cache) in settings.items()}
         max_active = server.max_active
-    same_rules = runs["sequential"]["rules_text"] == runs["concurrent"]["rules_text"] == runs["warm"]["rules_text"]
-    for r in runs.values():
-        del r["rules_text"]
+    runs = {name: figures for name, (figures, _) in results.items()}
+    same_rules = len({tuple(texts) for _, texts in results.values()}) == 1
     sequential, concurrent, warm = (runs[k]["seconds"] for k in ("sequential", "concurrent", "warm"))
     return {
         "data": str(data.path), "pairs": len(data.pairs), "latency_s": latency, "concurrency": concurrency,
         "runs": runs, "max_requests_in_flight": max_active,
         "speedup": sequential / concurrent, "ideal_speedup": concurrency, "efficiency": sequential / concurrent / concurrency,
-        # the floor for a run with C in flight: its requests in rounds of C, each `latency` long
+        # one request at a time can go no faster than its requests' latency added up
         "sequential_floor_s": runs["sequential"]["requests"] * latency,
         "warm_vs_concurrent": warm / concurrent, "warm_requests": runs["warm"]["requests"], "same_rules": same_rules,
     }

@@ -218,7 +218,17 @@ def mock_judge(style: str = "field", rules_reply=None, reasoning_reply=None):
 
 # ---------------------------------------------------------------------------- in a process of its own
 
-REPLIES: dict[str, Callable[[], Callable[[list[dict], dict], dict]]] = {"echo": lambda: default_reply, "judge": mock_judge}
+_VALUE = re.compile(r"value=(\d+\.\d+)")
+
+
+def value_verifier(messages: list[dict], body: dict) -> dict:
+    """A verifier whose P(Yes) is the value written in the response it judges ("value=0.123456")."""
+    found = _VALUE.findall(messages[-1]["content"])
+    p = float(found[-1]) if found else 0.5
+    return {"content": "Yes" if p >= 0.5 else "No", "yes_probability": p}
+
+
+REPLIES: dict[str, Callable[[list[dict], dict], dict]] = {"echo": default_reply, "judge": mock_judge(), "value": value_verifier}
 
 
 @contextlib.contextmanager
@@ -236,11 +246,7 @@ def mock_server_process(reply: str, latency: float = 0.0):
 
 
 def _serve(reply: str, latency: float) -> None:
-    if reply == "value":  # registered here to keep the import one-way
-        from .server_load import value_verifier
-
-        REPLIES["value"] = lambda: value_verifier
-    server = ScriptedServer(REPLIES[reply](), latency=latency)
+    server = ScriptedServer(REPLIES[reply], latency=latency)
     server.thread.start()
     print(server.base_url, flush=True)
     threading.Event().wait()

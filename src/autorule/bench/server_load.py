@@ -10,7 +10,6 @@ request is caught. Latency is measured per request at the client.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import subprocess
 import sys
@@ -23,16 +22,6 @@ import numpy as np
 
 from .mock_server import mock_server_process
 from .verifier import bench_rules
-
-_VALUE = re.compile(r"value=(\d+\.\d+)")
-
-
-def value_verifier(messages: list[dict], body: dict) -> dict:
-    """A verifier whose P(Yes) is the value written in the response it judges."""
-    found = _VALUE.findall(messages[-1]["content"])
-    p = float(found[-1]) if found else 0.5
-    return {"content": "Yes" if p >= 0.5 else "No", "yes_probability": p}
-
 
 def expected_value(client: int, request: int, requests: int, clients: int) -> float:
     return round(0.01 + 0.98 * (client * requests + request) / max(clients * requests - 1, 1), 6)
@@ -49,7 +38,8 @@ def start_reward_server(rules_path: Path, verifier_url: str, token: str, log: Pa
     port = _free_port()
     cmd = [sys.executable, "-m", "autorule.cli", "serve", "--rules", str(rules_path), "--verifier", f"openai:mock@{verifier_url}",
            "--no-cache", "--port", str(port), "--token", token, "--concurrency", "64", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    with log.open("w") as stderr:  # the child keeps its own copy of the handle
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -115,6 +105,6 @@ def run_server_load(clients: int = 64, requests: int = 50, rules: int = 2, verif
         "p50_ms": float(np.percentile(latencies, 50)) if answered else None,
         "p99_ms": float(np.percentile(latencies, 99)) if answered else None,
         "max_ms": float(latencies.max()) if answered else None,
-        "requests_per_s": answered / wall, "client_errors": sorted({r["error"] for r in results if "error" in r})[:5],
+        "requests_per_s": answered / wall, "client_errors": sorted({str(r["error"]) for r in results if "error" in r})[:5],
         "server_batches": health["batches"], "mean_batch": health["samples"] / max(health["batches"], 1),
     }

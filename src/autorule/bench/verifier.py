@@ -75,14 +75,18 @@ def run_autorule(llm, rules: RuleSet, convs: list[list[Message]]) -> ModeResult:
     return ModeResult(len(convs) * len(rules), seconds, tokens)
 
 
+def reference_request(conv: list[Message], rule: Rule, max_new_tokens: int) -> ChatRequest:
+    """One check as the reference code asks it: the rule first, then the whole conversation."""
+    text = "\n\n".join(f"{m.role.capitalize()}: {m.content}" for m in conv)
+    return ChatRequest([{"role": "user", "content": REFERENCE_PROMPT.format(rule=rule.text, conversation=text)}], max_tokens=max_new_tokens)
+
+
 def run_reference(llm, rules: RuleSet, convs: list[list[Message]], max_new_tokens: int = 16) -> tuple[ModeResult, int]:
     tokens = unparsed = 0
     start = time.perf_counter()
     for conv in convs:
-        text = "\n\n".join(f"{m.role.capitalize()}: {m.content}" for m in conv)
         for rule in rules.rules:
-            req = ChatRequest([{"role": "user", "content": REFERENCE_PROMPT.format(rule=rule.text, conversation=text)}], max_tokens=max_new_tokens)
-            (c,) = llm.generate([req])  # one request per check, as the reference code sends them
+            (c,) = llm.generate([reference_request(conv, rule, max_new_tokens)])  # one request per check, as the reference code sends them
             tokens += c.usage.prompt_tokens + c.usage.completion_tokens
             unparsed += parse_yes_no(c.text) is None
     return ModeResult(len(convs) * len(rules), time.perf_counter() - start, tokens), unparsed
@@ -133,11 +137,7 @@ def run_server_benchmark(llm, convs: list[list[Message]], k: int, max_new_tokens
     start = time.perf_counter()
     Verifier(llm, rules).verify(convs)
     autorule_s = time.perf_counter() - start
-    requests = [
-        ChatRequest([{"role": "user", "content": REFERENCE_PROMPT.format(rule=rule.text, conversation="\n\n".join(f"{m.role.capitalize()}: {m.content}" for m in conv))}],
-                    max_tokens=max_new_tokens)
-        for conv in convs for rule in rules.rules
-    ]
+    requests = [reference_request(conv, rule, max_new_tokens) for conv in convs for rule in rules.rules]
     start = time.perf_counter()
     completions = llm.generate(requests)
     reference_s = time.perf_counter() - start

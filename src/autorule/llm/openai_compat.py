@@ -20,17 +20,7 @@ import httpx
 import openai
 from tqdm.auto import tqdm
 
-from .base import (
-    LLM,
-    ChatRequest,
-    Completion,
-    LLMError,
-    OnResult,
-    Usage,
-    parse_yes_no,
-    split_reasoning,
-    yes_probability,
-)
+from .base import LLM, ChatRequest, Completion, LLMError, OnResult, Usage, parse_yes_no, split_reasoning, yes_probability
 
 T = TypeVar("T")
 
@@ -120,18 +110,15 @@ class OpenAICompatLLM(LLM):
     def _client(self) -> openai.AsyncOpenAI:
         """The backend's one client, made on its loop the first time it is needed."""
         if self._http is None:
-            self._http = self._new_client()
+            # our own retry loop (counted, covers malformed replies); the client's is off
+            self._http = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self.api_key,
+                max_retries=0,
+                timeout=self.timeout,
+                http_client=httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_connections=self.concurrency * 2)),
+            )
         return self._http
-
-    def _new_client(self) -> openai.AsyncOpenAI:
-        # our own retry loop (counted, covers malformed replies); the client's is off
-        return openai.AsyncOpenAI(
-            base_url=self.base_url,
-            api_key=self.api_key,
-            max_retries=0,
-            timeout=self.timeout,
-            http_client=httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_connections=self.concurrency * 2)),
-        )
 
     # ------------------------------------------------------------------ retries
 
