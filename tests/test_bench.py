@@ -57,3 +57,8 @@ def test_verifier_server_benchmark_runs_against_a_server(capsys):
         assert main(["bench", "verifier-server", "--model", f"openai:mock@{server.base_url}", "--rules", "2", "--conversations", "2", "--json"]) == 0
     report = last_json(capsys)
     assert set(report["checks_per_s"]) == {"autorule", "reference"} and report["checks"] == 4
+
+
+def test_verifier_benchmark_refuses_a_server_spec(capsys):
+    assert main(["bench", "verifier", "--model", "openai:x@http://127.0.0.1:9/v1"]) == 2
+    assert "bench verifier-server" in capsys.readouterr().err

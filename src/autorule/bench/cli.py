@@ -34,12 +34,12 @@ def _emit(report: dict, as_json: bool, lines: list[str]) -> int:
 
 def cmd_verifier(args: argparse.Namespace) -> int:
     from ..llm import load_llm
+    from ..llm.local import LocalLLM
+    from ..quickstart import SAMPLE_DATA
     from .verifier import run_benchmark
 
-    from ..quickstart import SAMPLE_DATA
-
     llm = load_llm(args.model)
-    if not hasattr(llm, "model"):
+    if not isinstance(llm, LocalLLM):  # it reads the model's parameters and counts its tokens
         err.print("[red]error:[/red] the verifier benchmark measures a local model (embedded, hf:, gguf:); for servers use `autorule bench verifier-server`")
         return 2
     modes = tuple(args.modes.split(","))
