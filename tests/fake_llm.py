@@ -24,10 +24,12 @@ class ScriptedLLM(LLM):
                 on_result(i, c)
         return out
 
-    def _score_yes_no_batch(self, items):
+    def _score_yes_no_batch(self, items, on_item=None, errors=None):
         self.stats["yes_no_checks"] += sum(len(qs) for _, qs in items)
         out = []
-        for prefix, questions in items:
+        for i, (prefix, questions) in enumerate(items):
             self.calls.extend((prefix, q) for q in questions)
             out.append([self.p_yes(prefix, q) for q in questions])
+            if on_item:
+                on_item(i)
         return out

@@ -102,7 +102,7 @@ def test_parse_failures_and_empty_outputs_are_counted(tmp_path, shared_data):
 
 def test_resume_after_a_failed_run_repeats_no_finished_call(tmp_path, shared_data):
     # 10 calls succeed, then the server fails for longer than the retry budget
-    faults = [None] * 10 + ["503"] * 2  # --max-retries 1: two faults exhaust the budget
+    faults = [None] * 10 + ["500"] * 2  # --max-retries 1: two faults exhaust the budget
     with ScriptedServer(mock_judge(), faults=faults) as server:
         cache = ["--cache", str(tmp_path / "cache.sqlite"), "--concurrency", "1"]
         assert extract(server, tmp_path / "run", *cache, limit=8) == 1
@@ -110,6 +110,11 @@ def test_resume_after_a_failed_run_repeats_no_finished_call(tmp_path, shared_dat
         assert meta["status"] == "failed" and "gave up" in meta["error"]
         assert (tmp_path / "run" / "010_reasoning.jsonl").is_file()  # stage 010 finished and was kept
         assert extract(server, tmp_path / "run", *cache, limit=8) == 0
+        resumed = json.loads((tmp_path / "run" / "run.json").read_text())
+        # both attempts' statistics are kept, and the totals include the failed attempt's retry
+        assert [a["status"] for a in resumed["attempts"]] == ["failed", "complete"]
+        assert resumed["attempts"][0]["llm_stats"]["model"]["retries"] == 1
+        assert resumed["llm_stats"]["model"]["retries"] == 1 and resumed["llm_stats"]["model"]["fault_500"] == 2
         answered = [json.dumps(b["messages"]) for b, f in zip(server.requests, faults + [None] * 1000) if f is None]
     assert len(answered) == len(set(answered)), "a finished call was repeated"
     with ScriptedServer(mock_judge()) as clean:
@@ -119,7 +124,7 @@ def test_resume_after_a_failed_run_repeats_no_finished_call(tmp_path, shared_dat
 
 
 def test_resume_without_cache_uses_the_stage_files(tmp_path, shared_data):
-    faults = [None] * 8 + ["503"] * 2  # stage 010 done (6 calls), 020 two calls done
+    faults = [None] * 8 + ["500"] * 2  # stage 010 done (6 calls), 020 two calls done
     with ScriptedServer(mock_judge(), faults=faults) as server:
         args = ["--no-cache", "--concurrency", "1"]
         assert extract(server, tmp_path / "run", *args, limit=6) == 1

@@ -50,7 +50,7 @@ def test_concurrency_is_bounded():
     assert server.max_active <= 3
 
 
-@pytest.mark.parametrize("fault", ["429", "500", "503", "hang", "drop", "badjson", "nochoices"])
+@pytest.mark.parametrize("fault", ["429", "500", "hang", "drop", "badjson", "nochoices"])
 def test_faults_are_retried(fault):
     with ScriptedServer(faults=[fault, fault], hang_seconds=3.0) as server:
         llm = client(server, timeout=0.5)
@@ -70,10 +70,40 @@ def test_retry_after_is_honoured():
     assert llm.stats["fault_429"] == 1
 
 
-def test_gives_up_with_a_clear_error_after_the_retry_budget():
+def test_busy_503_lowers_concurrency_instead_of_spending_retries():
+    with ScriptedServer(faults=["503", "503"]) as server:
+        llm = client(server, concurrency=8)
+        (c,) = llm.generate([req("hello")])
+    assert c.text == "echo: hello"
+    # the first 503 halves the limit (8 -> 4); the second was granted under the new limit and halves it again
+    assert (llm.stats["overload"], llm.stats["retries"], llm.stats["concurrency_min"]) == (2, 0, 2)
+    assert len(server.requests) == 3
+
+
+def test_overload_at_concurrency_one_stops_and_names_the_fixes():
     with ScriptedServer(faults=["503"] * 10) as server:
+        llm = client(server, concurrency=1)
+        with pytest.raises(LLMError, match=r"overloaded even with one request at a time.*-c.*-np.*--concurrency"):
+            llm.generate([req("hello")])
+    assert len(server.requests) == 3
+
+
+def test_nothing_listening_is_one_clear_error_without_retries():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and nothing listens once closed
+    llm = OpenAICompatLLM("local", f"http://127.0.0.1:{port}/v1", backoff_base=0.01)
+    with pytest.raises(LLMError, match=rf"cannot connect to http://127.0.0.1:{port}/v1: connection refused. Is the server running"):
+        llm.generate([req("hello")])
+    assert llm.stats["retries"] == 0
+
+
+def test_gives_up_with_a_clear_error_after_the_retry_budget():
+    with ScriptedServer(faults=["500"] * 10) as server:
         llm = client(server, max_retries=2)
-        with pytest.raises(LLMError, match="gave up after 3 attempts.*503"):
+        with pytest.raises(LLMError, match="gave up after 3 attempts.*500"):
             llm.generate([req("hello")])
     assert len(server.requests) == 3
 

@@ -62,20 +62,43 @@ def open_cache(args: argparse.Namespace):
 
 
 def llm_options(args: argparse.Namespace, spec: str | None = None) -> dict:
-    opts = {}
+    opts: dict = {}
     if (spec or args.model).startswith("openai:"):
         opts = {"concurrency": args.concurrency, "timeout": args.timeout, "max_retries": args.max_retries}
         if args.api_key:
             opts["api_key"] = args.api_key
+        if getattr(args, "extra_body", None):
+            opts["extra_body"] = args.extra_body
+        if getattr(args, "max_input_tokens", None):
+            opts["max_input_tokens"] = args.max_input_tokens
     return opts
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": false}}'")
+    return value
+
+
+def _add_server_options(p: argparse.ArgumentParser, what: str) -> None:
+    """Options for openai: specs, the same in every command."""
+    p.add_argument("--api-key", default=None, help=f"API key for an openai: {what} (default: $OPENAI_API_KEY)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="most requests in flight to a server (default: the server's slot count where it reports one, as llama-server does, else 16); lowered automatically while the server is overloaded")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per request to a server, time queued in the server included (default: 600, enough for a CPU server)")
+    p.add_argument("--max-retries", type=int, default=6, help="retries per request on transient faults, with backoff and jitter (default: %(default)s)")
+    p.add_argument("--extra-body", type=_json_object, default=None, metavar="JSON",
+                   help='JSON fields sent with every request, e.g. \'{"chat_template_kwargs": {"enable_thinking": false}}\' (Qwen3 on vLLM/SGLang)')
 
 
 def _add_model_options(p: argparse.ArgumentParser, default: str = "embedded") -> None:
     p.add_argument("--model", default=default, help="model spec: embedded, hf:PATH, gguf:FILE or openai:MODEL@BASE_URL (default: %(default)s)")
-    p.add_argument("--api-key", default=None, help="API key for openai: specs (default: $OPENAI_API_KEY)")
-    p.add_argument("--concurrency", type=int, default=8, help="concurrent requests to a server")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request to a server")
-    p.add_argument("--max-retries", type=int, default=6, help="retries per request to a server (backoff with jitter)")
+    _add_server_options(p, "model")
 
 
 # --------------------------------------------------------------------------- commands
@@ -181,10 +204,9 @@ def _add_reward_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", choices=["default", "ternary", "paper"], help="reward preset (paper: RM + 10 x (fraction - 0.75), clipped)")
     p.add_argument("--rm", default=None, metavar="DIR", help="reward model (Hugging Face sequence-classification directory)")
     p.add_argument("--threshold", type=float, default=0.5, help="P(Yes) at or above which a verdict counts as satisfied")
-    p.add_argument("--api-key", default=None, help="API key for an openai: verifier (default: $OPENAI_API_KEY)")
-    p.add_argument("--concurrency", type=int, default=32, help="concurrent requests to a verifier server")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request to a verifier server")
-    p.add_argument("--max-retries", type=int, default=6, help="retries per request to a verifier server")
+    _add_server_options(p, "verifier")
+    p.add_argument("--max-input-tokens", type=int, default=None, metavar="N",
+                   help="prompt tokens one verifier request may hold; longer conversations are cut in the middle (default: the server's context per slot where it reports one, else 8192)")
     _add_cache_options(p)
 
 
@@ -196,42 +218,70 @@ def build_scorer(args: argparse.Namespace):
     rules = RuleSet.load(args.rules)
     llm = load_llm(args.verifier, cache=open_cache(args), **llm_options(args, args.verifier))
     rm = RewardModel(args.rm) if args.rm else None
-    return RewardScorer(rules, llm, args.preset, rm=rm, threshold=args.threshold)
+    return RewardScorer(rules, llm, args.preset, rm=rm, threshold=args.threshold, max_input_tokens=args.max_input_tokens)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .llm.base import describe_llm_stats
+
     scorer = build_scorer(args)
     items = _score_items(args)  # (id, side, conversation)
     scores = scorer.score([c for _, _, c in items], desc="verifying")
+    unparsed = scores.unparsed_per_response()
     rows = []
     for i, (item_id, side, _) in enumerate(items):
+        head = {"id": item_id, **({"side": side} if side else {})}
+        if i in scores.errors:  # refused by the verifier's server: a failed row with its reason
+            rows.append({**head, "error": scores.errors[i]})
+            continue
         rows.append({
-            "id": item_id,
-            **({"side": side} if side else {}),
+            **head,
             "reward": float(scores.total[i]),
             "rule_reward": float(scores.rule[i]),
             **({"rm": float(scores.rm[i])} if scores.rm is not None else {}),
-            "verdicts": {rid: round(float(p), 6) for rid, p in zip(scores.verdicts.rule_ids, scores.verdicts.p_satisfied[i])},
-            **({"applies": {rid: round(float(p), 6) for rid, p in zip(scores.verdicts.rule_ids, scores.verdicts.p_applies[i])}} if scores.verdicts.p_applies is not None else {}),
+            # null: no readable verdict; left out of the rule reward
+            "verdicts": {rid: None if p != p else round(float(p), 6) for rid, p in zip(scores.verdicts.rule_ids, scores.verdicts.p_satisfied[i])},
+            **({"applies": {rid: None if p != p else round(float(p), 6) for rid, p in zip(scores.verdicts.rule_ids, scores.verdicts.p_applies[i])}} if scores.verdicts.p_applies is not None else {}),
+            **({"unparsed": unparsed[i]} if unparsed[i] else {}),
         })
     out_path = Path(args.out) if args.out else None
     if out_path:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    summary = {"responses": len(rows), "mean_reward": float(scores.total.mean()), "mean_rule_reward": float(scores.rule.mean()), "pass_rates": scores.pass_rates()}
+    ok = [i for i in range(len(items)) if i not in scores.errors]
+    stats = dict(scorer.verifier.llm.stats)
+    summary = {
+        "responses": len(rows),
+        "failed": len(scores.errors),
+        "unparsed_checks": scores.verdicts.unparsed,
+        "mean_reward": float(np.mean(scores.total[ok])) if ok else None,
+        "mean_rule_reward": float(np.mean(scores.rule[ok])) if ok else None,
+        "pass_rates": scores.pass_rates(),
+        "llm_stats": stats,
+    }
     sides = [s for _, s, _ in items]
     if "chosen" in sides:
         chosen = scores.rule[[i for i, s in enumerate(sides) if s == "chosen"]]
         rejected = scores.rule[[i for i, s in enumerate(sides) if s == "rejected"]]
-        summary["pairs"] = len(chosen)
-        summary["chosen_preferred"] = float((chosen > rejected).mean())
-        summary["ties"] = float((chosen == rejected).mean())
+        both = ~np.isnan(chosen) & ~np.isnan(rejected)
+        summary["pairs"] = int(both.sum())
+        summary["chosen_preferred"] = float((chosen[both] > rejected[both]).mean()) if both.any() else None
+        summary["ties"] = float((chosen[both] == rejected[both]).mean()) if both.any() else None
     if args.json:
         print(json.dumps(summary))
     else:
-        err.print(f"scored {len(rows)} responses against {len(scorer.rules)} rules; mean rule reward {summary['mean_rule_reward']:.3f}" + (f"; written to {out_path}" if out_path else ""))
-        if "pairs" in summary:
+        mean = "-" if summary["mean_rule_reward"] is None else f"{summary['mean_rule_reward']:.3f}"
+        err.print(f"scored {len(ok)} of {len(rows)} responses against {len(scorer.rules)} rules; mean rule reward {mean}" + (f"; written to {out_path}" if out_path else ""), soft_wrap=True)
+        if scores.errors:
+            first = next(iter(scores.errors.values()))
+            err.print(f"[yellow]{len(scores.errors)} responses failed[/yellow] (rows with an \"error\"), e.g.: {first}", soft_wrap=True)
+        if summary["unparsed_checks"]:
+            err.print(f"[yellow]{summary['unparsed_checks']} checks had no readable Yes/No[/yellow]; they are left out of the rule reward", soft_wrap=True)
+        if summary.get("pairs"):
             err.print(f"chosen side has the higher rule reward in {summary['chosen_preferred']:.1%} of {summary['pairs']} pairs ({summary['ties']:.1%} ties)")
+        err.print(f"verifier: {describe_llm_stats(stats)}", soft_wrap=True)
         if not out_path:
             for r in rows:
                 print(json.dumps(r, ensure_ascii=False))
@@ -332,6 +382,12 @@ def _print_validation(report: dict) -> None:
     out.print(f"rule-set accuracy: {pct(acc['accuracy'])} ({acc['correct']} right, {acc['wrong']} wrong, {acc['ties']} ties); "
               f"without ties {pct(acc['accuracy_without_ties'])}")
     out.print(f"learned weights: {report['learned_weights']['folds']}-fold CV accuracy {pct(report['learned_weights']['cv_accuracy'])}")
+    from .llm.base import describe_llm_stats
+
+    if report.get("unparsed_checks") or report.get("refused_responses"):
+        out.print(f"[yellow]{report['unparsed_checks']} checks had no readable Yes/No (left out of each rule's statistics); "
+                  f"{report['refused_responses']} responses were refused by the verifier's server[/yellow]")
+    out.print(f"verifier: {describe_llm_stats(report.get('llm_stats', {}))}")
     if "reward_model" in report:
         out.print(f"reward model: {pct(report['reward_model']['accuracy'])}; RM + rules: {pct(report['reward_model_plus_rules']['accuracy'])}")
     for pair in report["redundant_pairs"][:10]:
@@ -534,10 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--generator", default=None, help="name recorded as generator / model_id (default: the model directory's name)")
     ge.add_argument("--max-new-tokens", type=int, default=512)
     ge.add_argument("--temperature", type=float, default=0.0)
-    ge.add_argument("--api-key", default=None)
-    ge.add_argument("--concurrency", type=int, default=8)
-    ge.add_argument("--timeout", type=float, default=120.0)
-    ge.add_argument("--max-retries", type=int, default=6)
+    _add_server_options(ge, "model")
     _add_cache_options(ge)
     ge.set_defaults(func=cmd_generate)
 

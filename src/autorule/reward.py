@@ -19,14 +19,19 @@ def rule_reward(verdicts: Verdicts, rules: RuleSet | None = None, *, hard: bool 
 
     Weights come from the RuleSet (uniform by default). A response to which no rule
     applies gets `no_rules_value`: neither rewarded nor punished for dodging every rule.
+    Checks with no readable verdict are left out like rules that do not apply; a response
+    the server refused (`verdicts.errors`) gets NaN: it has no reward.
     """
-    values = verdicts.hard.astype(float) if hard else verdicts.p_satisfied
+    values = verdicts.hard.astype(float) if hard else np.nan_to_num(verdicts.p_satisfied, nan=0.0)
     weights = np.array([r.weight for r in rules.rules], dtype=float) if rules is not None else np.ones(values.shape[1])
     mask = verdicts.applicable * weights[None, :]
     total = mask.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         reward = (values * mask).sum(axis=1) / total
-    return np.where(total > 0, reward, no_rules_value)
+    reward = np.where(total > 0, reward, no_rules_value)
+    if verdicts.errors:
+        reward[list(verdicts.errors)] = np.nan
+    return reward
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,16 @@ class Scores:
 
     def pass_rates(self) -> dict[str, float]:
         return self.verdicts.pass_rates()
+
+    @property
+    def errors(self) -> dict[int, str]:
+        """Responses the verifier's server refused (index -> reason): they have no reward (NaN)."""
+        return self.verdicts.errors
+
+    def unparsed_per_response(self) -> list[int]:
+        """Checks per response with no readable verdict (left out of its rule reward)."""
+        counts = (~self.verdicts.parsed).sum(axis=1)
+        return [0 if i in self.errors else int(n) for i, n in enumerate(counts)]
 
 
 class RewardScorer:

@@ -67,11 +67,13 @@ class RuleStats:
 
 def rule_stats(rule_ids: list[str], chosen: np.ndarray, rejected: np.ndarray, signs: np.ndarray, *, threshold: float = 0.5,
                applies_chosen: np.ndarray | None = None, applies_rejected: np.ndarray | None = None) -> list[RuleStats]:
-    c, r = chosen >= threshold, rejected >= threshold
-    n_pairs = len(c)
+    c, r = np.nan_to_num(chosen, nan=0.0) >= threshold, np.nan_to_num(rejected, nan=0.0) >= threshold
+    # a pair where either side's check had no readable verdict says nothing about that rule
+    judged = ~np.isnan(chosen) & ~np.isnan(rejected)
     out = []
     for j, rid in enumerate(rule_ids):
-        disc = c[:, j] != r[:, j]
+        n_pairs = int(judged[:, j].sum())
+        disc = (c[:, j] != r[:, j]) & judged[:, j]
         n = int(disc.sum())
         wins = int((c[:, j] & ~r[:, j]).sum())
         low, high = wilson_interval(wins, n)
@@ -91,8 +93,8 @@ def rule_stats(rule_ids: list[str], chosen: np.ndarray, rejected: np.ndarray, si
             coverage=n / n_pairs if n_pairs else float("nan"),
             applies=applies,
             kappa=cohen_kappa(vote, label) if n else float("nan"),
-            pass_rate_chosen=float(c[:, j].mean()),
-            pass_rate_rejected=float(r[:, j].mean()),
+            pass_rate_chosen=float(c[judged[:, j], j].mean()) if n_pairs else float("nan"),
+            pass_rate_rejected=float(r[judged[:, j], j].mean()) if n_pairs else float("nan"),
         ))
     return out
 
@@ -274,12 +276,17 @@ def run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, 
         "verifier": scorer.verifier.llm.spec,
         "preset": scorer.preset.name,
         "overlap_with_training_pairs": len(overlap),
+        # checks with no readable verdict (left out of each rule's statistics), and
+        # responses the verifier's server refused (their pairs count in no accuracy)
+        "unparsed_checks": verdicts.unparsed,
+        "refused_responses": len(verdicts.errors),
+        "llm_stats": dict(scorer.verifier.llm.stats),
         "rule_set": preference_accuracy(rule_score[:n], rule_score[n:]).to_dict(),
     }
     report["accuracy"] = report["rule_set"]["accuracy"]
 
     # soft verdict differences: a weak verifier's P(Yes) still carries signal that thresholding drops
-    diffs = p_c - p_r
+    diffs = np.nan_to_num(p_c - p_r, nan=0.0)  # an unknown difference is no evidence either way
     weight_fit = fit_weights(diffs, signs, folds=folds, seed=seed)
     for s, w in zip(per_rule, weight_fit.weights):
         s.learned_weight = float(w)
@@ -291,7 +298,7 @@ def run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, 
         combined = compose(scorer.preset, rule_score, rm_scores)
         report["reward_model_plus_rules"] = preference_accuracy(combined[:n], combined[n:]).to_dict()
 
-    report["redundant_pairs"] = correlated_rules(ids, verdicts.p_satisfied, redundancy)
+    report["redundant_pairs"] = correlated_rules(ids, np.nan_to_num(verdicts.p_satisfied, nan=0.5), redundancy)
     if select:
         selection = greedy_select(diffs, signs, select, folds=folds, seed=seed)
         report["selection"] = {"rules": [ids[j] for j in selection.order], "cv_accuracy": selection.cv_accuracy}

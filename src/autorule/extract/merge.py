@@ -44,6 +44,7 @@ def load_embedder() -> Embed:
 class MergeLog:
     rounds: list[dict] = field(default_factory=list)
     duplicates_dropped: int = 0
+    near_duplicates_merged: int = 0
     merge_failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -55,6 +56,34 @@ def dedupe(rules: list[Rule]) -> tuple[list[Rule], int]:
     for r in rules:
         by_norm.setdefault(normalise_rule(r.text), []).append(r)
     out = [Rule.from_candidates(group[0].text, [c for r in group for c in r.candidates]) for group in by_norm.values()]
+    return out, len(rules) - len(out)
+
+
+def collapse_near_duplicates(rules: list[Rule], embed: Embed, threshold: float) -> tuple[list[Rule], int]:
+    """Fold each rule whose embedding is within `threshold` cosine of a kept one into it.
+
+    Rules are visited by support (then text), so the best-supported wording survives and
+    the others' provenance joins it. No LLM call: this runs whatever the rule count, so
+    near-duplicates never survive just because the set is already small. The default
+    threshold (0.92) was set on MiniLM: rephrasings of one demand score 0.93-0.96, while
+    "should be concise" and "should be detailed" (opposites) score 0.90.
+    """
+    if len(rules) < 2:
+        return rules, 0
+    order = sorted(range(len(rules)), key=lambda i: (-rules[i].support, rules[i].text))
+    vectors = embed([rules[i].text for i in order])
+    kept: list[int] = []  # positions in `order`
+    groups: dict[int, list[int]] = {}
+    for pos in range(len(order)):
+        if kept:
+            sims = vectors[kept] @ vectors[pos]
+            best = int(np.argmax(sims))
+            if sims[best] >= threshold:
+                groups[kept[best]].append(pos)
+                continue
+        kept.append(pos)
+        groups[pos] = [pos]
+    out = [Rule.from_candidates(rules[order[k]].text, [c for m in groups[k] for c in rules[order[m]].candidates]) for k in kept]
     return out, len(rules) - len(out)
 
 
@@ -96,9 +125,11 @@ def merge_rules(
     max_rounds: int = 10,
     max_tokens: int = 512,
     seed: int = 0,
+    near_duplicate: float = 0.92,
 ) -> tuple[list[Rule], MergeLog]:
     log = MergeLog()
     rules, log.duplicates_dropped = dedupe(rules)
+    rules, log.near_duplicates_merged = collapse_near_duplicates(rules, embed, near_duplicate)
     for round_no in range(1, max_rounds + 1):
         if len(rules) <= target:
             break
@@ -132,6 +163,9 @@ def merge_rules(
         groups = cluster(vectors, target, len(rules))
         rules = [Rule.from_candidates(rules[g[_medoid(vectors[g])]].text, [c for i in g for c in rules[i].candidates]) for g in groups]
         log.rounds.append({"round": "final-medoid", "rules_out": len(rules)})
+    # merged wordings can land close to each other: one more pass over the final set
+    rules, folded = collapse_near_duplicates(rules, embed, near_duplicate)
+    log.near_duplicates_merged += folded
     rules.sort(key=lambda r: (-r.support, r.text))
     return rules, log
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
@@ -24,6 +26,7 @@ class Candidates(BaseModel):
     rules: list[str]
     excerpt: str  # the start of that text, for provenance
     failure: str | None = None  # why no rules came out, when none did
+    dropped: dict[str, int] = {}  # items of the answer not kept as rules, by reason
     repaired: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -32,14 +35,52 @@ class Candidates(BaseModel):
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.){8,}?)"')
 _STEM = re.compile(r"^(the )?(assistant'?s? )?(response|answer|reply) (should|must)( not)?\s*", re.IGNORECASE)
+# the required form: "The assistant's response should ...", and the close variants models write
+_FORM = re.compile(r"^(the )?(ai )?(assistant'?s?|model'?s?)?\s*(final )?(response|answer|reply|assistant)s? (should|must)\b", re.IGNORECASE)
 _ITEM = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|\(\d+\))\s+(.*\S)\s*$")
 
+# reasons an item is not kept as a rule (counted in run.json)
+TOO_SHORT, TOO_LONG, NO_FORM, ECHO, BARE_STEM = (
+    "rule too short", f"rule longer than {MAX_WORDS} words", "rule not in the required form", "rule repeats the prompt's instructions", "bare stem",
+)
 
-def parse_rule_list(text: str) -> list[str]:
+
+def _word_ngrams(text: str, n: int = 4) -> set[tuple[str, ...]]:
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+# four-word runs of the extraction prompt's own instructions, the required stem taken out:
+# a rule that shares one is the prompt echoed back, not a rule drawn from the reasoning
+_INSTRUCTION_NGRAMS = _word_ngrams(TEMPLATE.template.replace("$justification", " ").replace("The assistant's response should", " | "))
+
+
+@dataclass
+class ParsedRules:
+    """What one answer held: the rules kept, and each dropped item's reason.
+
+    Args:
+        rules: the items kept, in order, without duplicates.
+        dropped: how many items were dropped, by reason.
+        found_list: whether the answer held a list at all (JSON or bulleted); when it did,
+            a repair prompt cannot help, whatever was dropped from it.
+
+    Example:
+        >>> parse_rules('["The assistant\'s response should cite a source for every statistic.", "Be nice."]').dropped
+        Counter({'rule too short': 1})
+    """
+
+    rules: list[str] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+    found_list: bool = False
+
+
+def parse_rules(text: str, *, require_form: bool = True) -> ParsedRules:
     """Rules from a model's answer: a JSON array (bare or fenced), or a numbered/bulleted list.
 
-    Items that are too short or too long to be a checkable rule are dropped; the
-    caller sees an empty list when nothing usable is left.
+    Items too short or too long to be a checkable rule, items not in the required form
+    ("The assistant's response should ..."), and items that repeat the extraction
+    prompt's own instructions are dropped, each with its reason.
     """
     items: list[str] | None = None
     for candidate in [*_FENCE.findall(text), text]:
@@ -58,17 +99,40 @@ def parse_rule_list(text: str) -> list[str]:
         items = _QUOTED.findall(text[text.find("[") :]) or None
     if items is None:
         items = [m.group(1) for line in text.splitlines() if (m := _ITEM.match(line))]
-    out, seen = [], set()
+    out = ParsedRules(found_list=bool(items))
+    seen: set[str] = set()
     for item in items:
         rule = " ".join(item.strip().strip('"').split())
+        words = len(rule.split())
         # a bare stem ("The assistant's response should") says nothing checkable
-        body = _STEM.sub("", rule)
-        if len(body.split()) < 2:
+        if len(_STEM.sub("", rule).split()) < 2:
+            reason = BARE_STEM if _STEM.match(rule) else TOO_SHORT
+        elif words < MIN_WORDS:
+            reason = TOO_SHORT
+        elif words > MAX_WORDS:
+            reason = TOO_LONG
+        elif require_form and not _FORM.match(rule):
+            reason = NO_FORM
+        elif _word_ngrams(rule) & _INSTRUCTION_NGRAMS:
+            reason = ECHO
+        elif rule.lower() in seen:
             continue
-        if MIN_WORDS <= len(rule.split()) <= MAX_WORDS and rule.lower() not in seen:
+        else:
             seen.add(rule.lower())
-            out.append(rule)
+            out.rules.append(rule)
+            continue
+        out.dropped[reason] += 1
     return out
+
+
+def parse_rule_list(text: str) -> list[str]:
+    """The rules `parse_rules` keeps from a model's answer (an empty list when none).
+
+    Example:
+        >>> parse_rule_list('- The assistant\'s response should answer in the language of the question.')
+        ["The assistant's response should answer in the language of the question."]
+    """
+    return parse_rules(text).rules
 
 
 def rules_request(justification: str, max_tokens: int, seed: int) -> ChatRequest:

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from ..data import LoadResult, PreferencePair
 from ..llm import LLM
+from ..llm.base import describe_llm_stats
 from ..rules import RuleSet
 from . import merge as merge_stage
 from . import reason as reason_stage
@@ -39,6 +40,7 @@ class ExtractConfig:
     extract_from: Literal["reasoning", "explanation", "both"] = "reasoning"
     target_rules: int = 25
     max_cluster: int = 10
+    near_duplicate: float = 0.92
     reasoning_tokens: int = 1024
     rules_tokens: int = 512
     merge_tokens: int = 512
@@ -121,7 +123,9 @@ def run_extract(data: LoadResult, llm: LLM, merge_llm: LLM, run_dir: Path, confi
         (run_dir / "rules.yaml").unlink(missing_ok=True)
     else:
         _check_run_dir(run_dir, fingerprint)
-    meta = {"status": "running", "fingerprint": fingerprint, "config": asdict(config), "data": data.summary(), "started": start}
+    # every earlier attempt's statistics are kept: retries of a failed run do not vanish on resume
+    attempts = [] if overwrite else _previous_attempts(run_dir)
+    meta = {"status": "running", "fingerprint": fingerprint, "config": asdict(config), "data": data.summary(), "started": start, "attempts": attempts}
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
     with (run_dir / "000_pairs.jsonl").open("w", encoding="utf-8") as f:
         f.writelines(p.model_dump_json() + "\n" for p in pairs)
@@ -132,7 +136,8 @@ def run_extract(data: LoadResult, llm: LLM, merge_llm: LLM, run_dir: Path, confi
         candidates = _stage_candidates(pairs, reasonings, llm, run_dir, config, failures)
         rules, merge_log = _stage_merge(candidates, merge_llm, run_dir, config)
     except BaseException as e:
-        meta.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=str(e), llm_stats=_stats(llm, merge_llm), seconds=round(time.time() - start, 1))
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        _record_attempt(meta, attempts, status, _stats(llm, merge_llm), start, error=str(e))
         (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
         raise
 
@@ -146,18 +151,47 @@ def run_extract(data: LoadResult, llm: LLM, merge_llm: LLM, run_dir: Path, confi
         "pairs": len(pairs),
         "reasoning_without_trace": no_trace,
         "candidates": sum(len(c["rules"]) for c in candidates.values()),
+        "items_dropped": dict(sum((Counter(c.get("dropped") or {}) for c in candidates.values()), Counter())),
         "pairs_with_candidates": sum(1 for c in candidates.values() if c["rules"]),
         "duplicates_dropped": merge_log.duplicates_dropped,
+        "near_duplicates_merged": merge_log.near_duplicates_merged,
         "rules": len(rules),
         "failures": dict(failures),
         "merge_failures": merge_log.merge_failures,
         "tokens": tokens,
         "seconds": round(time.time() - start, 1),
     }
-    meta.update(status="complete", counts=summary, merge_rounds=merge_log.rounds, llm_stats=_stats(llm, merge_llm), seconds=summary["seconds"])
+    _record_attempt(meta, attempts, "complete", _stats(llm, merge_llm), start)
+    summary["llm_stats"] = meta["llm_stats"]
+    meta.update(counts=summary, merge_rounds=merge_log.rounds)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
     _print_summary(run_dir, summary)
     return ExtractResult(run_dir, rules, summary)
+
+
+def _previous_attempts(run_dir: Path) -> list[dict]:
+    try:
+        previous = json.loads((run_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return list(previous.get("attempts") or [])
+
+
+def _record_attempt(meta: dict, attempts: list[dict], status: str, stats: dict, start: float, error: str | None = None) -> None:
+    """This attempt's statistics joined to the earlier ones'; `llm_stats` is their sum."""
+    seconds = round(time.time() - start, 1)
+    attempt = {"status": status, "started": start, "seconds": seconds, "llm_stats": stats, **({"error": error} if error else {})}
+    total: dict[str, Counter] = {}
+    for a in [*attempts, attempt]:
+        for role, counts in a["llm_stats"].items():
+            total.setdefault(role, Counter()).update({k: v for k, v in counts.items() if k != "concurrency_min"})
+            if "concurrency_min" in counts:  # the lowest concurrency any attempt fell to, not a sum
+                total[role]["concurrency_min"] = min(total[role].get("concurrency_min", counts["concurrency_min"]), counts["concurrency_min"])
+    meta.update(status=status, seconds=seconds, attempts=[*attempts, attempt], llm_stats={role: dict(c) for role, c in total.items()})
+    if error:
+        meta["error"] = error
+    else:
+        meta.pop("error", None)
 
 
 def _stats(llm: LLM, merge_llm: LLM) -> dict:
@@ -227,26 +261,34 @@ def _stage_candidates(pairs, reasonings: dict[str, dict], llm: LLM, run_dir: Pat
 
         def record(i: int, reply) -> None:
             pid, text, source = todo[i]
+            parsed = rules_stage.parse_rules(reply.text)
             rec = rules_stage.Candidates(
-                pair_id=pid, source=source, rules=rules_stage.parse_rule_list(reply.text), excerpt=text[:300],
+                pair_id=pid, source=source, rules=parsed.rules, excerpt=text[:300], dropped=dict(parsed.dropped),
                 prompt_tokens=reply.usage.prompt_tokens, completion_tokens=reply.usage.completion_tokens,
             )
-            if rec.rules:
+            if rec.rules or parsed.found_list:
+                # a list whose items were all dropped has its reasons; a repair prompt cannot help it
+                if not rec.rules:
+                    rec.failure = parsed.dropped.most_common(1)[0][0]
                 done[pid] = rec.model_dump()
                 stage.append(done[pid])
             else:
                 pending.append((rec, reply.text))
 
         llm.generate([rules_stage.rules_request(t, config.rules_tokens, config.seed) for _, t, _ in todo], desc="020 rules", on_result=record)
-        # one repair attempt for answers that held no usable list
+        # one repair attempt for answers that held no list at all
         repairs = llm.generate([rules_stage.repair_request(prev or "(empty answer)", config.rules_tokens, config.seed) for _, prev in pending], desc="020 repair")
         for (rec, prev), reply in zip(pending, repairs):
-            rec.rules = rules_stage.parse_rule_list(reply.text)
+            parsed = rules_stage.parse_rules(reply.text)
+            rec.rules, rec.dropped = parsed.rules, dict(parsed.dropped)
             rec.repaired = True
             rec.prompt_tokens += reply.usage.prompt_tokens
             rec.completion_tokens += reply.usage.completion_tokens
             if not rec.rules:
-                rec.failure = "empty model output" if not prev.strip() and not reply.text.strip() else "unparseable rule list after repair"
+                if parsed.dropped:
+                    rec.failure = parsed.dropped.most_common(1)[0][0]
+                else:
+                    rec.failure = "empty model output" if not prev.strip() and not reply.text.strip() else "unparseable rule list after repair"
             done[rec.pair_id] = rec.model_dump()
             stage.append(done[rec.pair_id])
         stage.finish([done[p.id] for p in pairs])
@@ -264,7 +306,8 @@ def _stage_merge(candidates: dict[str, dict], llm: LLM, run_dir: Path, config: E
     console.print(f"[bold]030 merge[/bold]: {len(units)} candidates -> at most {config.target_rules} rules")
     embed = merge_stage.load_embedder()
     rules, log = merge_stage.merge_rules(
-        units, llm, embed, target=config.target_rules, max_cluster=config.max_cluster, max_tokens=config.merge_tokens, seed=config.seed
+        units, llm, embed, target=config.target_rules, max_cluster=config.max_cluster, max_tokens=config.merge_tokens, seed=config.seed,
+        near_duplicate=config.near_duplicate,
     )
     ruleset = RuleSet(meta={"run_dir": str(run_dir), "model": llm.spec, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, rules=rules)
     ruleset.save(run_dir / "030_rules.yaml")
@@ -279,7 +322,11 @@ def _print_summary(run_dir: Path, s: dict) -> None:
     table.add_row("candidate rules", f"{s['candidates']} from {s['pairs_with_candidates']} pairs ({s['duplicates_dropped']} duplicates dropped)")
     table.add_row("final rules", str(s["rules"]))
     table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in s["failures"].items()) or "none")
+    if s.get("items_dropped"):
+        table.add_row("items dropped", ", ".join(f"{k}: {v}" for k, v in s["items_dropped"].items()))
+    table.add_row("near-duplicates merged", str(s.get("near_duplicates_merged", 0)))
     table.add_row("merge fallbacks (medoid)", str(s["merge_failures"]))
+    table.add_row("LLM calls (all attempts)", describe_llm_stats(s.get("llm_stats", {}).get("model", {})))
     tok = s["tokens"]
     table.add_row("tokens (prompt / completion)", " | ".join(f"{k} {v['prompt']}/{v['completion']}" for k, v in tok.items()))
     table.add_row("time", f"{s['seconds']} s")

@@ -56,7 +56,7 @@ def create_app(
     max_queue: int = 1024,
     max_body_bytes: int = 8 * 1024 * 1024,
 ) -> FastAPI:
-    state: dict[str, Any] = {"queue": None, "worker": None, "batches": 0, "samples": 0}
+    state: dict[str, Any] = {"queue": None, "worker": None, "batches": 0, "samples": 0, "unparsed_checks": 0, "refused": 0}
 
     async def worker() -> None:
         queue: asyncio.Queue = state["queue"]
@@ -84,6 +84,8 @@ def create_app(
                 continue
             state["batches"] += 1
             state["samples"] += len(convs)
+            state["unparsed_checks"] += sum(scores.unparsed_per_response())
+            state["refused"] += len(scores.errors)
             start = 0
             for j in jobs:
                 n = len(j.conversations)
@@ -122,6 +124,9 @@ def create_app(
             "queued": queue.qsize() if queue else 0,
             "batches": state["batches"],
             "samples": state["samples"],
+            "unparsed_checks": state["unparsed_checks"],
+            "refused": state["refused"],
+            "llm_stats": dict(scorer.verifier.llm.stats),
         }
 
     async def get_reward(body: RewardRequest) -> dict:
@@ -139,8 +144,14 @@ def create_app(
             scores, start, end = await job.future
         except Exception as e:
             raise HTTPException(503, f"scoring failed: {type(e).__name__}: {e}") from None
-        total = [float(x) for x in scores.total[start:end]]
-        extra = {"rule_reward": [float(x) for x in scores.rule[start:end]]}
+        # a response the verifier's server refused has no reward; OpenRLHF needs a number: 0,
+        # flagged in extra_logs["refused"]
+        total = [float(x) if x == x else 0.0 for x in scores.total[start:end]]
+        extra = {
+            "rule_reward": [float(x) if x == x else 0.0 for x in scores.rule[start:end]],
+            "unparsed_checks": [float(n) for n in scores.unparsed_per_response()[start:end]],
+            "refused": [float(i in scores.errors) for i in range(start, end)],
+        }
         if scores.rm is not None:
             extra["rm_reward"] = [float(x) for x in scores.rm[start:end]]
         return {"rewards": total, "scores": total, "extra_logs": extra}

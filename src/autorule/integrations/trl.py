@@ -9,8 +9,11 @@ messages for conversational datasets; both are handled.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from ..reward import RewardScorer
 from .conversation import conversation
@@ -19,7 +22,9 @@ from .conversation import conversation
 def _log(scores, log_metric: Callable | None, prefix: str) -> None:
     if log_metric is None:
         return
-    log_metric(f"{prefix}/mean", float(scores.rule.mean()))
+    log_metric(f"{prefix}/mean", float(np.nanmean(scores.rule)) if not np.isnan(scores.rule).all() else float("nan"))
+    log_metric(f"{prefix}/unparsed_checks", float(sum(scores.unparsed_per_response())))
+    log_metric(f"{prefix}/refused", float(len(scores.errors)))
     for rule_id, rate in scores.pass_rates().items():
         log_metric(f"{prefix}/pass_rate/{rule_id}", rate)
 
@@ -35,9 +40,9 @@ def make_rule_reward(scorer: RewardScorer, *, include_rm: bool = False, name: st
     def reward(prompts: list[Any], completions: list[Any], log_metric: Callable | None = None, **kwargs: Any) -> list[float]:
         scores = scorer.score([conversation(p, c) for p, c in zip(prompts, completions)])
         _log(scores, log_metric, name)
-        if include_rm:
-            return [float(x) for x in scores.total]
-        return [float(x) for x in scorer.preset.rule_term(scores.rule)]
+        values = scores.total if include_rm else scorer.preset.rule_term(scores.rule)
+        # a response the verifier's server refused has no reward: None, which TRL leaves out
+        return [None if math.isnan(x) else float(x) for x in values]
 
     reward.__name__ = name  # TRL names its logged columns after the function
     return reward

@@ -11,10 +11,18 @@ from dataclasses import asdict, dataclass, field
 
 
 OnResult = Callable[[int, "Completion"], None]
+# called with an item's index once every question of that item is answered
+OnItem = Callable[[int], None]
+# a verdict the model gave no readable Yes/No for: neither pass nor fail
+UNPARSED = math.nan
 
 
 class LLMError(RuntimeError):
     """A call that failed for good (after retries, or a fault retrying cannot fix)."""
+
+
+class RequestRefused(LLMError):
+    """The server refused this one request (e.g. longer than its context); others may pass."""
 
 
 @dataclass
@@ -149,20 +157,66 @@ class LLM(ABC):
 
         The prefix (e.g. instructions and a conversation) is shared by every question, so
         backends process it once: local models reuse its KV cache, servers their prefix cache.
+        A question the model gave no readable Yes/No for is NaN (`UNPARSED`), counted in
+        ``stats["yes_no_unparsed"]``: callers leave it out, it is neither pass nor fail.
         """
         return self.score_yes_no_batch([(prefix, questions)])[0]
 
-    def score_yes_no_batch(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
-        """`score_yes_no` for many prefixes at once (servers run them all concurrently)."""
+    def score_yes_no_batch(
+        self, items: list[tuple[str, list[str]]], *, on_item: OnItem | None = None, errors: dict[int, str] | None = None
+    ) -> list[list[float]]:
+        """`score_yes_no` for many prefixes at once (servers run them all concurrently).
+
+        on_item: called with an item's index as soon as all its questions are answered
+            (progress bars advance per conversation).
+        errors: when given, an item the server refuses (e.g. too long for its context) gets
+            NaN for every question and its reason in ``errors[index]``, and the rest still
+            run; without it the refusal raises `RequestRefused`.
+        """
         if not any(qs for _, qs in items):
+            for i in range(len(items)):
+                on_item and on_item(i)
             return [[] for _ in items]
-        return self._score_yes_no_batch(items)
+        return self._score_yes_no_batch(items, on_item, errors)
 
     @abstractmethod
     def _generate(self, requests: list[ChatRequest], desc: str | None, on_result: OnResult | None) -> list[Completion]: ...
 
     @abstractmethod
-    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]]) -> list[list[float]]: ...
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None) -> list[list[float]]: ...
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+# what a run summary shows of a backend's counts, in this order
+_SHOWN = [
+    ("requests", "requests"), ("cache_hits", "cache hits"), ("retries", "retries"), ("fault_timeout", "timeouts"),
+    ("overload", "overloaded"), ("truncated", "cut at max tokens"), ("refused", "refused"), ("yes_no_fallback", "yes/no fallbacks"),
+    ("yes_no_unparsed", "unparsed verdicts"), ("yes_no_thinking", "thinking-first verdicts"),
+]
+
+
+def describe_llm_stats(stats: dict) -> str:
+    """One line of a backend's counts for a summary: requests, retries, timeouts, fallbacks...
+
+    Zero counts are left out, except requests, retries, timeouts, truncations and unparsed
+    verdicts, which are always shown so that "none" is visible.
+
+    Example:
+        >>> describe_llm_stats({"requests": 12, "retries": 3, "fault_503": 3, "concurrency_min": 2})
+        'requests 12, retries 3 (503: 3), timeouts 0, cut at max tokens 0, unparsed verdicts 0, concurrency fell to 2'
+    """
+    always = {"requests", "retries", "fault_timeout", "truncated", "yes_no_unparsed"}
+    parts = []
+    for key, label in _SHOWN:
+        n = stats.get(key, 0)
+        if n or key in always:
+            text = f"{label} {n}"
+            if key == "retries" and n:
+                faults = ", ".join(f"{k[6:]}: {v}" for k, v in stats.items() if k.startswith("fault_") and k != "fault_timeout" and v)
+                text += f" ({faults})" if faults else ""
+            parts.append(text)
+    if "concurrency_min" in stats:
+        parts.append(f"concurrency fell to {stats['concurrency_min']}")
+    return ", ".join(parts)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from ..cache import Cache, content_key
-from .base import LLM, ChatRequest, Completion, OnResult
+from .base import LLM, ChatRequest, Completion, OnItem, OnResult
 
 
 class CachedLLM(LLM):
@@ -51,18 +53,31 @@ class CachedLLM(LLM):
             self.inner.generate([requests[i] for i in todo], desc, on_result=store)
         return out  # type: ignore[return-value]
 
-    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None) -> list[list[float]]:
         keys = [[content_key({"kind": "yes_no", "model": self.identity, "prefix": prefix, "question": q}) for q in questions] for prefix, questions in items]
         found = self.cache.get_many([k for ks in keys for k in ks])
         self.stats["cache_hits"] += len(found)
         # only the missing questions go to the model, still grouped by their shared prefix
         todo = [(i, [j for j, k in enumerate(ks) if k not in found]) for i, ks in enumerate(keys)]
         todo = [(i, js) for i, js in todo if js]
+        if on_item:
+            pending = {i for i, _ in todo}
+            for i in range(len(items)):
+                if i not in pending:
+                    on_item(i)
         if todo:
-            probs = self.inner.score_yes_no_batch([(items[i][0], [items[i][1][j] for j in js]) for i, js in todo])
+            inner_errors: dict[int, str] | None = {} if errors is not None else None
+            probs = self.inner.score_yes_no_batch(
+                [(items[i][0], [items[i][1][j] for j in js]) for i, js in todo],
+                on_item=(lambda t: on_item(todo[t][0])) if on_item else None,
+                errors=inner_errors,
+            )
             fresh = {keys[i][j]: p for (i, js), ps in zip(todo, probs) for j, p in zip(js, ps)}
-            self.cache.put_many(fresh)
+            # an unparsed or refused check is not an answer: never stored, asked again next time
+            self.cache.put_many({k: p for k, p in fresh.items() if not math.isnan(p)})
             found.update(fresh)
+            if inner_errors:
+                errors.update({todo[t][0]: why for t, why in inner_errors.items()})  # type: ignore[union-attr]
         return [[found[k] for k in ks] for ks in keys]
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .base import LLM, ChatRequest, Completion, LLMError, OnResult, Usage, split_reasoning
+from .base import LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, Usage, split_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +235,13 @@ class LocalLLM(LLM):
 
     # ------------------------------------------------------------------ yes/no scoring
 
-    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
-        return [self._score_one_prefix(prefix, questions) if questions else [] for prefix, questions in items]
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None) -> list[list[float]]:
+        out = []
+        for i, (prefix, questions) in enumerate(items):
+            out.append(self._score_one_prefix(prefix, questions) if questions else [])
+            if on_item:
+                on_item(i)
+        return out
 
     def _score_one_prefix(self, prefix: str, questions: list[str]) -> list[float]:
         """Run the shared token prefix once, then every question's suffix on its KV cache."""

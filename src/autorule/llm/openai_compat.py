@@ -2,8 +2,16 @@
 
 Async with bounded concurrency; every request is retried with exponential backoff and
 jitter on 429 (honouring Retry-After), 5xx, timeouts, dropped connections and
-malformed replies. Yes/no scoring reads one token's logprobs (`max_tokens=1`,
-`top_logprobs`), and falls back to parsing a short answer when a server gives none.
+malformed replies. An overloaded server ("context size has been exceeded" from
+llama-server's shared KV pool, 503 busy) is not retried blindly: concurrency is halved
+and grows back one request at a time (AIMD). A refused connection is not a transient
+fault: it is reported at once. Yes/no scoring reads one token's logprobs
+(`max_tokens=1`, `top_logprobs`), and falls back to parsing a short answer when a server
+gives none; an answer with no readable Yes/No is NaN, never a pass.
+
+What the server says about itself (`serverinfo.probe`: the model it serves, its context
+per slot, its slot count) keys the cache, sizes the verifier's truncation and sets the
+default concurrency.
 """
 
 from __future__ import annotations
@@ -20,13 +28,75 @@ import httpx
 import openai
 from tqdm.auto import tqdm
 
-from .base import LLM, ChatRequest, Completion, LLMError, OnResult, Usage, parse_yes_no, split_reasoning, yes_probability
+from .base import UNPARSED, LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, RequestRefused, Usage, parse_yes_no, split_reasoning, yes_probability
+from .serverinfo import ServerInfo, probe
 
 T = TypeVar("T")
 
 
 class MalformedReply(Exception):
     """The server answered 200 but not with a usable completion."""
+
+
+# used when the server does not report its slots (vLLM, SGLang, hosted APIs schedule many at once)
+DEFAULT_CONCURRENCY = 16
+# a CPU server queues requests behind its slots: a request may wait minutes before it starts
+DEFAULT_TIMEOUT = 600.0
+# overload replies in a row at concurrency 1 before giving up: the request itself is too big
+OVERLOAD_GIVE_UP = 3
+
+
+def is_overload(e: Exception) -> bool:
+    """The server is too busy for this request now (fewer at once would pass), not broken."""
+    if not isinstance(e, openai.APIStatusError):
+        return False
+    if e.status_code == 503:
+        return True
+    text = str(e).lower()
+    # llama-server: the slots share one KV pool, and concurrent long requests exhaust it
+    return e.status_code == 500 and ("context size has been exceeded" in text or "kv cache" in text or "no free slot" in text)
+
+
+class AdaptiveLimit:
+    """How many requests may be in flight: halved on overload, +1 per `limit` successes (AIMD).
+
+    Overloads reported by requests that started before the last decrease are ignored, so
+    one burst of failures halves the limit once, not once per failed request.
+    """
+
+    def __init__(self, ceiling: int):
+        self.ceiling = self.limit = max(1, ceiling)
+        self.active = 0
+        self.epoch = 0
+        self._credit = 0.0
+        self._cond: asyncio.Condition | None = None
+
+    async def acquire(self) -> tuple[int, int]:
+        """Wait for a free place; returns (epoch, limit) at the time it was granted."""
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.active < self.limit)
+            self.active += 1
+            return self.epoch, self.limit
+
+    async def release(self) -> None:
+        async with self._cond:  # type: ignore[union-attr]
+            self.active -= 1
+            self._cond.notify_all()  # type: ignore[union-attr]
+
+    def success(self) -> None:
+        if self.limit < self.ceiling:
+            self._credit += 1 / self.limit
+            if self._credit >= 1:
+                self._credit = 0.0
+                self.limit += 1
+
+    def overload(self, epoch: int) -> None:
+        if epoch == self.epoch:
+            self.limit = max(1, self.limit // 2)
+            self.epoch += 1
+            self._credit = 0.0
 
 
 class _LoopThread:
@@ -76,20 +146,43 @@ class OpenAICompatLLM(LLM):
         base_url: str,
         *,
         api_key: str | None = None,
-        concurrency: int = 8,
-        timeout: float = 120.0,
+        concurrency: int | None = None,
+        timeout: float | None = None,
         max_retries: int = 6,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         top_logprobs: int = 20,
         extra_body: dict | None = None,
+        max_input_tokens: int | None = None,
     ):
+        """
+        Args:
+            model: the model name sent with every request.
+            base_url: the server's OpenAI-compatible root, e.g. ``http://127.0.0.1:8080/v1``.
+            api_key: bearer key (default: ``$OPENAI_API_KEY``).
+            concurrency: most requests in flight; None: the server's slot count where it
+                reports one (llama-server), else 16. Lowered on overload, regained slowly.
+            timeout: seconds per request, including time queued in the server (default 600).
+            max_retries: retries of a transient fault (429, 5xx, timeout, dropped connection).
+            extra_body: JSON fields sent with every request, e.g.
+                ``{"chat_template_kwargs": {"enable_thinking": False}}`` for Qwen3 on vLLM.
+            max_input_tokens: the prompt budget of one request; None: the server's context
+                per slot where it reports one, else 8192.
+
+        Example:
+            >>> llm = OpenAICompatLLM("local", "http://127.0.0.1:9/v1", concurrency=4, extra_body={"top_k": 1})
+            >>> llm.spec, llm.extra_body
+            ('openai:local@http://127.0.0.1:9/v1', {'top_k': 1})
+        """
         super().__init__()
         self.model, self.base_url = model, base_url
         self.spec = f"openai:{model}@{base_url}"
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.concurrency = concurrency
-        self.timeout = timeout
+        self._concurrency = concurrency
+        self.timeout = timeout or DEFAULT_TIMEOUT
+        self._max_input_tokens = max_input_tokens
+        self._info: ServerInfo | None = None
+        self._limit: AdaptiveLimit | None = None
         self.max_retries = max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.top_logprobs = top_logprobs
@@ -103,9 +196,40 @@ class OpenAICompatLLM(LLM):
         return cls(model, base_url, **kwargs)
 
     @property
+    def info(self) -> ServerInfo:
+        """What the server reports about itself, asked once (a few quick GETs)."""
+        if self._info is None:
+            self._info = probe(self.base_url, self.api_key, self.model)
+        return self._info
+
+    @property
     def identity(self) -> dict:
-        # the server address is not part of the identity: the same model elsewhere answers the same
-        return {"backend": "openai", "model": self.model}
+        # what the server says it serves, not the name we send: llama-server ignores the
+        # name, so two servers behind one name must not share cached answers. Replicas
+        # that report the same model share entries; a server that reports nothing is
+        # keyed by its address.
+        return {"backend": "openai", "model": self.model, "served": self.info.served or {"base_url": self.base_url}}
+
+    @property
+    def concurrency(self) -> int:
+        if self._concurrency is not None:
+            return self._concurrency
+        return self.info.slots or DEFAULT_CONCURRENCY
+
+    @property
+    def max_context(self) -> int | None:
+        """Prompt tokens one request may hold: the flag, else the server's context per slot."""
+        return self._max_input_tokens or self.info.context
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` by the server's own tokenizer where it has one (llama-server, vLLM)."""
+        n = self.info.count_tokens(text) if self.info.can_tokenize else None
+        return n if n is not None else super().count_tokens(text)
+
+    def _limiter(self) -> AdaptiveLimit:
+        if self._limit is None:
+            self._limit = AdaptiveLimit(self.concurrency)
+        return self._limit
 
     def _client(self) -> openai.AsyncOpenAI:
         """The backend's one client, made on its loop the first time it is needed."""
@@ -116,7 +240,7 @@ class OpenAICompatLLM(LLM):
                 api_key=self.api_key,
                 max_retries=0,
                 timeout=self.timeout,
-                http_client=httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_connections=self.concurrency * 2)),
+                http_client=httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_connections=self.concurrency * 2 + 4)),
             )
         return self._http
 
@@ -153,7 +277,11 @@ class OpenAICompatLLM(LLM):
         return None
 
     async def _call(self, client: openai.AsyncOpenAI, params: dict) -> Any:
-        for attempt in range(self.max_retries + 1):
+        limit = self._limiter()
+        attempt = 0  # transient faults so far; overloads are paced by the limit instead
+        overloaded_at_one = 0
+        while True:
+            epoch, granted = await limit.acquire()
             self.stats["requests"] += 1
             try:
                 response = await client.chat.completions.create(**params)
@@ -161,19 +289,44 @@ class OpenAICompatLLM(LLM):
                     raise MalformedReply("reply has no choices")
                 if response.choices[0].message is None:
                     raise MalformedReply("reply has no message")
+                limit.success()
                 return response
             except Exception as e:  # classified below; unknown errors propagate
+                if is_overload(e):
+                    self.stats["overload"] += 1
+                    limit.overload(epoch)
+                    self.stats["concurrency_min"] = min(self.stats.get("concurrency_min", granted), limit.limit)
+                    overloaded_at_one = overloaded_at_one + 1 if granted == 1 else 0
+                    if overloaded_at_one >= OVERLOAD_GIVE_UP:
+                        raise LLMError(
+                            f"{self.base_url} is overloaded even with one request at a time ({_status(e)}): one request needs more "
+                            "than the server has. Start the server with more context per slot (llama-server: a larger -c, or fewer "
+                            "slots with -np), or ask for fewer tokens per request; --concurrency sets how many run at once"
+                        ) from e
+                    await asyncio.sleep(random.uniform(0.05, 0.5) * self.backoff_base)
+                    continue
                 kind = self._fault_kind(e)
                 if kind is None:
-                    if isinstance(e, openai.APIStatusError):
-                        raise LLMError(f"{self.base_url} refused the request ({e.status_code}): {e.message}") from e
-                    raise
+                    raise self._refusal(e) from e
+                if kind == "connection" and _refused(e):
+                    raise LLMError(f"cannot connect to {self.base_url}: connection refused. Is the server running, and at that address and port?") from e
                 self.stats[f"fault_{kind}"] += 1
                 if attempt == self.max_retries:
-                    raise LLMError(f"{self.base_url}: gave up after {attempt + 1} attempts; last fault: {kind}: {e}") from e
+                    hint = f" (each request may take up to --timeout {self.timeout:g} s; a CPU server may need longer, or a lower --concurrency)" if kind == "timeout" else ""
+                    raise LLMError(f"{self.base_url}: gave up after {attempt + 1} attempts; last fault: {kind}: {e}{hint}") from e
                 self.stats["retries"] += 1
                 await asyncio.sleep(self._delay(attempt, e))
-        raise AssertionError("unreachable")
+                attempt += 1
+            finally:
+                await limit.release()
+
+    def _refusal(self, e: Exception) -> Exception:
+        """The error for a fault retrying cannot fix."""
+        if isinstance(e, openai.APIStatusError):
+            if e.status_code in (401, 403):
+                return LLMError(f"{self.base_url} refused the API key ({e.status_code}): pass --api-key or set OPENAI_API_KEY")
+            return RequestRefused(f"{self.base_url} refused the request ({e.status_code}): {e.message}")
+        return e
 
     # ------------------------------------------------------------------ generation
 
@@ -213,12 +366,10 @@ class OpenAICompatLLM(LLM):
     def _generate(self, requests: list[ChatRequest], desc: str | None, on_result: OnResult | None) -> list[Completion]:
         async def main() -> list[Completion]:
             client = self._client()
-            sem = asyncio.Semaphore(self.concurrency)
             bar = tqdm(total=len(requests), desc=desc, disable=desc is None, unit="req")
 
             async def one(i: int, r: ChatRequest) -> Completion:
-                async with sem:
-                    c = self._completion(await self._call(client, self._params(r)))
+                c = self._completion(await self._call(client, self._params(r)))
                 if c.finish_reason == "length":
                     self.stats["truncated"] += 1  # cut at max_tokens: a retry would cut it the same way
                 if on_result:
@@ -235,36 +386,48 @@ class OpenAICompatLLM(LLM):
 
     # ------------------------------------------------------------------ yes/no scoring
 
-    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
-        flat = [(prefix, q) for prefix, questions in items for q in questions]
-
-        async def main() -> list[float]:
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None) -> list[list[float]]:
+        async def main() -> list[list[float]]:
             client = self._client()
-            sem = asyncio.Semaphore(self.concurrency)
+            extra = {"extra_body": self.extra_body} if self.extra_body else {}
 
             async def one(prefix: str, q: str) -> float:
                 messages = [{"role": "user", "content": prefix + q}]
-                async with sem:
-                    response = await self._call(
-                        client,
-                        {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs, **({"extra_body": self.extra_body} if self.extra_body else {})},
-                    )
-                    p = self._yes_from_logprobs(response)
-                    if p is None:
-                        # no logprobs (or no Yes/No among them): read a short generated answer
-                        self.stats["yes_no_fallback"] += 1
-                        reply = await self._call(client, {"model": self.model, "messages": messages, "max_tokens": 8, "temperature": 0.0})
-                        p = parse_yes_no(reply.choices[0].message.content or "")
+                params = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs, **extra}
+                response = await self._call(client, params)
+                p = self._yes_from_logprobs(response)
+                if p is None:
+                    if _thinks_first(response):
+                        # a reasoning model opens with <think>: a short answer would be thinking too
+                        self.stats["yes_no_thinking"] += 1
+                        self.stats["yes_no_unparsed"] += 1
+                        return UNPARSED
+                    # no logprobs (or no Yes/No among them): read a short generated answer
+                    self.stats["yes_no_fallback"] += 1
+                    reply = await self._call(client, {"model": self.model, "messages": messages, "max_tokens": 8, "temperature": 0.0, **extra})
+                    p = parse_yes_no(reply.choices[0].message.content or "")
                 if p is None:
                     self.stats["yes_no_unparsed"] += 1
-                    return 0.5
+                    return UNPARSED
                 return p
 
-            return await _gather_or_cancel([one(prefix, q) for prefix, q in flat])
+            async def item(i: int, prefix: str, questions: list[str]) -> list[float]:
+                try:
+                    probs = await _gather_or_cancel([one(prefix, q) for q in questions])
+                except RequestRefused as e:
+                    if errors is None:
+                        raise
+                    errors[i] = str(e)
+                    self.stats["refused"] += 1
+                    probs = [UNPARSED] * len(questions)
+                if on_item:
+                    on_item(i)
+                return probs
 
-        self.stats["yes_no_checks"] += len(flat)
-        probs = iter(self._loop.run(main()))
-        return [[next(probs) for _ in questions] for _, questions in items]
+            return await _gather_or_cancel([item(i, prefix, qs) for i, (prefix, qs) in enumerate(items)])
+
+        self.stats["yes_no_checks"] += sum(len(qs) for _, qs in items)
+        return self._loop.run(main())
 
     @staticmethod
     def _yes_from_logprobs(response: Any) -> float | None:
@@ -280,3 +443,26 @@ class OpenAICompatLLM(LLM):
         if self._http is not None:
             self._loop.run(self._http.close())
             self._http = None
+
+
+def _thinks_first(response: Any) -> bool:
+    """The first token opens a reasoning block (`<think>`), so no verdict comes in one token."""
+    choice = response.choices[0]
+    logprobs = getattr(choice, "logprobs", None)
+    content = getattr(logprobs, "content", None) if logprobs else None
+    first = content[0].token if content else (choice.message.content or "")
+    return first.strip().startswith(("<think", "<|think", "<reasoning")) or bool((choice.message.model_extra or {}).get("reasoning_content"))
+
+
+def _status(e: Exception) -> str:
+    return f"{e.status_code} {getattr(e, 'message', '')}".strip() if isinstance(e, openai.APIStatusError) else str(e)
+
+
+def _refused(e: Exception) -> bool:
+    """A connection refused outright (nothing listens there), as opposed to one dropped."""
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError) or "connection refused" in str(cause).lower() or "connect call failed" in str(cause).lower():
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Literal
@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data import Message
-from ..llm import LLM
+from ..llm import LLM, LLMError
 from ..rules import RuleSet
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -80,22 +80,51 @@ def render_prefix(messages: list[Message]) -> str:
 
 @dataclass
 class Verdicts:
-    """P(satisfied) for each (response, rule); P(applies) too when applicability is on."""
+    """P(satisfied) for each (response, rule); P(applies) too when applicability is on.
+
+    A check the verifier gave no readable Yes/No for is NaN: it is neither pass nor
+    fail, and is left out of pass rates and rewards like a rule that does not apply.
+    A response the server refused outright has NaN everywhere and its reason in `errors`.
+
+    Example:
+        >>> import numpy as np
+        >>> v = Verdicts(["r1", "r2"], np.array([[0.9, float("nan")], [0.2, 0.7]]))
+        >>> v.unparsed, v.pass_rates()
+        (1, {'r1': 0.5, 'r2': 1.0})
+    """
 
     rule_ids: list[str]
     p_satisfied: np.ndarray  # (responses, rules)
     p_applies: np.ndarray | None = None
     threshold: float = 0.5
+    errors: dict[int, str] = field(default_factory=dict)  # response index -> why the server refused it
+
+    @property
+    def parsed(self) -> np.ndarray:
+        """Where the verifier gave a readable verdict (and, with applicability, a readable 'applies')."""
+        ok = ~np.isnan(self.p_satisfied)
+        if self.p_applies is not None:
+            ok &= ~np.isnan(self.p_applies)
+        return ok
+
+    @property
+    def unparsed(self) -> int:
+        """Checks with no readable answer, not counting responses the server refused."""
+        ok = self.parsed
+        refused = np.zeros(len(ok), dtype=bool)
+        refused[list(self.errors)] = True
+        return int((~ok[~refused]).sum())
 
     @property
     def hard(self) -> np.ndarray:
-        return self.p_satisfied >= self.threshold
+        return np.nan_to_num(self.p_satisfied, nan=0.0) >= self.threshold
 
     @property
     def applicable(self) -> np.ndarray:
+        """Rules that apply and were judged: the checks a reward averages over."""
         if self.p_applies is None:
-            return np.ones_like(self.p_satisfied, dtype=bool)
-        return self.p_applies >= self.threshold
+            return self.parsed
+        return self.parsed & (np.nan_to_num(self.p_applies, nan=0.0) >= self.threshold)
 
     def pass_rates(self) -> dict[str, float]:
         """Per rule: the fraction of responses (where it applies) that satisfy it."""
@@ -106,6 +135,10 @@ class Verdicts:
         return rates
 
 
+class UnparsedVerdicts(LLMError):
+    """Too many checks came back with no readable Yes/No: the verifier's results cannot be trusted."""
+
+
 class Verifier:
     """Judges responses against every rule of a RuleSet with one LLM.
 
@@ -114,8 +147,12 @@ class Verifier:
         response must also be concise).
     applicability: also ask whether each rule applies; rewards then average only over
         the rules that apply (three-valued verdicts: yes / no / not applicable).
-    max_input_tokens: the verifier's context budget; long conversations are cut in the
-        middle of their turns to fit, never the instructions, rule or answer cue.
+    max_input_tokens: the verifier's context budget (default: what the server reports,
+        else 8192); long conversations are cut in the middle of their turns to fit, never
+        the instructions, rule or answer cue.
+    max_unparsed: the largest share of checks that may come back with no readable
+        Yes/No before `verify` stops with `UnparsedVerdicts` (they are left out of
+        rewards, but past this share the rewards rest on too little).
     """
 
     def __init__(
@@ -127,11 +164,13 @@ class Verifier:
         applicability: bool = False,
         threshold: float = 0.5,
         max_input_tokens: int | None = None,
+        max_unparsed: float = 0.2,
     ):
         if not rules.rules:
             raise ValueError("the rule set is empty: nothing to verify")
         self.llm, self.rules, self.style = llm, rules, style
         self.applicability, self.threshold = applicability, threshold
+        self.max_unparsed = max_unparsed
         self.max_input_tokens = max_input_tokens or getattr(llm, "max_context", None) or getattr(getattr(llm, "inner", None), "max_context", None) or 8192
         self.questions = [QUESTIONS[style].substitute(rule=r.text) for r in rules.rules]
         if applicability:
@@ -154,18 +193,45 @@ class Verifier:
         return text
 
     def verify(self, conversations: list[list[Message]], desc: str | None = None, batch: int = 64) -> Verdicts:
-        """Every conversation (ending with the response to judge) against every rule."""
-        k = len(self.rules.rules)
+        """Every conversation (ending with the response to judge) against every rule.
+
+        A conversation the server refuses (e.g. still too long for it) gets NaN verdicts
+        and its reason in `Verdicts.errors`; every other conversation is still judged.
+        Raises `UnparsedVerdicts` when more than `max_unparsed` of the checks had no
+        readable answer.
+        """
         rows: list[list[float]] = []
+        errors: dict[int, str] = {}
+        stats = self.llm.stats
+        before = (stats["yes_no_unparsed"], stats["yes_no_thinking"])
         with tqdm(total=len(conversations), desc=desc, disable=desc is None, unit="resp") as bar:
             for start in range(0, len(conversations), batch):
                 chunk = conversations[start : start + batch]
-                rows.extend(self.llm.score_yes_no_batch([(self.prefix(c), self.questions) for c in chunk]))
-                bar.update(len(chunk))
+                chunk_errors: dict[int, str] = {}
+                rows.extend(self.llm.score_yes_no_batch([(self.prefix(c), self.questions) for c in chunk], on_item=lambda _: bar.update(1), errors=chunk_errors))
+                errors.update({start + i: why for i, why in chunk_errors.items()})
         probs = np.array(rows, dtype=float).reshape(len(conversations), len(self.questions))
-        return Verdicts(
+        k = len(self.rules.rules)
+        verdicts = Verdicts(
             rule_ids=[r.id for r in self.rules.rules],
             p_satisfied=probs[:, :k],
             p_applies=probs[:, k:] if self.applicability else None,
             threshold=self.threshold,
+            errors=errors,
         )
+        judged = (len(conversations) - len(errors)) * len(self.questions)
+        unparsed = int(np.isnan(np.delete(probs, list(errors), axis=0)).sum())
+        if judged and unparsed / judged > self.max_unparsed:
+            thinking = stats["yes_no_thinking"] - before[1]
+            cause = (
+                f"{thinking} answers began with a reasoning block (<think>): the verifier thinks before it answers"
+                if thinking
+                else "the verifier answered with neither Yes nor No"
+            )
+            raise UnparsedVerdicts(
+                f"{unparsed} of {judged} rule checks had no readable Yes/No ({cause}). Unparsed checks are left out of the "
+                "reward, but at this share it rests on too little. Use a model that answers directly, or turn thinking off "
+                "for the verifier: --extra-body '{\"chat_template_kwargs\": {\"enable_thinking\": false}}' (Qwen3 on vLLM or "
+                "SGLang; llama-server: start it with --reasoning-budget 0)."
+            )
+        return verdicts
