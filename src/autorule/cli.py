@@ -205,6 +205,8 @@ def _add_reward_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", default=None, metavar="DIR", help="reward model (Hugging Face sequence-classification directory)")
     p.add_argument("--threshold", type=float, default=0.5, help="P(Yes) at or above which a verdict counts as satisfied")
     _add_server_options(p, "verifier")
+    p.add_argument("--max-unparsed", type=float, default=0.2, metavar="SHARE",
+                   help="stop when more than this share of rule checks get no readable Yes/No, e.g. from a verifier that thinks first (default: %(default)s); unparsed checks are always left out of rewards and counted")
     p.add_argument("--max-input-tokens", type=int, default=None, metavar="N",
                    help="prompt tokens one verifier request may hold; longer conversations are cut in the middle (default: the server's context per slot where it reports one, else 8192)")
     _add_cache_options(p)
@@ -218,7 +220,7 @@ def build_scorer(args: argparse.Namespace):
     rules = RuleSet.load(args.rules)
     llm = load_llm(args.verifier, cache=open_cache(args), **llm_options(args, args.verifier))
     rm = RewardModel(args.rm) if args.rm else None
-    return RewardScorer(rules, llm, args.preset, rm=rm, threshold=args.threshold, max_input_tokens=args.max_input_tokens)
+    return RewardScorer(rules, llm, args.preset, rm=rm, threshold=args.threshold, max_input_tokens=args.max_input_tokens, max_unparsed=args.max_unparsed)
 
 
 def cmd_score(args: argparse.Namespace) -> int:

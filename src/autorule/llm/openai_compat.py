@@ -208,7 +208,8 @@ class OpenAICompatLLM(LLM):
         # name, so two servers behind one name must not share cached answers. Replicas
         # that report the same model share entries; a server that reports nothing is
         # keyed by its address.
-        return {"backend": "openai", "model": self.model, "served": self.info.served or {"base_url": self.base_url}}
+        served = self.info.served
+        return {"backend": "openai", "served": served} if served else {"backend": "openai", "model": self.model, "base_url": self.base_url}
 
     @property
     def concurrency(self) -> int:
@@ -406,6 +407,8 @@ class OpenAICompatLLM(LLM):
                     self.stats["yes_no_fallback"] += 1
                     reply = await self._call(client, {"model": self.model, "messages": messages, "max_tokens": 8, "temperature": 0.0, **extra})
                     p = parse_yes_no(reply.choices[0].message.content or "")
+                    if p is None and _thinks_first(reply):
+                        self.stats["yes_no_thinking"] += 1
                 if p is None:
                     self.stats["yes_no_unparsed"] += 1
                     return UNPARSED

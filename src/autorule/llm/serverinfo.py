@@ -111,9 +111,9 @@ def probe(base_url: str, api_key: str, model: str) -> ServerInfo:
     props = _get(root + "/props", api_key)
     if props and (props.get("model_path") or props.get("default_generation_settings")):
         if props.get("model_path"):
-            # the file name, not the path: replicas that load the same file from different
-            # folders share cached answers
-            info.served["model_file"] = PurePath(str(props["model_path"])).name
+            # the file name, not the path (nor /v1/models, which lists the path): replicas
+            # that load the same file from different folders share cached answers
+            info.served = {"model_file": PurePath(str(props["model_path"])).name}
         settings = props.get("default_generation_settings") or {}
         if isinstance(settings.get("n_ctx"), int) and settings["n_ctx"] > 0:
             info.context = settings["n_ctx"]
