@@ -215,3 +215,51 @@ def test_rule_list_parsing(text, expected):
     from autorule.extract.rules import parse_rule_list
 
     assert len(parse_rule_list(text)) == expected
+
+
+def test_too_long_off_form_and_echoed_items_are_dropped_with_reasons_and_no_repair(tmp_path, shared_data):
+    long_rule = "The assistant's response should " + " ".join(["explain"] * 85) + "."
+    echo = "The assistant's response should be objective and checkable: someone reading only the conversation could decide."
+    off_form = "The conversation is more focused on the user's question than on anything else."
+    good = "The assistant's response should name at least one concrete next step."
+
+    def rules_reply(justification):
+        # pair-dependent answers, by the topic in the pair's own (scripted) trace
+        if "brevity" in justification:
+            return {"content": json.dumps([long_rule])}  # a valid list whose only item is too long
+        return {"content": json.dumps([off_form, echo, good])}
+
+    with ScriptedServer(mock_judge(rules_reply=rules_reply)) as server:
+        assert extract(server, tmp_path / "run", "--no-cache", limit=6) == 0
+    candidates = [json.loads(line) for line in (tmp_path / "run" / "020_candidates.jsonl").read_text().splitlines()]
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert requests_by_stage(server)["repair"] == 0  # a list was there: a repair prompt cannot help
+    too_long = [c for c in candidates if c["failure"]]
+    assert too_long and all(c["failure"] == "rule longer than 80 words" and c["dropped"] == {"rule longer than 80 words": 1} for c in too_long)
+    kept = [c for c in candidates if not c["failure"]]
+    assert kept and all(c["rules"] == [good] for c in kept)
+    assert all(c["dropped"] == {"rule not in the required form": 1, "rule repeats the prompt's instructions": 1} for c in kept)
+    assert meta["counts"]["items_dropped"] == {
+        "rule longer than 80 words": len(too_long), "rule not in the required form": len(kept), "rule repeats the prompt's instructions": len(kept),
+    }
+    assert meta["counts"]["failures"] == {"rule longer than 80 words": len(too_long)}
+
+
+def test_near_duplicates_merge_even_below_the_target_count():
+    from autorule.extract.merge import candidate_refs, load_embedder, merge_rules
+
+    from fake_llm import ScriptedLLM
+
+    texts = [
+        "The assistant's response should provide a clear and concise description of the weather.",
+        "The assistant's response should provide a more detailed description of the weather.",
+        "The assistant's response should provide more specific and detailed information about the weather.",
+        "The assistant's response should be concise.",
+        "The assistant's response should be detailed.",  # 0.90 to "concise": opposites stay apart
+    ]
+    units = [u for i, t in enumerate(texts) for u in candidate_refs(f"p{i}", [t], "")]
+    llm = ScriptedLLM(lambda p, q: 0.5)
+    rules, log = merge_rules(units, llm, load_embedder(), target=25)
+    assert sorted(r.text for r in rules) == sorted([texts[0], texts[3], texts[4]])
+    weather = next(r for r in rules if "weather" in r.text)
+    assert sorted(weather.pairs) == ["p0", "p1", "p2"] and log.near_duplicates_merged == 2

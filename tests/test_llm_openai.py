@@ -164,3 +164,42 @@ def test_cli_generate_and_score_against_the_server(capsys, tmp_path):
         assert len(server.requests) == 1
         assert main(["llm", "score", "--prefix", "Rule: ", "say yes", "--model", spec, "--no-cache", "--json"]) == 0
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["p_yes"] == [pytest.approx(0.8, abs=1e-3)]
+
+
+def test_a_verifier_that_thinks_first_gives_unparsed_verdicts_never_passes():
+    import math
+
+    def reply(messages, body):
+        # "<think>" at 0.999, Yes at 0.001 among the top logprobs: their ratio is no verdict
+        return {"content": "<think>Let me look at the rule" if body["max_tokens"] > 1 else "<think>", "yes_probability": 0.001}
+
+    with ScriptedServer(reply) as server:
+        llm = client(server)
+        probs = llm.score_yes_no("Rule: ", ["The response is polite.", "The response is in French."])
+    assert all(math.isnan(p) for p in probs)
+    assert (llm.stats["yes_no_unparsed"], llm.stats["yes_no_thinking"]) == (2, 2)
+
+
+def test_unparsed_verdicts_are_left_out_of_the_reward_and_stop_the_verifier_past_the_share():
+    import numpy as np
+    from autorule.data import Message
+    from autorule.reward import rule_reward
+    from autorule.rules import Rule, RuleSet
+    from autorule.verify import UnparsedVerdicts, Verifier
+
+    def reply(messages, body):
+        text = messages[-1]["content"]
+        if "French" in text:
+            return {"content": "<think>" if body["max_tokens"] == 1 else "<think>hmm", "yes_probability": 0.001}
+        return {"content": "Yes"}
+
+    rules = RuleSet(rules=[Rule.from_candidates(t, []) for t in ("The response is polite.", "The response is in French.")])
+    conv = [[Message(role="user", content="hi"), Message(role="assistant", content="hello")]]
+    with ScriptedServer(reply) as server:
+        with pytest.raises(UnparsedVerdicts, match=r"1 of 2 rule checks had no readable Yes/No \(1 answers began with a reasoning block"):
+            Verifier(client(server), rules).verify(conv)
+        verdicts = Verifier(client(server), rules, max_unparsed=0.5).verify(conv)
+    assert verdicts.unparsed == 1 and np.isnan(verdicts.p_satisfied[0, 1])
+    # the reward is the polite rule's P(Yes) alone (0.8), not pulled toward a pass by the unread one
+    assert rule_reward(verdicts, rules)[0] == pytest.approx(0.8, abs=1e-3)
+    assert not verdicts.hard[0, 1]

@@ -66,7 +66,7 @@ class ParsedRules:
             a repair prompt cannot help, whatever was dropped from it.
 
     Example:
-        >>> parse_rules('["The assistant\'s response should cite a source for every statistic.", "Be nice."]').dropped
+        >>> parse_rules('["The response should cite a source for every statistic.", "Be nice."]').dropped
         Counter({'rule too short': 1})
     """
 
@@ -129,8 +129,8 @@ def parse_rule_list(text: str) -> list[str]:
     """The rules `parse_rules` keeps from a model's answer (an empty list when none).
 
     Example:
-        >>> parse_rule_list('- The assistant\'s response should answer in the language of the question.')
-        ["The assistant's response should answer in the language of the question."]
+        >>> parse_rule_list("- The response should answer in the language of the question.")
+        ['The response should answer in the language of the question.']
     """
     return parse_rules(text).rules
 
