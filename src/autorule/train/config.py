@@ -34,7 +34,7 @@ class TrainConfig(BaseModel):
     preset: Literal["default", "ternary", "paper"] = Field("default", description="reward preset")
     rule_scale: float | None = Field(None, description="override the preset's rule scale")
     length_penalty: float | None = Field(None, description="override the preset's length penalty")
-    verifier_concurrency: int = Field(32, description="concurrent requests to a verifier server")
+    verifier_concurrency: int | None = Field(None, description="concurrent requests to a verifier server (default: its slot count where it reports one, else 16)")
     cache: str | None = Field(None, description="verdict cache file (default: ~/.cache/autorule/cache.sqlite)")
     no_cache: bool = Field(False, description="do not cache verdicts")
 
