@@ -78,3 +78,5 @@ class LlamaServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.log_path:
+            self.log_path.unlink(missing_ok=True)
