@@ -158,8 +158,7 @@ class Scores:
 
     def unparsed_per_response(self) -> list[int]:
         """Checks per response with no readable verdict (left out of its rule reward)."""
-        counts = (~self.verdicts.parsed).sum(axis=1)
-        return [0 if i in self.errors else int(n) for i, n in enumerate(counts)]
+        return self.verdicts.unparsed_per_response()
 
 
 class RewardScorer:

@@ -74,8 +74,13 @@ class ParsedRules:
     dropped: Counter = field(default_factory=Counter)
     found_list: bool = False
 
+    @property
+    def failure(self) -> str | None:
+        """Why no rule was kept when items were dropped (the commonest reason), else None."""
+        return None if self.rules or not self.dropped else self.dropped.most_common(1)[0][0]
 
-def parse_rules(text: str, *, require_form: bool = True) -> ParsedRules:
+
+def parse_rules(text: str) -> ParsedRules:
     """Rules from a model's answer: a JSON array (bare or fenced), or a numbered/bulleted list.
 
     Items too short or too long to be a checkable rule, items not in the required form
@@ -111,7 +116,7 @@ def parse_rules(text: str, *, require_form: bool = True) -> ParsedRules:
             reason = TOO_SHORT
         elif words > MAX_WORDS:
             reason = TOO_LONG
-        elif require_form and not _FORM.match(rule):
+        elif not _FORM.match(rule):
             reason = NO_FORM
         elif _word_ngrams(rule) & _INSTRUCTION_NGRAMS:
             reason = ECHO

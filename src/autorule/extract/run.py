@@ -268,8 +268,7 @@ def _stage_candidates(pairs, reasonings: dict[str, dict], llm: LLM, run_dir: Pat
             )
             if rec.rules or parsed.found_list:
                 # a list whose items were all dropped has its reasons; a repair prompt cannot help it
-                if not rec.rules:
-                    rec.failure = parsed.dropped.most_common(1)[0][0]
+                rec.failure = parsed.failure
                 done[pid] = rec.model_dump()
                 stage.append(done[pid])
             else:
@@ -285,10 +284,7 @@ def _stage_candidates(pairs, reasonings: dict[str, dict], llm: LLM, run_dir: Pat
             rec.prompt_tokens += reply.usage.prompt_tokens
             rec.completion_tokens += reply.usage.completion_tokens
             if not rec.rules:
-                if parsed.dropped:
-                    rec.failure = parsed.dropped.most_common(1)[0][0]
-                else:
-                    rec.failure = "empty model output" if not prev.strip() and not reply.text.strip() else "unparseable rule list after repair"
+                rec.failure = parsed.failure or ("empty model output" if not prev.strip() and not reply.text.strip() else "unparseable rule list after repair")
             done[rec.pair_id] = rec.model_dump()
             stage.append(done[rec.pair_id])
         stage.finish([done[p.id] for p in pairs])

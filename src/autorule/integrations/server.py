@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -84,7 +85,7 @@ def create_app(
                 continue
             state["batches"] += 1
             state["samples"] += len(convs)
-            state["unparsed_checks"] += sum(scores.unparsed_per_response())
+            state["unparsed_checks"] += scores.verdicts.unparsed
             state["refused"] += len(scores.errors)
             start = 0
             for j in jobs:
@@ -146,9 +147,9 @@ def create_app(
             raise HTTPException(503, f"scoring failed: {type(e).__name__}: {e}") from None
         # a response the verifier's server refused has no reward; OpenRLHF needs a number: 0,
         # flagged in extra_logs["refused"]
-        total = [float(x) if x == x else 0.0 for x in scores.total[start:end]]
+        total = np.nan_to_num(scores.total[start:end]).tolist()
         extra = {
-            "rule_reward": [float(x) if x == x else 0.0 for x in scores.rule[start:end]],
+            "rule_reward": np.nan_to_num(scores.rule[start:end]).tolist(),
             "unparsed_checks": [float(n) for n in scores.unparsed_per_response()[start:end]],
             "refused": [float(i in scores.errors) for i in range(start, end)],
         }

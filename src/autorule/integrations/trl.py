@@ -23,7 +23,7 @@ def _log(scores, log_metric: Callable | None, prefix: str) -> None:
     if log_metric is None:
         return
     log_metric(f"{prefix}/mean", float(np.nanmean(scores.rule)) if not np.isnan(scores.rule).all() else float("nan"))
-    log_metric(f"{prefix}/unparsed_checks", float(sum(scores.unparsed_per_response())))
+    log_metric(f"{prefix}/unparsed_checks", float(scores.verdicts.unparsed))
     log_metric(f"{prefix}/refused", float(len(scores.errors)))
     for rule_id, rate in scores.pass_rates().items():
         log_metric(f"{prefix}/pass_rate/{rule_id}", rate)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
+
 from ..data import Message
 
 _SCORER = None
@@ -73,10 +75,8 @@ def compute_score(
     convs = [[*_prompt_of(info), Message(role="assistant", content=text)] for text, info in zip(solution_strs, extra_infos)]
     scores = scorer.score(convs)
     # a response the verifier's server refused scores 0 (verl needs a number), flagged in "refused"
-    return [
-        {"score": float(t) if t == t else 0.0, "rule_fraction": float(r) if r == r else 0.0, "refused": float(i in scores.errors)}
-        for i, (t, r) in enumerate(zip(scorer.preset.rule_term(scores.rule), scores.rule))
-    ]
+    terms, fractions = np.nan_to_num(scorer.preset.rule_term(scores.rule)).tolist(), np.nan_to_num(scores.rule).tolist()
+    return [{"score": t, "rule_fraction": r, "refused": float(i in scores.errors)} for i, (t, r) in enumerate(zip(terms, fractions))]
 
 
 def compute_score_single(data_source: str, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any) -> float:
@@ -126,7 +126,7 @@ class AutoRuleRewardManager:
             convs.append([Message(role="user", content=prompt_text), Message(role="assistant", content=text)])
         scorer = self.scorer or _scorer()
         scores = scorer.score(convs)
-        rule_terms = [float(t) if t == t else 0.0 for t in scorer.preset.rule_term(scores.rule)]
+        rule_terms = np.nan_to_num(scorer.preset.rule_term(scores.rule)).tolist()
         rm_scores = data.batch["rm_scores"] if "rm_scores" in data.batch.keys() else None
         reward = add_rule_rewards(rm_scores, response_mask, rule_terms)
         if return_dict:

@@ -95,12 +95,20 @@ def is_no_token(token: str) -> bool:
     return token.strip().strip(".*[]\"'").lower() == "no"
 
 
-def yes_probability(top_logprobs: Iterable[tuple[str, float]]) -> float | None:
-    """P(Yes) / (P(Yes) + P(No)) from (token, logprob) pairs; None if neither appears."""
+# least probability Yes and No must share for their ratio to be read as a verdict
+MIN_ANSWER_MASS = 0.01
+
+
+def yes_probability(top_logprobs: Iterable[tuple[str, float]], min_mass: float = MIN_ANSWER_MASS) -> float | None:
+    """P(Yes) / (P(Yes) + P(No)) from (token, logprob) pairs.
+
+    None if neither appears, or if together they hold less than `min_mass` of the
+    probability (a model about to write "<think>", say): their ratio is noise, not a verdict.
+    """
     pairs = list(top_logprobs)
     yes = [lp for tok, lp in pairs if is_yes_token(tok)]
     no = [lp for tok, lp in pairs if is_no_token(tok)]
-    if not yes and not no:
+    if sum(math.exp(lp) for lp in yes + no) < min_mass or (not yes and not no):
         return None
     ly = _logsumexp(yes) if yes else -math.inf
     ln = _logsumexp(no) if no else -math.inf

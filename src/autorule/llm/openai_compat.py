@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import random
 import threading
@@ -29,7 +28,7 @@ import httpx
 import openai
 from tqdm.auto import tqdm
 
-from .base import UNPARSED, LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, RequestRefused, Usage, is_no_token, is_yes_token, parse_yes_no, split_reasoning, yes_probability
+from .base import UNPARSED, LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, RequestRefused, Usage, parse_yes_no, split_reasoning, yes_probability
 from .serverinfo import ServerInfo, probe
 
 T = TypeVar("T")
@@ -43,8 +42,6 @@ class MalformedReply(Exception):
 DEFAULT_CONCURRENCY = 16
 # a CPU server queues requests behind its slots: a request may wait minutes before it starts
 DEFAULT_TIMEOUT = 600.0
-# least probability Yes and No must share for their ratio to be read as a verdict
-MIN_ANSWER_MASS = 0.01
 # overload replies in a row at concurrency 1 before giving up: the request itself is too big
 OVERLOAD_GIVE_UP = 3
 
@@ -445,11 +442,6 @@ class OpenAICompatLLM(LLM):
         pairs = [(t.token, t.logprob) for t in (first.top_logprobs or []) if t.logprob is not None]
         if not pairs and first.logprob is not None:
             pairs = [(first.token, first.logprob)]
-        # Yes and No together this unlikely (a model about to write "<think>", say): their
-        # ratio is noise, not a verdict
-        mass = sum(math.exp(lp) for tok, lp in pairs if is_yes_token(tok) or is_no_token(tok))
-        if mass < MIN_ANSWER_MASS:
-            return None
         return yes_probability(pairs)
 
     def close(self) -> None:

@@ -83,7 +83,7 @@ def run_grpo(config: TrainConfig) -> dict:
         lengths = np.array([len(ids) for ids in completion_ids]) if completion_ids is not None else np.array([len(str(c).split()) for c in completions])
         monitor.record_batch(rm=scores.rm, rule=scores.rule, total=scores.total, lengths=lengths, pass_rates=scores.pass_rates(), log_metric=log_metric, seconds=scores.seconds)
         if log_metric is not None:  # checks left out of the reward, and responses with none
-            log_metric("rule_reward/unparsed_checks", float(sum(scores.unparsed_per_response())))
+            log_metric("rule_reward/unparsed_checks", float(scores.verdicts.unparsed))
             log_metric("rule_reward/refused", float(len(scores.errors)))
         return [None if np.isnan(x) else float(x) for x in scores.total]  # refused by the verifier's server: no reward
 

@@ -107,13 +107,15 @@ class Verdicts:
             ok &= ~np.isnan(self.p_applies)
         return ok
 
+    def unparsed_per_response(self) -> list[int]:
+        """Checks per response with no readable answer (0 for a response the server refused)."""
+        counts = (~self.parsed).sum(axis=1)
+        return [0 if i in self.errors else int(n) for i, n in enumerate(counts)]
+
     @property
     def unparsed(self) -> int:
         """Checks with no readable answer, not counting responses the server refused."""
-        ok = self.parsed
-        refused = np.zeros(len(ok), dtype=bool)
-        refused[list(self.errors)] = True
-        return int((~ok[~refused]).sum())
+        return sum(self.unparsed_per_response())
 
     @property
     def hard(self) -> np.ndarray:
@@ -203,7 +205,7 @@ class Verifier:
         rows: list[list[float]] = []
         errors: dict[int, str] = {}
         stats = self.llm.stats
-        before = (stats["yes_no_unparsed"], stats["yes_no_thinking"])
+        thinking_before = stats["yes_no_thinking"]
         with tqdm(total=len(conversations), desc=desc, disable=desc is None, unit="resp") as bar:
             for start in range(0, len(conversations), batch):
                 chunk = conversations[start : start + batch]
@@ -222,7 +224,7 @@ class Verifier:
         judged = (len(conversations) - len(errors)) * len(self.questions)
         unparsed = int(np.isnan(np.delete(probs, list(errors), axis=0)).sum())
         if judged and unparsed / judged > self.max_unparsed:
-            thinking = stats["yes_no_thinking"] - before[1]
+            thinking = stats["yes_no_thinking"] - thinking_before
             cause = (
                 f"{thinking} answers began with a reasoning block (<think>): the verifier thinks before it answers"
                 if thinking
