@@ -41,3 +41,24 @@ def test_four_processes_write_at_once(tmp_path):
     assert len(cache) == 800
     assert cache.get("3-199") == {"worker": 3, "i": 199, "blob": "x" * 500}
     assert cache._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_cached_scoring_reports_each_conversation_once_and_never_stores_unread_verdicts(cache):
+    import math
+
+    from fake_llm import ScriptedLLM
+
+    from autorule.llm.cached import CachedLLM
+
+    llm = CachedLLM(ScriptedLLM(lambda prefix, q: math.nan if "unread" in q else 0.7), cache)
+    items = [("conv A ", ["rule 1", "rule 2"]), ("conv B ", ["rule 1", "unread rule"]), ("conv C ", ["rule 1"])]
+    llm.score_yes_no_batch(items[:1])  # conversation A is cached whole
+    done: list[int] = []
+    probs = llm.score_yes_no_batch(items, on_item=done.append)
+    # progress per conversation: the cached one at once, the others as the model finishes them
+    assert sorted(done) == [0, 1, 2] and done[0] == 0
+    assert probs[0] == [0.7, 0.7] and probs[1][0] == 0.7 and math.isnan(probs[1][1]) and probs[2] == [0.7]
+    # the unread verdict was not stored: asked again, it goes back to the model
+    asked = len(llm.inner.calls)
+    llm.score_yes_no_batch(items[1:2])
+    assert llm.inner.calls[asked:] == [("conv B ", "unread rule")]
