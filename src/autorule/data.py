@@ -16,7 +16,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +30,34 @@ Role = Literal["system", "user", "assistant"]
 class Message(BaseModel):
     role: Role
     content: str
+
+
+def to_conversation(value: Any) -> list[Message]:
+    """A conversation from the shapes users have: Messages, OpenAI-style dicts, or a bare reply.
+
+    Args:
+        value: a string (one assistant reply with no prompt), a list of `Message`, or a
+            list of ``{"role": ..., "content": ...}`` dicts (other keys are ignored).
+
+    Example:
+        >>> to_conversation("Hello!")
+        [Message(role='assistant', content='Hello!')]
+        >>> [m.role for m in to_conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])]
+        ['user', 'assistant']
+    """
+    if isinstance(value, str):
+        return [Message(role="assistant", content=value)]
+    if isinstance(value, Message):
+        return [value]
+    out = []
+    for i, m in enumerate(value):
+        if isinstance(m, Message):
+            out.append(m)
+        elif isinstance(m, dict) and "role" in m and "content" in m:
+            out.append(Message(role=m["role"], content=m["content"] if isinstance(m["content"], str) else str(m["content"])))
+        else:
+            raise ValueError(f"message {i} is {type(m).__name__} {str(m)[:60]!r}: expected a Message or a dict with 'role' and 'content'")
+    return out
 
 
 class PreferencePair(BaseModel):
@@ -97,6 +125,11 @@ class Columns:
 
 @dataclass
 class LoadResult:
+    """Pairs read from one source, with what was skipped and why.
+
+    Iterating over it (or `len`, indexing) gives its `pairs`.
+    """
+
     path: str
     format: str
     pairs: list[PreferencePair]
@@ -104,6 +137,15 @@ class LoadResult:
     skipped: Counter = field(default_factory=Counter)
     # (row, reason) of the first skipped bad rows, for messages
     examples: list[tuple[int, str]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[PreferencePair]:
+        return iter(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index):
+        return self.pairs[index]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -281,6 +323,11 @@ def _iter_hub_dataset(name: str, split: str) -> Iterator[tuple[int, dict]]:
 
 
 # --------------------------------------------------------------------------- format parsers
+
+
+def _iter_given_rows(rows: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+    for i, rec in enumerate(rows, 1):
+        yield i, rec if isinstance(rec, (dict, PreferencePair)) else BadRow("not a mapping", f"row {i} is {type(rec).__name__}, expected a dict")
 
 
 def pair_id(prompt: list[Message], chosen: str, rejected: str) -> str:
@@ -466,7 +513,7 @@ def detect_format(rec: dict, columns: Columns) -> str:
 
 
 def load_pairs(
-    source: str | Path,
+    source: str | Path | Iterable[dict],
     format: str = "auto",
     *,
     columns: Columns | None = None,
@@ -475,24 +522,42 @@ def load_pairs(
     limit: int | None = None,
     split: str = "train",
 ) -> LoadResult:
-    """Load preference pairs from a file, a dataset directory or a Hugging Face dataset name.
+    """Load preference pairs from a file, a dataset directory, a Hugging Face dataset name or rows.
 
     Raises `DataError` for unreadable input, and for the first bad row unless
     ``on_bad_row="skip"``.
+
+    Args:
+        source: a path (JSONL, JSON, CSV/TSV, Parquet, optionally gzipped; or a saved
+            dataset directory), a Hugging Face dataset name, or an iterable of dict rows
+            in any supported layout (e.g. ``{"prompt", "chosen", "rejected"}``).
+        format: "auto" (told from the columns) or one of `FORMATS`.
+        columns: column names for the generic "pairs" format.
+        on_bad_row: "error" stops at the first bad row; "skip" counts it in `skipped`.
+        tie_threshold: AlpacaEval preferences this close to 1.5 are ties (skipped).
+        limit: stop after this many pairs.
+        split: the split of a Hugging Face dataset.
+
+    Example:
+        >>> data = load_pairs([{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}])
+        >>> data.format, len(data), data[0].chosen
+        ('pairs', 1, 'Hi!')
     """
     columns = columns or Columns()
     if format != "auto" and format not in FORMATS:
         raise DataError(str(source), f"unknown format '{format}' (choose from auto, {', '.join(FORMATS)})")
-    path = Path(source)
-    shown = str(source)
-    if path.exists():
-        if path.is_file() and path.stat().st_size == 0:
-            raise DataError(shown, "file is empty")
-        rows, unit = iter_rows(path)
-    elif "/" in shown and not shown.startswith((".", "/")) and not Path(shown).suffix:
-        rows, unit = _iter_hub_dataset(shown, split), "row"
+    if not isinstance(source, (str, Path)):
+        rows, unit, shown = _iter_given_rows(source), "row", "<rows>"
     else:
-        raise DataError(shown, "no such file or directory")
+        path, shown = Path(source), str(source)
+        if path.exists():
+            if path.is_file() and path.stat().st_size == 0:
+                raise DataError(shown, "file is empty")
+            rows, unit = iter_rows(path)
+        elif "/" in shown and not shown.startswith((".", "/")) and not Path(shown).suffix:
+            rows, unit = _iter_hub_dataset(shown, split), "row"
+        else:
+            raise DataError(shown, "no such file or directory")
 
     parsers: dict[str, Callable[[dict, Columns], dict]] = {
         "pairs": parse_pairs_row,
@@ -507,6 +572,12 @@ def load_pairs(
         try:
             if isinstance(rec, BadRow):
                 raise rec
+            if isinstance(rec, PreferencePair):  # already a pair (rows given in Python)
+                result.pairs.append(rec)
+                result.format = "pairs"
+                if limit is not None and len(result.pairs) >= limit:
+                    break
+                continue
             if parse is None:
                 try:
                     result.format = detect_format(rec, columns)

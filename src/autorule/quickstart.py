@@ -16,7 +16,7 @@ from rich.console import Console
 
 from .cache import Cache
 from .data import LoadResult, load_pairs
-from .extract.run import ExtractConfig, run_extract
+from .extract.run import ExtractConfig, print_summary, run_extract
 from .llm import load_llm
 from .report import build_report
 from .reward import RewardScorer
@@ -43,7 +43,8 @@ def run_quickstart(out: Path, cache: Cache | None) -> int:
 
     # small token budgets keep the quickstart to minutes on two CPU cores
     config = ExtractConfig(seed=0, target_rules=8, reasoning_tokens=128, rules_tokens=96, merge_tokens=96)
-    extraction = run_extract(train, llm, llm, out / "extract", config)
+    extraction = run_extract(train, llm, llm, out / "extract", config, progress=True)
+    print_summary(extraction.run_dir, extraction.summary, console)
 
     scorer = RewardScorer(extraction.rules, llm)
     rules_path = out / "extract" / "rules.yaml"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Message
+from .data import Message, to_conversation
 from .rules import RuleSet
 from .verify import Verdicts
 
@@ -175,7 +175,14 @@ class RewardScorer:
         self.rm = rm
         self.verifier = Verifier(verifier_llm, rules, style=self.preset.style, applicability=self.preset.applicability, **verifier_options)
 
-    def score(self, conversations: list[list[Message]], desc: str | None = None) -> Scores:
+    def score(self, conversations: list, desc: str | None = None) -> Scores:
+        """Rewards for conversations that end with the response to reward.
+
+        Args:
+            conversations: each a list of `Message` or OpenAI-style dicts, or a bare reply string.
+            desc: label of a progress bar (none when None).
+        """
+        conversations = [to_conversation(c) for c in conversations]
         start = time.perf_counter()
         verdicts = self.verifier.verify(conversations, desc=desc)
         rule = rule_reward(verdicts, self.rules, hard=self.preset.hard)

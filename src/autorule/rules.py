@@ -75,6 +75,30 @@ class RuleSet(BaseModel):
     def __len__(self) -> int:
         return len(self.rules)
 
+    @classmethod
+    def from_texts(cls, texts: list[str], weights: list[float] | None = None) -> RuleSet:
+        """A rule set from plain rule texts (ids are derived from the texts).
+
+        Args:
+            texts: one rule per item, e.g. "The assistant's response should cite a source."
+            weights: optional reward weight per rule (default 1 each).
+
+        Example:
+            >>> rules = RuleSet.from_texts(["The assistant's response should be short.", "The response should be polite."])
+            >>> len(rules), rules.rules[0].weight
+            (2, 1.0)
+        """
+        texts = list(texts)
+        weights = list(weights) if weights is not None else [1.0] * len(texts)
+        if len(weights) != len(texts):
+            raise ValueError(f"{len(texts)} rule texts but {len(weights)} weights")
+        return cls(rules=[Rule(id=rule_id(t), text=t, weight=w) for t, w in zip(texts, weights)])
+
+    @property
+    def texts(self) -> list[str]:
+        """The rules' texts, in order."""
+        return [r.text for r in self.rules]
+
     def save(self, path: str | Path) -> None:
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")

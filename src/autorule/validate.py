@@ -204,8 +204,8 @@ def training_pair_ids(rules, rules_path) -> set[str]:
     from pathlib import Path
 
     ids = {pid for r in rules.rules for pid in r.pairs}
-    run_pairs = Path(rules_path).parent / "000_pairs.jsonl"
-    if run_pairs.is_file():
+    run_pairs = Path(rules_path).parent / "000_pairs.jsonl" if rules_path else None
+    if run_pairs is not None and run_pairs.is_file():
         for line in run_pairs.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 ids.add(json.loads(line)["id"])
@@ -251,7 +251,7 @@ class Validation:
 
 
 def run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, folds: int = 5, select: int | None = None,
-                   redundancy: float = 0.8, warn=print) -> Validation:
+                   redundancy: float = 0.8, warn=print, progress: bool = True) -> Validation:
     from .reward import compose, rule_reward
 
     overlap = sorted({p.id for p in pairs} & training_pair_ids(rules, rules_path))
@@ -259,7 +259,7 @@ def run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, 
         warn(f"{len(overlap)} of {len(pairs)} validation pairs were used to extract these rules; "
              "their statistics are optimistic (validate on held-out pairs)")
     convs = [p.conversation("chosen") for p in pairs] + [p.conversation("rejected") for p in pairs]
-    verdicts = scorer.verifier.verify(convs, desc="verifying chosen and rejected")
+    verdicts = scorer.verifier.verify(convs, desc="verifying chosen and rejected" if progress else None)
     n = len(pairs)
     p_c, p_r = verdicts.p_satisfied[:n], verdicts.p_satisfied[n:]
     applies = verdicts.p_applies
@@ -272,7 +272,7 @@ def run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, 
     rule_score = rule_reward(verdicts, None, hard=scorer.preset.hard)  # uniform weights
     report: dict = {
         "pairs": n,
-        "rules_file": str(rules_path),
+        "rules_file": str(rules_path) if rules_path else None,
         "verifier": scorer.verifier.llm.spec,
         "preset": scorer.preset.name,
         "overlap_with_training_pairs": len(overlap),

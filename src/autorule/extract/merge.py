@@ -126,6 +126,7 @@ def merge_rules(
     max_tokens: int = 512,
     seed: int = 0,
     near_duplicate: float = 0.92,
+    progress: bool = False,
 ) -> tuple[list[Rule], MergeLog]:
     log = MergeLog()
     rules, log.duplicates_dropped = dedupe(rules)
@@ -138,7 +139,7 @@ def merge_rules(
         groups = cluster(vectors, max(target, math.ceil(len(rules) / shrink)), max_cluster)
         to_merge = [g for g in groups if len(g) > 1]
         requests = [merge_request([rules[i].text for i in g], len(g) - 1, max_tokens, seed) for g in to_merge]
-        replies = llm.generate(requests, desc=f"merge round {round_no}")
+        replies = llm.generate(requests, desc=f"merge round {round_no}" if progress else None)
         merged = [rules[g[0]] for g in groups if len(g) == 1]
         failures = 0
         for g, reply in zip(to_merge, replies):

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import logging
+
 from rich.console import Console
 from rich.table import Table
 
@@ -27,7 +29,7 @@ from . import merge as merge_stage
 from . import reason as reason_stage
 from . import rules as rules_stage
 
-console = Console(stderr=True, soft_wrap=True)  # paths stay whole, not wrapped
+log = logging.getLogger("autorule.extract")  # quiet in library use; the CLI shows INFO
 
 
 class RunDirError(Exception):
@@ -104,7 +106,9 @@ def _check_run_dir(run_dir: Path, fingerprint: dict) -> None:
         raise RunDirError(f"{run_dir} holds a different run ({'; '.join(diffs)}); use another --out, or --overwrite to start it afresh")
 
 
-def run_extract(data: LoadResult, llm: LLM, merge_llm: LLM, run_dir: Path, config: ExtractConfig, *, overwrite: bool = False) -> ExtractResult:
+def run_extract(data: LoadResult, llm: LLM, merge_llm: LLM, run_dir: Path, config: ExtractConfig, *, overwrite: bool = False,
+                progress: bool = False) -> ExtractResult:
+    """The three stages into `run_dir` (resumable); `progress` shows a bar per stage."""
     start = time.time()
     pairs = data.pairs
     if not pairs:
@@ -132,9 +136,9 @@ def run_extract(data: LoadResult, llm: LLM, merge_llm: LLM, run_dir: Path, confi
 
     failures: Counter = Counter()
     try:
-        reasonings = _stage_reasoning(pairs, llm, run_dir, config)
-        candidates = _stage_candidates(pairs, reasonings, llm, run_dir, config, failures)
-        rules, merge_log = _stage_merge(candidates, merge_llm, run_dir, config)
+        reasonings = _stage_reasoning(pairs, llm, run_dir, config, progress)
+        candidates = _stage_candidates(pairs, reasonings, llm, run_dir, config, failures, progress)
+        rules, merge_log = _stage_merge(candidates, merge_llm, run_dir, config, progress)
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         _record_attempt(meta, attempts, status, _stats(llm, merge_llm), start, error=str(e))
@@ -165,7 +169,6 @@ def run_extract(data: LoadResult, llm: LLM, merge_llm: LLM, run_dir: Path, confi
     summary["llm_stats"] = meta["llm_stats"]
     meta.update(counts=summary, merge_rounds=merge_log.rounds)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
-    _print_summary(run_dir, summary)
     return ExtractResult(run_dir, rules, summary)
 
 
@@ -206,21 +209,21 @@ def _tokens(records) -> dict:
     return {"prompt": sum(r.get("prompt_tokens", 0) for r in records), "completion": sum(r.get("completion_tokens", 0) for r in records)}
 
 
-def _stage_reasoning(pairs: list[PreferencePair], llm: LLM, run_dir: Path, config: ExtractConfig) -> dict[str, dict]:
+def _stage_reasoning(pairs: list[PreferencePair], llm: LLM, run_dir: Path, config: ExtractConfig, progress: bool) -> dict[str, dict]:
     stage = StageFile(run_dir, "010_reasoning.jsonl")
     done = stage.load()
     if not stage.complete:
         todo = [p for p in pairs if p.id not in done]
         built = [reason_stage.reasoning_request(p, config.seed, config.reasoning_tokens) for p in todo]
         if todo:
-            console.print(f"[bold]010 reasoning[/bold]: {len(todo)} pairs" + (f" ({len(done)} already done)" if done else ""))
+            log.info("010 reasoning: %d pairs%s", len(todo), f" ({len(done)} already done)" if done else "")
 
         def record(i: int, completion) -> None:
             rec = reason_stage.to_reasoning(todo[i], built[i][1], completion).model_dump()
             done[rec["pair_id"]] = rec
             stage.append(rec)
 
-        llm.generate([req for req, _ in built], desc="010 reasoning", on_result=record)
+        llm.generate([req for req, _ in built], desc="010 reasoning" if progress else None, on_result=record)
         stage.finish([done[p.id] for p in pairs])
     return {p.id: done[p.id] for p in pairs}  # data order, whatever order calls finished in
 
@@ -233,13 +236,13 @@ def _justification(rec: dict, extract_from: str, warned: list[bool]) -> tuple[st
         return (trace + "\n\n" + explanation).strip(), "both"
     if not trace:
         if not warned[0]:
-            console.print("[yellow]note:[/yellow] the model returned no reasoning trace; extracting rules from its explanation instead (counted in run.json)")
+            log.warning("the model returned no reasoning trace; extracting rules from its explanation instead (counted in run.json)")
             warned[0] = True
         return explanation, "explanation"
     return trace, "reasoning"
 
 
-def _stage_candidates(pairs, reasonings: dict[str, dict], llm: LLM, run_dir: Path, config: ExtractConfig, failures: Counter) -> dict[str, dict]:
+def _stage_candidates(pairs, reasonings: dict[str, dict], llm: LLM, run_dir: Path, config: ExtractConfig, failures: Counter, progress: bool) -> dict[str, dict]:
     stage = StageFile(run_dir, "020_candidates.jsonl")
     done = stage.load()
     if not stage.complete:
@@ -256,7 +259,7 @@ def _stage_candidates(pairs, reasonings: dict[str, dict], llm: LLM, run_dir: Pat
             else:
                 todo.append((p.id, text, source))
         if todo:
-            console.print(f"[bold]020 rule extraction[/bold]: {len(todo)} pairs")
+            log.info("020 rule extraction: %d pairs", len(todo))
         pending: list[tuple[rules_stage.Candidates, str]] = []
 
         def record(i: int, reply) -> None:
@@ -274,9 +277,9 @@ def _stage_candidates(pairs, reasonings: dict[str, dict], llm: LLM, run_dir: Pat
             else:
                 pending.append((rec, reply.text))
 
-        llm.generate([rules_stage.rules_request(t, config.rules_tokens, config.seed) for _, t, _ in todo], desc="020 rules", on_result=record)
+        llm.generate([rules_stage.rules_request(t, config.rules_tokens, config.seed) for _, t, _ in todo], desc="020 rules" if progress else None, on_result=record)
         # one repair attempt for answers that held no list at all
-        repairs = llm.generate([rules_stage.repair_request(prev or "(empty answer)", config.rules_tokens, config.seed) for _, prev in pending], desc="020 repair")
+        repairs = llm.generate([rules_stage.repair_request(prev or "(empty answer)", config.rules_tokens, config.seed) for _, prev in pending], desc="020 repair" if progress else None)
         for (rec, prev), reply in zip(pending, repairs):
             parsed = rules_stage.parse_rules(reply.text)
             rec.rules, rec.dropped = parsed.rules, dict(parsed.dropped)
@@ -295,23 +298,24 @@ def _stage_candidates(pairs, reasonings: dict[str, dict], llm: LLM, run_dir: Pat
     return ordered
 
 
-def _stage_merge(candidates: dict[str, dict], llm: LLM, run_dir: Path, config: ExtractConfig):
+def _stage_merge(candidates: dict[str, dict], llm: LLM, run_dir: Path, config: ExtractConfig, progress: bool):
     units = [u for rec in candidates.values() for u in merge_stage.candidate_refs(rec["pair_id"], rec["rules"], rec["excerpt"])]
     if not units:
         raise ValueError("no candidate rules were extracted from any pair (see 020_candidates.jsonl for the failures)")
-    console.print(f"[bold]030 merge[/bold]: {len(units)} candidates -> at most {config.target_rules} rules")
+    log.info("030 merge: %d candidates -> at most %d rules", len(units), config.target_rules)
     embed = merge_stage.load_embedder()
-    rules, log = merge_stage.merge_rules(
+    rules, merge_log = merge_stage.merge_rules(
         units, llm, embed, target=config.target_rules, max_cluster=config.max_cluster, max_tokens=config.merge_tokens, seed=config.seed,
-        near_duplicate=config.near_duplicate,
+        near_duplicate=config.near_duplicate, progress=progress,
     )
     ruleset = RuleSet(meta={"run_dir": str(run_dir), "model": llm.spec, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, rules=rules)
     ruleset.save(run_dir / "030_rules.yaml")
     ruleset.save(run_dir / "rules.yaml")
-    return ruleset, log
+    return ruleset, merge_log
 
 
-def _print_summary(run_dir: Path, s: dict) -> None:
+def print_summary(run_dir: Path, s: dict, console: Console) -> None:
+    """The run summary as a table (the CLI prints it at the end of `extract`)."""
     table = Table(title=f"extraction finished: {run_dir}", show_header=False)
     table.add_row("pairs used", str(s["pairs"]))
     table.add_row("reasoning without a trace", str(s["reasoning_without_trace"]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ..data import Message
-from ..reward import RewardScorer
+from autorule.data import Message
+from autorule.reward import RewardScorer
 
 
 class RewardRequest(BaseModel):
@@ -39,13 +40,56 @@ class _Job:
     enqueued: float = field(default_factory=time.monotonic)
 
 
+# chat templates OpenRLHF's prompts come in (it applies the policy's template, and its query
+# is the decoded prompt + response, special tokens kept): (turn pattern, end-of-turn markers)
+_TURN_PATTERNS = [
+    re.compile(r"<\|im_start\|>(system|user|assistant)\n(.*?)<\|im_end\|>", re.DOTALL),  # ChatML (Qwen, SmolLM)
+    re.compile(r"<\|start_header_id\|>(system|user|assistant)<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>", re.DOTALL),  # Llama 3
+    re.compile(r"<start_of_turn>(user|model)\n(.*?)<end_of_turn>", re.DOTALL),  # Gemma
+]
+_END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
+
+
+def _prompt_messages(prompt: str) -> list[Message]:
+    """The turns of a chat-templated prompt, or the prompt as one user turn when no template is recognised."""
+    for pattern in _TURN_PATTERNS:
+        turns = pattern.findall(prompt)
+        if turns:
+            return [Message(role="assistant" if role == "model" else role, content=text.strip()) for role, text in turns]
+    return [Message(role="user", content=prompt)]
+
+
+def _strip_end(response: str) -> str:
+    response = response.rstrip()
+    changed = True
+    while changed:
+        changed = False
+        for marker in _END_MARKERS:
+            if response.endswith(marker):
+                response, changed = response[: -len(marker)].rstrip(), True
+    return response
+
+
 def split_query(query: str, prompt: str | None) -> list[Message]:
-    """OpenRLHF's query is prompt + response as one text; the prompt is its known prefix."""
+    r"""OpenRLHF's query is prompt + response as one text; the prompt is its known prefix.
+
+    A chat template around the prompt is read back into turns and end-of-turn tokens
+    after the response are dropped, so the verifier sees the conversation, not markup.
+
+    Args:
+        query: the prompt and the response, as OpenRLHF decodes them.
+        prompt: the prompt OpenRLHF sent beside the query (None: the query is all response).
+
+    Example:
+        >>> prompt = "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n"
+        >>> [(m.role, m.content) for m in split_query(prompt + "Hi!<|im_end|>", prompt)]
+        [('user', 'Say hi.'), ('assistant', 'Hi!')]
+    """
     if prompt and query.startswith(prompt):
-        return [Message(role="user", content=prompt), Message(role="assistant", content=query[len(prompt) :])]
+        return [*_prompt_messages(prompt), Message(role="assistant", content=_strip_end(query[len(prompt) :]))]
     if prompt:
-        return [Message(role="user", content=prompt), Message(role="assistant", content=query)]
-    return [Message(role="assistant", content=query)]
+        return [*_prompt_messages(prompt), Message(role="assistant", content=_strip_end(query))]
+    return [Message(role="assistant", content=_strip_end(query))]
 
 
 def create_app(
@@ -56,7 +100,32 @@ def create_app(
     max_wait_ms: float = 10.0,
     max_queue: int = 1024,
     max_body_bytes: int = 8 * 1024 * 1024,
+    reward: str = "total",
 ) -> FastAPI:
+    """The reward service as a FastAPI app (`autorule serve` runs it with uvicorn).
+
+    Args:
+        scorer: the RewardScorer that scores every request.
+        token: when set, requests need ``Authorization: Bearer <token>``.
+        max_batch: the most samples scored in one verifier pass.
+        max_wait_ms: how long the first waiting request waits for others to join its batch.
+        max_queue: waiting requests past which the server answers 503.
+        max_body_bytes: the largest request body accepted (413 past it).
+        reward: what `rewards` holds: "total" (the scorer's composed reward: rule term +
+            autorule's RM when the scorer has one + length penalty, clipped per the
+            preset) or "rule" (the rule term alone).
+
+    Example:
+        >>> from autorule import RuleSet, RewardScorer
+        >>> from autorule.llm.fake import FakeLLM
+        >>> from fastapi.testclient import TestClient
+        >>> app = create_app(RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.75)))
+        >>> with TestClient(app) as client:
+        ...     client.post("/get_reward", json={"query": ["Q A"], "prompts": ["Q "]}).json()["rewards"]
+        [0.75]
+    """
+    if reward not in ("total", "rule"):
+        raise ValueError(f"reward={reward!r}: choose 'total' or 'rule'")
     state: dict[str, Any] = {"queue": None, "worker": None, "batches": 0, "samples": 0, "unparsed_checks": 0, "refused": 0}
 
     async def worker() -> None:
@@ -122,6 +191,7 @@ def create_app(
             "rules": len(scorer.rules),
             "verifier": scorer.verifier.llm.spec,
             "preset": scorer.preset.name,
+            "reward": reward,
             "queued": queue.qsize() if queue else 0,
             "batches": state["batches"],
             "samples": state["samples"],
@@ -147,7 +217,8 @@ def create_app(
             raise HTTPException(503, f"scoring failed: {type(e).__name__}: {e}") from None
         # a response the verifier's server refused has no reward; OpenRLHF needs a number: 0,
         # flagged in extra_logs["refused"]
-        total = np.nan_to_num(scores.total[start:end]).tolist()
+        values = scores.total if reward == "total" else scorer.preset.rule_term(scores.rule)
+        total = np.nan_to_num(values[start:end]).tolist()
         extra = {
             "rule_reward": np.nan_to_num(scores.rule[start:end]).tolist(),
             "unparsed_checks": [float(n) for n in scores.unparsed_per_response()[start:end]],

@@ -1,9 +1,13 @@
-"""TRL reward functions: `GRPOTrainer(reward_funcs=[rm, rule_reward], ...)`.
+"""TRL reward functions: `GRPOTrainer(reward_funcs=[rm, RuleReward(...)], ...)`.
 
 TRL 1.x calls each reward function as
 `f(prompts=..., completions=..., completion_ids=..., trainer_state=..., log_extra=..., log_metric=..., **dataset_columns)`
-and expects one float per completion. Prompts and completions are text, or lists of chat
-messages for conversational datasets; both are handled.
+and expects one float (or None) per completion. Prompts and completions are text, or
+lists of chat messages for conversational datasets; both are handled.
+
+The reward functions are picklable classes, like TRL's own (`trl.rewards`): the verifier
+is built from its settings in each process on first use, so they survive `pickle` and
+`copy.deepcopy` (multiprocessing, async rollout workers).
 """
 
 from __future__ import annotations
@@ -11,15 +15,19 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..reward import RewardScorer
-from .conversation import conversation
+from autorule.integrations.conversation import conversation
+from autorule.reward import RewardPreset, RewardScorer, Scores
+from autorule.rules import RuleSet
+
+REWARDS = ("total", "rule")
 
 
-def _log(scores, log_metric: Callable | None, prefix: str) -> None:
+def _log(scores: Scores, log_metric: Callable | None, prefix: str) -> None:
     if log_metric is None:
         return
     log_metric(f"{prefix}/mean", float(np.nanmean(scores.rule)) if not np.isnan(scores.rule).all() else float("nan"))
@@ -29,31 +37,147 @@ def _log(scores, log_metric: Callable | None, prefix: str) -> None:
         log_metric(f"{prefix}/pass_rate/{rule_id}", rate)
 
 
-def make_rule_reward(scorer: RewardScorer, *, include_rm: bool = False, name: str = "rule_reward") -> Callable[..., list[float]]:
-    """A TRL reward function.
+class RuleReward:
+    """A TRL reward function: the rule reward of each completion (picklable).
 
-    include_rm=False (default): the rule term only, `rule_scale * (rule - rule_offset)` of the
-    scorer's preset; pass the reward model to TRL separately and weight both with
-    `GRPOConfig(reward_weights=[...])`. include_rm=True: the scorer's whole composed reward
-    (RM + rules + length penalty, clipped), for the paper's exact formula.
+    What it returns (`reward`): "total" (default) is the scorer's composed reward,
+    `RewardScorer`'s `Scores.total`: rule_scale * (fraction satisfied - rule_offset) of
+    the preset, plus autorule's own reward model when `rm` is set, minus the preset's
+    length penalty, clipped per the preset. With no `rm` (the usual TRL setup, where the
+    RM is another entry of `reward_funcs`) and the default preset, that is the weighted
+    fraction of rules satisfied. "rule" is the rule term alone, even when `rm` is set.
+    A completion the verifier's server refused gets None, which TRL leaves out.
+    Each rule's pass rate goes to TRL's `log_metric` as ``<name>/pass_rate/<rule id>``.
+
+    Args:
+        rules: a RuleSet or the path of a rules file.
+        verifier: a model spec ("embedded", "openai:MODEL@URL", ...) or an LLM object
+            (then it must itself be picklable for the reward to be).
+        preset: a preset name ("default", "ternary", "paper") or a `RewardPreset`.
+        reward: "total" or "rule", as above.
+        rm: path of a Hugging Face sequence-classification reward model for "total".
+        cache: cache verdicts in autorule's SQLite cache (True: the default location;
+            a path: that file; False: none).
+        llm_options: options for `load_llm` (``api_key``, ``concurrency``, ``extra_body``...).
+        name: the name TRL logs the reward under.
+        scorer: an existing RewardScorer to use in this process (the settings above
+            are then read from it; `llm_options` must repeat what a copy needs).
+
+    Example:
+        >>> import pickle
+        >>> from autorule.llm.fake import FakeLLM
+        >>> reward = RuleReward(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.75))
+        >>> reward(prompts=["Say hi."], completions=["Hi!"])
+        [0.75]
+        >>> pickle.loads(pickle.dumps(reward))(prompts=["Say hi."], completions=[[{"role": "assistant", "content": "Hi!"}]])
+        [0.75]
     """
-    def reward(prompts: list[Any], completions: list[Any], log_metric: Callable | None = None, **kwargs: Any) -> list[float]:
+
+    def __init__(
+        self,
+        rules: RuleSet | str | Path | None = None,
+        verifier: Any = "embedded",
+        *,
+        preset: str | RewardPreset = "default",
+        reward: str = "total",
+        rm: str | None = None,
+        cache: bool | str | Path = True,
+        llm_options: dict | None = None,
+        name: str = "rule_reward",
+        scorer: RewardScorer | None = None,
+    ):
+        if reward not in REWARDS:
+            raise ValueError(f"reward={reward!r}: choose 'total' (the scorer's composed reward) or 'rule' (the rule term alone)")
+        if scorer is not None:
+            llm = getattr(scorer.verifier.llm, "inner", scorer.verifier.llm)
+            # a copy in another process loads the same model from its spec (connections do not pickle)
+            loadable = llm.spec == "embedded" or llm.spec.startswith(("openai:", "hf:", "gguf:"))
+            rules, verifier, preset = scorer.rules, llm.spec if loadable else llm, scorer.preset
+            rm = rm or (scorer.rm.path if scorer.rm is not None else None)
+        if rules is None:
+            raise ValueError("RuleReward needs rules (a RuleSet or a rules file) or a scorer")
+        self.rules = rules if isinstance(rules, RuleSet) else RuleSet.load(rules)
+        self.verifier, self.preset, self.reward, self.rm = verifier, preset, reward, rm
+        self.cache, self.llm_options, self.__name__ = cache, dict(llm_options or {}), name
+        self._scorer = scorer
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_scorer"] = None  # live models and connections stay behind; a copy rebuilds them
+        return state
+
+    @property
+    def scorer(self) -> RewardScorer:
+        """The RewardScorer behind the reward, built on first use in each process."""
+        if self._scorer is None:
+            from autorule.llm import load_llm
+            from autorule.reward import RewardModel
+
+            llm = self.verifier
+            if isinstance(llm, str):
+                from autorule.cache import Cache
+
+                cache = None if self.cache is False else Cache() if self.cache is True else Cache(self.cache)
+                llm = load_llm(llm, cache=cache, **self.llm_options)
+            self._scorer = RewardScorer(self.rules, llm, self.preset, rm=RewardModel(self.rm) if self.rm else None)
+        return self._scorer
+
+    def __call__(self, prompts: list[Any], completions: list[Any], log_metric: Callable | None = None, **kwargs: Any) -> list[float | None]:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions; they must be the same length")
+        scorer = self.scorer
         scores = scorer.score([conversation(p, c) for p, c in zip(prompts, completions)])
-        _log(scores, log_metric, name)
-        values = scores.total if include_rm else scorer.preset.rule_term(scores.rule)
-        # a response the verifier's server refused has no reward: None, which TRL leaves out
+        _log(scores, log_metric, self.__name__)
+        values = scores.total if self.reward == "total" else scorer.preset.rule_term(scores.rule)
         return [None if math.isnan(x) else float(x) for x in values]
 
-    reward.__name__ = name  # TRL names its logged columns after the function
-    return reward
+
+class AsyncRuleReward(RuleReward):
+    """`RuleReward` as a coroutine (TRL runs async reward functions concurrently with each other).
+
+    Args:
+        *args, **kwargs: as for `RuleReward`.
+
+    Example:
+        >>> import asyncio
+        >>> from autorule.llm.fake import FakeLLM
+        >>> reward = AsyncRuleReward(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.5))
+        >>> asyncio.run(reward(prompts=["Q"], completions=["A"]))
+        [0.5]
+    """
+
+    async def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:  # type: ignore[override]
+        return await asyncio.to_thread(RuleReward.__call__, self, prompts, completions, **kwargs)
 
 
-def make_async_rule_reward(scorer: RewardScorer, **options: Any) -> Callable[..., Any]:
-    """The same reward as a coroutine function (TRL runs async reward functions concurrently)."""
-    sync = make_rule_reward(scorer, **options)
+def make_rule_reward(scorer: RewardScorer, *, include_rm: bool = False, name: str = "rule_reward") -> RuleReward:
+    """A `RuleReward` for an existing scorer (the earlier API; kept for compatibility).
 
-    async def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
-        return await asyncio.to_thread(sync, prompts, completions, **kwargs)
+    Args:
+        scorer: the RewardScorer to use.
+        include_rm: True returns the scorer's total (reward="total"); False the rule term.
+        name: the name TRL logs the reward under.
 
-    reward.__name__ = sync.__name__
-    return reward
+    Example:
+        >>> from autorule.llm.fake import FakeLLM
+        >>> scorer = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.5), "paper")
+        >>> make_rule_reward(scorer)(prompts=["Q"], completions=["A"])  # the rule term, 10 x (1 - 0.75): P(Yes) 0.5 counts as a pass
+        [2.5]
+    """
+    return RuleReward(scorer=scorer, reward="total" if include_rm else "rule", name=name)
+
+
+def make_async_rule_reward(scorer: RewardScorer, *, include_rm: bool = False, name: str = "rule_reward") -> AsyncRuleReward:
+    """`make_rule_reward` as a coroutine function.
+
+    Args:
+        scorer, include_rm, name: as for `make_rule_reward`.
+
+    Example:
+        >>> import asyncio
+        >>> from autorule.llm.fake import FakeLLM
+        >>> scorer = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.25))
+        >>> asyncio.run(make_async_rule_reward(scorer)(prompts=["Q"], completions=["A"]))
+        [0.25]
+    """
+    return AsyncRuleReward(scorer=scorer, reward="total" if include_rm else "rule", name=name)

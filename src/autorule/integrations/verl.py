@@ -1,50 +1,112 @@
-"""verl adapters: a batch `compute_score` and a reward manager that adds RM and rule rewards.
+"""verl adapters (verl 0.9.x): a reward function and a reward manager for verl's reward loop.
 
-Batch function (verl's `BatchRewardManager`, `reward_model.reward_manager=batch`):
+verl loads both by path, as a standalone module, so this file imports autorule with
+absolute imports only. Print its path with::
 
-    custom_reward_function:
-      path: <site-packages>/autorule/integrations/verl.py
-      name: compute_score
-    # the rules and verifier come from the environment:
-    #   AUTORULE_RULES=rules.yaml AUTORULE_VERIFIER=openai:MODEL@URL AUTORULE_PRESET=default
+    python -c "import autorule.integrations.verl as m; print(m.__file__)"
 
-verl passes only the response text (`solution_strs`); the prompt is read from
-`extra_infos[i]["prompt"]` (or "question") when your data puts it there, so rules about
-the request can be judged.
+Reward function (verl's default `naive` manager calls it once per sample)::
 
-When verl also runs a reward model it returns the RM's scores verbatim and ignores the
-custom function. `AutoRuleRewardManager` (registered as "autorule" when verl is
-installed) adds the rule reward to `rm_scores` instead.
+    reward.custom_reward_function.path=pkg://autorule.integrations.verl   # or the file path above
+    reward.custom_reward_function.name=compute_score
+    +reward.custom_reward_function.reward_kwargs.rules=/abs/rules.yaml
+    +reward.custom_reward_function.reward_kwargs.verifier=openai:MODEL@http://HOST:8000/v1
+
+Reward manager (batches every sample of a reward-loop worker into one verifier pass)::
+
+    reward.reward_manager.source=importlib
+    reward.reward_manager.name=AutoRuleRewardManager
+    reward.reward_manager.module.path=pkg://autorule.integrations.verl   # or the file path
+
+Settings come from `reward_kwargs` (function) or `reward.reward_kwargs` (manager), else
+from the environment: AUTORULE_RULES, AUTORULE_VERIFIER (default "embedded"),
+AUTORULE_PRESET (default "default"), AUTORULE_RM (a reward model's path), AUTORULE_REWARD
+("total" or "rule"), AUTORULE_NO_CACHE.
+
+verl 0.9 does not call its own reward model for a sample when a custom reward function is
+set; for RM + rules, give autorule the RM (`rm`) and keep reward="total".
+
+What the reward is: `reward="total"` (default) is the scorer's composed reward
+(`RewardScorer`: rule term + autorule's own RM when one is configured + length penalty,
+clipped per the preset); with no RM in autorule that is the rule term.
+`reward="rule"` is the rule term alone. verl places it on the last valid response token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from typing import Any
 
 import numpy as np
 
-from ..data import Message
+from autorule.data import Message
+from autorule.integrations.conversation import to_messages
+from autorule.reward import RewardScorer, Scores
 
-_SCORER = None
+_SCORERS: dict[tuple, RewardScorer] = {}
+_SCORERS_LOCK = threading.Lock()
+REWARDS = ("total", "rule")
 
 
-def _scorer():
-    """The process's RewardScorer, built once from AUTORULE_* environment variables."""
-    global _SCORER
-    if _SCORER is None:
-        from ..cache import Cache
-        from ..llm import load_llm
-        from ..reward import RewardScorer
-        from ..rules import RuleSet
+def _setting(options: dict, key: str, default: str | None = None) -> str | None:
+    value = options.get(key)
+    return str(value) if value is not None else os.environ.get(f"AUTORULE_{key.upper()}", default)
 
-        rules_path = os.environ.get("AUTORULE_RULES")
-        if not rules_path:
-            raise RuntimeError("set AUTORULE_RULES to a rules.yaml (and optionally AUTORULE_VERIFIER, AUTORULE_PRESET)")
-        cache = None if os.environ.get("AUTORULE_NO_CACHE") else Cache()
-        llm = load_llm(os.environ.get("AUTORULE_VERIFIER", "embedded"), cache=cache)
-        _SCORER = RewardScorer(RuleSet.load(rules_path), llm, os.environ.get("AUTORULE_PRESET", "default"))
-    return _SCORER
+
+def load_scorer(options: dict | None = None) -> RewardScorer:
+    """The process's RewardScorer for these settings, built once (verl calls per sample).
+
+    Args:
+        options: ``rules`` (a rules file), ``verifier`` (a model spec), ``preset``, ``rm``
+            (a sequence-classification reward model's path, for reward="total"); each
+            falls back to the AUTORULE_* environment variable of the same name.
+
+    Example:
+        >>> load_scorer({})
+        Traceback (most recent call last):
+        ...
+        ValueError: no rules file: set reward_kwargs.rules (verl config) or AUTORULE_RULES to a rules.yaml
+    """
+    options = options or {}
+    rules = _setting(options, "rules")
+    if not rules:
+        raise ValueError("no rules file: set reward_kwargs.rules (verl config) or AUTORULE_RULES to a rules.yaml")
+    key = (rules, _setting(options, "verifier", "embedded"), _setting(options, "preset", "default"), bool(os.environ.get("AUTORULE_NO_CACHE")),
+           _setting(options, "rm"))
+    with _SCORERS_LOCK:  # verl's reward loop calls from many threads at once
+        if key not in _SCORERS:
+            from autorule.cache import Cache
+            from autorule.llm import load_llm
+            from autorule.reward import RewardModel
+            from autorule.rules import RuleSet
+
+            llm = load_llm(key[1], cache=None if key[3] else Cache())
+            _SCORERS[key] = RewardScorer(RuleSet.load(rules), llm, key[2], rm=RewardModel(key[4]) if key[4] else None)
+        return _SCORERS[key]
+
+
+def _reward_kind(options: dict) -> str:
+    kind = _setting(options, "reward", "total")
+    if kind not in REWARDS:
+        raise ValueError(f"reward={kind!r}: choose 'total' (the scorer's composed reward) or 'rule' (the rule term alone)")
+    return kind
+
+
+def sample_results(scores: Scores, scorer: RewardScorer, kind: str) -> list[dict]:
+    """One dict per sample: `score` (the reward) plus what verl logs as reward_extra_info.
+
+    A response the verifier's server refused scores 0 (verl needs a number) with
+    `refused` = 1; `unparsed_checks` counts checks with no readable verdict.
+    """
+    values = scores.total if kind == "total" else scorer.preset.rule_term(scores.rule)
+    unparsed = scores.unparsed_per_response()
+    return [
+        {"score": float(np.nan_to_num(values[i])), "rule_reward": float(np.nan_to_num(scores.rule[i])),
+         "unparsed_checks": float(unparsed[i]), "refused": float(i in scores.errors)}
+        for i in range(len(values))
+    ]
 
 
 def _prompt_of(extra_info: Any) -> list[Message]:
@@ -53,90 +115,176 @@ def _prompt_of(extra_info: Any) -> list[Message]:
             value = extra_info.get(key)
             if isinstance(value, str) and value:
                 return [Message(role="user", content=value)]
-            if isinstance(value, list) and value:
-                from .conversation import to_messages
-
+            if isinstance(value, (list, tuple, np.ndarray)) and len(value):
                 return to_messages(list(value))
     return []
 
 
 def compute_score(
+    data_source: str | None = None,
+    solution_str: str | None = None,
+    ground_truth: Any = None,
+    extra_info: Any = None,
+    *,
     data_sources: list[str] | None = None,
     solution_strs: list[str] | None = None,
     ground_truths: list[Any] | None = None,
     extra_infos: list[Any] | None = None,
-    scorer=None,
-    **kwargs: Any,
-) -> list[dict]:
-    """verl's batch signature: lists in, one dict per sample out (`score` is the reward)."""
-    scorer = scorer or _scorer()
-    solution_strs = list(solution_strs or [])
-    extra_infos = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
+    scorer: RewardScorer | None = None,
+    **options: Any,
+) -> dict | list[dict]:
+    """verl's reward function, per sample (verl 0.9's reward loop) or per batch (older `batch` manager).
+
+    The prompt is read from `extra_info["prompt"]` (or "question", "instruction": text
+    or chat messages) when the data puts it there, so rules about the request can be
+    judged; without it only the response is shown to the verifier.
+
+    Args:
+        data_source, solution_str, ground_truth, extra_info: one sample, as verl's naive
+            reward manager passes them; returns one dict.
+        data_sources, solution_strs, ground_truths, extra_infos: a batch (verl's batch
+            manager); returns a list of dicts, one per solution.
+        scorer: a RewardScorer to use instead of the one built from the settings.
+        **options: verl's `reward_kwargs`: ``rules``, ``verifier``, ``preset``,
+            ``reward`` ("total" or "rule"); other keys verl adds are ignored.
+
+    Returns:
+        ``{"score": reward, "rule_reward": fraction satisfied, "unparsed_checks": n,
+        "refused": 0 or 1}`` per sample; verl uses `score` and logs the rest.
+
+    Example:
+        >>> from autorule import RuleSet, RewardScorer
+        >>> from autorule.llm.fake import FakeLLM
+        >>> scorer = RewardScorer(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.8))
+        >>> compute_score("chat", "Hi!", None, {"prompt": "Say hi."}, scorer=scorer)["score"]
+        0.8
+        >>> compute_score(solution_strs=["a", "b"], extra_infos=[None], scorer=scorer)
+        Traceback (most recent call last):
+        ...
+        ValueError: verl passed 2 solutions but 1 extra_infos; they must be the same length
+    """
+    kind = _reward_kind(options)
+    scorer = scorer or load_scorer(options)
+    if solution_strs is None:
+        if solution_str is None:
+            raise ValueError("compute_score needs solution_str (one sample) or solution_strs (a batch)")
+        convs = [[*_prompt_of(extra_info), Message(role="assistant", content=solution_str)]]
+        return sample_results(scorer.score(convs), scorer, kind)[0]
+    solution_strs = list(solution_strs)
+    if extra_infos is None:
+        extra_infos = [None] * len(solution_strs)
+    extra_infos = list(extra_infos)
+    if len(extra_infos) != len(solution_strs):
+        raise ValueError(f"verl passed {len(solution_strs)} solutions but {len(extra_infos)} extra_infos; they must be the same length")
+    if not solution_strs:
+        return []
     convs = [[*_prompt_of(info), Message(role="assistant", content=text)] for text, info in zip(solution_strs, extra_infos)]
-    scores = scorer.score(convs)
-    # a response the verifier's server refused scores 0 (verl needs a number), flagged in "refused"
-    terms, fractions = np.nan_to_num(scorer.preset.rule_term(scores.rule)).tolist(), np.nan_to_num(scores.rule).tolist()
-    return [{"score": t, "rule_fraction": r, "refused": float(i in scores.errors)} for i, (t, r) in enumerate(zip(terms, fractions))]
+    return sample_results(scorer.score(convs), scorer, kind)
 
 
-def compute_score_single(data_source: str, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any) -> float:
-    """verl's per-sample signature (`NaiveRewardManager`): one float."""
-    return compute_score([data_source], [solution_str], [ground_truth], [extra_info], **kwargs)[0]["score"]
+compute_score_single = compute_score  # the name earlier versions documented
 
 
-def add_rule_rewards(rm_scores, response_mask, rule_scores):
-    """RM token-level scores plus each sample's rule reward on its last response token."""
-    import torch
-
-    reward = rm_scores.clone() if rm_scores is not None else torch.zeros_like(response_mask, dtype=torch.float32)
-    last = response_mask.sum(dim=-1).long() - 1
-    rows = torch.arange(reward.shape[0], device=reward.device)
-    valid = last >= 0
-    reward[rows[valid], last[valid]] += torch.as_tensor(rule_scores, dtype=reward.dtype, device=reward.device)[valid]
-    return reward
+try:  # verl is an optional dependency: without it the manager below still imports (for docs and tests)
+    from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase as _Base
+except Exception:  # noqa: BLE001 - any import failure means "no usable verl"
+    _Base = object
 
 
-class AutoRuleRewardManager:
-    """A verl reward manager: RM scores (when verl computed them) + rule rewards.
+class AutoRuleRewardManager(_Base):
+    """A verl reward manager for verl's reward loop: rule rewards, batched across samples.
 
-    Same constructor and call contract as verl's built-in managers:
-    `__init__(tokenizer, num_examine, compute_score=None, reward_fn_key="data_source", **kwargs)`
-    and `__call__(data: DataProto, return_dict=False)`.
+    verl's reward-loop worker calls `run_single` once per sample, all at once; the
+    manager gathers the calls that arrive within `max_wait_ms` and scores them in one
+    verifier pass (a local verifier batches them, a server sees them concurrently).
+    verl then puts each reward on the sample's last valid response token
+    (`assemble_rm_scores`).
+
+    Args:
+        config: verl's config; settings are read from ``config.reward.reward_kwargs``
+            (``rules``, ``verifier``, ``preset``, ``reward``), else the environment.
+        tokenizer: the policy's tokenizer (decodes responses).
+        compute_score: ignored (verl passes its default); the rules are the reward.
+        reward_router_address, reward_model_tokenizer: passed by verl; unused.
+        scorer: a RewardScorer to use instead of the one built from the settings.
+        max_wait_ms: how long the first call waits for others to join its batch.
+
+    Example:
+        >>> from autorule import RuleSet, RewardScorer
+        >>> from autorule.llm.fake import FakeLLM
+        >>> scorer = RewardScorer(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.25))
+        >>> manager = AutoRuleRewardManager.__new__(AutoRuleRewardManager)
+        >>> manager.setup(scorer=scorer)
+        >>> [r["score"] for r in asyncio.run(manager.score_conversations([[Message(role="assistant", content="Hi")]]))]
+        [0.25]
     """
 
-    def __init__(self, tokenizer, num_examine: int = 0, compute_score=None, reward_fn_key: str = "data_source", scorer=None, **reward_kwargs: Any):
-        self.tokenizer = tokenizer
-        self.num_examine = num_examine
-        self.reward_fn_key = reward_fn_key
+    def __init__(self, config=None, tokenizer=None, compute_score=None, reward_router_address=None, reward_model_tokenizer=None,
+                 scorer: RewardScorer | None = None, max_wait_ms: float = 5.0, **kwargs: Any):
+        if _Base is not object:
+            super().__init__(config, tokenizer, compute_score)
+        self.config, self.tokenizer = config, tokenizer
+        options = dict((config.get("reward") or {}).get("reward_kwargs") or {}) if config is not None else {}
+        self.setup(scorer=scorer, options={**options, **kwargs}, max_wait_ms=max_wait_ms)
+
+    def setup(self, *, scorer: RewardScorer | None = None, options: dict | None = None, max_wait_ms: float = 5.0) -> None:
+        """Settings shared by verl's constructor and direct use (no verl config needed)."""
+        self.options = options or {}
+        self.kind = _reward_kind(self.options)
         self.scorer = scorer
-        self.reward_kwargs = reward_kwargs
+        self.max_wait = max_wait_ms / 1000
+        self._pending: list[tuple[list[Message], asyncio.Future]] = []
+        self._flush: asyncio.Task | None = None
 
-    def __call__(self, data, return_dict: bool = False):
-        prompts, responses = data.batch["prompts"], data.batch["responses"]
-        prompt_len = prompts.shape[-1]
-        attention = data.batch["attention_mask"]
-        response_mask = attention[:, prompt_len:]
-        texts, convs = [], []
-        for i in range(len(responses)):
-            n = int(response_mask[i].sum())
-            text = self.tokenizer.decode(responses[i][:n], skip_special_tokens=True)
-            prompt_ids = prompts[i][attention[i, :prompt_len].bool()]
-            prompt_text = self.tokenizer.decode(prompt_ids, skip_special_tokens=True)
-            texts.append(text)
-            convs.append([Message(role="user", content=prompt_text), Message(role="assistant", content=text)])
-        scorer = self.scorer or _scorer()
-        scores = scorer.score(convs)
-        rule_terms = np.nan_to_num(scorer.preset.rule_term(scores.rule)).tolist()
-        rm_scores = data.batch["rm_scores"] if "rm_scores" in data.batch.keys() else None
-        reward = add_rule_rewards(rm_scores, response_mask, rule_terms)
-        if return_dict:
-            return {"reward_tensor": reward, "reward_extra_info": {"rule_reward": rule_terms, **{f"pass_rate/{k}": [v] * len(texts) for k, v in scores.pass_rates().items()}}}
-        return reward
+    def _decode(self, data) -> list[Message]:
+        item = data[-1]  # multi-sequence outputs: the last sequence, as verl's own managers do
+        response_ids = item.batch["responses"]
+        valid = int(item.batch["attention_mask"][-response_ids.shape[-1]:].sum())
+        response = self.tokenizer.decode(response_ids[:valid], skip_special_tokens=True)
+        raw_prompt = item.non_tensor_batch.get("raw_prompt")
+        if raw_prompt is not None:
+            prompt = to_messages(list(raw_prompt))
+        else:  # no chat messages kept: decode the prompt tokens
+            prompt_ids = item.batch["prompts"]
+            mask = item.batch["attention_mask"][: prompt_ids.shape[-1]].bool()
+            prompt = to_messages(self.tokenizer.decode(prompt_ids[mask], skip_special_tokens=True))
+        return [*prompt, Message(role="assistant", content=response)]
+
+    async def run_single(self, data) -> dict:
+        """verl 0.9's reward-loop call: one sample in, ``{"reward_score", "reward_extra_info"}`` out."""
+        [result] = await self.score_conversations([self._decode(data)])
+        return {"reward_score": result["score"], "reward_extra_info": result}
+
+    async def score_conversations(self, conversations: list[list[Message]]) -> list[dict]:
+        """Score conversations, batched with every other call made within `max_wait_ms`."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for conv in conversations:
+            future = loop.create_future()
+            self._pending.append((conv, future))
+            futures.append(future)
+        if self._flush is None:
+            self._flush = loop.create_task(self._score_pending())
+        return list(await asyncio.gather(*futures))
+
+    async def _score_pending(self) -> None:
+        await asyncio.sleep(self.max_wait)
+        batch, self._pending, self._flush = self._pending, [], None
+        try:
+            scorer = self.scorer or load_scorer(self.options)
+            scores = await asyncio.get_running_loop().run_in_executor(None, scorer.score, [c for c, _ in batch])
+            results = sample_results(scores, scorer, self.kind)
+        except Exception as e:  # every waiting sample learns of it
+            for _, future in batch:
+                future.set_exception(e)
+            return
+        for (_, future), result in zip(batch, results):
+            future.set_result(result)
 
 
-try:  # register with verl when it is installed, so `reward_model.reward_manager=autorule` works
-    from verl.workers.reward_manager import register as _register
+try:  # so that `reward.reward_manager.name=autorule` works in processes that imported this module
+    from verl.experimental.reward_loop.reward_manager import register as _register
 
     _register("autorule")(AutoRuleRewardManager)
-except Exception:  # verl absent (or a version without the registry): the class is still importable
+except Exception:  # noqa: BLE001 - verl absent, or this file loaded a second time by path
     pass

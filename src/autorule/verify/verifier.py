@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data import Message
+from ..data import Message, to_conversation
 from ..llm import LLM, LLMError
 from ..rules import RuleSet
 
@@ -136,6 +136,40 @@ class Verdicts:
             rates[rid] = float(self.hard[mask, j].mean()) if mask.any() else float("nan")
         return rates
 
+    def to_rows(self) -> list[dict]:
+        """One dict per (response, rule): ``response``, ``rule_id``, ``p_satisfied``, ``satisfied``
+        (None where unread), ``p_applies`` (with applicability) and ``error`` (a refused response).
+
+        Example:
+            >>> import numpy as np
+            >>> Verdicts(["r1"], np.array([[0.9], [float("nan")]])).to_rows()[1]
+            {'response': 1, 'rule_id': 'r1', 'p_satisfied': None, 'satisfied': None, 'error': None}
+        """
+        rows = []
+        for i in range(self.p_satisfied.shape[0]):
+            for j, rid in enumerate(self.rule_ids):
+                p = float(self.p_satisfied[i, j])
+                row = {"response": i, "rule_id": rid, "p_satisfied": None if np.isnan(p) else p,
+                       "satisfied": None if np.isnan(p) else bool(p >= self.threshold)}
+                if self.p_applies is not None:
+                    a = float(self.p_applies[i, j])
+                    row["p_applies"] = None if np.isnan(a) else a
+                row["error"] = self.errors.get(i)
+                rows.append(row)
+        return rows
+
+    def to_pandas(self):
+        """`to_rows` as a pandas DataFrame (needs pandas).
+
+        Example:
+            >>> import numpy as np
+            >>> Verdicts(["r1", "r2"], np.array([[0.9, 0.1]])).to_pandas()["satisfied"].tolist()
+            [True, False]
+        """
+        import pandas as pd
+
+        return pd.DataFrame(self.to_rows())
+
 
 class UnparsedVerdicts(LLMError):
     """Too many checks came back with no readable Yes/No: the verifier's results cannot be trusted."""
@@ -194,14 +228,17 @@ class Verifier:
             text = render_prefix(fit_messages(messages, max_chars))
         return text
 
-    def verify(self, conversations: list[list[Message]], desc: str | None = None, batch: int = 64) -> Verdicts:
+    def verify(self, conversations: list, desc: str | None = None, batch: int = 64) -> Verdicts:
         """Every conversation (ending with the response to judge) against every rule.
+
+        Conversations are lists of `Message` or OpenAI-style dicts, or bare reply strings.
 
         A conversation the server refuses (e.g. still too long for it) gets NaN verdicts
         and its reason in `Verdicts.errors`; every other conversation is still judged.
         Raises `UnparsedVerdicts` when more than `max_unparsed` of the checks had no
         readable answer.
         """
+        conversations = [to_conversation(c) for c in conversations]
         rows: list[list[float]] = []
         errors: dict[int, str] = {}
         stats = self.llm.stats
