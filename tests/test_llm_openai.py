@@ -185,7 +185,7 @@ def test_unparsed_verdicts_are_left_out_of_the_reward_and_stop_the_verifier_past
     from autorule.data import Message
     from autorule.reward import rule_reward
     from autorule.rules import Rule, RuleSet
-    from autorule.verify import UnparsedVerdicts, Verifier
+    from autorule.verifier import UnparsedVerdicts, Verifier
 
     def reply(messages, body):
         text = messages[-1]["content"]

@@ -22,7 +22,7 @@ from autorule.llm import ChatRequest, load_llm
 from autorule.llm.local import embedded_gguf
 from autorule.quickstart import SAMPLE_DATA
 from autorule.rules import Rule, RuleSet
-from autorule.verify import UnparsedVerdicts, Verifier
+from autorule.verifier import UnparsedVerdicts, Verifier
 
 RULES = RuleSet(rules=[Rule.from_candidates(t, []) for t in (
     "The assistant's response should answer the user's question directly.",

@@ -24,7 +24,7 @@ from autorule.data import Message, load_pairs
 from autorule.integrations.server import create_app
 from autorule.quickstart import SAMPLE_DATA
 from autorule.reward import RewardScorer
-from autorule.verify import Verifier
+from autorule.verifier import Verifier
 
 TRANSIENT = ["429", "500", "503", "hang", "drop", "badjson", "nochoices"]
 

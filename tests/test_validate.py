@@ -12,7 +12,7 @@ from autorule.bench.mock_server import ScriptedServer
 from autorule.cli import main
 from autorule.data import load_pairs
 from autorule.rules import Rule, RuleSet, rule_id
-from autorule.validate import (
+from autorule.validation import (
     ab_signs,
     cohen_kappa,
     correlated_rules,

@@ -8,7 +8,7 @@ from autorule.data import Message
 from autorule.llm.cached import CachedLLM
 from autorule.reward import RewardScorer, compose, get_preset, rule_reward
 from autorule.rules import Rule, RuleSet, rule_id
-from autorule.verify import Verdicts, Verifier, render_prefix
+from autorule.verifier import Verdicts, Verifier, render_prefix
 
 RULES = RuleSet(rules=[Rule(id=rule_id(t), text=t) for t in [
     "The assistant's response should be polite.",

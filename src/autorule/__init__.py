@@ -36,14 +36,15 @@ _EXPORTS = {
     "verify": "autorule.api",
     "validate": "autorule.api",
     "report": "autorule.api",
-    "Verdicts": "autorule.verify",
-    "Verifier": "autorule.verify",
-    "Validation": "autorule.validate",
+    "Verdicts": "autorule.verifier",
+    "Verifier": "autorule.verifier",
+    "Validation": "autorule.validation",
     "rule_reward": "autorule.reward",
     "RewardScorer": "autorule.reward",
     "RewardModel": "autorule.reward",
     "Scores": "autorule.reward",
     "RuleReward": "autorule.integrations.trl",
+    "SAMPLE_PAIRS": "autorule.examples",
     "AsyncRuleReward": "autorule.integrations.trl",
 }
 
@@ -65,10 +66,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from autorule.api import extract, report, validate, verify
+    from autorule.examples import SAMPLE_PAIRS
     from autorule.data import DataError, LoadResult, Message, PreferencePair, load_pairs
     from autorule.integrations.trl import AsyncRuleReward, RuleReward
     from autorule.llm import LLM, LLMError, load_llm
     from autorule.reward import RewardModel, RewardScorer, Scores, rule_reward
     from autorule.rules import Rule, RuleSet
-    from autorule.validate import Validation
-    from autorule.verify import Verdicts, Verifier
+    from autorule.validation import Validation
+    from autorule.verifier import Verdicts, Verifier

@@ -14,8 +14,8 @@ from typing import Any
 from autorule.data import LoadResult, PreferencePair, load_pairs
 from autorule.llm import LLM, load_llm
 from autorule.rules import RuleSet
-from autorule.validate import Validation
-from autorule.verify import Verdicts
+from autorule.validation import Validation
+from autorule.verifier import Verdicts
 
 log = logging.getLogger("autorule")
 
@@ -130,7 +130,7 @@ def verify(
         >>> verdicts.to_rows()[0]["satisfied"]
         True
     """
-    from autorule.verify import Verifier
+    from autorule.verifier import Verifier
 
     verifier_llm = _llm(verifier, cache, llm_options)
     return Verifier(verifier_llm, _rules(rules), **verifier_options).verify(conversations, desc="verifying" if progress else None)
@@ -177,7 +177,7 @@ def validate(
         (1, 1)
     """
     from autorule.reward import RewardModel, RewardScorer
-    from autorule.validate import run_validation
+    from autorule.validation import run_validation
 
     rules_path = None if isinstance(rules, (RuleSet, list, tuple)) else Path(rules)
     ruleset = _rules(rules)
@@ -201,9 +201,9 @@ def report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         >>> report("/no/such/run")
         Traceback (most recent call last):
         ...
-        autorule.report.build.ReportError: /no/such/run: no such run directory
+        autorule.reporting.build.ReportError: /no/such/run: no such run directory
     """
-    from autorule.report import build_report
+    from autorule.reporting import build_report
 
     return build_report(run_dir, out)
 

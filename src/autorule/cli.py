@@ -322,7 +322,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import copy
 
     from .rules import RuleSet
-    from .validate import run_validation
+    from .validation import run_validation
 
     rules_path = Path(args.rules)
     data = load_data(args)
@@ -451,8 +451,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
-    from .report.build import ReportError
+    from .reporting import build_report
+    from .reporting.build import ReportError
 
     try:
         path = build_report(args.run_dir, args.out)
@@ -641,8 +641,8 @@ def _show_progress_messages() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # models come from packages or local paths, never a hub; set before transformers is imported
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # the user's Hugging Face settings are respected (HF_HUB_OFFLINE, HF_HOME, HF_TOKEN); the
+    # embedded model and the embedder load from installed packages without the hub
     from .data import DataError
     from .extract.run import RunDirError
     from .llm import LLMError

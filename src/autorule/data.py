@@ -314,10 +314,19 @@ def _iter_dataset_dir(path: Path) -> Iterator[tuple[int, dict]]:
 def _iter_hub_dataset(name: str, split: str) -> Iterator[tuple[int, dict]]:
     import datasets
 
+    import os
+
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as e:  # offline, unknown name, gated, ...
-        raise DataError(name, f"not a local file, and loading it as a Hugging Face dataset failed: {type(e).__name__}: {e}") from e
+        text = f"{type(e).__name__}: {e}"
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+            hint = "HF_HUB_OFFLINE=1 is set, so only datasets already in the local Hugging Face cache load; unset it to download"
+        elif any(w in text.lower() for w in ("connection", "resolve", "timed out", "network", "offline", "unreachable")):
+            hint = "the Hugging Face Hub cannot be reached from here; download the dataset elsewhere (save_to_disk) and pass its directory, or set HF_HUB_OFFLINE=1 to use the local cache"
+        else:
+            hint = "check the name and split (and HF_TOKEN for gated datasets)"
+        raise DataError(name, f"not a local file, and loading it as a Hugging Face dataset failed ({hint}): {text.splitlines()[0][:300]}") from e
     for i, rec in enumerate(ds, start=1):
         yield i, rec
 

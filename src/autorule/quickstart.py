@@ -18,15 +18,14 @@ from .cache import Cache
 from .data import LoadResult, load_pairs
 from .extract.run import ExtractConfig, print_summary, run_extract
 from .llm import load_llm
-from .report import build_report
+from .reporting import build_report
 from .reward import RewardScorer
 from .train.config import TrainConfig
 from .train.grpo import run_grpo
 from .train.rm import RMConfig, train_reward_model
-from .validate import run_validation
+from .validation import run_validation
 
-# the sample data lives in the repository's examples/ (the README's setup installs the checkout in place)
-SAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "pairs.jsonl"
+from .examples import SAMPLE_PAIRS as SAMPLE_DATA  # package data: works from a wheel too
 EXTRACT_PAIRS = 12  # the rest of the sample pairs are held out for validation
 console = Console(stderr=True, soft_wrap=True)  # paths stay whole, not wrapped
 

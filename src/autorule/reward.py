@@ -11,7 +11,7 @@ import numpy as np
 
 from .data import Message, to_conversation
 from .rules import RuleSet
-from .verify import Verdicts
+from .verifier import Verdicts
 
 
 def rule_reward(verdicts: Verdicts, rules: RuleSet | None = None, *, hard: bool = False, no_rules_value: float = 0.5) -> np.ndarray:
@@ -168,7 +168,7 @@ class RewardScorer:
     """
 
     def __init__(self, rules: RuleSet, verifier_llm, preset: RewardPreset | str = "default", rm: RewardModel | None = None, **verifier_options):
-        from .verify import Verifier
+        from .verifier import Verifier
 
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.rules = rules

@@ -17,7 +17,7 @@ import yaml
 
 from ..data import Message
 from ..rules import RuleSet
-from ..verify import Verifier
+from ..verifier import Verifier
 
 ATTACKS_FILE = Path(__file__).with_name("injections.yaml")
 

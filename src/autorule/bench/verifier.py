@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..data import Message
 from ..llm.base import ChatRequest, parse_yes_no
 from ..rules import Rule, RuleSet, rule_id
-from ..verify import Verifier
+from ..verifier import Verifier
 
 # the reference code's judge prompt, rule first (paraphrased; its layout is what matters)
 REFERENCE_PROMPT = (

@@ -50,7 +50,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, description="seed")
     logging_steps: int = Field(1, description="log every N steps")
     save_steps: int = Field(50, description="checkpoint every N steps")
-    resume: bool = Field(False, description="resume from the last checkpoint in output_dir")
+    resume: bool = Field(False, description="resume from the last checkpoint in output_dir (without it, a directory holding a run is refused)")
+    report_to: str = Field("none", description="where TRL logs: none, or a comma-separated list of TRL's integrations (tensorboard, wandb, mlflow, trackio, ...)")
     bf16: bool = Field(False, description="bf16 (GPU)")
     gradient_checkpointing: bool = Field(False, description="activation checkpointing (GPU memory)")
     use_vllm: bool = Field(False, description="generate rollouts with vLLM (GPU; TRL's vllm_mode)")
@@ -61,6 +62,11 @@ class TrainConfig(BaseModel):
     heldout_count: int = Field(8, description="held-out prompts scored")
     monitor_every: int = Field(5, description="score the held-out prompts every N steps")
     monitor_window: int = Field(6, description="steps over which reward trends are compared for warnings")
+
+    def report_to_list(self) -> list[str]:
+        """`report_to` as the list TRL's `report_to` takes ([] for none)."""
+        names = [n.strip() for n in self.report_to.split(",") if n.strip()]
+        return [] if names in ([], ["none"]) else names
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from ..llm import load_llm
 from ..llm.local import local_model_path
 from ..reward import RewardModel, RewardScorer, get_preset
 from ..rules import RuleSet
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .monitor import RewardMonitor, console
 
 
@@ -55,6 +55,36 @@ def build_scorer(config: TrainConfig) -> RewardScorer:
     return RewardScorer(RuleSet.load(config.rules), llm, preset, rm=rm)
 
 
+# settings a resumed run may change: how long and how often, not what is trained
+RESUMABLE_CHANGES = {"resume", "max_steps", "save_steps", "logging_steps", "monitor_every", "report_to", "verifier_concurrency", "cache", "no_cache"}
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
+def check_output_dir(out: Path, config: TrainConfig) -> Path | None:
+    """The checkpoint to resume from (None: start afresh); refuses a directory holding another run.
+
+    Without `resume`, a directory with an earlier run's config, metrics or checkpoints is
+    refused (its metrics would mix with this run's). With `resume`, the earlier run must
+    have trained the same thing (`RESUMABLE_CHANGES` aside).
+    """
+    previous = out / "train_config.json"
+    held = previous.is_file() or (out / "metrics.jsonl").is_file() or any(out.glob("checkpoint-*"))
+    if not held:
+        return None
+    if not config.resume:
+        raise ConfigError(f"{out} holds another training run; use --resume to continue it, or another --output-dir")
+    if previous.is_file():
+        before = json.loads(previous.read_text())
+        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in config.model_dump().items() if k not in RESUMABLE_CHANGES and before.get(k) != v]
+        if changed:
+            raise ConfigError(f"{out} holds a run with other settings ({'; '.join(changed)}); --resume continues only the same run")
+    checkpoints = sorted(out.glob("checkpoint-*"), key=_step_of)
+    return checkpoints[-1] if checkpoints else None
+
+
 def run_grpo(config: TrainConfig) -> dict:
     import torch
     from datasets import Dataset
@@ -63,6 +93,7 @@ def run_grpo(config: TrainConfig) -> dict:
 
     start = time.time()
     out = Path(config.output_dir)
+    checkpoint = check_output_dir(out, config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(config.model_dump_json(indent=2))
     prompts = load_prompts(config.prompts, config.prompts_format, config.limit_prompts)
@@ -76,7 +107,7 @@ def run_grpo(config: TrainConfig) -> dict:
         raise DataError(config.prompts, "no prompts to train on")
 
     scorer = build_scorer(config)
-    monitor = RewardMonitor(out / "metrics.jsonl", window=config.monitor_window)
+    monitor = RewardMonitor(out / "metrics.jsonl", window=config.monitor_window, resume_step=_step_of(checkpoint) if checkpoint else None)
 
     def autorule_reward(prompts, completions, completion_ids=None, log_metric=None, **kwargs):
         scores = scorer.score([conversation(p, c) for p, c in zip(prompts, completions)])
@@ -146,7 +177,7 @@ def run_grpo(config: TrainConfig) -> dict:
         gradient_checkpointing=config.gradient_checkpointing,
         use_vllm=config.use_vllm,
         vllm_mode=config.vllm_mode,
-        report_to=[],
+        report_to=config.report_to_list(),
         use_cpu=not cuda,
         disable_tqdm=False,
     )
@@ -159,10 +190,9 @@ def run_grpo(config: TrainConfig) -> dict:
         peft_config=peft_config,
         callbacks=[MonitorCallback()],
     )
-    resume = config.resume and any(out.glob("checkpoint-*"))
-    if config.resume and not resume:
+    if config.resume and checkpoint is None:
         console.print(f"no checkpoint in {out}; starting from the beginning")
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     # TRL's own per-step logs (loss, KL, step_time, ...) beside the monitor's metrics
     (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     final = out / "final"

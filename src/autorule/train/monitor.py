@@ -30,15 +30,23 @@ def _slope(values: list[float]) -> float:
 
 
 class RewardMonitor:
-    def __init__(self, path: Path, window: int = 6):
+    """Per-step reward components, trends and reward-hacking warnings, written to `path` (JSONL).
+
+    `resume_step`: a run resumed from the checkpoint of this step keeps its rows up to it
+    and drops later ones (those steps are trained again); None starts the file afresh.
+    """
+
+    def __init__(self, path: Path, window: int = 6, resume_step: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.window = window
         self.pending: dict = {}
         self.history: list[dict] = []
         self.warnings: list[dict] = []
-        if self.path.is_file():  # a resumed run continues its file
-            self.history = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        if resume_step is not None and self.path.is_file():  # a resumed run continues its file
+            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            self.history = [r for r in rows if r["step"] <= resume_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
 
     def record_batch(self, *, rm: np.ndarray | None, rule: np.ndarray, total: np.ndarray, lengths: np.ndarray, pass_rates: dict[str, float], log_metric: Callable | None,
                      seconds: dict[str, float] | None = None) -> None:

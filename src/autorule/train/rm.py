@@ -15,7 +15,7 @@ from pathlib import Path
 from ..data import PreferencePair
 from ..llm.local import local_model_path
 from ..reward import RM_STATS_FILE, RewardModel
-from ..validate import preference_accuracy
+from ..validation import preference_accuracy
 
 
 @dataclass
