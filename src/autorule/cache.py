@@ -27,8 +27,9 @@ def content_key(obj: Any) -> str:
 
 
 class Cache:
-    def __init__(self, path: str | Path = DEFAULT_CACHE_PATH):
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None = None):
+        # $AUTORULE_CACHE is read when the cache opens, so a process can point it elsewhere at any time
+        self.path = Path(path or os.environ.get("AUTORULE_CACHE") or DEFAULT_CACHE_PATH)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self.hits = 0
