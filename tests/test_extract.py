@@ -8,7 +8,7 @@ from conftest import HH
 from autorule.bench.mock_server import TOPICS, ScriptedServer, mock_judge
 from autorule.cli import main
 from autorule.data import load_pairs
-from autorule.extract.reason import chosen_label
+from autorule.extraction.reason import chosen_label
 from autorule.rules import RuleSet
 
 
@@ -212,7 +212,7 @@ def test_sigkill_mid_stage_then_rerun_loses_nothing_and_repeats_nothing(tmp_path
     ],
 )
 def test_rule_list_parsing(text, expected):
-    from autorule.extract.rules import parse_rule_list
+    from autorule.extraction.rules import parse_rule_list
 
     assert len(parse_rule_list(text)) == expected
 
@@ -246,7 +246,7 @@ def test_too_long_off_form_and_echoed_items_are_dropped_with_reasons_and_no_repa
 
 
 def test_near_duplicates_merge_even_below_the_target_count():
-    from autorule.extract.merge import candidate_refs, load_embedder, merge_rules
+    from autorule.extraction.merge import candidate_refs, load_embedder, merge_rules
 
     from fake_llm import ScriptedLLM
 

@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +27,32 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
     assert "validation.json" in err and "metrics.jsonl" in err and "report.html" in err
     page = (out / "report.html").read_text()
     assert page.count("class='rule-row'") == len(rules) and "data:image/png;base64," in page
+
+
+def test_wheel_in_a_fresh_venv_carries_the_sample_data_and_prompts(tmp_path):
+    """`pip install .` then autorule outside the checkout: the quickstart's data and the prompt files come with the package."""
+    import site
+    import subprocess
+    import sys
+    import sysconfig
+
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist")],
+                   check=True, capture_output=True)
+    [wheel] = (tmp_path / "dist").glob("autorule-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "fresh")], check=True)
+    fresh_python = tmp_path / "fresh" / "bin" / "python"
+    subprocess.run([str(fresh_python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True)
+    # autorule's dependencies from the test venv, on PYTHONPATH so its editable-install hook (a .pth) stays off
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"] + os.pathsep + os.pathsep.join(site.getsitepackages())}
+    probe = (
+        "import autorule, autorule.quickstart as q, autorule.verifier.verifier as v;"
+        "from pathlib import Path;"
+        "print(autorule.__file__); print(q.SAMPLE_DATA); print(len(autorule.load_pairs(q.SAMPLE_DATA)));"
+        "print(len(list(Path(v.__file__).parent.glob('prompts/*.txt'))))"
+    )
+    out = subprocess.run([str(fresh_python), "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split()
+    fresh = str(tmp_path / "fresh")
+    assert out[0].startswith(fresh) and out[1].startswith(fresh)  # the wheel's copy, not the checkout's
+    assert out[2] == "24"
+    assert int(out[3]) >= 1

@@ -65,14 +65,26 @@ def test_train_grpo_with_rm_and_rules_logs_every_monitored_quantity(tmp_path, sh
             "policy": str(tiny_models / "policy"), "prompts": str(HH), "limit_prompts": 24, "rules": str(write_rules(tmp_path / "rules.yaml")),
             "verifier": f"openai:judge@{server.base_url}", "rm": str(tiny_models / "rm"), "max_steps": 3, "per_device_train_batch_size": 4,
             "num_generations": 4, "max_completion_length": 8, "monitor_every": 1, "heldout_count": 4, "output_dir": str(tmp_path / "grpo"),
-            "save_steps": 2, "no_cache": True,
+            "save_steps": 2, "no_cache": True, "report_to": "tensorboard",
         }
         (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
         assert main(["train", "--config", str(tmp_path / "train.yaml"), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        first_rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+        # a second run into the same directory is refused: its metrics would mix with these
+        assert main(["train", "--config", str(tmp_path / "train.yaml")]) == 2
+        assert "holds another training run; use --resume" in capsys.readouterr().err
+        assert main(["train", "--config", str(tmp_path / "train.yaml"), "--resume", "--rule-scale", "3"]) == 2
+        assert "rule_scale: None -> 3.0" in capsys.readouterr().err
+        # resumed from checkpoint-2 to step 4: step 3 is trained again, its first row replaced, not repeated
+        assert main(["train", "--config", str(tmp_path / "train.yaml"), "--resume", "--max-steps", "4", "--json"]) == 0
     assert summary["steps"] == 3
+    assert [r["step"] for r in first_rows] == [1, 2, 3]
     rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[:2] == first_rows[:2]
+    # --report-to tensorboard: TRL's logger wrote event files
+    assert list((tmp_path / "grpo").rglob("events.out.tfevents.*"))
     for r in rows:
         assert {"rm_reward", "rule_reward", "total_reward", "length", "pass_rates", "corr_rm_length", "corr_rule_length", "heldout_score", "warnings"} <= set(r)
         assert set(r["pass_rates"]) == {"caps"} and r["length"] > 0

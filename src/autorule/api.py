@@ -84,7 +84,7 @@ def extract(
         >>> rules.texts
         ["The assistant's response should greet the user by name."]
     """
-    from autorule.extract.run import ExtractConfig, run_extract
+    from autorule.extraction.run import ExtractConfig, run_extract
 
     data = _pairs(pairs)
     llm = _llm(model, cache, llm_options)

@@ -168,7 +168,7 @@ def cmd_llm_score(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from .extract.run import ExtractConfig, print_summary, run_extract
+    from .extraction.run import ExtractConfig, print_summary, run_extract
     from .llm import load_llm
 
     data = load_data(args)
@@ -644,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     # the user's Hugging Face settings are respected (HF_HUB_OFFLINE, HF_HOME, HF_TOKEN); the
     # embedded model and the embedder load from installed packages without the hub
     from .data import DataError
-    from .extract.run import RunDirError
+    from .extraction.run import RunDirError
     from .llm import LLMError
     from .rules import RulesFileError
     from .train.config import ConfigError

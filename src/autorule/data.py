@@ -28,6 +28,17 @@ Role = Literal["system", "user", "assistant"]
 
 
 class Message(BaseModel):
+    """One chat turn.
+
+    Args:
+        role: "system", "user" or "assistant".
+        content: the turn's text.
+
+    Example:
+        >>> Message(role="user", content="Hi").model_dump()
+        {'role': 'user', 'content': 'Hi'}
+    """
+
     role: Role
     content: str
 
@@ -67,6 +78,16 @@ class PreferencePair(BaseModel):
     assistant replies. When the two conversations diverge before the final reply (for
     example MT-Bench turn-2 judgements), the side-specific turns in between are kept
     in `chosen_history` / `rejected_history`, so multi-turn conversations stay whole.
+
+    Args:
+        id: a content hash of the pair; prompt: the shared turns; chosen, rejected: the
+            final replies; chosen_history, rejected_history: side-specific turns before
+            them; source, row: where the pair was read.
+
+    Example:
+        >>> pair = load_pairs([{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}])[0]
+        >>> [(m.role, m.content) for m in pair.conversation("chosen")]
+        [('user', 'Say hi.'), ('assistant', 'Hi!')]
     """
 
     id: str
@@ -86,7 +107,18 @@ class PreferencePair(BaseModel):
 
 
 class DataError(Exception):
-    """Input that cannot be used; the message names the file, the row and the reason."""
+    """Input that cannot be used; the message names the file, the row and the reason.
+
+    Args:
+        path: the file (or source) name; reason: what is wrong; row: the row or line
+            number; unit: "row" or "line".
+
+    Example:
+        >>> load_pairs([{"question": "Q"}])
+        Traceback (most recent call last):
+        ...
+        autorule.data.DataError: <rows>, row 1: cannot tell the format from the columns ['question']; expected 'prompt'/'chosen'/'rejected', hh-rlhf 'chosen'/'rejected' transcripts, AlpacaEval 'instruction'/'output_1'/'output_2'/'preference', or MT-Bench 'conversation_a'/'conversation_b'/'winner' (use --format or the column options)
+    """
 
     def __init__(self, path: str, reason: str, row: int | None = None, unit: str = "row"):
         self.path, self.reason, self.row = path, reason, row
@@ -128,6 +160,15 @@ class LoadResult:
     """Pairs read from one source, with what was skipped and why.
 
     Iterating over it (or `len`, indexing) gives its `pairs`.
+
+    Args:
+        path: the source; format: the format read; pairs: the pairs; rows: rows read;
+            skipped: skipped rows by reason; examples: (row, reason) of the first bad rows.
+
+    Example:
+        >>> data = load_pairs([{"prompt": "Q", "chosen": "A", "rejected": "A"}, {"prompt": "Q", "chosen": "A", "rejected": "B"}], on_bad_row="skip")
+        >>> len(data), dict(data.skipped)
+        (1, {'chosen identical to rejected': 1})
     """
 
     path: str

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from .cache import Cache
 from .data import LoadResult, load_pairs
-from .extract.run import ExtractConfig, print_summary, run_extract
+from .extraction.run import ExtractConfig, print_summary, run_extract
 from .llm import load_llm
 from .reporting import build_report
 from .reward import RewardScorer

@@ -21,6 +21,18 @@ def rule_reward(verdicts: Verdicts, rules: RuleSet | None = None, *, hard: bool 
     applies gets `no_rules_value`: neither rewarded nor punished for dodging every rule.
     Checks with no readable verdict are left out like rules that do not apply; a response
     the server refused (`verdicts.errors`) gets NaN: it has no reward.
+
+    Args:
+        verdicts: the verifier's `Verdicts`.
+        rules: the RuleSet (for its weights); None: uniform weights.
+        hard: average thresholded verdicts instead of P(satisfied).
+        no_rules_value: the reward when no rule applies.
+
+    Example:
+        >>> import numpy as np
+        >>> from autorule.verifier import Verdicts
+        >>> rule_reward(Verdicts(["r1", "r2"], np.array([[0.9, 0.3], [0.2, float("nan")]]))).round(2).tolist()
+        [0.6, 0.2]
     """
     values = verdicts.hard.astype(float) if hard else np.nan_to_num(verdicts.p_satisfied, nan=0.0)
     weights = np.array([r.weight for r in rules.rules], dtype=float) if rules is not None else np.ones(values.shape[1])
@@ -95,6 +107,18 @@ class RewardModel:
 
     If the model directory holds `autorule_rm.json` (written by `autorule train-rm`),
     scores are normalised with its mean and std from the training data.
+
+    Args:
+        path: a Hugging Face sequence-classification model directory.
+        device: "cuda" or "cpu" (default: cuda when available).
+        batch_size: conversations per forward pass.
+        max_length: tokens kept per conversation (cut from the left: the response stays).
+
+    Example:
+        >>> RewardModel("/no/such/model")
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot load reward model '/no/such/model': ...
     """
 
     def __init__(self, path: str, *, device: str | None = None, batch_size: int = 8, max_length: int = 2048):
@@ -142,6 +166,20 @@ def word_counts(texts: list[str]) -> np.ndarray:
 
 @dataclass
 class Scores:
+    """Rewards and their parts for a batch of responses.
+
+    Args:
+        total: the composed reward per response; rule: the rule reward (fraction
+        satisfied); rm: the RM's scores (None without one); verdicts: the verdicts;
+        seconds: time spent on rules and RM.
+
+    Example:
+        >>> from autorule.llm.fake import FakeLLM
+        >>> scores = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.7)).score(["Hello"])
+        >>> scores.total.tolist(), scores.pass_rates()
+        ([0.7], {'r-...': 1.0})
+    """
+
     total: np.ndarray
     rule: np.ndarray
     rm: np.ndarray | None
@@ -165,6 +203,19 @@ class RewardScorer:
     """Verifier + optional reward model + preset: conversations in, rewards out.
 
     The one object every adapter (TRL, verl, the reward server, `autorule score`) uses.
+
+    Args:
+        rules: the RuleSet.
+        verifier_llm: the judge (from `load_llm`).
+        preset: a preset name ("default", "ternary", "paper") or a `RewardPreset`.
+        rm: an optional `RewardModel`.
+        **verifier_options: `Verifier` options (threshold, max_input_tokens, max_unparsed).
+
+    Example:
+        >>> from autorule.llm.fake import FakeLLM
+        >>> scorer = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.6), "paper")
+        >>> scorer.score([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]]).total.tolist()
+        [2.5]
     """
 
     def __init__(self, rules: RuleSet, verifier_llm, preset: RewardPreset | str = "default", rm: RewardModel | None = None, **verifier_options):

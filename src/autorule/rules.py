@@ -37,6 +37,19 @@ class CandidateRef(BaseModel):
 
 
 class Rule(BaseModel):
+    """A readable rule with its provenance, weight and statistics.
+
+    Args:
+        id: a stable id derived from the text; text: the rule; weight: its reward weight;
+            support: distinct pairs behind it; pairs, candidates: its provenance;
+            stats: validation statistics.
+
+    Example:
+        >>> rule = Rule(id=rule_id("The response should cite a source."), text="The response should cite a source.")
+        >>> rule.id.startswith("r-"), rule.weight
+        (True, 1.0)
+    """
+
     id: str
     text: str
     weight: float = 1.0
@@ -59,6 +72,19 @@ class Rule(BaseModel):
 
 
 class RuleSet(BaseModel):
+    """Rules as a YAML file: load, save, and make from plain texts.
+
+    Args:
+        version: file format version; meta: where the rules came from; rules: the rules.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "rules.yaml"
+        >>> RuleSet.from_texts(["The response should be short."]).save(path)
+        >>> RuleSet.load(path).texts
+        ['The response should be short.']
+    """
+
     version: int = 1
     meta: dict[str, Any] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)

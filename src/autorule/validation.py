@@ -237,6 +237,21 @@ def _json_safe(value):
 
 @dataclass
 class Validation:
+    """The result of validating rules on preference pairs.
+
+    Args:
+        report: what validation.json holds (per-rule `rules`, `accuracy`, `learned_weights`, ...).
+        weights: reward weights learned from the data (None: no rule had a positive one).
+        selected: rule ids chosen by `select`, in order.
+
+    Example:
+        >>> from autorule import validate
+        >>> from autorule.llm.fake import FakeLLM
+        >>> result = validate(["The response should be polite."], [{"prompt": "Q", "chosen": "A", "rejected": "B"}], FakeLLM(p_yes=0.9), folds=2)
+        >>> [r["text"] for r in result.report["rules"]]
+        ['The response should be polite.']
+    """
+
     report: dict  # what validation.json holds
     weights: np.ndarray | None  # reward weights learned from the data (None: none positive)
     selected: list[str] | None  # rule ids picked by --select, in order

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ..cache import Cache
 from ..data import LoadResult, load_pairs
-from ..extract.merge import load_embedder
-from ..extract.run import ExtractConfig, run_extract
+from ..extraction.merge import load_embedder
+from ..extraction.run import ExtractConfig, run_extract
 from ..llm import load_llm
 from .mock_server import ScriptedServer, mock_judge
 

@@ -22,6 +22,19 @@ def load_llm(spec: str, *, cache: Cache | None = None, **options) -> LLM:
 
     Local models are loaded once per process and shared. `options` go to the backend
     (e.g. ``concurrency``, ``timeout``, ``api_key`` for servers; ``batch_size`` locally).
+
+    Args:
+        spec: "embedded", "hf:PATH_OR_ID", "gguf:FILE", a model directory, or
+            "openai:MODEL@BASE_URL".
+        cache: a `Cache` for LLM calls and verdicts (None: no cache).
+        **options: backend options (``concurrency``, ``timeout``, ``api_key``,
+            ``extra_body`` for servers; ``batch_size`` locally).
+
+    Example:
+        >>> load_llm("openai:no-url")
+        Traceback (most recent call last):
+        ...
+        autorule.llm.base.LLMError: bad model spec 'openai:no-url': expected openai:MODEL@BASE_URL, e.g. openai:Qwen/Qwen3-8B@http://127.0.0.1:8000/v1
     """
     if spec.startswith("openai:"):
         from .openai_compat import OpenAICompatLLM

@@ -18,7 +18,15 @@ UNPARSED = math.nan
 
 
 class LLMError(RuntimeError):
-    """A call that failed for good (after retries, or a fault retrying cannot fix)."""
+    """A call that failed for good (after retries, or a fault retrying cannot fix).
+
+    Args:
+        message: what failed and, where known, how to fix it.
+
+    Example:
+        >>> str(LLMError("the server refused the request"))
+        'the server refused the request'
+    """
 
 
 class RequestRefused(LLMError):
@@ -133,7 +141,17 @@ def parse_yes_no(text: str) -> float | None:
 
 
 class LLM(ABC):
-    """A model behind one spec string. Backends implement `_generate` and `_score_yes_no`."""
+    """A model behind one spec string. Backends implement `_generate` and `_score_yes_no`.
+
+    Args:
+        (none: backends take their own; see `load_llm`.)
+
+    Example:
+        >>> from autorule.llm.fake import FakeLLM
+        >>> llm = FakeLLM(p_yes=0.3)
+        >>> llm.score_yes_no("conversation", ["Is it short?"]), llm.stats["yes_no_checks"]
+        ([0.3], 1)
+    """
 
     spec: str = ""
 

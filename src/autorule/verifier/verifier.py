@@ -91,6 +91,11 @@ class Verdicts:
         >>> v = Verdicts(["r1", "r2"], np.array([[0.9, float("nan")], [0.2, 0.7]]))
         >>> v.unparsed, v.pass_rates()
         (1, {'r1': 0.5, 'r2': 1.0})
+
+    Args:
+        rule_ids: the rules, in column order; p_satisfied: (responses, rules) P(Yes);
+        p_applies: P(the rule applies), with applicability; threshold: P(Yes) that
+        counts as satisfied; errors: refused responses (index -> reason).
     """
 
     rule_ids: list[str]
@@ -189,6 +194,17 @@ class Verifier:
     max_unparsed: the largest share of checks that may come back with no readable
         Yes/No before `verify` stops with `UnparsedVerdicts` (they are left out of
         rewards, but past this share the rewards rest on too little).
+
+    Args:
+        llm: the judge (an LLM from `load_llm`).
+        rules: the RuleSet to judge against.
+        (style, applicability, threshold, max_input_tokens, max_unparsed: as above.)
+
+    Example:
+        >>> from autorule.llm.fake import FakeLLM
+        >>> verifier = Verifier(FakeLLM(p_yes=0.8), RuleSet.from_texts(["The response should be short."]))
+        >>> verifier.verify([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]]).p_satisfied.tolist()
+        [[0.8]]
     """
 
     def __init__(

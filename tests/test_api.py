@@ -1,0 +1,65 @@
+"""The public API: names, documentation, and plain inputs."""
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import autorule
+
+
+def test_public_names_survive_every_submodule_being_imported():
+    """Importing a submodule sets a package attribute; no public name may be shadowed by one."""
+    for info in pkgutil.walk_packages(autorule.__path__, "autorule."):
+        importlib.import_module(info.name)
+    for name in autorule.__all__:
+        value = getattr(autorule, name)
+        assert not isinstance(value, type(autorule)), f"autorule.{name} is a module"
+        if name not in ("__version__", "SAMPLE_PAIRS"):
+            assert value is getattr(importlib.import_module(autorule._EXPORTS[name]), name)
+
+
+@pytest.mark.parametrize("name", [n for n in autorule.__all__ if n not in ("__version__", "SAMPLE_PAIRS")])
+def test_every_public_name_documents_its_arguments_with_a_runnable_example(name):
+    doc = getattr(autorule, name).__doc__ or ""
+    assert "Args:" in doc and ">>> " in doc, f"autorule.{name} needs an Args section and an example"
+
+
+def test_import_autorule_loads_nothing_heavy():
+    code = "import sys, autorule; print(sorted(m for m in ('torch', 'transformers', 'numpy', 'autorule.api') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_messages_as_dicts_messages_or_bare_strings_give_the_same_verdicts():
+    from autorule.llm.fake import FakeLLM
+
+    class Recorder(FakeLLM):
+        def _score_yes_no_batch(self, items, on_item, errors):
+            self.prefixes = [p for p, _ in items]
+            return super()._score_yes_no_batch(items, on_item, errors)
+
+    llm = Recorder(p_yes=0.5)
+    autorule.verify(["The response should be short."], [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]], llm)
+    as_dicts = llm.prefixes
+    autorule.verify(["The response should be short."], [[autorule.Message(role="user", content="Hi"), autorule.Message(role="assistant", content="Hello")]], llm)
+    assert llm.prefixes == as_dicts
+    autorule.verify(["The response should be short."], ["Hello"], llm)
+    assert "Hello" in llm.prefixes[0] and "Hi" not in llm.prefixes[0].split("Hello")[0][-50:]
+    with pytest.raises(ValueError, match="message 0 is int"):
+        autorule.verify(["The response should be short."], [[3]], llm)
+
+
+def test_library_calls_print_nothing(capsys):
+    import json
+
+    from autorule.llm.fake import FakeLLM
+
+    llm = FakeLLM(p_yes=0.5, reply=json.dumps(["The assistant's response should greet the user by name."]))
+    rules = autorule.extract([{"prompt": "Hi, I am Ann.", "chosen": "Hello Ann!", "rejected": "Hello."}], llm, cache=False)
+    autorule.validate(rules, [{"prompt": "Q", "chosen": "A", "rejected": "B"}], llm, folds=2)
+    out = capsys.readouterr()
+    assert out.out == ""
+    # only the logged note that FakeLLM gave no reasoning trace (a warning, via logging)
+    assert "%" not in out.err and "it/s" not in out.err
