@@ -13,6 +13,7 @@ from rich.console import Console
 
 from . import __version__
 from .bench.cli import add_bench_parsers
+from .settings import Parser, model_spec, number, whole
 
 # errors and progress go to stderr; stdout stays machine-readable with --json
 err = Console(stderr=True)
@@ -29,9 +30,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-column", default="prompt", help="column holding the prompt (pairs format)")
     p.add_argument("--chosen-column", default="chosen", help="column holding the chosen reply")
     p.add_argument("--rejected-column", default="rejected", help="column holding the rejected reply")
-    p.add_argument("--tie-threshold", type=float, default=0.1, help="AlpacaEval: skip pairs with |preference - 1.5| below this")
+    p.add_argument("--tie-threshold", type=number(0, 0.5), default=0.1, help="AlpacaEval: skip pairs with |preference - 1.5| below this")
     p.add_argument("--split", default="train", help="split, for Hugging Face dataset names")
-    p.add_argument("--limit", type=int, default=None, help="stop after this many pairs")
+    p.add_argument("--limit", type=whole(1), default=None, help="stop after this many pairs")
 
 
 def _add_cache_options(p: argparse.ArgumentParser) -> None:
@@ -87,17 +88,17 @@ def _json_object(text: str) -> dict:
 def _add_server_options(p: argparse.ArgumentParser, what: str) -> None:
     """Options for openai: specs, the same in every command."""
     p.add_argument("--api-key", default=None, help=f"API key for an openai: {what} (default: $OPENAI_API_KEY)")
-    p.add_argument("--concurrency", type=int, default=None,
+    p.add_argument("--concurrency", type=whole(1), default=None,
                    help="most requests in flight to a server (default: the server's slot count where it reports one, as llama-server does, else 16); lowered automatically while the server is overloaded")
-    p.add_argument("--timeout", type=float, default=None,
+    p.add_argument("--timeout", type=number(0, above=True), default=None,
                    help="seconds per request to a server, time queued in the server included (default: 600, enough for a CPU server)")
-    p.add_argument("--max-retries", type=int, default=6, help="retries per request on transient faults, with backoff and jitter (default: %(default)s)")
+    p.add_argument("--max-retries", type=whole(0, 100), default=6, help="retries per request on transient faults, with backoff and jitter (default: %(default)s)")
     p.add_argument("--extra-body", type=_json_object, default=None, metavar="JSON",
                    help='JSON fields sent with every request, e.g. \'{"chat_template_kwargs": {"enable_thinking": false}}\' (Qwen3 on vLLM/SGLang)')
 
 
 def _add_model_options(p: argparse.ArgumentParser, default: str = "embedded") -> None:
-    p.add_argument("--model", default=default, help="model spec: embedded, hf:PATH, gguf:FILE or openai:MODEL@BASE_URL (default: %(default)s)")
+    p.add_argument("--model", type=model_spec, default=default, help="model spec: embedded, hf:PATH, gguf:FILE or openai:MODEL@BASE_URL (default: %(default)s)")
     _add_server_options(p, "model")
 
 
@@ -201,14 +202,14 @@ def _report_skips(data) -> None:
 
 def _add_reward_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", required=True, metavar="RULES", help="rules file (rules.yaml from `autorule extract`)")
-    p.add_argument("--verifier", default="embedded", help="verifier model spec (default: %(default)s)")
+    p.add_argument("--verifier", type=model_spec, default="embedded", help="verifier model spec (default: %(default)s)")
     p.add_argument("--preset", default="default", choices=["default", "ternary", "paper"], help="reward preset (paper: RM + 10 x (fraction - 0.75), clipped)")
     p.add_argument("--rm", default=None, metavar="DIR", help="reward model (Hugging Face sequence-classification directory)")
-    p.add_argument("--threshold", type=float, default=0.5, help="P(Yes) at or above which a verdict counts as satisfied")
+    p.add_argument("--threshold", type=number(0, 1), default=0.5, help="P(Yes) at or above which a verdict counts as satisfied")
     _add_server_options(p, "verifier")
-    p.add_argument("--max-unparsed", type=float, default=0.2, metavar="SHARE",
+    p.add_argument("--max-unparsed", type=number(0, 1), default=0.2, metavar="SHARE",
                    help="stop when more than this share of rule checks get no readable Yes/No, e.g. from a verifier that thinks first (default: %(default)s); unparsed checks are always left out of rewards and counted")
-    p.add_argument("--max-input-tokens", type=int, default=None, metavar="N",
+    p.add_argument("--max-input-tokens", type=whole(64), default=None, metavar="N",
                    help="prompt tokens one verifier request may hold; longer conversations are cut in the middle (default: the server's context per slot where it reports one, else 8192)")
     _add_cache_options(p)
 
@@ -346,6 +347,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             path = Path(args.weights_out or rules_path.with_name(rules_path.stem + ".weighted.yaml"))
             weighted.save(path)
             outputs["weighted_rules_file"] = str(path)
+            off = [r for r in weighted.rules if r.weight == 0]
+            report["rules_switched_off"] = [r.id for r in off]
+            if off:  # a non-positive coefficient: the rule votes against the preferences, or not at all
+                err.print(f"[yellow]{len(off)} of {len(weighted.rules)} rules get weight 0 (switched off: they did not favour the chosen replies):[/yellow]", highlight=False)
+                for r in off:
+                    err.print(f"  {r.id}  {_short(r.text, 90)}", highlight=False)
     if selected:
         subset = RuleSet(meta={**rules.meta, "selected_from": str(rules_path)}, rules=[r for r in rules.rules if r.id in set(selected)])
         subset.rules.sort(key=lambda r: selected.index(r.id))
@@ -442,9 +449,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     llm = load_llm(spec, cache=open_cache(args), **llm_options(args, spec))
     name = args.generator or Path(args.model.rstrip("/")).name or args.model
     if args.format == "alpaca_eval":
-        records = alpaca_eval_outputs(llm, args.prompts, name, args.max_new_tokens, args.temperature)
+        records = alpaca_eval_outputs(llm, args.prompts, name, args.max_new_tokens, args.temperature, args.limit)
     else:
-        records = mt_bench_answers(llm, args.prompts, name, args.max_new_tokens, args.temperature)
+        records = mt_bench_answers(llm, args.prompts, name, args.max_new_tokens, args.temperature, args.limit)
     path = write_outputs(records, args.out, args.format)
     err.print(f"{len(records)} {args.format} records written to {path}")
     return 0
@@ -491,7 +498,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autorule", description="Learn readable rules from preference data and use them as an RL reward.")
+    parser = Parser(prog="autorule", description="Learn readable rules from preference data and use them as an RL reward.")
     parser.add_argument("--version", action="version", version=f"autorule {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -500,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = data.add_parser("inspect", help="load a preference file and show what was read and skipped")
     inspect.add_argument("data", metavar="PATH", help="file (.jsonl/.json/.csv/.parquet, optionally .gz), dataset directory or Hugging Face dataset name")
     _add_data_options(inspect)
-    inspect.add_argument("--sample", type=int, default=2, help="pairs to show")
+    inspect.add_argument("--sample", type=whole(0), default=2, help="pairs to show")
     inspect.add_argument("--json", action="store_true", help="print one JSON object (last line of stdout)")
     inspect.set_defaults(func=cmd_data_inspect)
 
@@ -509,8 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt")
     _add_model_options(gen)
     _add_cache_options(gen)
-    gen.add_argument("--max-tokens", type=int, default=256)
-    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--max-tokens", type=whole(1), default=256, help="most tokens to generate")
+    gen.add_argument("--temperature", type=number(0, 2), default=0.0, help="sampling temperature (0: greedy)")
     gen.add_argument("--json", action="store_true")
     gen.set_defaults(func=cmd_llm_generate)
     score = llm.add_parser("score", help="P(Yes) for questions after a shared prefix")
@@ -526,15 +533,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(ex)
     _add_model_options(ex)
     _add_cache_options(ex)
-    ex.add_argument("--merge-model", default=None, help="model spec for merging (default: --model)")
+    ex.add_argument("--merge-model", type=model_spec, default=None, help="model spec for merging (default: --model)")
     ex.add_argument("--out", default=None, metavar="RUN_DIR", help="run directory (default: runs/extract-<data name>); rerun to resume")
     ex.add_argument("--seed", type=int, default=0, help="seed for the A/B order and sampling")
     ex.add_argument("--extract-from", default="reasoning", choices=["reasoning", "explanation", "both"], help="text rules are drawn from (paper: reasoning)")
-    ex.add_argument("--target-rules", type=int, default=25, help="merge until at most this many rules remain")
-    ex.add_argument("--max-cluster", type=int, default=10, help="most rules in one merge prompt")
-    ex.add_argument("--reasoning-tokens", type=int, default=1024, help="max new tokens for each reasoning call")
-    ex.add_argument("--rules-tokens", type=int, default=512, help="max new tokens for each rule-extraction call")
-    ex.add_argument("--merge-tokens", type=int, default=512, help="max new tokens for each merge call")
+    ex.add_argument("--target-rules", type=whole(1), default=25, help="merge until at most this many rules remain")
+    ex.add_argument("--max-cluster", type=whole(2), default=10, help="most rules in one merge prompt")
+    ex.add_argument("--reasoning-tokens", type=whole(1), default=1024, help="max new tokens for each reasoning call")
+    ex.add_argument("--rules-tokens", type=whole(1), default=512, help="max new tokens for each rule-extraction call")
+    ex.add_argument("--merge-tokens", type=whole(1), default=512, help="max new tokens for each merge call")
     ex.add_argument("--overwrite", action="store_true", help="discard an earlier, different run in RUN_DIR")
     ex.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     ex.set_defaults(func=cmd_extract)
@@ -544,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--data", required=True, metavar="FILE", help="JSONL with 'prompt' and 'response', or preference data")
     sc.add_argument("--format", default="auto", help="preference data format (when --data holds pairs)")
     sc.add_argument("--on-bad-row", default="error", choices=["error", "skip"])
-    sc.add_argument("--limit", type=int, default=None, help="at most this many pairs")
+    sc.add_argument("--limit", type=whole(1), default=None, help="at most this many pairs")
     sc.add_argument("--out", default=None, metavar="FILE", help="write per-response verdicts and rewards as JSONL here (default: stdout)")
     sc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     sc.set_defaults(func=cmd_score)
@@ -554,12 +561,12 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--data", required=True, metavar="PATH", help="held-out preference data")
     _add_data_options(va)
     va.add_argument("--seed", type=int, default=0, help="seed for the A/B order used by kappa and the weight fit")
-    va.add_argument("--folds", type=int, default=5, help="cross-validation folds")
-    va.add_argument("--select", type=int, default=None, metavar="K", help="greedily pick the K rules with the best CV accuracy and write them out")
+    va.add_argument("--folds", type=whole(2), default=5, help="cross-validation folds")
+    va.add_argument("--select", type=whole(1), default=None, metavar="K", help="greedily pick the K rules with the best CV accuracy and write them out")
     va.add_argument("--select-out", default=None, metavar="FILE", help="where --select writes (default: RULES.topK.yaml)")
     va.add_argument("--fit-weights", action="store_true", help="write the learned weights into a new rules file")
     va.add_argument("--weights-out", default=None, metavar="FILE", help="where --fit-weights writes (default: RULES.weighted.yaml)")
-    va.add_argument("--redundancy", type=float, default=0.8, help="report rule pairs whose verdicts correlate at least this much")
+    va.add_argument("--redundancy", type=number(0, 1), default=0.8, help="report rule pairs whose verdicts correlate at least this much")
     va.add_argument("--out", default=None, metavar="FILE", help="JSON report (default: validation.json beside the rules)")
     va.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
     va.set_defaults(func=cmd_validate)
@@ -567,16 +574,16 @@ def build_parser() -> argparse.ArgumentParser:
     trm = sub.add_parser("train-rm", help="train a Bradley-Terry reward model (TRL RewardTrainer)")
     trm.add_argument("--data", required=True, metavar="PATH", help="preference data")
     _add_data_options(trm)
-    trm.add_argument("--base", default="embedded", help="base model spec: embedded, gguf:FILE, hf:DIR (default: %(default)s)")
+    trm.add_argument("--base", type=model_spec, default="embedded", help="base model spec: embedded, gguf:FILE, hf:DIR (default: %(default)s)")
     trm.add_argument("--out", required=True, metavar="DIR", help="where the reward model is written")
     trm.add_argument("--lora", action="store_true", help="train LoRA adapters (merged into the saved model)")
-    trm.add_argument("--epochs", type=float, default=1.0)
-    trm.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (default: all epochs)")
-    trm.add_argument("--learning-rate", type=float, default=5e-5)
-    trm.add_argument("--batch-size", type=int, default=8)
-    trm.add_argument("--max-length", type=int, default=512, help="tokens per conversation")
-    trm.add_argument("--eval-fraction", type=float, default=0.1, help="pairs held out for the accuracy report")
-    trm.add_argument("--seed", type=int, default=0)
+    trm.add_argument("--epochs", type=number(0, above=True), default=1.0, help="passes over the training pairs")
+    trm.add_argument("--max-steps", type=whole(-1), default=-1, help="stop after this many steps (default: all epochs)")
+    trm.add_argument("--learning-rate", type=number(0, above=True), default=5e-5, help="learning rate")
+    trm.add_argument("--batch-size", type=whole(1), default=8, help="pairs per step")
+    trm.add_argument("--max-length", type=whole(16), default=512, help="tokens per conversation")
+    trm.add_argument("--eval-fraction", type=number(0, 0.9), default=0.1, help="pairs held out for the accuracy report")
+    trm.add_argument("--seed", type=int, default=0, help="seed")
     trm.add_argument("--bf16", action="store_true", help="bf16 (GPU)")
     trm.add_argument("--json", action="store_true")
     trm.set_defaults(func=cmd_train_rm)
@@ -595,8 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--format", required=True, choices=["alpaca_eval", "mt_bench"])
     ge.add_argument("--out", required=True, metavar="FILE")
     ge.add_argument("--generator", default=None, help="name recorded as generator / model_id (default: the model directory's name)")
-    ge.add_argument("--max-new-tokens", type=int, default=512)
-    ge.add_argument("--temperature", type=float, default=0.0)
+    ge.add_argument("--max-new-tokens", type=whole(1), default=512, help="most tokens per answer")
+    ge.add_argument("--limit", type=whole(1), default=None, help="answer at most this many prompts")
+    ge.add_argument("--temperature", type=number(0, 2), default=0.0, help="sampling temperature (0: greedy)")
     _add_server_options(ge, "model")
     _add_cache_options(ge)
     ge.set_defaults(func=cmd_generate)
@@ -611,11 +619,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="OpenRLHF-compatible reward server (POST / or /get_reward)")
     _add_reward_options(sv)
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, this machine only)")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=whole(1, 65535), default=8000, help="port to listen on")
     sv.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default: $AUTORULE_TOKEN)")
-    sv.add_argument("--max-batch", type=int, default=64, help="most samples scored in one verifier pass")
-    sv.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
-    sv.add_argument("--max-queue", type=int, default=1024, help="queued requests before answering 503")
+    sv.add_argument("--max-batch", type=whole(1), default=64, help="most samples scored in one verifier pass")
+    sv.add_argument("--max-wait-ms", type=number(0), default=10.0, help="how long a batch waits to fill")
+    sv.add_argument("--max-queue", type=whole(1), default=1024, help="queued requests before answering 503")
     sv.add_argument("--reward", choices=["total", "rule"], default="total",
                     help="what 'rewards' holds: the composed reward (rule term + --rm + length penalty, clipped per preset) or the rule term alone (default: %(default)s)")
     sv.set_defaults(func=cmd_serve)

@@ -23,7 +23,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-FORMATS = ("pairs", "hh-rlhf", "alpacaeval", "mt-bench-human")
+FORMATS = ("pairs", "hh-rlhf", "alpacaeval", "mt-bench-human", "ab")
+# the "ab" format: a prompt, two answers and a label naming the better one
+AB_PROMPTS = ("question", "prompt", "instruction", "input")
+AB_ANSWERS = (("answer_a", "answer_b"), ("response_a", "response_b"), ("output_a", "output_b"), ("completion_a", "completion_b"))
+AB_LABELS = ("label", "winner", "preference", "choice")
+# label values: which answer won (ties, and labels like "both bad", are skipped and counted)
+AB_FIRST = {"a", "1", "model_a", "answer_a", "response_a"}
+AB_SECOND = {"b", "2", "model_b", "answer_b", "response_b"}
+AB_TIES = {"tie", "tie (bothbad)", "both_bad", "both bad", "neither", "equal", "0", "draw"}
 Role = Literal["system", "user", "assistant"]
 
 
@@ -117,7 +125,7 @@ class DataError(Exception):
         >>> load_pairs([{"question": "Q"}])
         Traceback (most recent call last):
         ...
-        autorule.data.DataError: <rows>, row 1: cannot tell the format from the columns ['question']; expected 'prompt'/'chosen'/'rejected', hh-rlhf 'chosen'/'rejected' transcripts, AlpacaEval 'instruction'/'output_1'/'output_2'/'preference', or MT-Bench 'conversation_a'/'conversation_b'/'winner' (use --format or the column options)
+        autorule.data.DataError: <rows>, row 1: cannot tell the format from the columns ['question']; the closest is pairs ...
     """
 
     def __init__(self, path: str, reason: str, row: int | None = None, unit: str = "row"):
@@ -512,6 +520,37 @@ def make_alpacaeval_parser(tie_threshold: float) -> Callable[[dict, Columns], di
     return parse
 
 
+def ab_columns(keys) -> tuple[str, str, str, str] | None:
+    """(prompt, answer A, answer B, label) columns of an A/B-plus-label row, or None."""
+    prompt = next((k for k in AB_PROMPTS if k in keys), None)
+    answers = next((pair for pair in AB_ANSWERS if set(pair) <= set(keys)), None)
+    label = next((k for k in AB_LABELS if k in keys), None)
+    if prompt and answers and label:
+        return prompt, answers[0], answers[1], label
+    return None
+
+
+def parse_ab_row(rec: dict, columns: Columns) -> dict:
+    """A prompt, two answers and a label: A/B, 1/2 or model_a/model_b (case ignored); ties skipped.
+
+    Example:
+        >>> parse_ab_row({"question": "Q?", "answer_a": "yes", "answer_b": "no", "label": "B"}, Columns())["chosen"]
+        'no'
+    """
+    found = ab_columns(rec)
+    if found is None:
+        raise BadRow("not an A/B row", f"expected one of {AB_PROMPTS}, an answer_a/answer_b pair and one of {AB_LABELS}")
+    prompt_key, a_key, b_key, label_key = found
+    label = str(rec[label_key]).strip().lower()
+    if label in AB_TIES:
+        raise SkipRow("tie")
+    if label not in AB_FIRST | AB_SECOND:
+        raise BadRow(f"bad '{label_key}'", f"{rec[label_key]!r} is not A/B, 1/2 or model_a/model_b (ties: tie, both_bad)")
+    chosen, rejected = (rec[a_key], rec[b_key]) if label in AB_FIRST else (rec[b_key], rec[a_key])
+    prompt = _as_messages(rec[prompt_key], prompt_key)
+    return _finish(prompt, _reply_turns(chosen, a_key), _reply_turns(rejected, b_key))
+
+
 def parse_mt_bench_human_row(rec: dict, columns: Columns) -> dict:
     winner = _require(rec, "winner")
     conv_a = _as_messages(_require(rec, "conversation_a"), "conversation_a")
@@ -555,11 +594,40 @@ def detect_format(rec: dict, columns: Columns) -> str:
         if columns.prompt not in keys and isinstance(rec[columns.chosen], str) and rec[columns.chosen].startswith("\n\nHuman:"):
             return "hh-rlhf"
         return "pairs"
-    raise NotPreferenceData(
-        f"cannot tell the format from the columns {sorted(keys)}; expected '{columns.prompt}'/'{columns.chosen}'/'{columns.rejected}', "
-        "hh-rlhf 'chosen'/'rejected' transcripts, AlpacaEval 'instruction'/'output_1'/'output_2'/'preference', "
-        "or MT-Bench 'conversation_a'/'conversation_b'/'winner' (use --format or the column options)"
-    )
+    if ab_columns(keys):
+        return "ab"
+    raise NotPreferenceData(_undetected(keys, columns))
+
+
+def _undetected(keys: set, columns: Columns) -> str:
+    """Why no format fits, the closest one, and flags that would read the file where they can."""
+    shown = sorted(keys)
+    responses = [k for k in ("response", "completion", "output", "answer") if k in keys]
+    prompts = [k for k in (columns.prompt, *AB_PROMPTS) if k in keys]
+    if responses and prompts:
+        return (f"the columns {shown} hold one response per prompt ('{prompts[0]}', '{responses[0]}'), not a preference pair. "
+                "Extraction and validation need two responses and which one won; to score single responses against rules, "
+                f"use `autorule score --rules RULES --data FILE`")
+    text_columns = [k for k in shown if k not in (columns.prompt, columns.chosen, columns.rejected)]
+    hints = []
+    if columns.prompt in keys or prompts:
+        others = [k for k in text_columns if k not in prompts]
+        better = [k for k in others if any(w in k.lower() for w in ("chosen", "better", "preferred", "good", "win"))]
+        worse = [k for k in others if any(w in k.lower() for w in ("rejected", "worse", "dispreferred", "bad", "los"))]
+        prompt_flag = f"--format pairs --prompt-column {prompts[0] if prompts else columns.prompt}"
+        if better and worse:
+            hints.append(f"read it with {prompt_flag} --chosen-column {better[0]} --rejected-column {worse[0]}")
+        elif len(others) >= 2:
+            hints.append(f"if '{others[0]}' is always the better response: {prompt_flag} --chosen-column {others[0]} --rejected-column {others[1]}")
+    if prompts and any(k in keys for k in AB_LABELS):
+        hints.append("two answers and a label read with --format ab once the answers are named answer_a/answer_b (or response_a/response_b)")
+    closest = "pairs ('prompt', 'chosen', 'rejected')"
+    if any(k in keys for k in AB_LABELS):
+        closest = "ab (a prompt, 'answer_a', 'answer_b' and a 'label' of A/B, 1/2 or model_a/model_b)"
+    elif {"instruction"} & keys:
+        closest = "alpacaeval ('instruction', 'output_1', 'output_2', 'preference')"
+    return (f"cannot tell the format from the columns {shown}; the closest is {closest}"
+            + ("; " + "; ".join(hints) if hints else "; use --format and the column options (--prompt-column, --chosen-column, --rejected-column)"))
 
 
 def load_pairs(
@@ -614,6 +682,7 @@ def load_pairs(
         "hh-rlhf": parse_hh_row,
         "alpacaeval": make_alpacaeval_parser(tie_threshold),
         "mt-bench-human": parse_mt_bench_human_row,
+        "ab": parse_ab_row,
     }
     result = LoadResult(path=shown, format=format, pairs=[])
     parse = parsers.get(format)

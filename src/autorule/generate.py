@@ -3,6 +3,7 @@ so users can run those benchmarks with their own judge."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -13,15 +14,15 @@ from .data import DataError, iter_rows
 from .llm import LLM, ChatRequest
 
 
-def _rows(path: str) -> list[tuple[int, dict, str]]:
+def _rows(path: str, limit: int | None = None) -> list[tuple[int, dict, str]]:
     rows, unit = iter_rows(Path(path))
-    return [(row, rec, unit) for row, rec in rows]
+    return [(row, rec, unit) for row, rec in itertools.islice(rows, limit)]
 
 
-def alpaca_eval_outputs(llm: LLM, prompts_path: str, generator: str, max_new_tokens: int, temperature: float) -> list[dict]:
-    """[{instruction, output, generator, dataset}] for AlpacaEval's `--model_outputs`."""
+def alpaca_eval_outputs(llm: LLM, prompts_path: str, generator: str, max_new_tokens: int, temperature: float, limit: int | None = None) -> list[dict]:
+    """[{instruction, output, generator, dataset}] for AlpacaEval's `--model_outputs` (the first `limit` prompts)."""
     items = []
-    for row, rec, unit in _rows(prompts_path):
+    for row, rec, unit in _rows(prompts_path, limit):
         instruction = rec.get("instruction") if isinstance(rec, dict) else None
         if not instruction and isinstance(rec, dict) and rec.get("turns"):
             instruction = rec["turns"][0]
@@ -33,10 +34,10 @@ def alpaca_eval_outputs(llm: LLM, prompts_path: str, generator: str, max_new_tok
     return [{"instruction": r["instruction"], "output": c.text, "generator": generator, **({"dataset": r["dataset"]} if "dataset" in r else {})} for r, c in zip(items, replies)]
 
 
-def mt_bench_answers(llm: LLM, questions_path: str, model_id: str, max_new_tokens: int, temperature: float) -> list[dict]:
-    """FastChat `model_answer/<model_id>.jsonl` records: both turns, the second after the first answer."""
+def mt_bench_answers(llm: LLM, questions_path: str, model_id: str, max_new_tokens: int, temperature: float, limit: int | None = None) -> list[dict]:
+    """FastChat `model_answer/<model_id>.jsonl` records: both turns, the second after the first answer (the first `limit` questions)."""
     questions = []
-    for row, rec, unit in _rows(questions_path):
+    for row, rec, unit in _rows(questions_path, limit):
         if not isinstance(rec, dict) or "question_id" not in rec or not isinstance(rec.get("turns"), list) or not rec["turns"]:
             raise DataError(questions_path, "expected MT-Bench questions with 'question_id' and 'turns'", row, unit)
         questions.append(rec)

@@ -58,6 +58,15 @@ class Rule(BaseModel):
     candidates: list[CandidateRef] = Field(default_factory=list)
     stats: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("weight")
+    @classmethod
+    def _weight_not_negative(cls, v: float) -> float:
+        # a negative weight would reward breaking the rule and, mixed with positive ones, can
+        # cancel the reward out entirely ([1, -1] gives 0.5 whatever the verdicts); 0 turns a rule off
+        if not v >= 0:
+            raise ValueError(f"weight {v} is negative (or not a number); use 0 to turn a rule off")
+        return v
+
     @field_validator("text")
     @classmethod
     def _text_not_empty(cls, v: str) -> str:
@@ -135,11 +144,22 @@ class RuleSet(BaseModel):
     def load(cls, path: str | Path) -> RuleSet:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise RulesFileError(f"{path}: no such rules file") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise RulesFileError(f"{path}: not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise RulesFileError(f"{path}: not a text file: {e}") from None
+        try:
+            data = None if path.suffix == ".txt" else yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            if path.suffix in (".yaml", ".yml"):
+                raise RulesFileError(f"{path}: not valid YAML: {e}") from None
+            data = None
+        if data is None or isinstance(data, str):  # plain text: one rule per line (blank lines and # comments skipped)
+            lines = [line.strip().lstrip("-*").strip() for line in text.splitlines()]
+            data = [line for line in lines if line and not line.startswith("#")]
+            if not data:
+                raise RulesFileError(f"{path}: no rules in the file")
         if isinstance(data, list):  # a bare list of rule texts is accepted too
             data = {"rules": [{"id": rule_id(t), "text": t} if isinstance(t, str) else t for t in data]}
         if not isinstance(data, dict) or not isinstance(data.get("rules"), list):

@@ -265,8 +265,21 @@ class Validation:
         rules.save(rules_path)
 
 
-def run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, folds: int = 5, select: int | None = None,
-                   redundancy: float = 0.8, warn=print, progress: bool = True) -> Validation:
+def run_validation(rules, rules_path, pairs, scorer, **options) -> Validation:
+    """Verify both sides of every pair against every rule and compute the statistics.
+
+    Undefined statistics (a rule whose verdicts never vary, no pair where it applies) are
+    NaN in the report, not numpy warnings on the terminal.
+    """
+    import warnings
+
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _run_validation(rules, rules_path, pairs, scorer, **options)
+
+
+def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, folds: int = 5, select: int | None = None,
+                    redundancy: float = 0.8, warn=print, progress: bool = True) -> Validation:
     from .reward import compose, rule_reward
 
     overlap = sorted({p.id for p in pairs} & training_pair_ids(rules, rules_path))

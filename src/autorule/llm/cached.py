@@ -23,8 +23,22 @@ class CachedLLM(LLM):
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
+    def _generate_key(self, request: ChatRequest) -> str:
+        return content_key({"kind": "generate", "model": self.identity, "request": request.cache_fields()})
+
+    def _check_key(self, prefix: str, question: str) -> str:
+        return content_key({"kind": "yes_no", "model": self.identity, "prefix": prefix, "question": question})
+
+    def cached_generations(self, requests: list[ChatRequest]) -> int:
+        """How many of these requests the cache already answers (for plans)."""
+        return len(self.cache.get_many([self._generate_key(r) for r in requests]))
+
+    def cached_checks(self, items: list[tuple[str, list[str]]]) -> int:
+        """How many of these yes/no checks the cache already answers (for plans)."""
+        return len(self.cache.get_many([self._check_key(p, q) for p, qs in items for q in qs]))
+
     def _generate(self, requests: list[ChatRequest], desc: str | None, on_result: OnResult | None = None) -> list[Completion]:
-        keys = [content_key({"kind": "generate", "model": self.identity, "request": r.cache_fields()}) for r in requests]
+        keys = [self._generate_key(r) for r in requests]
         found = self.cache.get_many(keys)
         out: list[Completion | None] = []
         for k in keys:
@@ -54,7 +68,7 @@ class CachedLLM(LLM):
         return out  # type: ignore[return-value]
 
     def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None) -> list[list[float]]:
-        keys = [[content_key({"kind": "yes_no", "model": self.identity, "prefix": prefix, "question": q}) for q in questions] for prefix, questions in items]
+        keys = [[self._check_key(prefix, q) for q in questions] for prefix, questions in items]
         found = self.cache.get_many([k for ks in keys for k in ks])
         self.stats["cache_hits"] += len(found)
         # only the missing questions go to the model, still grouped by their shared prefix

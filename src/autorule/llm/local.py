@@ -6,6 +6,8 @@ every question, which is what makes local rule verification affordable.
 
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import hashlib
 import importlib.util
@@ -42,6 +44,20 @@ def _plain_copy_dir(gguf: Path) -> Path:
     return MODEL_CACHE_DIR / f"{gguf.stem}-{tag}"
 
 
+@contextlib.contextmanager
+def no_progress_bars():
+    """transformers' "Loading weights" bars off for a routine load (library calls stay quiet)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def load_gguf(gguf: Path):
     """Load a GGUF file through transformers, keeping a plain safetensors copy.
 
@@ -54,7 +70,8 @@ def load_gguf(gguf: Path):
         raise LLMError(f"GGUF file not found: {gguf}")
     plain = _plain_copy_dir(gguf)
     if (plain / "config.json").is_file() and (plain / "tokenizer_config.json").is_file():
-        return AutoModelForCausalLM.from_pretrained(plain), AutoTokenizer.from_pretrained(plain)
+        with no_progress_bars():
+            return AutoModelForCausalLM.from_pretrained(plain), AutoTokenizer.from_pretrained(plain)
     log.info("converting %s to a plain copy in %s (once)", gguf.name, plain)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -137,8 +154,9 @@ class LocalLLM(LLM):
         elif spec.startswith("hf:") or Path(spec).is_dir():
             path = spec[3:] if spec.startswith("hf:") else spec
             try:
-                tok = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(path)
+                with no_progress_bars():
+                    tok = AutoTokenizer.from_pretrained(path)
+                    model = AutoModelForCausalLM.from_pretrained(path)
             except OSError as e:
                 raise LLMError(f"cannot load model '{path}': {e}") from e
         else:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import describe
 
@@ -23,33 +23,33 @@ class TrainConfig(BaseModel):
     policy: str = Field("embedded", description="policy model spec: embedded, gguf:FILE, hf:DIR or a directory")
     prompts: str = Field(..., description="preference data (its prompts are used) or a prompt file (JSONL with 'prompt', 'instruction' or MT-Bench 'turns')")
     prompts_format: str = Field("auto", description="format of --prompts when it holds preference data")
-    limit_prompts: int | None = Field(None, description="use at most this many prompts")
+    limit_prompts: int | None = Field(None, ge=1, description="use at most this many prompts")
     lora: bool = Field(False, description="train LoRA adapters (peft) instead of all weights")
-    lora_r: int = Field(16, description="LoRA rank")
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
 
     # rewards
     rules: str = Field(..., description="rules file")
     verifier: str = Field("embedded", description="verifier model spec; for scale a vLLM server: openai:MODEL@URL")
     rm: str | None = Field(None, description="reward model directory (from `autorule train-rm`)")
     preset: Literal["default", "ternary", "paper"] = Field("default", description="reward preset")
-    rule_scale: float | None = Field(None, description="override the preset's rule scale")
-    length_penalty: float | None = Field(None, description="override the preset's length penalty")
-    verifier_concurrency: int | None = Field(None, description="concurrent requests to a verifier server (default: its slot count where it reports one, else 16)")
+    rule_scale: float | None = Field(None, gt=0, description="override the preset's rule scale")
+    length_penalty: float | None = Field(None, ge=0, description="override the preset's length penalty")
+    verifier_concurrency: int | None = Field(None, ge=1, description="concurrent requests to a verifier server (default: its slot count where it reports one, else 16)")
     cache: str | None = Field(None, description="verdict cache file (default: ~/.cache/autorule/cache.sqlite)")
     no_cache: bool = Field(False, description="do not cache verdicts")
 
     # GRPO (TRL); CPU-friendly defaults
     output_dir: str = Field("runs/grpo", description="checkpoints, metrics.jsonl, the final model")
-    max_steps: int = Field(10, description="optimizer steps")
-    learning_rate: float = Field(1e-5, description="learning rate")
-    per_device_train_batch_size: int = Field(4, description="completions per device per step")
-    num_generations: int = Field(4, description="completions per prompt (the GRPO group)")
-    max_completion_length: int = Field(32, description="max new tokens per completion")
-    temperature: float = Field(1.0, description="sampling temperature for rollouts")
-    beta: float = Field(1e-3, description="KL coefficient (the paper: 1e-3; 0 skips the reference model)")
+    max_steps: int = Field(10, ge=1, description="optimizer steps")
+    learning_rate: float = Field(1e-5, gt=0, description="learning rate")
+    per_device_train_batch_size: int = Field(4, ge=1, description="completions per device per step")
+    num_generations: int = Field(4, ge=2, description="completions per prompt (the GRPO group)")
+    max_completion_length: int = Field(32, ge=1, description="max new tokens per completion")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature for rollouts")
+    beta: float = Field(1e-3, ge=0, description="KL coefficient (the paper: 1e-3; 0 skips the reference model)")
     seed: int = Field(0, description="seed")
-    logging_steps: int = Field(1, description="log every N steps")
-    save_steps: int = Field(50, description="checkpoint every N steps")
+    logging_steps: int = Field(1, ge=1, description="log every N steps")
+    save_steps: int = Field(50, ge=1, description="checkpoint every N steps")
     resume: bool = Field(False, description="resume from the last checkpoint in output_dir (without it, a directory holding a run is refused)")
     report_to: str = Field("none", description="where TRL logs: none, or a comma-separated list of TRL's integrations (tensorboard, wandb, mlflow, trackio, ...)")
     bf16: bool = Field(False, description="bf16 (GPU)")
@@ -59,9 +59,19 @@ class TrainConfig(BaseModel):
 
     # reward-hacking monitor
     heldout_prompts: str | None = Field(None, description="prompts for the held-out score (default: some training prompts are held out)")
-    heldout_count: int = Field(8, description="held-out prompts scored")
-    monitor_every: int = Field(5, description="score the held-out prompts every N steps")
-    monitor_window: int = Field(6, description="steps over which reward trends are compared for warnings")
+    heldout_count: int = Field(8, ge=1, description="held-out prompts scored")
+    monitor_every: int = Field(5, ge=1, description="score the held-out prompts every N steps")
+    monitor_window: int = Field(6, ge=2, description="steps over which reward trends are compared for warnings")
+
+    @field_validator("policy", "verifier")
+    @classmethod
+    def _known_spec(cls, value: str) -> str:
+        from ..settings import model_spec
+
+        try:
+            return model_spec(value)
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(str(e)) from None
 
     def report_to_list(self) -> list[str]:
         """`report_to` as the list TRL's `report_to` takes ([] for none)."""
@@ -74,7 +84,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in TrainConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         annotation = field.annotation
-        if annotation is bool:
+        if annotation is bool and name.startswith("no_"):  # a negative switch: --no-cache, never --no-no-cache
+            parser.add_argument(flag, dest=name, action="store_true", default=None, help=field.description)
+        elif annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=field.description)
         else:
             kind = {int: int, float: float}.get(annotation, None)

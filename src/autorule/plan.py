@@ -1,0 +1,277 @@
+"""A plan before work: LLM calls, tokens, cache hits, time and cost of a run, per stage.
+
+Tokens come from the backend's tokenizer (local models; llama-server and vLLM count with
+their own), else from a stated approximation. Completion tokens are upper bounds (each
+call's max tokens). Times come from the backend's measured speed (`llm.speed`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, field
+
+from autorule.llm.base import LLM, ChatRequest
+from autorule.llm.speed import Speed, measure
+
+# extraction stages whose inputs do not exist before the run are estimated from these
+CANDIDATES_PER_PAIR = 3  # rules one pair's reasoning yields, on average
+MERGE_SHRINK = 3.0  # as merge_rules: each round leaves about a third of the rules
+RULE_TOKENS = 30  # tokens of one candidate rule in a merge prompt
+EMBED_SECONDS = 3.0  # loading the sentence embedder (measured: 2-4 s on 2 CPU cores)
+# token counts are exact on up to this many requests, then extrapolated
+SAMPLE_LOCAL, SAMPLE_SERVER = 200, 30
+# a run past this many seconds on the embedded model is worth a second thought
+LONG_RUN_S = 600
+
+
+@dataclass
+class StagePlan:
+    """One stage's share of a run.
+
+    Args:
+        stage: its name, e.g. "010 reasoning".
+        kind: "generations" or "yes/no checks".
+        calls: LLM calls (requests, or checks) the stage needs.
+        cached: of those, the ones the cache already answers (no call made).
+        prompt_tokens: prompt tokens of the calls still to make.
+        completion_tokens: at most this many generated tokens (each call's max tokens).
+        seconds: estimated time.
+        note: how the figures were estimated where they are not exact.
+    """
+
+    stage: str
+    kind: str
+    calls: int
+    cached: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    note: str = ""
+
+
+@dataclass
+class Plan:
+    """Every stage of a run, what counted its tokens, and where its times come from.
+
+    Args:
+        model: the model spec the calls go to.
+        stages: the stages, in order.
+        tokens_from: what counted the tokens.
+        speed_from: where the time estimates come from.
+        price_per_mtok: (input, output) price per million tokens, for a cost estimate.
+        embedded: True when the embedded CPU model does the work (long runs get a warning).
+
+    Example:
+        >>> plan = Plan("embedded", [StagePlan("010 reasoning", "generations", 10, 2, 4000, 1024, 700.0)], embedded=True)
+        >>> plan.seconds, plan.warnings()[0][:54]
+        (700.0, 'the embedded CPU model would take about 12 minutes; us')
+    """
+
+    model: str
+    stages: list[StagePlan]
+    tokens_from: str = ""
+    speed_from: str = ""
+    price_per_mtok: tuple[float, float] | None = None
+    embedded: bool = False
+    extra_notes: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+    @property
+    def cost(self) -> float | None:
+        if self.price_per_mtok is None:
+            return None
+        price_in, price_out = self.price_per_mtok
+        return sum(s.prompt_tokens * price_in + s.completion_tokens * price_out for s in self.stages) / 1e6
+
+    def warnings(self) -> list[str]:
+        if self.embedded and self.seconds > LONG_RUN_S:
+            return [f"the embedded CPU model would take about {_duration(self.seconds)}; use --limit for a smaller run, "
+                    "or a served model (--model openai:MODEL@URL, e.g. vLLM, SGLang or llama-server) for real work"]
+        return []
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "seconds": self.seconds, "cost": self.cost, "warnings": self.warnings()}
+
+    def render(self, console) -> None:
+        """The plan as a table, with its notes and warnings."""
+        from rich.table import Table
+
+        table = Table(title=f"plan ({self.model})", title_justify="left")
+        for column in ("stage", "calls", "cached", "prompt tokens", "completion tokens (max)", "time"):
+            table.add_column(column, justify="left" if column == "stage" else "right")
+        for s in self.stages:
+            table.add_row(s.stage, f"{s.calls:,} {s.kind}", f"{s.cached:,}", f"{s.prompt_tokens:,}", f"{s.completion_tokens:,}", _duration(s.seconds))
+        table.add_row("total", f"{sum(s.calls for s in self.stages):,}", f"{sum(s.cached for s in self.stages):,}",
+                      f"{sum(s.prompt_tokens for s in self.stages):,}", f"{sum(s.completion_tokens for s in self.stages):,}", _duration(self.seconds),
+                      style="bold")
+        console.print(table)
+        for s in self.stages:
+            if s.note:
+                console.print(f"  {s.stage}: {s.note}", highlight=False)
+        console.print(f"  tokens: {self.tokens_from}; time: {self.speed_from}", highlight=False)
+        if self.cost is not None:
+            console.print(f"  cost at {self.price_per_mtok[0]:g} / {self.price_per_mtok[1]:g} per million tokens: about {self.cost:.2f}", highlight=False)
+        for note in self.extra_notes:
+            console.print(f"  {note}", highlight=False)
+        for w in self.warnings():
+            console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.1f} hours"
+
+
+def _inner(llm: LLM) -> LLM:
+    return getattr(llm, "inner", llm)
+
+
+def is_embedded(llm: LLM) -> bool:
+    return _inner(llm).spec == "embedded"
+
+
+def tokens_from(llm: LLM) -> str:
+    inner = _inner(llm)
+    if hasattr(inner, "tokenizer"):
+        return "the model's tokenizer"
+    if getattr(getattr(inner, "info", None), "can_tokenize", False):
+        return "the server's /tokenize"
+    return "approximated as 2 bytes per token (the server does not count tokens)"
+
+
+def request_tokens(llm: LLM, request: ChatRequest) -> int:
+    """Prompt tokens of one chat request as the backend will see it."""
+    inner = _inner(llm)
+    if hasattr(inner, "render"):
+        return inner.count_tokens(inner.render(request.messages) + request.prefill)
+    return sum(llm.count_tokens(m["content"]) for m in request.messages) + 4 * len(request.messages)
+
+
+def _sampled_sum(items: list, count, limit: int, seed: int = 0) -> tuple[int, bool]:
+    """sum(count(x)) over items, counted on at most `limit` of them and scaled up."""
+    if len(items) <= limit:
+        return sum(count(x) for x in items), False
+    sample = random.Random(seed).sample(items, limit)
+    return round(sum(count(x) for x in sample) * len(items) / limit), True
+
+
+def _limit(llm: LLM) -> int:
+    return SAMPLE_LOCAL if hasattr(_inner(llm), "tokenizer") else SAMPLE_SERVER
+
+
+def _cached_generations(llm: LLM, requests: list[ChatRequest]) -> int:
+    return llm.cached_generations(requests) if hasattr(llm, "cached_generations") else 0
+
+
+def generation_stage(name: str, llm: LLM, speed: Speed, requests: list[ChatRequest], *, cached: int | None = None,
+                     prompt_tokens: int | None = None, note: str = "") -> StagePlan:
+    """A stage of chat generations, from its (actual or representative) requests."""
+    calls = len(requests)
+    cached = _cached_generations(llm, requests) if cached is None else cached
+    todo = calls - cached
+    sampled = False
+    if prompt_tokens is None:
+        prompt_tokens, sampled = _sampled_sum(requests, lambda r: request_tokens(llm, r), _limit(llm))
+    prompt_tokens = round(prompt_tokens * todo / calls) if calls else 0
+    max_new = max((r.max_tokens for r in requests), default=0)
+    seconds = speed.generation_seconds(todo, prompt_tokens, max_new, batch_size=getattr(_inner(llm), "batch_size", 1))
+    if sampled:
+        note = "; ".join(filter(None, [note, f"prompt tokens counted on {_limit(llm)} of {calls} requests"]))
+    return StagePlan(name, "generations", calls, cached, prompt_tokens, todo * max_new, seconds, note)
+
+
+def check_stage(name: str, verifier, speed: Speed, conversations: list) -> StagePlan:
+    """Yes/no checks of every conversation against every rule question of a Verifier."""
+    llm = verifier.llm
+    k = len(verifier.questions)
+    calls = len(conversations) * k
+    prefixes, sampled = None, len(conversations) > _limit(llm)
+    sample = random.Random(0).sample(conversations, _limit(llm)) if sampled else conversations
+    prefixes = [verifier.prefix(c) for c in sample]
+    prefix_tokens = sum(llm.count_tokens(p) for p in prefixes) * len(conversations) / max(len(sample), 1)
+    cached = llm.cached_checks([(p, verifier.questions) for p in prefixes]) if hasattr(llm, "cached_checks") else 0
+    cached = round(cached * len(conversations) / max(len(sample), 1))
+    todo_share = (calls - cached) / calls if calls else 0.0
+    question_tokens = sum(llm.count_tokens(q) for q in verifier.questions[: min(k, 8)]) / max(min(k, 8), 1)
+    prompt_tokens = round((prefix_tokens + len(conversations) * k * question_tokens) * todo_share)
+    seconds = speed.checks_seconds(round(len(conversations) * todo_share), round(prefix_tokens * todo_share), calls - cached)
+    note = f"{len(conversations):,} responses x {k} rule questions"
+    if sampled:
+        note += f"; tokens and cache hits counted on {len(sample)} of {len(conversations):,} responses"
+    return StagePlan(name, "yes/no checks", calls, cached, prompt_tokens, 0, seconds, note)
+
+
+def _speed_note(speed: Speed) -> str:
+    return speed.source or "measured"
+
+
+def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None) -> Plan:
+    """The plan of `autorule extract` on these pairs (an ExtractConfig gives the token budgets)."""
+    from autorule.extraction import merge as merge_stage
+    from autorule.extraction import reason as reason_stage
+    from autorule.extraction import rules as rules_stage
+
+    speed = measure(llm)
+    merge_speed = speed if merge_llm is llm else measure(merge_llm)
+    n = len(pairs)
+    reasoning = [reason_stage.reasoning_request(p, config.seed, config.reasoning_tokens)[0] for p in pairs]
+    stages = [generation_stage("010 reasoning", llm, speed, reasoning)]
+    # the rule prompt holds the reasoning, at most reasoning_tokens of it
+    filler = " ".join(["reason"] * config.reasoning_tokens)
+    template = request_tokens(llm, rules_stage.rules_request(filler, config.rules_tokens, config.seed))
+    rules_requests = [rules_stage.rules_request(filler, config.rules_tokens, config.seed)] * n
+    reasoning_cached = stages[0].cached
+    stages.append(generation_stage("020 rule extraction", llm, speed, rules_requests, cached=reasoning_cached, prompt_tokens=template * n,
+                                   note="the prompt holds the reasoning: counted at its maximum; up to one repair call per pair that gives no list (not counted)"))
+    # merging: about CANDIDATES_PER_PAIR candidates per pair, clustered and merged until target_rules remain
+    rules_left, merge_calls, rounds = CANDIDATES_PER_PAIR * n, 0, 0
+    while rules_left > config.target_rules and rounds < 10:
+        groups = max(config.target_rules, math.ceil(rules_left / MERGE_SHRINK))
+        merge_calls += min(groups, rules_left - groups)
+        rules_left, rounds = groups, rounds + 1
+    cluster = min(config.max_cluster, MERGE_SHRINK)
+    example = merge_stage.merge_request(["x " * RULE_TOKENS] * int(cluster), int(cluster) - 1, config.merge_tokens, config.seed)
+    merge = generation_stage("030 merge", merge_llm, merge_speed, [example] * merge_calls, cached=0,
+                             prompt_tokens=request_tokens(merge_llm, example) * merge_calls,
+                             note=f"estimated: {CANDIDATES_PER_PAIR} candidate rules per pair, {rounds} merge rounds")
+    merge.seconds += EMBED_SECONDS
+    stages.append(merge)
+    return Plan(llm.spec, stages, tokens_from(llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(llm))
+
+
+def plan_checks(name: str, verifier, conversations: list, *, price_per_mtok=None) -> Plan:
+    """The plan of verifying conversations (`validate`: both sides of each pair; `score`)."""
+    speed = measure(verifier.llm)
+    stage = check_stage(name, verifier, speed, conversations)
+    return Plan(verifier.llm.spec, [stage], tokens_from(verifier.llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(verifier.llm))
+
+
+def plan_train(config, verifier, *, price_per_mtok=None) -> Plan:
+    """The verifier's share of `autorule train`: each step's completions checked against every rule."""
+    speed = measure(verifier.llm)
+    completions = config.max_steps * config.per_device_train_batch_size
+    k = len(verifier.questions)
+    # a representative completion of max_completion_length words after a short prompt
+    conv = [{"role": "user", "content": "A typical training prompt of a few words."}, {"role": "assistant", "content": " ".join(["word"] * config.max_completion_length)}]
+    prefix_tokens = verifier.llm.count_tokens(verifier.prefix([_message(m) for m in conv]))
+    question_tokens = sum(verifier.llm.count_tokens(q) for q in verifier.questions) / max(k, 1)
+    stage = StagePlan("rule checks", "yes/no checks", completions * k, 0, round(completions * (prefix_tokens + k * question_tokens)), 0,
+                      speed.checks_seconds(completions, completions * prefix_tokens, completions * k),
+                      note=f"{config.max_steps} steps x {config.per_device_train_batch_size} completions x {k} rule questions; "
+                           "each completion counted at max_completion_length")
+    plan = Plan(verifier.llm.spec, [stage], tokens_from(verifier.llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(verifier.llm))
+    plan.extra_notes.append("policy generation, the reward model and optimisation steps are not included")
+    return plan
+
+
+def _message(m: dict):
+    from autorule.data import Message
+
+    return Message(**m)
