@@ -13,7 +13,7 @@ from rich.console import Console
 
 from . import __version__
 from .bench.cli import add_bench_parsers
-from .settings import Parser, model_spec, number, whole
+from .settings import Parser, model_spec, number, prices, whole
 
 # errors and progress go to stderr; stdout stays machine-readable with --json
 err = Console(stderr=True)
@@ -95,6 +95,21 @@ def _add_server_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--max-retries", type=whole(0, 100), default=6, help="retries per request on transient faults, with backoff and jitter (default: %(default)s)")
     p.add_argument("--extra-body", type=_json_object, default=None, metavar="JSON",
                    help='JSON fields sent with every request, e.g. \'{"chat_template_kwargs": {"enable_thinking": false}}\' (Qwen3 on vLLM/SGLang)')
+
+
+def _add_plan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plan", action="store_true",
+                   help="print the plan (LLM calls per stage, tokens, cache hits, estimated time and cost) and stop; every run prints it before it starts")
+    p.add_argument("--price-per-mtok", type=prices, default=None, metavar="IN,OUT", help="API prices per million input and output tokens, for the plan's cost")
+
+
+def _show_plan(make_plan, args: argparse.Namespace) -> bool:
+    """Print the plan before work; True when the command should stop there (--plan)."""
+    plan = make_plan(probe=args.plan)
+    plan.render(err)
+    if args.plan and getattr(args, "json", False):
+        print(json.dumps(plan.to_dict()))
+    return args.plan
 
 
 def _add_model_options(p: argparse.ArgumentParser, default: str = "embedded") -> None:
@@ -187,6 +202,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
         rules_tokens=args.rules_tokens,
         merge_tokens=args.merge_tokens,
     )
+    from .plan import plan_extract
+
+    if _show_plan(lambda probe: plan_extract(data.pairs, llm, merge_llm, config, price_per_mtok=args.price_per_mtok, probe=probe), args):
+        return 0
     result = run_extract(data, llm, merge_llm, out_dir, config, overwrite=args.overwrite, progress=True)
     print_summary(result.run_dir, result.summary, err)
     if args.json:
@@ -230,8 +249,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from .llm.base import describe_llm_stats
 
+    from .plan import plan_checks
+
     scorer = build_scorer(args)
     items = _score_items(args)  # (id, side, conversation)
+    if _show_plan(lambda probe: plan_checks("verify", scorer.verifier, [c for _, _, c in items], price_per_mtok=args.price_per_mtok, probe=probe), args):
+        return 0
     scores = scorer.score([c for _, _, c in items], desc="verifying")
     unparsed = scores.unparsed_per_response()
     rows = []
@@ -328,8 +351,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     rules_path = Path(args.rules)
     data = load_data(args)
     _report_skips(data)
+    from .plan import plan_checks
+
     scorer = build_scorer(args)
     rules = scorer.rules
+    conversations = [p.conversation(side) for side in ("chosen", "rejected") for p in data.pairs]
+    if _show_plan(lambda probe: plan_checks("verify both sides", scorer.verifier, conversations, price_per_mtok=args.price_per_mtok, probe=probe), args):
+        return 0
     validation = run_validation(
         rules, rules_path, data.pairs, scorer, rm=scorer.rm, seed=args.seed, folds=args.folds, select=args.select,
         redundancy=args.redundancy, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
@@ -430,8 +458,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.config import TrainConfig, load_config
     from .train.grpo import run_grpo
 
+    from .plan import plan_train
+    from .train.grpo import build_scorer as build_train_scorer
+
     overrides = {name: getattr(args, name) for name in TrainConfig.model_fields}
     config = load_config(args.config, overrides)
+    if _show_plan(lambda probe: plan_train(config, build_train_scorer(config).verifier, price_per_mtok=args.price_per_mtok, probe=probe), args):
+        return 0
     summary = run_grpo(config)
     if args.json:
         print(json.dumps(summary))
@@ -544,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--merge-tokens", type=whole(1), default=512, help="max new tokens for each merge call")
     ex.add_argument("--overwrite", action="store_true", help="discard an earlier, different run in RUN_DIR")
     ex.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    _add_plan_options(ex)
     ex.set_defaults(func=cmd_extract)
 
     sc = sub.add_parser("score", help="score responses (or both sides of preference pairs) against a rule set")
@@ -554,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--limit", type=whole(1), default=None, help="at most this many pairs")
     sc.add_argument("--out", default=None, metavar="FILE", help="write per-response verdicts and rewards as JSONL here (default: stdout)")
     sc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    _add_plan_options(sc)
     sc.set_defaults(func=cmd_score)
 
     va = sub.add_parser("validate", help="test rules against held-out preference pairs: agreement, coverage, kappa, accuracy, weights")
@@ -569,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--redundancy", type=number(0, 1), default=0.8, help="report rule pairs whose verdicts correlate at least this much")
     va.add_argument("--out", default=None, metavar="FILE", help="JSON report (default: validation.json beside the rules)")
     va.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
+    _add_plan_options(va)
     va.set_defaults(func=cmd_validate)
 
     trm = sub.add_parser("train-rm", help="train a Bradley-Terry reward model (TRL RewardTrainer)")
@@ -594,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", default=None, metavar="FILE.yaml", help="config file; every key is also a flag below")
     add_config_flags(tr)
     tr.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    _add_plan_options(tr)
     tr.set_defaults(func=cmd_train)
 
     ge = sub.add_parser("generate", help="answers for AlpacaEval or MT-Bench, to judge with your own judge")

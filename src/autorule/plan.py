@@ -88,23 +88,29 @@ class Plan:
         return sum(s.prompt_tokens * price_in + s.completion_tokens * price_out for s in self.stages) / 1e6
 
     def warnings(self) -> list[str]:
-        if self.embedded and self.seconds > LONG_RUN_S:
-            return [f"the embedded CPU model would take about {_duration(self.seconds)}; use --limit for a smaller run, "
+        if self.embedded and self.seconds == self.seconds and self.seconds > LONG_RUN_S:
+            return [f"the embedded CPU model would take about {self.seconds / 60:.0f} minutes; use --limit for a smaller run, "
                     "or a served model (--model openai:MODEL@URL, e.g. vLLM, SGLang or llama-server) for real work"]
         return []
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "seconds": self.seconds, "cost": self.cost, "warnings": self.warnings()}
+        """The plan as JSON-ready data (an unknown time is None)."""
+        data = {**asdict(self), "seconds": self.seconds, "cost": self.cost, "warnings": self.warnings()}
+        for stage in [data, *data["stages"]]:
+            if stage["seconds"] != stage["seconds"]:
+                stage["seconds"] = None
+        return data
 
     def render(self, console) -> None:
         """The plan as a table, with its notes and warnings."""
         from rich.table import Table
 
-        table = Table(title=f"plan ({self.model})", title_justify="left")
-        for column in ("stage", "calls", "cached", "prompt tokens", "completion tokens (max)", "time"):
-            table.add_column(column, justify="left" if column == "stage" else "right")
+        table = Table(title=f"plan: {self.model}", title_justify="left")
+        table.add_column("stage", overflow="fold")
+        for column in ("calls", "cached", "tokens in", "tokens out", "time"):
+            table.add_column(column, justify="right", no_wrap=True)
         for s in self.stages:
-            table.add_row(s.stage, f"{s.calls:,} {s.kind}", f"{s.cached:,}", f"{s.prompt_tokens:,}", f"{s.completion_tokens:,}", _duration(s.seconds))
+            table.add_row(s.stage, f"{s.calls:,}", f"{s.cached:,}", f"{s.prompt_tokens:,}", f"{s.completion_tokens:,}", _duration(s.seconds))
         table.add_row("total", f"{sum(s.calls for s in self.stages):,}", f"{sum(s.cached for s in self.stages):,}",
                       f"{sum(s.prompt_tokens for s in self.stages):,}", f"{sum(s.completion_tokens for s in self.stages):,}", _duration(self.seconds),
                       style="bold")
@@ -112,7 +118,9 @@ class Plan:
         for s in self.stages:
             if s.note:
                 console.print(f"  {s.stage}: {s.note}", highlight=False)
-        console.print(f"  tokens: {self.tokens_from}; time: {self.speed_from}", highlight=False)
+        kinds = sorted({s.kind for s in self.stages})
+        console.print(f"  calls: {' and '.join(kinds)}; tokens in: counted with {self.tokens_from}; tokens out: at most (each call's max tokens)", highlight=False)
+        console.print(f"  time: {self.speed_from}", highlight=False)
         if self.cost is not None:
             console.print(f"  cost at {self.price_per_mtok[0]:g} / {self.price_per_mtok[1]:g} per million tokens: about {self.cost:.2f}", highlight=False)
         for note in self.extra_notes:
@@ -122,11 +130,13 @@ class Plan:
 
 
 def _duration(seconds: float) -> str:
+    if seconds != seconds:
+        return "?"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f} minutes"
-    return f"{seconds / 3600:.1f} hours"
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _inner(llm: LLM) -> LLM:
@@ -170,7 +180,7 @@ def _cached_generations(llm: LLM, requests: list[ChatRequest]) -> int:
     return llm.cached_generations(requests) if hasattr(llm, "cached_generations") else 0
 
 
-def generation_stage(name: str, llm: LLM, speed: Speed, requests: list[ChatRequest], *, cached: int | None = None,
+def generation_stage(name: str, llm: LLM, speed: Speed | None, requests: list[ChatRequest], *, cached: int | None = None,
                      prompt_tokens: int | None = None, note: str = "") -> StagePlan:
     """A stage of chat generations, from its (actual or representative) requests."""
     calls = len(requests)
@@ -181,13 +191,13 @@ def generation_stage(name: str, llm: LLM, speed: Speed, requests: list[ChatReque
         prompt_tokens, sampled = _sampled_sum(requests, lambda r: request_tokens(llm, r), _limit(llm))
     prompt_tokens = round(prompt_tokens * todo / calls) if calls else 0
     max_new = max((r.max_tokens for r in requests), default=0)
-    seconds = speed.generation_seconds(todo, prompt_tokens, max_new, batch_size=getattr(_inner(llm), "batch_size", 1))
+    seconds = speed.generation_seconds(todo, prompt_tokens, max_new, batch_size=getattr(_inner(llm), "batch_size", 1)) if speed else math.nan
     if sampled:
         note = "; ".join(filter(None, [note, f"prompt tokens counted on {_limit(llm)} of {calls} requests"]))
     return StagePlan(name, "generations", calls, cached, prompt_tokens, todo * max_new, seconds, note)
 
 
-def check_stage(name: str, verifier, speed: Speed, conversations: list) -> StagePlan:
+def check_stage(name: str, verifier, speed: Speed | None, conversations: list) -> StagePlan:
     """Yes/no checks of every conversation against every rule question of a Verifier."""
     llm = verifier.llm
     k = len(verifier.questions)
@@ -201,25 +211,39 @@ def check_stage(name: str, verifier, speed: Speed, conversations: list) -> Stage
     todo_share = (calls - cached) / calls if calls else 0.0
     question_tokens = sum(llm.count_tokens(q) for q in verifier.questions[: min(k, 8)]) / max(min(k, 8), 1)
     prompt_tokens = round((prefix_tokens + len(conversations) * k * question_tokens) * todo_share)
-    seconds = speed.checks_seconds(round(len(conversations) * todo_share), round(prefix_tokens * todo_share), calls - cached)
+    seconds = speed.checks_seconds(round(len(conversations) * todo_share), round(prefix_tokens * todo_share), calls - cached) if speed else math.nan
     note = f"{len(conversations):,} responses x {k} rule questions"
     if sampled:
         note += f"; tokens and cache hits counted on {len(sample)} of {len(conversations):,} responses"
     return StagePlan(name, "yes/no checks", calls, cached, prompt_tokens, 0, seconds, note)
 
 
-def _speed_note(speed: Speed) -> str:
+def is_server(llm: LLM) -> bool:
+    return hasattr(_inner(llm), "info")
+
+
+def speed_for(llm: LLM, probe: bool) -> Speed | None:
+    """The backend's speed; a server is probed only when asked (`--plan`), so that a run
+    sends nothing before its own requests."""
+    if is_server(llm) and not probe:
+        return None
+    return measure(llm)
+
+
+def _speed_note(speed: Speed | None) -> str:
+    if speed is None:
+        return "a server's speed is measured only by --plan (three probe requests)"
     return speed.source or "measured"
 
 
-def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None) -> Plan:
+def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None, probe: bool = True) -> Plan:
     """The plan of `autorule extract` on these pairs (an ExtractConfig gives the token budgets)."""
     from autorule.extraction import merge as merge_stage
     from autorule.extraction import reason as reason_stage
     from autorule.extraction import rules as rules_stage
 
-    speed = measure(llm)
-    merge_speed = speed if merge_llm is llm else measure(merge_llm)
+    speed = speed_for(llm, probe)
+    merge_speed = speed if merge_llm is llm else speed_for(merge_llm, probe)
     n = len(pairs)
     reasoning = [reason_stage.reasoning_request(p, config.seed, config.reasoning_tokens)[0] for p in pairs]
     stages = [generation_stage("010 reasoning", llm, speed, reasoning)]
@@ -241,21 +265,21 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
     merge = generation_stage("030 merge", merge_llm, merge_speed, [example] * merge_calls, cached=0,
                              prompt_tokens=request_tokens(merge_llm, example) * merge_calls,
                              note=f"estimated: {CANDIDATES_PER_PAIR} candidate rules per pair, {rounds} merge rounds")
-    merge.seconds += EMBED_SECONDS
+    merge.seconds += EMBED_SECONDS  # nan stays nan: unknown
     stages.append(merge)
     return Plan(llm.spec, stages, tokens_from(llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(llm))
 
 
-def plan_checks(name: str, verifier, conversations: list, *, price_per_mtok=None) -> Plan:
+def plan_checks(name: str, verifier, conversations: list, *, price_per_mtok=None, probe: bool = True) -> Plan:
     """The plan of verifying conversations (`validate`: both sides of each pair; `score`)."""
-    speed = measure(verifier.llm)
+    speed = speed_for(verifier.llm, probe)
     stage = check_stage(name, verifier, speed, conversations)
     return Plan(verifier.llm.spec, [stage], tokens_from(verifier.llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(verifier.llm))
 
 
-def plan_train(config, verifier, *, price_per_mtok=None) -> Plan:
+def plan_train(config, verifier, *, price_per_mtok=None, probe: bool = True) -> Plan:
     """The verifier's share of `autorule train`: each step's completions checked against every rule."""
-    speed = measure(verifier.llm)
+    speed = speed_for(verifier.llm, probe)
     completions = config.max_steps * config.per_device_train_batch_size
     k = len(verifier.questions)
     # a representative completion of max_completion_length words after a short prompt
@@ -263,7 +287,7 @@ def plan_train(config, verifier, *, price_per_mtok=None) -> Plan:
     prefix_tokens = verifier.llm.count_tokens(verifier.prefix([_message(m) for m in conv]))
     question_tokens = sum(verifier.llm.count_tokens(q) for q in verifier.questions) / max(k, 1)
     stage = StagePlan("rule checks", "yes/no checks", completions * k, 0, round(completions * (prefix_tokens + k * question_tokens)), 0,
-                      speed.checks_seconds(completions, completions * prefix_tokens, completions * k),
+                      speed.checks_seconds(completions, completions * prefix_tokens, completions * k) if speed else math.nan,
                       note=f"{config.max_steps} steps x {config.per_device_train_batch_size} completions x {k} rule questions; "
                            "each completion counted at max_completion_length")
     plan = Plan(verifier.llm.spec, [stage], tokens_from(verifier.llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(verifier.llm))
