@@ -47,7 +47,14 @@ def test_extract_end_to_end_with_reasoning_trace(tmp_path, shared_data, style, c
 
     rules = RuleSet.load(run / "rules.yaml")
     pair_ids = {json.loads(line)["id"] for line in (run / "000_pairs.jsonl").read_text().splitlines()}
-    assert 1 <= len(rules) <= 4
+    # the mock judge is deterministic: the same 4 merged rules every time, with their support
+    assert sorted(rules.texts) == [
+        "The assistant's response should satisfy: keep accuracy consistent throughout.",
+        "The assistant's response should satisfy: keep brevity consistent throughout.",
+        "The assistant's response should satisfy: keep safety consistent throughout.",
+        "The assistant's response should satisfy: show brevity in every reply.",
+    ]
+    assert sorted(r.support for r in rules.rules) == [1, 2, 2, 3]
     assert sum(len(r.candidates) for r in rules.rules) == 12  # every candidate is behind exactly one rule
     for r in rules.rules:
         assert r.text.startswith("The assistant's response should")

@@ -23,13 +23,18 @@ QUESTIONS = [
 ]
 
 
+def answer_ids(tokenizer, word: str) -> list[int]:
+    """Every vocabulary entry that reads as `word` ("Yes", " yes", ...), found by decoding the whole vocabulary."""
+    return [i for i in range(len(tokenizer)) if tokenizer.decode([i]).strip().lower() == word]
+
+
 def separate_p_yes(llm, text: str) -> float:
-    """P(Yes) from one plain forward pass over the whole prompt: no cache, no batching."""
+    """P(Yes) from one plain forward pass over the whole prompt: no cache, no batching, its own Yes/No tokens."""
     ids = llm.tokenizer(llm.render([{"role": "user", "content": text}]), return_tensors="pt", add_special_tokens=False).input_ids
     with torch.inference_mode():
         logits = llm.model(ids).logits[0, -1].double().log_softmax(-1)
-    yes = torch.logsumexp(logits[llm._yes_ids], -1)
-    no = torch.logsumexp(logits[llm._no_ids], -1)
+    yes = torch.logsumexp(logits[answer_ids(llm.tokenizer, "yes")], -1)
+    no = torch.logsumexp(logits[answer_ids(llm.tokenizer, "no")], -1)
     return torch.sigmoid(yes - no).item()
 
 

@@ -47,7 +47,7 @@ def test_concurrency_is_bounded():
 
     with ScriptedServer(slow) as server:
         client(server, concurrency=3).generate([req(str(i)) for i in range(12)])
-    assert server.max_active <= 3
+    assert server.max_active == 3  # never more than the bound, and the bound is used (not one at a time)
 
 
 @pytest.mark.parametrize("fault", ["429", "500", "hang", "drop", "badjson", "nochoices"])

@@ -21,7 +21,10 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
     assert all("validation" in r.stats for r in rules.rules)  # stats written back into the rules file
     assert (out / "rm" / "autorule_rm.json").is_file()
     steps = [json.loads(line) for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in steps] == [1, 2] and all("rm_reward" in s and "rule_reward" in s for s in steps)
+    assert [s["step"] for s in steps] == [1, 2]
+    for s in steps:  # the default preset: total = RM + rule reward, and the rule reward is a fraction
+        assert s["total_reward"] == pytest.approx(s["rm_reward"] + s["rule_reward"])
+        assert 0.0 <= s["rule_reward"] <= 1.0 and set(s["pass_rates"]) <= {r.id for r in rules.rules}
     assert (out / "grpo" / "final" / "config.json").is_file()
     err = capsys.readouterr().err
     assert "validation.json" in err and "metrics.jsonl" in err and "report.html" in err

@@ -187,6 +187,7 @@ def test_the_attack_suite_is_large_and_varied():
 
 
 @pytest.mark.parametrize("attack", load_attacks(), ids=lambda a: a.id)
+@pytest.mark.slow
 def test_each_attack_stays_inside_the_responses_delimited_data(attack, base_conversation, embedded):
     verifier = Verifier(embedded, bench_rules(2))
     conv = attacked(base_conversation, attack)
@@ -203,13 +204,20 @@ def test_each_attack_stays_inside_the_responses_delimited_data(attack, base_conv
     assert all(q not in prefix for q in verifier.questions)
 
 
+@pytest.mark.slow
 def test_injection_flip_measurement_runs_on_the_embedded_verifier(base_conversation, embedded):
     attacks = [a for a in load_attacks() if a.id in ("order-yes", "fake-close-plain", "chatml-role-tags")]
     report = run_injection_benchmark(embedded, bench_rules(2), [base_conversation], attacks)
     assert [a["id"] for a in report["per_attack"]] == ["order-yes", "fake-close-plain", "chatml-role-tags"]
-    for a in report["per_attack"]:
-        assert 0 <= a["flip_rate"] <= 1 and -1 <= a["mean_delta_p_yes"] <= 1
     assert report["checks_per_attack"] == 2
+    # the same counts by hand, from the embedded model's own P(Yes) for each rule question
+    verifier = Verifier(embedded, bench_rules(2))
+    clean = [embedded.score_yes_no(verifier.prefix(base_conversation), verifier.questions)]
+    for attack, measured in zip(attacks, report["per_attack"]):
+        hit = embedded.score_yes_no(verifier.prefix(attacked(base_conversation, attack)), verifier.questions)
+        flips = sum((c >= 0.5) != (h >= 0.5) for c, h in zip(clean[0], hit))
+        assert measured["flip_rate"] == flips / 2
+        assert measured["mean_delta_p_yes"] == pytest.approx(sum(h - c for c, h in zip(clean[0], hit)) / 2, abs=1e-6)
 
 
 def test_flip_counting_on_a_verifier_that_obeys_orders():

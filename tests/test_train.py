@@ -87,7 +87,9 @@ def test_train_grpo_with_rm_and_rules_logs_every_monitored_quantity(tmp_path, sh
     assert list((tmp_path / "grpo").rglob("events.out.tfevents.*"))
     for r in rows:
         assert {"rm_reward", "rule_reward", "total_reward", "length", "pass_rates", "corr_rm_length", "corr_rule_length", "heldout_score", "warnings"} <= set(r)
-        assert set(r["pass_rates"]) == {"caps"} and r["length"] > 0
+        assert set(r["pass_rates"]) == {"caps"} and 1 <= r["length"] <= 8  # completions of at most 8 tokens
+        # the default preset's total is RM + rule reward (no length penalty, no clip): so is each step's mean
+        assert r["total_reward"] == pytest.approx(r["rm_reward"] + r["rule_reward"])
     assert (tmp_path / "grpo" / "final" / "config.json").is_file()
     assert (tmp_path / "grpo" / "checkpoint-2").is_dir()
 

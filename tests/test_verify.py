@@ -44,6 +44,7 @@ def test_response_is_delimited_data():
     assert prefix.index(attack) < prefix.rindex(closing)
 
 
+@pytest.mark.slow
 def test_truncation_cuts_the_middle_never_instructions_or_rule(embedded):
     long_reply = "BEGINNING " + "blah " * 20000 + " CONCLUSION"
     conv = [Message(role="user", content="Summarise the history of Rome."), Message(role="assistant", content=long_reply)]
@@ -60,6 +61,7 @@ def test_truncation_cuts_the_middle_never_instructions_or_rule(embedded):
     assert probs.shape == (1, 3) and np.all((probs > 0) & (probs < 1))
 
 
+@pytest.mark.slow
 def test_shared_prefix_verification_equals_per_check_runs(embedded):
     from test_llm_local import separate_p_yes
 
@@ -71,6 +73,7 @@ def test_shared_prefix_verification_equals_per_check_runs(embedded):
             assert abs(verdicts.p_satisfied[i, j] - separate_p_yes(embedded, verifier.prefix(conv) + q)) < 1e-4
 
 
+@pytest.mark.slow
 def test_verdicts_are_cached_by_content(embedded, cache):
     verifier = Verifier(CachedLLM(embedded, cache), RULES)
     first = verifier.verify([CONV]).p_satisfied

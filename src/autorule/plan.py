@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import asdict, dataclass, field
 
 from autorule.llm.base import LLM, ChatRequest
@@ -18,7 +19,6 @@ from autorule.llm.speed import Speed, measure
 CANDIDATES_PER_PAIR = 3  # rules one pair's reasoning yields, on average
 MERGE_SHRINK = 3.0  # as merge_rules: each round leaves about a third of the rules
 RULE_TOKENS = 30  # tokens of one candidate rule in a merge prompt
-EMBED_SECONDS = 3.0  # loading the sentence embedder (measured: 2-4 s on 2 CPU cores)
 # token counts are exact on up to this many requests, then extrapolated
 SAMPLE_LOCAL, SAMPLE_SERVER = 200, 30
 # a run past this many seconds on the embedded model is worth a second thought
@@ -265,7 +265,9 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
     merge = generation_stage("030 merge", merge_llm, merge_speed, [example] * merge_calls, cached=0,
                              prompt_tokens=request_tokens(merge_llm, example) * merge_calls,
                              note=f"estimated: {CANDIDATES_PER_PAIR} candidate rules per pair, {rounds} merge rounds")
-    merge.seconds += EMBED_SECONDS  # nan stays nan: unknown
+    start = time.perf_counter()
+    merge_stage.load_embedder()  # timed here, then reused by the run (loaded once per process)
+    merge.seconds += time.perf_counter() - start  # nan stays nan: unknown
     stages.append(merge)
     return Plan(llm.spec, stages, tokens_from(llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(llm))
 

@@ -110,6 +110,17 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0 if report["errors"] == 0 and report["mismatched"] == 0 else 1
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from ..quickstart import SAMPLE_DATA
+    from .plan_accuracy import run_plan_benchmark
+
+    report = run_plan_benchmark(str(SAMPLE_DATA), args.hh, args.pairs)
+    lines = [f"{r['run']:>34} {r['command']:>8}: planned {r['planned_s']:7.1f} s, measured {r['measured_s']:7.1f} s, ratio {r['planned_over_measured']:.2f}"
+             for r in report["rows"]]
+    lines.append(f"every plan within 2x of its run: {report['within_2x']}")
+    return _emit(report, args.json, lines)
+
+
 def cmd_injection(args: argparse.Namespace) -> int:
     from ..llm import load_llm
     from .injection import ATTACKS_FILE, load_attacks, run_injection_benchmark
@@ -181,6 +192,12 @@ def add_bench_parsers(sub) -> None:
     bl.add_argument("--max-batch", type=whole(1), default=64)
     bl.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
     bl.set_defaults(func=cmd_server)
+
+    bp = bench.add_parser("plan", help="the plan's time against the measured time: quickstart stages (embedded) and hh-rlhf via the mock server")
+    bp.add_argument("--hh", required=True, metavar="PATH", help="hh-rlhf preference data (e.g. ../shared/data/hh-rlhf-harmless-dev.jsonl.gz)")
+    bp.add_argument("--pairs", type=whole(1), default=50, help="hh-rlhf pairs to extract from (and as many to validate on)")
+    bp.add_argument("--json", action="store_true")
+    bp.set_defaults(func=cmd_plan)
 
     bi = bench.add_parser("injection", help="how often prompt-injection attacks flip the verifier's verdicts")
     bi.add_argument("--model", default="embedded", help="verifier spec: embedded, hf:, gguf: or openai:MODEL@BASE_URL (default: %(default)s)")

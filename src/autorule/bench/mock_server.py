@@ -6,6 +6,7 @@ for each request (a default echoes deterministically); `faults` is a list consum
 per request (or a function of the request's index and body), each None (answer
 normally) or one of FAULTS:
 
+- "401": the server wants another API key (not retried);
 - transport / server faults, which a client should retry: "429" (with Retry-After),
   "500", "503", "hang" (no answer until `hang_seconds`), "drop" (connection closed),
   "badjson" (a cut-off body), "nochoices" (an empty `choices` list);
@@ -36,7 +37,7 @@ def default_reply(messages: list[dict], body: dict) -> dict:
     return {"content": f"echo: {last[:80]}"}
 
 
-FAULTS = ("429", "500", "503", "hang", "drop", "badjson", "nochoices", "length", "notjson")
+FAULTS = ("401", "429", "500", "503", "hang", "drop", "badjson", "nochoices", "length", "notjson")
 
 
 def as_plain_lines(content: str) -> str:
@@ -125,6 +126,8 @@ class ScriptedServer:
     def _answer(self, h, body: dict, fault: str | None) -> None:
         if self.latency:
             time.sleep(self.latency)
+        if fault == "401":
+            return h._send(401, {"error": {"message": "invalid api key"}})
         if fault == "429":
             return h._send(429, {"error": {"message": "rate limited"}}, {"retry-after": "0.05"})
         if fault in ("500", "503"):

@@ -177,6 +177,8 @@ class OpenAICompatLLM(LLM):
         super().__init__()
         self.model, self.base_url = model, base_url
         self.spec = f"openai:{model}@{base_url}"
+        # no key: the placeholder local servers (vLLM, SGLang, llama-server) accept; a 401 then says none was given
+        self.key_given = bool(api_key or os.environ.get("OPENAI_API_KEY"))
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self._concurrency = concurrency
         self.timeout = timeout or DEFAULT_TIMEOUT
@@ -325,7 +327,9 @@ class OpenAICompatLLM(LLM):
         """The error for a fault retrying cannot fix."""
         if isinstance(e, openai.APIStatusError):
             if e.status_code in (401, 403):
-                return LLMError(f"{self.base_url} refused the API key ({e.status_code}): pass --api-key or set OPENAI_API_KEY")
+                if not self.key_given:
+                    return LLMError(f"{self.base_url} wants an API key ({e.status_code}) and none was given: pass --api-key or set OPENAI_API_KEY")
+                return LLMError(f"{self.base_url} refused the API key ({e.status_code}): check --api-key or OPENAI_API_KEY")
             return RequestRefused(f"{self.base_url} refused the request ({e.status_code}): {e.message}")
         return e
 

@@ -37,6 +37,8 @@ class Speed:
         request_s: fixed seconds per request (a server's round trip; 0 locally).
         parallel: requests served at once (a server's concurrency; 1 locally, where
             batching is in `decode_step_s`).
+        throughput_s: seconds per request when `parallel` run at once (a server; this
+            includes the client's own work, which bounds fast servers).
         source: how the figures were obtained.
 
     Example:
@@ -51,6 +53,7 @@ class Speed:
     check_s_per_token: float = 0.0
     request_s: float = 0.0
     parallel: int = 1
+    throughput_s: float = 0.0
     source: str = ""
 
     def step(self, batch: int) -> float:
@@ -66,10 +69,9 @@ class Speed:
         a batch runs until its longest answer ends)."""
         if calls <= 0:
             return 0.0
-        if self.parallel > 1:  # a server: requests overlap up to its concurrency
+        if self.parallel > 1:  # a server: requests overlap up to its concurrency, as fast as the client can send them
             per_call = self.request_s + prompt_tokens / calls / self.prefill_tokens_per_s + max_new * self.step(1)
-            waves = -(-calls // self.parallel)
-            return waves * per_call
+            return max(-(-calls // self.parallel) * per_call, calls * self.throughput_s)
         batches = -(-calls // batch_size)
         last = calls - (batches - 1) * batch_size
         decode = (batches - 1) * max_new * self.step(batch_size) + max_new * self.step(last)
@@ -80,7 +82,8 @@ class Speed:
         if conversations <= 0:
             return 0.0
         if self.parallel > 1:  # one request per question; the server reads each conversation once (prefix cache)
-            return -(-checks // self.parallel) * (self.request_s + self.check_s) + prefix_tokens / self.prefill_tokens_per_s / self.parallel
+            waves = -(-checks // self.parallel) * (self.request_s + self.check_s) + prefix_tokens / self.prefill_tokens_per_s / self.parallel
+            return max(waves, checks * self.throughput_s)
         per_check = self.check_s + self.check_s_per_token * prefix_tokens / conversations
         return prefix_tokens / self.prefill_tokens_per_s + checks * per_check
 
@@ -130,7 +133,9 @@ def _measure_local(llm) -> Speed:
     steps = {b: max((timed(b, 17) - timed(b, 1)) / 16, 1e-4) for b in TIMED_BATCHES}
     prefill = n_prompt / max(first - steps[1], 1e-4)
     # a question's time grows with the conversation before it: timed after a short and a long one
-    questions = [f" Question {i}: is the answer short? Answer Yes or No." for i in range(8)]
+    # questions as long as a verifier's (a rule of ~25 words and the answer cue)
+    questions = [f"\n\nRule {i}: The assistant's response should state its assumptions clearly and explain each step of its reasoning "
+                 "in plain words that a newcomer can follow.\nDoes the final response follow this rule? Answer Yes or No." for i in range(8)]
     per_check = {}
     for repeat in (5, 40):
         prefix = "Describe the weather in a few words. " * repeat
@@ -147,19 +152,23 @@ def _measure_local(llm) -> Speed:
 
 
 def _measure_server(llm) -> Speed:
-    """Three probes: a 1-token answer to a short and to a long prompt, and a 16-token answer."""
-    def probe(text: str, max_tokens: int) -> tuple[float, int]:
+    """Probes: one warm-up, a burst of concurrent 1-token requests (throughput, client overhead
+    included), a 1-token answer to a short and to a long prompt, and a 16-token answer."""
+    def ask(texts: list[str], max_tokens: int) -> tuple[float, int]:
         start = time.perf_counter()
-        reply = llm.generate([ChatRequest([{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0.0, seed=0)])[0]
-        return time.perf_counter() - start, reply.usage.completion_tokens
+        replies = llm.generate([ChatRequest([{"role": "user", "content": t}], max_tokens=max_tokens, temperature=0.0, seed=0) for t in texts])
+        return time.perf_counter() - start, replies[-1].usage.completion_tokens
 
-    short, _ = probe("Say OK.", 1)
-    long_text = "Describe the weather in a few words. " * 60
-    long, _ = probe(long_text, 1)
-    many, generated = probe("Count from one to twenty in words.", 16)
-    extra_tokens = max(llm.count_tokens(long_text) - 4, 1)
-    prefill = extra_tokens / max(long - short, 1e-4)
-    step = max((many - short) / max(generated - 1, 1), 1e-5)
+    ask(["Say OK."], 1)  # connection set-up and the server's own warm-up are not what a run pays per call
     parallel = max(1, min(llm.concurrency, llm.info.slots or llm.concurrency))
-    return Speed(prefill, {1: step}, check_s=0.0, request_s=short, parallel=parallel,
-                 source=f"3 probe requests to {llm.spec} ({short * 1000:.0f} ms per request, {parallel} at once)")
+    burst = min(parallel, 16)
+    wall, _ = ask([f"Say OK {i}." for i in range(burst)], 1)
+    short, _ = ask(["Say OK."], 1)
+    long_text = "Describe the weather in a few words. " * 60
+    long, _ = ask([long_text], 1)
+    many, generated = ask(["Count from one to twenty in words, one per line."], 16)
+    prefill = max(llm.count_tokens(long_text) - 4, 1) / max(long - short, 1e-4)
+    # a server that wrote only a few tokens says little about its decode speed
+    step = max((many - short) / (generated - 1), 0.0) if generated >= 8 else 0.0
+    return Speed(prefill, {1: step}, check_s=0.0, request_s=short, parallel=parallel, throughput_s=wall / burst,
+                 source=f"probe requests to {llm.spec}: {short * 1000:.0f} ms for one, {wall / burst * 1000:.1f} ms each in a burst of {burst}")
