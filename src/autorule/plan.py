@@ -119,7 +119,7 @@ class Plan:
             if s.note:
                 console.print(f"  {s.stage}: {s.note}", highlight=False)
         kinds = sorted({s.kind for s in self.stages})
-        console.print(f"  calls: {' and '.join(kinds)}; tokens in: counted with {self.tokens_from}; tokens out: at most (each call's max tokens)", highlight=False)
+        console.print(f"  calls: {' and '.join(kinds)}; tokens in: {self.tokens_from}; tokens out: at most (each call's max tokens)", highlight=False)
         console.print(f"  time: {self.speed_from}", highlight=False)
         if self.cost is not None:
             console.print(f"  cost at {self.price_per_mtok[0]:g} / {self.price_per_mtok[1]:g} per million tokens: about {self.cost:.2f}", highlight=False)
@@ -150,9 +150,9 @@ def is_embedded(llm: LLM) -> bool:
 def tokens_from(llm: LLM) -> str:
     inner = _inner(llm)
     if hasattr(inner, "tokenizer"):
-        return "the model's tokenizer"
+        return "counted with the model's tokenizer"
     if getattr(getattr(inner, "info", None), "can_tokenize", False):
-        return "the server's /tokenize"
+        return "counted with the server's /tokenize"
     return "approximated as 2 bytes per token (the server does not count tokens)"
 
 
@@ -266,8 +266,10 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
                              prompt_tokens=request_tokens(merge_llm, example) * merge_calls,
                              note=f"estimated: {CANDIDATES_PER_PAIR} candidate rules per pair, {rounds} merge rounds")
     start = time.perf_counter()
-    merge_stage.load_embedder()  # timed here, then reused by the run (loaded once per process)
-    merge.seconds += time.perf_counter() - start  # nan stays nan: unknown
+    merge_stage.load_embedder()  # loaded here, once per process: the run will not wait for it again
+    loaded = time.perf_counter() - start
+    if loaded > 1:
+        merge.note += f"; the sentence embedder was loaded while planning ({loaded:.0f} s)"
     stages.append(merge)
     return Plan(llm.spec, stages, tokens_from(llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(llm))
 

@@ -104,7 +104,11 @@ def measure(llm: LLM) -> Speed:
         data = json.loads(path.read_text())
         data["decode_step_s"] = {int(k): v for k, v in data["decode_step_s"].items()}
         return Speed(**data)
+    busy = os.getloadavg()[0] > 0.75 * (os.cpu_count() or 1)
     speed = _measure_local(inner)
+    if busy:  # timings on a busy machine would mislead every later plan: use them once, keep none
+        speed.source += "; the machine was busy, so these timings are not kept"
+        return speed
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(speed)))
     return speed
