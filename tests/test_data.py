@@ -1,5 +1,6 @@
 import gzip
 import json
+import os
 
 import pytest
 from conftest import ALPACA, HH, MT_BENCH_QUESTIONS
@@ -220,5 +221,17 @@ def test_unreadable_files(tmp_path, capsys, name, data, fragment):
 def test_unknown_hub_dataset_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(DataError, match="Hugging Face dataset"):
+    with pytest.raises(DataError, match="Hugging Face dataset") as e:
         load_pairs("nobody/no-such-dataset-xyz")
+    assert "HF_HUB_OFFLINE=1 is set, so only datasets already in the local Hugging Face cache load; unset it to download" in str(e.value)
+
+
+def test_the_cli_leaves_the_users_hub_setting_alone(monkeypatch):
+    """The CLI used to force HF_HUB_OFFLINE=1, so documented dataset names could never download."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    from autorule.cli import main
+
+    from autorule import SAMPLE_PAIRS
+
+    assert main(["data", "inspect", str(SAMPLE_PAIRS), "--json"]) == 0
+    assert "HF_HUB_OFFLINE" not in os.environ
