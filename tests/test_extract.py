@@ -270,3 +270,26 @@ def test_near_duplicates_merge_even_below_the_target_count():
     assert sorted(r.text for r in rules) == sorted([texts[0], texts[3], texts[4]])
     weather = next(r for r in rules if "weather" in r.text)
     assert sorted(weather.pairs) == ["p0", "p1", "p2"] and log.near_duplicates_merged == 2
+
+
+def test_merge_clustering_past_the_bucket_size_keeps_every_rule_once(monkeypatch):
+    """Past BUCKET rules, k-means buckets first: every rule lands in one cluster, near rules stay together."""
+    import numpy as np
+
+    from autorule.extraction import merge
+
+    monkeypatch.setattr(merge, "BUCKET", 40)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 16))
+    # 10 tight groups of 12 rules each: 120 rules, three times the bucket size
+    vectors = np.repeat(centres, 12, axis=0) + 0.01 * rng.normal(size=(120, 16))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    groups = merge.cluster(vectors, 10, max_size=12)
+    assert sorted(i for g in groups for i in g) == list(range(120))
+    assert max(len(g) for g in groups) <= 12
+    # each tight group of 12 stays whole: its members share one cluster
+    homes = {frozenset(g) for g in groups}
+    assert all(frozenset(range(12 * c, 12 * c + 12)) in homes for c in range(10))
+    # rules that are all alike cannot be split by k-means: they are cut in order, never lost
+    same = np.tile(vectors[:1], (100, 1))
+    assert sorted(i for g in merge.cluster(same, 5, max_size=40) for i in g) == list(range(100))

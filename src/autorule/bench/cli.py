@@ -121,6 +121,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return _emit(report, args.json, lines)
 
 
+def cmd_merge_scale(args: argparse.Namespace) -> int:
+    from .merge_scale import run_merge_scale
+
+    report = run_merge_scale([int(x) for x in args.sizes.split(",")])
+    lines = [f"{r['candidates']:>8} candidates: {r['seconds']:7.2f} s, peak RSS {r['peak_rss_mb']} MB ({r['clusters']} clusters)" for r in report["rows"]]
+    if "time_exponent" in report:
+        lines.append(f"growth between the two largest: time ~ n^{report['time_exponent']}, memory ~ n^{report['memory_exponent']}")
+    return _emit(report, args.json, lines)
+
+
 def cmd_injection(args: argparse.Namespace) -> int:
     from ..llm import load_llm
     from .injection import ATTACKS_FILE, load_attacks, run_injection_benchmark
@@ -198,6 +208,11 @@ def add_bench_parsers(sub) -> None:
     bp.add_argument("--pairs", type=whole(1), default=50, help="hh-rlhf pairs to extract from (and as many to validate on)")
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(func=cmd_plan)
+
+    bm = bench.add_parser("merge-scale", help="the merge stage's clustering at growing candidate pools: time and peak memory")
+    bm.add_argument("--sizes", default="2000,10000,100000,300000", help="candidate pool sizes, comma-separated")
+    bm.add_argument("--json", action="store_true")
+    bm.set_defaults(func=cmd_merge_scale)
 
     bi = bench.add_parser("injection", help="how often prompt-injection attacks flip the verifier's verdicts")
     bi.add_argument("--model", default="embedded", help="verifier spec: embedded, hf:, gguf: or openai:MODEL@BASE_URL (default: %(default)s)")

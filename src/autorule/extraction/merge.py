@@ -94,13 +94,30 @@ def collapse_near_duplicates(rules: list[Rule], embed: Embed, threshold: float) 
     return out, len(rules) - len(out)
 
 
-def cluster(vectors: np.ndarray, k: int, max_size: int) -> list[list[int]]:
-    """Agglomerative clusters (cosine, average linkage), big ones cut into chunks."""
-    from sklearn.cluster import AgglomerativeClustering
+# agglomerative clustering holds an n x n distance matrix: past this many rules it runs
+# inside buckets of about half this size, found by mini-batch k-means (memory linear in n)
+BUCKET = 2000
 
+
+def cluster(vectors: np.ndarray, k: int, max_size: int) -> list[list[int]]:
+    """Agglomerative clusters (cosine, average linkage), big ones cut into chunks.
+
+    Up to `BUCKET` rules this is one agglomerative clustering, as always; past it, mini-batch
+    k-means splits the rules into buckets first and each bucket is clustered on its own,
+    with its share of the `k` clusters, so memory stays linear in the number of rules.
+
+    Example:
+        >>> v = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.14, 0.99]])
+        >>> sorted(cluster(v / np.linalg.norm(v, axis=1, keepdims=True), 2, 10))
+        [[0, 1], [2, 3]]
+    """
     n = len(vectors)
     if k >= n:
         return [[i] for i in range(n)]
+    if n > BUCKET:
+        return _bucketed(vectors, k, max_size)
+    from sklearn.cluster import AgglomerativeClustering
+
     labels = AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(vectors)
     groups: dict[int, list[int]] = {}
     for i, label in enumerate(labels):
@@ -108,6 +125,25 @@ def cluster(vectors: np.ndarray, k: int, max_size: int) -> list[list[int]]:
     out = []
     for members in groups.values():
         out.extend(members[s : s + max_size] for s in range(0, len(members), max_size))
+    return out
+
+
+def _bucketed(vectors: np.ndarray, k: int, max_size: int) -> list[list[int]]:
+    from sklearn.cluster import MiniBatchKMeans
+
+    n = len(vectors)
+    buckets = math.ceil(2 * n / BUCKET)
+    labels = MiniBatchKMeans(n_clusters=buckets, batch_size=4096, n_init=1, random_state=0).fit_predict(vectors)
+    out: list[list[int]] = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) == n:  # k-means could not split them (all alike): cut in order instead
+            members_chunks = [members[s : s + BUCKET] for s in range(0, n, BUCKET)]
+        else:
+            members_chunks = [members]
+        for chunk in members_chunks:
+            share = max(1, round(k * len(chunk) / n))
+            out.extend([int(chunk[i]) for i in group] for group in cluster(vectors[chunk], share, max_size))
     return out
 
 
