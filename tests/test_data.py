@@ -235,3 +235,9 @@ def test_the_cli_leaves_the_users_hub_setting_alone(monkeypatch):
 
     assert main(["data", "inspect", str(SAMPLE_PAIRS), "--json"]) == 0
     assert "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_undetected_format_names_the_flags_that_read_it_preferred_before_dispreferred():
+    with pytest.raises(DataError) as e:
+        load_pairs([{"prompt": "Q", "dispreferred": "x", "preferred": "y"}])
+    assert "read it with --format pairs --prompt-column prompt --chosen-column preferred --rejected-column dispreferred" in str(e.value)

@@ -610,11 +610,11 @@ def _undetected(keys: set, columns: Columns) -> str:
                 f"use `autorule score --rules RULES --data FILE`")
     text_columns = [k for k in shown if k not in (columns.prompt, columns.chosen, columns.rejected)]
     hints = []
-    if columns.prompt in keys or prompts:
+    if prompts:
         others = [k for k in text_columns if k not in prompts]
-        better = [k for k in others if any(w in k.lower() for w in ("chosen", "better", "preferred", "good", "win"))]
         worse = [k for k in others if any(w in k.lower() for w in ("rejected", "worse", "dispreferred", "bad", "los"))]
-        prompt_flag = f"--format pairs --prompt-column {prompts[0] if prompts else columns.prompt}"
+        better = [k for k in others if k not in worse and any(w in k.lower() for w in ("chosen", "better", "preferred", "good", "win"))]
+        prompt_flag = f"--format pairs --prompt-column {prompts[0]}"
         if better and worse:
             hints.append(f"read it with {prompt_flag} --chosen-column {better[0]} --rejected-column {worse[0]}")
         elif len(others) >= 2:
