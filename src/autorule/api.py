@@ -22,12 +22,7 @@ log = logging.getLogger("autorule")
 
 def _llm(model: str | LLM, cache: bool | str | Path, llm_options: dict | None) -> LLM:
     """An LLM object as given, or loaded from its spec behind the verdict cache."""
-    if not isinstance(model, str):
-        return model
-    from autorule.cache import Cache
-
-    store = None if cache is False else Cache() if cache is True else Cache(cache)
-    return load_llm(model, cache=store, **(llm_options or {}))
+    return load_llm(model, cache=cache, **(llm_options or {})) if isinstance(model, str) else model
 
 
 def _rules(rules: RuleSet | str | Path | list[str]) -> RuleSet:

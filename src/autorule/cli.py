@@ -248,14 +248,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .llm.base import describe_llm_stats
-
     from .plan import plan_checks
 
     scorer = build_scorer(args)
     items = _score_items(args)  # (id, side, conversation)
-    if _show_plan(lambda probe: plan_checks("verify", scorer.verifier, [c for _, _, c in items], price_per_mtok=args.price_per_mtok, probe=probe), args):
+    conversations = [c for _, _, c in items]
+    if _show_plan(lambda probe: plan_checks("verify", scorer.verifier, conversations, price_per_mtok=args.price_per_mtok, probe=probe), args):
         return 0
-    scores = scorer.score([c for _, _, c in items], desc="verifying")
+    scores = scorer.score(conversations, desc="verifying")
     unparsed = scores.unparsed_per_response()
     rows = []
     for i, (item_id, side, _) in enumerate(items):
@@ -345,18 +345,16 @@ def _score_items(args: argparse.Namespace):
 def cmd_validate(args: argparse.Namespace) -> int:
     import copy
 
+    from .plan import plan_checks
     from .rules import RuleSet
-    from .validation import run_validation
+    from .validation import both_sides, run_validation
 
     rules_path = Path(args.rules)
     data = load_data(args)
     _report_skips(data)
-    from .plan import plan_checks
-
     scorer = build_scorer(args)
     rules = scorer.rules
-    conversations = [p.conversation(side) for side in ("chosen", "rejected") for p in data.pairs]
-    if _show_plan(lambda probe: plan_checks("verify both sides", scorer.verifier, conversations, price_per_mtok=args.price_per_mtok, probe=probe), args):
+    if _show_plan(lambda probe: plan_checks("verify both sides", scorer.verifier, both_sides(data.pairs), price_per_mtok=args.price_per_mtok, probe=probe), args):
         return 0
     validation = run_validation(
         rules, rules_path, data.pairs, scorer, rm=scorer.rm, seed=args.seed, folds=args.folds, select=args.select,
@@ -455,17 +453,17 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.config import TrainConfig, load_config
-    from .train.grpo import run_grpo
-
     from .plan import plan_train
+    from .train.config import TrainConfig, load_config
     from .train.grpo import build_scorer as build_train_scorer
+    from .train.grpo import run_grpo
 
     overrides = {name: getattr(args, name) for name in TrainConfig.model_fields}
     config = load_config(args.config, overrides)
-    if _show_plan(lambda probe: plan_train(config, build_train_scorer(config).verifier, price_per_mtok=args.price_per_mtok, probe=probe), args):
+    scorer = build_train_scorer(config)  # one verifier for the plan and the run (a server is probed once)
+    if _show_plan(lambda probe: plan_train(config, scorer.verifier, price_per_mtok=args.price_per_mtok, probe=probe), args):
         return 0
-    summary = run_grpo(config)
+    summary = run_grpo(config, scorer=scorer)
     if args.json:
         print(json.dumps(summary))
     else:

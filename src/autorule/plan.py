@@ -12,6 +12,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 
+from autorule.data import to_conversation
 from autorule.llm.base import LLM, ChatRequest
 from autorule.llm.speed import Speed, measure
 
@@ -139,16 +140,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _inner(llm: LLM) -> LLM:
-    return getattr(llm, "inner", llm)
-
-
 def is_embedded(llm: LLM) -> bool:
-    return _inner(llm).spec == "embedded"
+    return llm.backend.spec == "embedded"
 
 
 def tokens_from(llm: LLM) -> str:
-    inner = _inner(llm)
+    inner = llm.backend
     if hasattr(inner, "tokenizer"):
         return "counted with the model's tokenizer"
     if getattr(getattr(inner, "info", None), "can_tokenize", False):
@@ -158,7 +155,7 @@ def tokens_from(llm: LLM) -> str:
 
 def request_tokens(llm: LLM, request: ChatRequest) -> int:
     """Prompt tokens of one chat request as the backend will see it."""
-    inner = _inner(llm)
+    inner = llm.backend
     if hasattr(inner, "render"):
         return inner.count_tokens(inner.render(request.messages) + request.prefill)
     return sum(llm.count_tokens(m["content"]) for m in request.messages) + 4 * len(request.messages)
@@ -173,7 +170,7 @@ def _sampled_sum(items: list, count, limit: int, seed: int = 0) -> tuple[int, bo
 
 
 def _limit(llm: LLM) -> int:
-    return SAMPLE_LOCAL if hasattr(_inner(llm), "tokenizer") else SAMPLE_SERVER
+    return SAMPLE_LOCAL if hasattr(llm.backend, "tokenizer") else SAMPLE_SERVER
 
 
 def _cached_generations(llm: LLM, requests: list[ChatRequest]) -> int:
@@ -191,7 +188,7 @@ def generation_stage(name: str, llm: LLM, speed: Speed | None, requests: list[Ch
         prompt_tokens, sampled = _sampled_sum(requests, lambda r: request_tokens(llm, r), _limit(llm))
     prompt_tokens = round(prompt_tokens * todo / calls) if calls else 0
     max_new = max((r.max_tokens for r in requests), default=0)
-    seconds = speed.generation_seconds(todo, prompt_tokens, max_new, batch_size=getattr(_inner(llm), "batch_size", 1)) if speed else math.nan
+    seconds = speed.generation_seconds(todo, prompt_tokens, max_new, batch_size=getattr(llm.backend, "batch_size", 1)) if speed else math.nan
     if sampled:
         note = "; ".join(filter(None, [note, f"prompt tokens counted on {_limit(llm)} of {calls} requests"]))
     return StagePlan(name, "generations", calls, cached, prompt_tokens, todo * max_new, seconds, note)
@@ -202,7 +199,7 @@ def check_stage(name: str, verifier, speed: Speed | None, conversations: list) -
     llm = verifier.llm
     k = len(verifier.questions)
     calls = len(conversations) * k
-    prefixes, sampled = None, len(conversations) > _limit(llm)
+    sampled = len(conversations) > _limit(llm)
     sample = random.Random(0).sample(conversations, _limit(llm)) if sampled else conversations
     prefixes = [verifier.prefix(c) for c in sample]
     prefix_tokens = sum(llm.count_tokens(p) for p in prefixes) * len(conversations) / max(len(sample), 1)
@@ -219,7 +216,7 @@ def check_stage(name: str, verifier, speed: Speed | None, conversations: list) -
 
 
 def is_server(llm: LLM) -> bool:
-    return hasattr(_inner(llm), "info")
+    return hasattr(llm.backend, "info")
 
 
 def speed_for(llm: LLM, probe: bool) -> Speed | None:
@@ -232,7 +229,7 @@ def speed_for(llm: LLM, probe: bool) -> Speed | None:
 
 def _speed_note(speed: Speed | None) -> str:
     if speed is None:
-        return "a server's speed is measured only by --plan (three probe requests)"
+        return "a server's speed is measured only by --plan (a few probe requests)"
     return speed.source or "measured"
 
 
@@ -249,10 +246,9 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
     stages = [generation_stage("010 reasoning", llm, speed, reasoning)]
     # the rule prompt holds the reasoning, at most reasoning_tokens of it
     filler = " ".join(["reason"] * config.reasoning_tokens)
-    template = request_tokens(llm, rules_stage.rules_request(filler, config.rules_tokens, config.seed))
-    rules_requests = [rules_stage.rules_request(filler, config.rules_tokens, config.seed)] * n
-    reasoning_cached = stages[0].cached
-    stages.append(generation_stage("020 rule extraction", llm, speed, rules_requests, cached=reasoning_cached, prompt_tokens=template * n,
+    rules_request = rules_stage.rules_request(filler, config.rules_tokens, config.seed)
+    stages.append(generation_stage("020 rule extraction", llm, speed, [rules_request] * n, cached=stages[0].cached,
+                                   prompt_tokens=request_tokens(llm, rules_request) * n,
                                    note="the prompt holds the reasoning: counted at its maximum; up to one repair call per pair that gives no list (not counted)"))
     # merging: about CANDIDATES_PER_PAIR candidates per pair, clustered and merged until target_rules remain
     rules_left, merge_calls, rounds = CANDIDATES_PER_PAIR * n, 0, 0
@@ -287,8 +283,9 @@ def plan_train(config, verifier, *, price_per_mtok=None, probe: bool = True) -> 
     completions = config.max_steps * config.per_device_train_batch_size
     k = len(verifier.questions)
     # a representative completion of max_completion_length words after a short prompt
-    conv = [{"role": "user", "content": "A typical training prompt of a few words."}, {"role": "assistant", "content": " ".join(["word"] * config.max_completion_length)}]
-    prefix_tokens = verifier.llm.count_tokens(verifier.prefix([_message(m) for m in conv]))
+    conv = to_conversation([{"role": "user", "content": "A typical training prompt of a few words."},
+                            {"role": "assistant", "content": " ".join(["word"] * config.max_completion_length)}])
+    prefix_tokens = verifier.llm.count_tokens(verifier.prefix(conv))
     question_tokens = sum(verifier.llm.count_tokens(q) for q in verifier.questions) / max(k, 1)
     stage = StagePlan("rule checks", "yes/no checks", completions * k, 0, round(completions * (prefix_tokens + k * question_tokens)), 0,
                       speed.checks_seconds(completions, completions * prefix_tokens, completions * k) if speed else math.nan,
@@ -298,8 +295,3 @@ def plan_train(config, verifier, *, price_per_mtok=None, probe: bool = True) -> 
     plan.extra_notes.append("policy generation, the reward model and optimisation steps are not included")
     return plan
 
-
-def _message(m: dict):
-    from autorule.data import Message
-
-    return Message(**m)

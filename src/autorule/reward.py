@@ -99,6 +99,29 @@ def compose(preset: RewardPreset, rule: np.ndarray, rm: np.ndarray | None = None
     return total
 
 
+# what an adapter returns: the composed reward, or the rule term alone
+REWARD_KINDS = ("total", "rule")
+
+
+def check_reward_kind(kind: str) -> str:
+    """`kind` if it names a reward every adapter can return, else a ValueError saying which do.
+
+    Args:
+        kind: "total" (the preset's composed reward) or "rule" (the rule term alone).
+
+    Example:
+        >>> check_reward_kind("rule")
+        'rule'
+        >>> check_reward_kind("rm")
+        Traceback (most recent call last):
+        ...
+        ValueError: reward='rm': choose 'total' (the scorer's composed reward) or 'rule' (the rule term alone)
+    """
+    if kind not in REWARD_KINDS:
+        raise ValueError(f"reward={kind!r}: choose 'total' (the scorer's composed reward) or 'rule' (the rule term alone)")
+    return kind
+
+
 RM_STATS_FILE = "autorule_rm.json"
 
 
@@ -225,6 +248,15 @@ class RewardScorer:
         self.rules = rules
         self.rm = rm
         self.verifier = Verifier(verifier_llm, rules, style=self.preset.style, applicability=self.preset.applicability, **verifier_options)
+
+    def values(self, scores: Scores, kind: str = "total") -> np.ndarray:
+        """The reward an adapter returns: `scores.total`, or the preset's rule term alone (`kind="rule"`).
+
+        Args:
+            scores: what `score` returned.
+            kind: "total" or "rule" (see `check_reward_kind`).
+        """
+        return scores.total if check_reward_kind(kind) == "total" else self.preset.rule_term(scores.rule)
 
     def score(self, conversations: list, desc: str | None = None) -> Scores:
         """Rewards for conversations that end with the response to reward.

@@ -25,18 +25,7 @@ def whole(low: int, high: int | None = None):
         ...
         argparse.ArgumentTypeError: 0 is out of range: must be at least 1
     """
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{value} is out of range: must be {_range(low, high)}")
-        return value
-
-    parse.__name__ = "whole number"
-    return parse
+    return _bounded(int, "a whole number", low, high, above=False)
 
 
 def number(low: float, high: float | None = None, *, above: bool = False):
@@ -55,17 +44,22 @@ def number(low: float, high: float | None = None, *, above: bool = False):
         ...
         argparse.ArgumentTypeError: 0.0 is out of range: must be greater than 0
     """
+    return _bounded(float, "a number", low, high, above=above)
 
-    def parse(text: str) -> float:
+
+def _bounded(convert, kind: str, low, high, *, above: bool):
+    """The parser `whole` and `number` share: convert, then check the range (NaN is never in it)."""
+
+    def parse(text: str):
         try:
-            value = float(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
         if value != value or (value <= low if above else value < low) or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{value} is out of range: must be {_range(low, high, above)}")
         return value
 
-    parse.__name__ = "number"
+    parse.__name__ = kind.removeprefix("a ")  # argparse names the type in its own messages
     return parse
 
 

@@ -265,6 +265,11 @@ class Validation:
         rules.save(rules_path)
 
 
+def both_sides(pairs) -> list:
+    """Every pair's chosen conversation, then every rejected one: the order validation verifies them in."""
+    return [p.conversation("chosen") for p in pairs] + [p.conversation("rejected") for p in pairs]
+
+
 def run_validation(rules, rules_path, pairs, scorer, **options) -> Validation:
     """Verify both sides of every pair against every rule and compute the statistics.
 
@@ -286,7 +291,7 @@ def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0,
     if overlap:
         warn(f"{len(overlap)} of {len(pairs)} validation pairs were used to extract these rules; "
              "their statistics are optimistic (validate on held-out pairs)")
-    convs = [p.conversation("chosen") for p in pairs] + [p.conversation("rejected") for p in pairs]
+    convs = both_sides(pairs)
     verdicts = scorer.verifier.verify(convs, desc="verifying chosen and rejected" if progress else None)
     n = len(pairs)
     p_c, p_r = verdicts.p_satisfied[:n], verdicts.p_satisfied[n:]

@@ -13,7 +13,7 @@ from autorule.extraction.run import ExtractConfig, run_extract
 from autorule.llm import load_llm
 from autorule.plan import plan_checks, plan_extract
 from autorule.reward import RewardScorer
-from autorule.validation import run_validation
+from autorule.validation import both_sides, run_validation
 
 
 def _timed(run) -> float:
@@ -32,8 +32,7 @@ def _measure(name: str, extract_llm, verifier_llm, train: list, held_out: list, 
     rows.append({"run": name, "command": "extract", "pairs": len(train), "planned_s": round(plan.seconds, 1), "measured_s": round(seconds, 1)})
     rules = result["r"].rules
     scorer = RewardScorer(rules, verifier_llm)
-    conversations = [p.conversation(side) for side in ("chosen", "rejected") for p in held_out]
-    plan = plan_checks("verify both sides", scorer.verifier, conversations)
+    plan = plan_checks("verify both sides", scorer.verifier, both_sides(held_out))
     seconds = _timed(lambda: run_validation(rules, None, held_out, scorer, warn=lambda m: None, progress=False))
     rows.append({"run": name, "command": "validate", "pairs": len(held_out), "rules": len(rules), "planned_s": round(plan.seconds, 1), "measured_s": round(seconds, 1)})
     for row in rows:

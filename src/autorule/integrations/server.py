@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from autorule.data import Message
-from autorule.reward import RewardScorer
+from autorule.reward import RewardScorer, check_reward_kind
 
 
 class RewardRequest(BaseModel):
@@ -124,8 +124,7 @@ def create_app(
         ...     client.post("/get_reward", json={"query": ["Q A"], "prompts": ["Q "]}).json()["rewards"]
         [0.75]
     """
-    if reward not in ("total", "rule"):
-        raise ValueError(f"reward={reward!r}: choose 'total' or 'rule'")
+    check_reward_kind(reward)
     state: dict[str, Any] = {"queue": None, "worker": None, "batches": 0, "samples": 0, "unparsed_checks": 0, "refused": 0}
 
     async def worker() -> None:
@@ -217,8 +216,7 @@ def create_app(
             raise HTTPException(503, f"scoring failed: {type(e).__name__}: {e}") from None
         # a response the verifier's server refused has no reward; OpenRLHF needs a number: 0,
         # flagged in extra_logs["refused"]
-        values = scores.total if reward == "total" else scorer.preset.rule_term(scores.rule)
-        total = np.nan_to_num(values[start:end]).tolist()
+        total = np.nan_to_num(scorer.values(scores, reward)[start:end]).tolist()
         extra = {
             "rule_reward": np.nan_to_num(scores.rule[start:end]).tolist(),
             "unparsed_checks": [float(n) for n in scores.unparsed_per_response()[start:end]],

@@ -21,11 +21,8 @@ from typing import Any
 import numpy as np
 
 from autorule.integrations.conversation import conversation
-from autorule.reward import RewardPreset, RewardScorer, Scores
+from autorule.reward import RewardPreset, RewardScorer, Scores, check_reward_kind
 from autorule.rules import RuleSet
-
-REWARDS = ("total", "rule")
-
 
 def _log(scores: Scores, log_metric: Callable | None, prefix: str) -> None:
     if log_metric is None:
@@ -86,10 +83,9 @@ class RuleReward:
         name: str = "rule_reward",
         scorer: RewardScorer | None = None,
     ):
-        if reward not in REWARDS:
-            raise ValueError(f"reward={reward!r}: choose 'total' (the scorer's composed reward) or 'rule' (the rule term alone)")
+        check_reward_kind(reward)
         if scorer is not None:
-            llm = getattr(scorer.verifier.llm, "inner", scorer.verifier.llm)
+            llm = scorer.verifier.llm.backend
             # a copy in another process loads the same model from its spec (connections do not pickle)
             loadable = llm.spec == "embedded" or llm.spec.startswith(("openai:", "hf:", "gguf:"))
             rules, verifier, preset = scorer.rules, llm.spec if loadable else llm, scorer.preset
@@ -115,10 +111,7 @@ class RuleReward:
 
             llm = self.verifier
             if isinstance(llm, str):
-                from autorule.cache import Cache
-
-                cache = None if self.cache is False else Cache() if self.cache is True else Cache(self.cache)
-                llm = load_llm(llm, cache=cache, **self.llm_options)
+                llm = load_llm(llm, cache=self.cache, **self.llm_options)
             self._scorer = RewardScorer(self.rules, llm, self.preset, rm=RewardModel(self.rm) if self.rm else None)
         return self._scorer
 
@@ -128,8 +121,7 @@ class RuleReward:
         scorer = self.scorer
         scores = scorer.score([conversation(p, c) for p, c in zip(prompts, completions)])
         _log(scores, log_metric, self.__name__)
-        values = scores.total if self.reward == "total" else scorer.preset.rule_term(scores.rule)
-        return [None if math.isnan(x) else float(x) for x in values]
+        return [None if math.isnan(x) else float(x) for x in scorer.values(scores, self.reward)]
 
 
 class AsyncRuleReward(RuleReward):

@@ -43,11 +43,10 @@ import numpy as np
 
 from autorule.data import Message
 from autorule.integrations.conversation import to_messages
-from autorule.reward import RewardScorer, Scores
+from autorule.reward import RewardScorer, Scores, check_reward_kind
 
 _SCORERS: dict[tuple, RewardScorer] = {}
 _SCORERS_LOCK = threading.Lock()
-REWARDS = ("total", "rule")
 
 
 def _setting(options: dict, key: str, default: str | None = None) -> str | None:
@@ -77,21 +76,17 @@ def load_scorer(options: dict | None = None) -> RewardScorer:
            _setting(options, "rm"))
     with _SCORERS_LOCK:  # verl's reward loop calls from many threads at once
         if key not in _SCORERS:
-            from autorule.cache import Cache
             from autorule.llm import load_llm
             from autorule.reward import RewardModel
             from autorule.rules import RuleSet
 
-            llm = load_llm(key[1], cache=None if key[3] else Cache())
+            llm = load_llm(key[1], cache=not key[3])
             _SCORERS[key] = RewardScorer(RuleSet.load(rules), llm, key[2], rm=RewardModel(key[4]) if key[4] else None)
         return _SCORERS[key]
 
 
 def _reward_kind(options: dict) -> str:
-    kind = _setting(options, "reward", "total")
-    if kind not in REWARDS:
-        raise ValueError(f"reward={kind!r}: choose 'total' (the scorer's composed reward) or 'rule' (the rule term alone)")
-    return kind
+    return check_reward_kind(_setting(options, "reward", "total"))
 
 
 def sample_results(scores: Scores, scorer: RewardScorer, kind: str) -> list[dict]:
@@ -100,7 +95,7 @@ def sample_results(scores: Scores, scorer: RewardScorer, kind: str) -> list[dict
     A response the verifier's server refused scores 0 (verl needs a number) with
     `refused` = 1; `unparsed_checks` counts checks with no readable verdict.
     """
-    values = scores.total if kind == "total" else scorer.preset.rule_term(scores.rule)
+    values = scorer.values(scores, kind)
     unparsed = scores.unparsed_per_response()
     return [
         {"score": float(np.nan_to_num(values[i])), "rule_reward": float(np.nan_to_num(scores.rule[i])),
@@ -222,8 +217,9 @@ class AutoRuleRewardManager(_Base):
     def __init__(self, config=None, tokenizer=None, compute_score=None, reward_router_address=None, reward_model_tokenizer=None,
                  scorer: RewardScorer | None = None, max_wait_ms: float = 5.0, **kwargs: Any):
         if _Base is not object:
-            super().__init__(config, tokenizer, compute_score)
-        self.config, self.tokenizer = config, tokenizer
+            super().__init__(config, tokenizer, compute_score)  # sets config and tokenizer, as for verl's own managers
+        else:
+            self.config, self.tokenizer = config, tokenizer
         options = dict((config.get("reward") or {}).get("reward_kwargs") or {}) if config is not None else {}
         self.setup(scorer=scorer, options={**options, **kwargs}, max_wait_ms=max_wait_ms)
 

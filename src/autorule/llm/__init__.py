@@ -17,7 +17,7 @@ __all__ = ["LLM", "ChatRequest", "Completion", "LLMError", "Usage", "load_llm"]
 _LOADED: dict[str, LLM] = {}
 
 
-def load_llm(spec: str, *, cache: Cache | None = None, **options) -> LLM:
+def load_llm(spec: str, *, cache: Cache | bool | str | Path | None = None, **options) -> LLM:
     """The backend for `spec`, behind `cache` when one is given.
 
     Local models are loaded once per process and shared. `options` go to the backend
@@ -26,7 +26,9 @@ def load_llm(spec: str, *, cache: Cache | None = None, **options) -> LLM:
     Args:
         spec: "embedded", "hf:PATH_OR_ID", "gguf:FILE", a model directory, or
             "openai:MODEL@BASE_URL".
-        cache: a `Cache` for LLM calls and verdicts (None: no cache).
+        cache: where LLM calls and verdicts are cached: a `Cache`, a file path, True
+            (the default file, ~/.cache/autorule/cache.sqlite or $AUTORULE_CACHE),
+            or None / False (no cache).
         **options: backend options (``concurrency``, ``timeout``, ``api_key``,
             ``extra_body`` for servers; ``batch_size`` locally).
 
@@ -54,8 +56,8 @@ def load_llm(spec: str, *, cache: Cache | None = None, **options) -> LLM:
         )
     else:
         raise LLMError(f"unknown model spec {spec!r}: use embedded, hf:PATH_OR_ID, gguf:FILE or openai:MODEL@BASE_URL")
-    if cache is not None:
+    if cache is not None and cache is not False:
         from .cached import CachedLLM
 
-        return CachedLLM(llm, cache)
+        return CachedLLM(llm, cache if isinstance(cache, Cache) else Cache(None if cache is True else cache))
     return llm

@@ -164,6 +164,11 @@ class LLM(ABC):
         """What identifies the model's answers, for cache keys."""
         return {"spec": self.spec}
 
+    @property
+    def backend(self) -> LLM:
+        """The model itself, behind any wrapper such as the cache (for its tokenizer, server info, speed)."""
+        return self
+
     def count_tokens(self, text: str) -> int:
         """Tokens in `text`; without a tokenizer, a conservative estimate (2 bytes a token)."""
         return len(text.encode()) // 2 + 1

@@ -20,6 +20,10 @@ class CachedLLM(LLM):
     def identity(self) -> dict:
         return self.inner.identity
 
+    @property
+    def backend(self) -> LLM:
+        return self.inner.backend
+
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 

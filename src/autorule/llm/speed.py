@@ -88,14 +88,10 @@ class Speed:
         return prefix_tokens / self.prefill_tokens_per_s + checks * per_check
 
 
-def _inner(llm: LLM) -> LLM:
-    return getattr(llm, "inner", llm)
-
-
 def measure(llm: LLM) -> Speed:
     """The backend's speed: local models from the figures kept for this machine (timed the
     first time), servers from three probe requests."""
-    inner = _inner(llm)
+    inner = llm.backend
     if hasattr(inner, "info"):  # an OpenAI-compatible server
         return _measure_server(inner)
     key = hashlib.sha256(json.dumps([inner.identity, platform.node(), os.cpu_count(), platform.machine()], sort_keys=True, default=str).encode()).hexdigest()[:16]

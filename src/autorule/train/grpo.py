@@ -85,7 +85,8 @@ def check_output_dir(out: Path, config: TrainConfig) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def run_grpo(config: TrainConfig) -> dict:
+def run_grpo(config: TrainConfig, scorer: RewardScorer | None = None) -> dict:
+    """GRPO on TRL with the composed reward; `scorer` (else built from `config`) scores the completions."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -106,7 +107,7 @@ def run_grpo(config: TrainConfig) -> dict:
     if not prompts:
         raise DataError(config.prompts, "no prompts to train on")
 
-    scorer = build_scorer(config)
+    scorer = scorer or build_scorer(config)
     monitor = RewardMonitor(out / "metrics.jsonl", window=config.monitor_window, resume_step=_step_of(checkpoint) if checkpoint else None)
 
     def autorule_reward(prompts, completions, completion_ids=None, log_metric=None, **kwargs):

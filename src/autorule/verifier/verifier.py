@@ -223,7 +223,7 @@ class Verifier:
         self.llm, self.rules, self.style = llm, rules, style
         self.applicability, self.threshold = applicability, threshold
         self.max_unparsed = max_unparsed
-        self.max_input_tokens = max_input_tokens or getattr(llm, "max_context", None) or getattr(getattr(llm, "inner", None), "max_context", None) or 8192
+        self.max_input_tokens = max_input_tokens or getattr(llm.backend, "max_context", None) or 8192
         self.questions = [QUESTIONS[style].substitute(rule=r.text) for r in rules.rules]
         if applicability:
             self.questions += [APPLIES.substitute(rule=r.text) for r in rules.rules]
