@@ -110,3 +110,18 @@ def test_a_long_run_on_the_embedded_model_is_named_before_it_starts(tmp_path, mo
     err = " ".join(capsys.readouterr().err.split())
     assert "the embedded CPU model would take about" in err and "use --limit for a smaller run, or a served model (--model openai:MODEL@URL" in err
     assert os.listdir(tmp_path) == []
+
+
+def test_every_command_has_the_same_model_option_defaults():
+    """extract and score once had different --concurrency and --timeout defaults."""
+    from autorule.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    seen = {}
+    for name in ("extract", "score", "validate", "serve", "generate"):
+        actions = {a.dest: a for a in commands[name]._actions}
+        seen[name] = {dest: (actions[dest].default, actions[dest].help) for dest in ("concurrency", "timeout", "max_retries")}
+        seen[name]["api_key"] = actions["api_key"].default  # its help names the model or the verifier
+    assert all(options == seen["extract"] for options in seen.values()), seen
+    assert seen["extract"]["concurrency"][0] is None and seen["extract"]["max_retries"][0] == 6
