@@ -630,6 +630,137 @@ def _undetected(keys: set, columns: Columns) -> str:
             + ("; " + "; ".join(hints) if hints else "; use --format and the column options (--prompt-column, --chosen-column, --rejected-column)"))
 
 
+def _open_source(source: str | Path | Iterable[dict], split: str) -> tuple[Iterator[tuple[int, Any]], str, str]:
+    """(rows, unit, shown name) of a source; unreadable sources fail here, before any work."""
+    if not isinstance(source, (str, Path)):
+        return _iter_given_rows(source), "row", "<rows>"
+    path, shown = Path(source), str(source)
+    if path.exists():
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError(shown, "file is empty")
+        rows, unit = iter_rows(path)
+        return rows, unit, shown
+    if "/" in shown and not shown.startswith((".", "/")) and not Path(shown).suffix:
+        return _iter_hub_dataset(shown, split), "row", shown
+    raise DataError(shown, "no such file or directory")
+
+
+class PairStream:
+    """Preference pairs read lazily, one pass over the source per iteration: memory stays flat
+    however long the file is. After a full pass it holds the same counts as a `LoadResult`
+    (`rows`, `skipped`, `examples`, `format`, `pairs_read`).
+
+    Args:
+        source, format, columns, on_bad_row, tie_threshold, limit, split: as for `load_pairs`.
+
+    Example:
+        >>> stream = stream_pairs([{"prompt": "Q", "chosen": "A", "rejected": "B"}] * 3 + [{"prompt": "Q", "chosen": "A", "rejected": "A"}], on_bad_row="skip")
+        >>> [len(chunk) for chunk in stream.chunks(2)]
+        [2, 1]
+        >>> stream.summary()
+        {'path': '<rows>', 'format': 'pairs', 'rows': 4, 'pairs': 3, 'skipped': {'chosen identical to rejected': 1}}
+    """
+
+    def __init__(self, source, format: str = "auto", *, columns: Columns | None = None, on_bad_row: Literal["error", "skip"] = "error",
+                 tie_threshold: float = 0.1, limit: int | None = None, split: str = "train"):
+        if format != "auto" and format not in FORMATS:
+            raise DataError(str(source), f"unknown format '{format}' (choose from auto, {', '.join(FORMATS)})")
+        if not isinstance(source, (str, Path)) and not isinstance(source, list):
+            source = list(source)  # rows given once (a generator) must survive a second pass
+        self.source, self.format, self.columns = source, format, columns or Columns()
+        self.on_bad_row, self.tie_threshold, self.limit, self.split = on_bad_row, tie_threshold, limit, split
+        _, _, self.path = _open_source(source, split)  # a missing or empty file fails now
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rows, self.pairs_read = 0, 0
+        self.skipped: Counter = Counter()
+        self.examples: list[tuple[int, str]] = []
+
+    def __iter__(self) -> Iterator[PreferencePair]:
+        self._reset()
+        rows, unit, shown = _open_source(self.source, self.split)
+        parsers: dict[str, Callable[[dict, Columns], dict]] = {
+            "pairs": parse_pairs_row,
+            "hh-rlhf": parse_hh_row,
+            "alpacaeval": make_alpacaeval_parser(self.tie_threshold),
+            "mt-bench-human": parse_mt_bench_human_row,
+            "ab": parse_ab_row,
+        }
+        fmt = self.format
+        parse = parsers.get(fmt)
+        for row, rec in rows:
+            self.rows += 1
+            try:
+                if isinstance(rec, BadRow):
+                    raise rec
+                if isinstance(rec, PreferencePair):  # already a pair (rows given in Python)
+                    self.format = fmt = "pairs"
+                    pair = rec
+                else:
+                    if parse is None:
+                        try:
+                            self.format = fmt = detect_format(rec, self.columns)
+                        except NotPreferenceData as e:
+                            raise DataError(shown, str(e), row, unit) from None
+                        parse = parsers[fmt]
+                    pair = PreferencePair(**parse(rec, self.columns), source=shown, row=row)
+            except SkipRow as e:
+                self.skipped[e.reason] += 1
+                continue
+            except BadRow as e:
+                if self.on_bad_row == "error":
+                    raise DataError(shown, f"{e} (use --on-bad-row skip to skip such rows)", row, unit) from None
+                self.skipped[e.reason] += 1
+                if len(self.examples) < 5:
+                    self.examples.append((row, str(e)))
+                continue
+            self.pairs_read += 1
+            yield pair
+            if self.limit is not None and self.pairs_read >= self.limit:
+                break
+        if self.rows == 0:
+            raise DataError(shown, "no rows found")
+
+    def chunks(self, size: int) -> Iterator[list[PreferencePair]]:
+        """The pairs in lists of at most `size`, in file order."""
+        chunk: list[PreferencePair] = []
+        for pair in self:
+            chunk.append(pair)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def summary(self) -> dict[str, Any]:
+        """What the last full pass read, as `LoadResult.summary` gives it."""
+        return {"path": self.path, "format": self.format if self.format != "auto" else "unknown", "rows": self.rows,
+                "pairs": self.pairs_read, "skipped": dict(self.skipped)}
+
+
+def stream_pairs(
+    source: str | Path | Iterable[dict],
+    format: str = "auto",
+    *,
+    columns: Columns | None = None,
+    on_bad_row: Literal["error", "skip"] = "error",
+    tie_threshold: float = 0.1,
+    limit: int | None = None,
+    split: str = "train",
+) -> PairStream:
+    """Preference pairs from a source, read lazily (for files too big to hold): see `PairStream`.
+
+    Args: as for `load_pairs`.
+
+    Example:
+        >>> from autorule.examples import SAMPLE_PAIRS
+        >>> sum(1 for _ in stream_pairs(SAMPLE_PAIRS))
+        24
+    """
+    return PairStream(source, format, columns=columns, on_bad_row=on_bad_row, tie_threshold=tie_threshold, limit=limit, split=split)
+
+
 def load_pairs(
     source: str | Path | Iterable[dict],
     format: str = "auto",
@@ -643,7 +774,8 @@ def load_pairs(
     """Load preference pairs from a file, a dataset directory, a Hugging Face dataset name or rows.
 
     Raises `DataError` for unreadable input, and for the first bad row unless
-    ``on_bad_row="skip"``.
+    ``on_bad_row="skip"``. For files too big to hold in memory, `stream_pairs` reads the
+    same pairs lazily.
 
     Args:
         source: a path (JSONL, JSON, CSV/TSV, Parquet, optionally gzipped; or a saved
@@ -661,64 +793,7 @@ def load_pairs(
         >>> data.format, len(data), data[0].chosen
         ('pairs', 1, 'Hi!')
     """
-    columns = columns or Columns()
-    if format != "auto" and format not in FORMATS:
-        raise DataError(str(source), f"unknown format '{format}' (choose from auto, {', '.join(FORMATS)})")
-    if not isinstance(source, (str, Path)):
-        rows, unit, shown = _iter_given_rows(source), "row", "<rows>"
-    else:
-        path, shown = Path(source), str(source)
-        if path.exists():
-            if path.is_file() and path.stat().st_size == 0:
-                raise DataError(shown, "file is empty")
-            rows, unit = iter_rows(path)
-        elif "/" in shown and not shown.startswith((".", "/")) and not Path(shown).suffix:
-            rows, unit = _iter_hub_dataset(shown, split), "row"
-        else:
-            raise DataError(shown, "no such file or directory")
-
-    parsers: dict[str, Callable[[dict, Columns], dict]] = {
-        "pairs": parse_pairs_row,
-        "hh-rlhf": parse_hh_row,
-        "alpacaeval": make_alpacaeval_parser(tie_threshold),
-        "mt-bench-human": parse_mt_bench_human_row,
-        "ab": parse_ab_row,
-    }
-    result = LoadResult(path=shown, format=format, pairs=[])
-    parse = parsers.get(format)
-    for row, rec in rows:
-        result.rows += 1
-        try:
-            if isinstance(rec, BadRow):
-                raise rec
-            if isinstance(rec, PreferencePair):  # already a pair (rows given in Python)
-                result.pairs.append(rec)
-                result.format = "pairs"
-                if limit is not None and len(result.pairs) >= limit:
-                    break
-                continue
-            if parse is None:
-                try:
-                    result.format = detect_format(rec, columns)
-                except NotPreferenceData as e:
-                    raise DataError(shown, str(e), row, unit) from None
-                parse = parsers[result.format]
-            fields = parse(rec, columns)
-        except SkipRow as e:
-            result.skipped[e.reason] += 1
-            continue
-        except BadRow as e:
-            if on_bad_row == "error":
-                raise DataError(shown, f"{e} (use --on-bad-row skip to skip such rows)", row, unit) from None
-            result.skipped[e.reason] += 1
-            if len(result.examples) < 5:
-                result.examples.append((row, str(e)))
-            continue
-        result.pairs.append(PreferencePair(**fields, source=shown, row=row))
-        if limit is not None and len(result.pairs) >= limit:
-            break
-    if result.rows == 0:
-        raise DataError(shown, "no rows found")
-    if result.format == "auto":
-        result.format = "unknown"
-    return result
+    stream = stream_pairs(source, format, columns=columns, on_bad_row=on_bad_row, tie_threshold=tie_threshold, limit=limit, split=split)
+    pairs = list(stream)
+    summary = stream.summary()
+    return LoadResult(path=stream.path, format=summary["format"], pairs=pairs, rows=stream.rows, skipped=stream.skipped, examples=stream.examples)

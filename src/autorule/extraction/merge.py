@@ -9,8 +9,10 @@ member closest to the others, so every round shrinks the set and the loop ends.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import math
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,59 @@ def load_embedder() -> Embed:
     return lambda texts: np.asarray(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
 
 
+def cached_embedder(path: Path | None = None, embed: Embed | None = None, batch: int = 4096) -> Embed:
+    """`embed` (default: `load_embedder()`) with every text's vector kept by content: in
+    memory, and in the SQLite file `path` when given, so a later merge round or a resumed run
+    embeds no text twice. New texts are embedded `batch` at a time.
+
+    Args:
+        path: a SQLite file for the vectors (created if missing), or None for memory only.
+        embed: the embedding function to wrap.
+        batch: texts per call to `embed`.
+
+    Example:
+        >>> calls = []
+        >>> def embed(texts):
+        ...     calls.append(len(texts))
+        ...     return np.ones((len(texts), 2), dtype=np.float32)
+        >>> cached = cached_embedder(embed=embed)
+        >>> cached(["a", "b", "a"]).shape, cached(["b", "c"]).shape, calls
+        ((3, 2), (2, 2), [2, 1])
+    """
+    embed = embed or load_embedder()
+    known: dict[bytes, np.ndarray] = {}
+    db = None
+    if path is not None:
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB)")
+
+    def lookup(texts: list[str]) -> np.ndarray:
+        keys = [hashlib.sha1(t.encode("utf-8")).digest() for t in texts]
+        missing = {k: t for k, t in zip(keys, texts) if k not in known}
+        if missing and db is not None:
+            todo = list(missing)
+            for s in range(0, len(todo), 500):  # SQLite's bound on parameters per statement
+                part = todo[s : s + 500]
+                rows = db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(part))})", part).fetchall()
+                for key, blob in rows:
+                    known[key] = np.frombuffer(blob, dtype=np.float32)
+                    missing.pop(key, None)
+        todo = list(missing.items())
+        for s in range(0, len(todo), batch):
+            part = todo[s : s + batch]
+            vectors = np.asarray(embed([t for _, t in part]), dtype=np.float32)
+            for (key, _), v in zip(part, vectors):
+                known[key] = v
+            if db is not None:
+                with db:
+                    db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", [(key, v.tobytes()) for (key, _), v in zip(part, vectors)])
+        if not keys:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([known[k] for k in keys])
+
+    return lookup
+
+
 @dataclass
 class MergeLog:
     rounds: list[dict] = field(default_factory=list)
@@ -74,24 +129,42 @@ def collapse_near_duplicates(rules: list[Rule], embed: Embed, threshold: float) 
     near-duplicates never survive just because the set is already small. The default
     threshold (0.92) was set on MiniLM: rephrasings of one demand score 0.93-0.96, while
     "should be concise" and "should be detailed" (opposites) score 0.90.
+
+    Past `BUCKET` rules the pass runs inside the mini-batch k-means buckets that `cluster`
+    uses (near-duplicates land in one bucket), so time and memory stay linear in the pool.
+
+    Example:
+        >>> vectors = {"be brief": [1.0, 0.0], "be short": [0.99, 0.14], "use lists": [0.0, 1.0]}
+        >>> embed = lambda texts: np.array([vectors[t] for t in texts]) / np.linalg.norm([vectors[t] for t in texts], axis=1, keepdims=True)
+        >>> kept, folded = collapse_near_duplicates([Rule.from_candidates(t, []) for t in vectors], embed, 0.92)
+        >>> [r.text for r in kept], folded
+        (['be brief', 'use lists'], 1)
     """
     if len(rules) < 2:
         return rules, 0
     order = sorted(range(len(rules)), key=lambda i: (-rules[i].support, rules[i].text))
     vectors = embed([rules[i].text for i in order])
-    kept: list[int] = []  # positions in `order`
-    groups: dict[int, list[int]] = {}
-    for pos in range(len(order)):
-        if kept:
-            sims = vectors[kept] @ vectors[pos]
-            best = int(np.argmax(sims))
-            if sims[best] >= threshold:
-                groups[kept[best]].append(pos)
-                continue
-        kept.append(pos)
-        groups[pos] = [pos]
+    groups: dict[int, list[int]] = {}  # kept position in `order` -> the positions folded into it
+    for bucket in (_buckets(vectors) if len(order) > BUCKET else [np.arange(len(order))]):
+        _fold(vectors, bucket, threshold, groups)
+    kept = sorted(groups)
     out = [Rule.from_candidates(rules[order[k]].text, [c for m in groups[k] for c in rules[order[m]].candidates]) for k in kept]
     return out, len(rules) - len(out)
+
+
+def _fold(vectors: np.ndarray, members: np.ndarray, threshold: float, groups: dict[int, list[int]]) -> None:
+    """The greedy near-duplicate pass over `members` (ascending positions), into `groups`."""
+    sims = vectors[members] @ vectors[members].T
+    kept: list[int] = []  # indices into members
+    for j in range(len(members)):
+        if kept:
+            row = sims[j, kept]
+            best = int(np.argmax(row))
+            if row[best] >= threshold:
+                groups[int(members[kept[best]])].append(int(members[j]))
+                continue
+        kept.append(j)
+        groups[int(members[j])] = [int(members[j])]
 
 
 # agglomerative clustering holds an n x n distance matrix: past this many rules it runs
@@ -128,22 +201,30 @@ def cluster(vectors: np.ndarray, k: int, max_size: int) -> list[list[int]]:
     return out
 
 
-def _bucketed(vectors: np.ndarray, k: int, max_size: int) -> list[list[int]]:
+def _buckets(vectors: np.ndarray) -> list[np.ndarray]:
+    """Mini-batch k-means buckets of about BUCKET / 2 rows (ascending indices), none past BUCKET."""
     from sklearn.cluster import MiniBatchKMeans
 
     n = len(vectors)
-    buckets = math.ceil(2 * n / BUCKET)
-    labels = MiniBatchKMeans(n_clusters=buckets, batch_size=4096, n_init=1, random_state=0).fit_predict(vectors)
-    out: list[list[int]] = []
+    labels = MiniBatchKMeans(n_clusters=math.ceil(2 * n / BUCKET), batch_size=4096, n_init=1, random_state=0).fit_predict(vectors)
+    out = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        if len(members) == n:  # k-means could not split them (all alike): cut in order instead
-            members_chunks = [members[s : s + BUCKET] for s in range(0, n, BUCKET)]
-        else:
-            members_chunks = [members]
-        for chunk in members_chunks:
-            share = max(1, round(k * len(chunk) / n))
-            out.extend([int(chunk[i]) for i in group] for group in cluster(vectors[chunk], share, max_size))
+        if len(members) <= BUCKET:
+            out.append(members)
+        elif len(members) < n:  # a big bucket is split again
+            out.extend(members[sub] for sub in _buckets(vectors[members]))
+        else:  # k-means could not split them (all alike): cut in order instead
+            out.extend(members[s : s + BUCKET] for s in range(0, n, BUCKET))
+    return out
+
+
+def _bucketed(vectors: np.ndarray, k: int, max_size: int) -> list[list[int]]:
+    n = len(vectors)
+    out: list[list[int]] = []
+    for chunk in _buckets(vectors):
+        share = max(1, round(k * len(chunk) / n))
+        out.extend([int(chunk[i]) for i in group] for group in cluster(vectors[chunk], share, max_size))
     return out
 
 
@@ -183,12 +264,13 @@ def merge_rules(
         to_merge = [g for g in groups if len(g) > 1]
         requests = [merge_request([rules[i].text for i in g], len(g) - 1, max_tokens, seed) for g in to_merge]
         replies = llm.generate(requests, desc=f"merge round {round_no}" if progress else None)
+        outputs = [parse_rule_list(reply.text) for reply in replies]
+        embed([t for texts in outputs for t in texts])  # one batched call; the loop below finds them cached
         merged = [rules[g[0]] for g in groups if len(g) == 1]
         failures = 0
-        for g, reply in zip(to_merge, replies):
+        for g, reply, texts in zip(to_merge, replies, outputs):
             log.prompt_tokens += reply.usage.prompt_tokens
             log.completion_tokens += reply.usage.completion_tokens
-            texts = parse_rule_list(reply.text)
             if not texts or len(texts) >= len(g):
                 failures += 1
                 texts = [rules[g[_medoid(vectors[g])]].text]

@@ -4,6 +4,10 @@ Resuming: each stage appends finished records to `NNN_name.partial` as they arri
 renames it when the stage completes; a rerun reads what is there and only asks for the
 rest (and every LLM call goes through the cache as well). A killed run therefore loses at
 most the calls in flight.
+
+Streaming: pairs go through stages 010 and 020 in chunks of `CHUNK` (read back from
+000_pairs.jsonl), and the stage files are indexed by byte offset, not held; memory stays
+flat in the number of pairs until the merge, which holds only the candidate rules.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import logging
 from rich.console import Console
 from rich.table import Table
 
-from ..data import LoadResult, PreferencePair
+from tqdm.auto import tqdm
+
+from ..data import LoadResult, PairStream, PreferencePair
 from ..llm import LLM
 from ..llm.base import describe_llm_stats
 from ..rules import RuleSet
@@ -55,42 +61,100 @@ class ExtractResult:
     summary: dict = field(default_factory=dict)
 
 
+# pairs per chunk through stages 010 and 020: enough to keep a server's slots busy, few
+# enough that a chunk's records are nothing to hold
+CHUNK = 1024
+
+
 class StageFile:
-    """Append-only JSONL of finished records, keyed by pair id; final once renamed."""
+    """Append-only JSONL of finished records, keyed by pair id; final once renamed.
+
+    Records are found again by byte offset (`index`), so a stage of 100k pairs is never
+    held in memory.
+    """
 
     def __init__(self, run_dir: Path, name: str):
         self.final = run_dir / name
         self.partial = run_dir / (name + ".partial")
+        self._writer = None
 
     @property
     def complete(self) -> bool:
         return self.final.is_file()
 
-    def load(self) -> dict[str, dict]:
-        path = self.final if self.final.is_file() else self.partial
-        records: dict[str, dict] = {}
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+    @property
+    def path(self) -> Path:
+        return self.final if self.final.is_file() else self.partial
+
+    def index(self) -> dict[str, int]:
+        """pair id -> byte offset of its record. A line a killed run was writing is cut off
+        (its record is redone), so appends start on a fresh line."""
+        offsets: dict[str, int] = {}
+        path = self.path
+        if not path.is_file():
+            return offsets
+        good_end = 0
+        with path.open("rb") as f:
+            while line := f.readline():
+                offset = f.tell() - len(line)
+                if not line.endswith(b"\n"):
+                    break
+                good_end = f.tell()
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the line a killed run was writing: that record is redone
-                records[rec["pair_id"]] = rec
-        return records
+                    offsets[json.loads(line)["pair_id"]] = offset
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a damaged line: that record is redone
+        if path == self.partial and good_end != path.stat().st_size:
+            with path.open("r+b") as f:
+                f.truncate(good_end)
+        return offsets
 
-    def append(self, record: dict) -> None:
-        with self.partial.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    def read(self, offset: int) -> dict:
+        with self.path.open("rb") as f:
+            f.seek(offset)
+            return json.loads(f.readline())
 
-    def finish(self, records: list[dict]) -> None:
+    def records(self):
+        """Every record of the final file, in order."""
+        with self.final.open(encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)
+
+    def append(self, record: dict) -> int:
+        """Write one record (flushed at once); its byte offset."""
+        if self._writer is None:
+            self._writer = self.partial.open("ab")
+        offset = self._writer.tell()
+        self._writer.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        self._writer.flush()
+        return offset
+
+    def finish(self, ids, offsets: dict[str, int]) -> None:
+        """The final file: the partial's records in the order of `ids` (data order)."""
+        self.close()
         tmp = self.final.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        with self.partial.open("rb") as src, tmp.open("wb") as dst:
+            for pid in ids:
+                src.seek(offsets[pid])
+                dst.write(src.readline())
         tmp.replace(self.final)
         self.partial.unlink(missing_ok=True)
 
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
-def data_fingerprint(pairs: list[PreferencePair]) -> str:
-    return hashlib.sha256("\n".join(p.id for p in pairs).encode()).hexdigest()[:16]
+
+def _read_pairs(path: Path):
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            yield PreferencePair.model_validate_json(line)
+
+
+def _pair_ids(path: Path):
+    for pair in _read_pairs(path):
+        yield pair.id
 
 
 def _check_run_dir(run_dir: Path, fingerprint: dict) -> None:
@@ -106,16 +170,32 @@ def _check_run_dir(run_dir: Path, fingerprint: dict) -> None:
         raise RunDirError(f"{run_dir} holds a different run ({'; '.join(diffs)}); use another --out, or --overwrite to start it afresh")
 
 
-def run_extract(data: LoadResult, llm: LLM, merge_llm: LLM, run_dir: Path, config: ExtractConfig, *, overwrite: bool = False,
-                progress: bool = False) -> ExtractResult:
-    """The three stages into `run_dir` (resumable); `progress` shows a bar per stage."""
+def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir: Path, config: ExtractConfig, *, overwrite: bool = False,
+                progress: bool = False, chunk: int = CHUNK) -> ExtractResult:
+    """The three stages into `run_dir` (resumable); `progress` shows a bar per stage.
+
+    `data` may be a `PairStream` (`stream_pairs`): the pairs are then read once, written to
+    000_pairs.jsonl, and go through stages 010 and 020 `chunk` at a time.
+    """
     start = time.time()
-    pairs = data.pairs
-    if not pairs:
+    if isinstance(data, LoadResult) and not data.pairs:
         raise ValueError(f"{data.path}: no preference pairs to extract rules from")
     run_dir.mkdir(parents=True, exist_ok=True)
+    # one pass over the data: 000_pairs.jsonl and the data's fingerprint, nothing held
+    incoming = run_dir / "000_pairs.jsonl.tmp"
+    ids = hashlib.sha256()
+    n, distinct = 0, set()
+    with incoming.open("w", encoding="utf-8") as f:
+        for p in data:
+            f.write(p.model_dump_json() + "\n")
+            ids.update((("\n" if n else "") + p.id).encode())
+            distinct.add(p.id)
+            n += 1
+    if not n:
+        incoming.unlink()
+        raise ValueError(f"{data.path}: no preference pairs to extract rules from")
     fingerprint = {
-        "data": data_fingerprint(pairs),
+        "data": ids.hexdigest()[:16],
         "model": llm.spec,
         "merge_model": merge_llm.spec,
         **asdict(config),
@@ -123,40 +203,40 @@ def run_extract(data: LoadResult, llm: LLM, merge_llm: LLM, run_dir: Path, confi
     }
     if overwrite:
         for p in run_dir.glob("[0-9][0-9][0-9]_*"):
-            p.unlink()
+            if p != incoming:
+                p.unlink()
         (run_dir / "rules.yaml").unlink(missing_ok=True)
     else:
-        _check_run_dir(run_dir, fingerprint)
+        try:
+            _check_run_dir(run_dir, fingerprint)
+        except RunDirError:
+            incoming.unlink()
+            raise
+    incoming.replace(run_dir / "000_pairs.jsonl")
     # every earlier attempt's statistics are kept: retries of a failed run do not vanish on resume
     attempts = [] if overwrite else _previous_attempts(run_dir)
     meta = {"status": "running", "fingerprint": fingerprint, "config": asdict(config), "data": data.summary(), "started": start, "attempts": attempts}
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
-    with (run_dir / "000_pairs.jsonl").open("w", encoding="utf-8") as f:
-        f.writelines(p.model_dump_json() + "\n" for p in pairs)
 
     failures: Counter = Counter()
     try:
-        reasonings = _stage_reasoning(pairs, llm, run_dir, config, progress)
-        candidates = _stage_candidates(pairs, reasonings, llm, run_dir, config, failures, progress)
-        rules, merge_log = _stage_merge(candidates, merge_llm, run_dir, config, progress)
+        _stages_010_020(run_dir, n, len(distinct), llm, config, progress, chunk)
+        counts = _count_stages(run_dir, failures)
+        rules, merge_log = _stage_merge(run_dir, merge_llm, config, progress)
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         _record_attempt(meta, attempts, status, _stats(llm, merge_llm), start, error=str(e))
         (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
         raise
 
-    no_trace = sum(1 for r in reasonings.values() if not r["reasoning"])
     tokens = {
-        "010_reasoning": _tokens(reasonings.values()),
-        "020_candidates": _tokens(candidates.values()),
+        "010_reasoning": counts.pop("010_tokens"),
+        "020_candidates": counts.pop("020_tokens"),
         "030_merge": {"prompt": merge_log.prompt_tokens, "completion": merge_log.completion_tokens},
     }
     summary = {
-        "pairs": len(pairs),
-        "reasoning_without_trace": no_trace,
-        "candidates": sum(len(c["rules"]) for c in candidates.values()),
-        "items_dropped": dict(sum((Counter(c.get("dropped") or {}) for c in candidates.values()), Counter())),
-        "pairs_with_candidates": sum(1 for c in candidates.values() if c["rules"]),
+        "pairs": n,
+        **counts,
         "duplicates_dropped": merge_log.duplicates_dropped,
         "near_duplicates_merged": merge_log.near_duplicates_merged,
         "rules": len(rules),
@@ -204,28 +284,81 @@ def _stats(llm: LLM, merge_llm: LLM) -> dict:
     return stats
 
 
-def _tokens(records) -> dict:
-    records = list(records)
-    return {"prompt": sum(r.get("prompt_tokens", 0) for r in records), "completion": sum(r.get("completion_tokens", 0) for r in records)}
+def _stages_010_020(run_dir: Path, n: int, distinct: int, llm: LLM, config: ExtractConfig, progress: bool, chunk: int) -> None:
+    """Reasoning, then rule extraction, a chunk of pairs at a time; finished records are
+    appended as they arrive and found again by offset, so nothing grows with the data."""
+    reasoning, candidates = StageFile(run_dir, "010_reasoning.jsonl"), StageFile(run_dir, "020_candidates.jsonl")
+    if candidates.complete:
+        return
+    pairs_file = run_dir / "000_pairs.jsonl"
+    r_index, c_index = reasoning.index(), candidates.index()
+    for name, index in (("010 reasoning", r_index), ("020 rule extraction", c_index)):
+        log.info("%s: %d pairs%s", name, n, f" ({len(index)} already done)" if index else "")
+    bars = [tqdm(total=n, initial=len(index), desc=desc, disable=not progress, unit="pair", position=pos)
+            for pos, (desc, index) in enumerate((("010 reasoning", r_index), ("020 rules", c_index)))]
+    warned = [False]
+
+    def reasoning_done() -> None:  # stage 010 is final as soon as every pair has its record
+        if not reasoning.complete and len(r_index) == distinct:
+            reasoning.finish(_pair_ids(pairs_file), r_index)
+
+    try:
+        batch: list[PreferencePair] = []
+        for pair in _read_pairs(pairs_file):
+            if pair.id not in c_index:
+                batch.append(pair)
+            if len(batch) == chunk:
+                _chunk(batch, reasoning, candidates, r_index, c_index, llm, config, warned, bars, reasoning_done)
+                batch = []
+        if batch:
+            _chunk(batch, reasoning, candidates, r_index, c_index, llm, config, warned, bars, reasoning_done)
+    finally:
+        for bar in bars:
+            bar.close()
+        reasoning.close()
+        candidates.close()
+    reasoning_done()
+    candidates.finish(_pair_ids(pairs_file), c_index)
 
 
-def _stage_reasoning(pairs: list[PreferencePair], llm: LLM, run_dir: Path, config: ExtractConfig, progress: bool) -> dict[str, dict]:
-    stage = StageFile(run_dir, "010_reasoning.jsonl")
-    done = stage.load()
-    if not stage.complete:
-        todo = [p for p in pairs if p.id not in done]
-        built = [reason_stage.reasoning_request(p, config.seed, config.reasoning_tokens) for p in todo]
-        if todo:
-            log.info("010 reasoning: %d pairs%s", len(todo), f" ({len(done)} already done)" if done else "")
+def _chunk(pairs: list[PreferencePair], reasoning: StageFile, candidates: StageFile, r_index: dict, c_index: dict, llm: LLM,
+           config: ExtractConfig, warned: list[bool], bars, reasoning_done) -> None:
+    records: dict[str, dict] = {}
+    todo = [p for p in pairs if p.id not in r_index]
+    built = [reason_stage.reasoning_request(p, config.seed, config.reasoning_tokens) for p in todo]
 
-        def record(i: int, completion) -> None:
-            rec = reason_stage.to_reasoning(todo[i], built[i][1], completion).model_dump()
-            done[rec["pair_id"]] = rec
-            stage.append(rec)
+    def record(i: int, completion) -> None:
+        rec = reason_stage.to_reasoning(todo[i], built[i][1], completion).model_dump()
+        records[rec["pair_id"]] = rec
+        r_index[rec["pair_id"]] = reasoning.append(rec)
+        bars[0].update(1)
 
-        llm.generate([req for req, _ in built], desc="010 reasoning" if progress else None, on_result=record)
-        stage.finish([done[p.id] for p in pairs])
-    return {p.id: done[p.id] for p in pairs}  # data order, whatever order calls finished in
+    llm.generate([req for req, _ in built], on_result=record)
+    reasoning_done()
+    for p in pairs:  # pairs a previous attempt reasoned about: read back
+        if p.id not in records:
+            records[p.id] = reasoning.read(r_index[p.id])
+    _stage_candidates(pairs, records, llm, candidates, c_index, config, warned, bars[1])
+
+
+def _count_stages(run_dir: Path, failures: Counter) -> dict:
+    """The summary's counts, read back from the final stage files (one pass each)."""
+    counts: dict = {"reasoning_without_trace": 0, "candidates": 0, "items_dropped": Counter(), "pairs_with_candidates": 0,
+                    "010_tokens": {"prompt": 0, "completion": 0}, "020_tokens": {"prompt": 0, "completion": 0}}
+    for rec in StageFile(run_dir, "010_reasoning.jsonl").records():
+        counts["reasoning_without_trace"] += not rec["reasoning"]
+        counts["010_tokens"]["prompt"] += rec.get("prompt_tokens", 0)
+        counts["010_tokens"]["completion"] += rec.get("completion_tokens", 0)
+    for rec in StageFile(run_dir, "020_candidates.jsonl").records():
+        counts["candidates"] += len(rec["rules"])
+        counts["pairs_with_candidates"] += bool(rec["rules"])
+        counts["items_dropped"].update(rec.get("dropped") or {})
+        counts["020_tokens"]["prompt"] += rec.get("prompt_tokens", 0)
+        counts["020_tokens"]["completion"] += rec.get("completion_tokens", 0)
+        if rec.get("failure"):
+            failures[rec["failure"]] += 1
+    counts["items_dropped"] = dict(counts["items_dropped"])
+    return counts
 
 
 def _justification(rec: dict, extract_from: str, warned: list[bool]) -> tuple[str, str]:
@@ -242,68 +375,56 @@ def _justification(rec: dict, extract_from: str, warned: list[bool]) -> tuple[st
     return trace, "reasoning"
 
 
-def _stage_candidates(pairs, reasonings: dict[str, dict], llm: LLM, run_dir: Path, config: ExtractConfig, failures: Counter, progress: bool) -> dict[str, dict]:
-    stage = StageFile(run_dir, "020_candidates.jsonl")
-    done = stage.load()
-    if not stage.complete:
-        warned = [False]
-        todo = []
-        for p in pairs:
-            if p.id in done:
-                continue
-            text, source = _justification(reasonings[p.id], config.extract_from, warned)
-            if not text.strip():
-                rec = rules_stage.Candidates(pair_id=p.id, source=source, rules=[], excerpt="", failure="empty reasoning output").model_dump()
-                done[p.id] = rec
-                stage.append(rec)
-            else:
-                todo.append((p.id, text, source))
-        if todo:
-            log.info("020 rule extraction: %d pairs", len(todo))
-        pending: list[tuple[rules_stage.Candidates, str]] = []
+def _stage_candidates(pairs: list[PreferencePair], reasonings: dict[str, dict], llm: LLM, stage: StageFile, index: dict[str, int],
+                      config: ExtractConfig, warned: list[bool], bar) -> None:
+    def keep(rec: dict) -> None:
+        index[rec["pair_id"]] = stage.append(rec)
+        bar.update(1)
 
-        def record(i: int, reply) -> None:
-            pid, text, source = todo[i]
-            parsed = rules_stage.parse_rules(reply.text)
-            rec = rules_stage.Candidates(
-                pair_id=pid, source=source, rules=parsed.rules, excerpt=text[:300], dropped=dict(parsed.dropped),
-                prompt_tokens=reply.usage.prompt_tokens, completion_tokens=reply.usage.completion_tokens,
-            )
-            if rec.rules or parsed.found_list:
-                # a list whose items were all dropped has its reasons; a repair prompt cannot help it
-                rec.failure = parsed.failure
-                done[pid] = rec.model_dump()
-                stage.append(done[pid])
-            else:
-                pending.append((rec, reply.text))
+    todo = []
+    for p in pairs:
+        text, source = _justification(reasonings[p.id], config.extract_from, warned)
+        if not text.strip():
+            keep(rules_stage.Candidates(pair_id=p.id, source=source, rules=[], excerpt="", failure="empty reasoning output").model_dump())
+        else:
+            todo.append((p.id, text, source))
+    pending: list[tuple[rules_stage.Candidates, str]] = []
 
-        llm.generate([rules_stage.rules_request(t, config.rules_tokens, config.seed) for _, t, _ in todo], desc="020 rules" if progress else None, on_result=record)
-        # one repair attempt for answers that held no list at all
-        repairs = llm.generate([rules_stage.repair_request(prev or "(empty answer)", config.rules_tokens, config.seed) for _, prev in pending], desc="020 repair" if progress else None)
-        for (rec, prev), reply in zip(pending, repairs):
-            parsed = rules_stage.parse_rules(reply.text)
-            rec.rules, rec.dropped = parsed.rules, dict(parsed.dropped)
-            rec.repaired = True
-            rec.prompt_tokens += reply.usage.prompt_tokens
-            rec.completion_tokens += reply.usage.completion_tokens
-            if not rec.rules:
-                rec.failure = parsed.failure or ("empty model output" if not prev.strip() and not reply.text.strip() else "unparseable rule list after repair")
-            done[rec.pair_id] = rec.model_dump()
-            stage.append(done[rec.pair_id])
-        stage.finish([done[p.id] for p in pairs])
-    ordered = {p.id: done[p.id] for p in pairs}  # data order: merging sees the same input on a resumed run
-    for rec in ordered.values():
-        if rec.get("failure"):
-            failures[rec["failure"]] += 1
-    return ordered
+    def record(i: int, reply) -> None:
+        pid, text, source = todo[i]
+        parsed = rules_stage.parse_rules(reply.text)
+        rec = rules_stage.Candidates(
+            pair_id=pid, source=source, rules=parsed.rules, excerpt=text[:300], dropped=dict(parsed.dropped),
+            prompt_tokens=reply.usage.prompt_tokens, completion_tokens=reply.usage.completion_tokens,
+        )
+        if rec.rules or parsed.found_list:
+            # a list whose items were all dropped has its reasons; a repair prompt cannot help it
+            rec.failure = parsed.failure
+            keep(rec.model_dump())
+        else:
+            pending.append((rec, reply.text))
+
+    llm.generate([rules_stage.rules_request(t, config.rules_tokens, config.seed) for _, t, _ in todo], on_result=record)
+    # one repair attempt for answers that held no list at all
+    repairs = llm.generate([rules_stage.repair_request(prev or "(empty answer)", config.rules_tokens, config.seed) for _, prev in pending])
+    for (rec, prev), reply in zip(pending, repairs):
+        parsed = rules_stage.parse_rules(reply.text)
+        rec.rules, rec.dropped = parsed.rules, dict(parsed.dropped)
+        rec.repaired = True
+        rec.prompt_tokens += reply.usage.prompt_tokens
+        rec.completion_tokens += reply.usage.completion_tokens
+        if not rec.rules:
+            rec.failure = parsed.failure or ("empty model output" if not prev.strip() and not reply.text.strip() else "unparseable rule list after repair")
+        keep(rec.model_dump())
 
 
-def _stage_merge(candidates: dict[str, dict], llm: LLM, run_dir: Path, config: ExtractConfig, progress: bool):
-    units = [u for rec in candidates.values() for u in merge_stage.candidate_refs(rec["pair_id"], rec["rules"], rec["excerpt"])]
+def _stage_merge(run_dir: Path, llm: LLM, config: ExtractConfig, progress: bool):
+    # data order (the final file's): merging sees the same input on a resumed run
+    units = [u for rec in StageFile(run_dir, "020_candidates.jsonl").records() for u in merge_stage.candidate_refs(rec["pair_id"], rec["rules"], rec["excerpt"])]
     if not units:
         raise ValueError("no candidate rules were extracted from any pair (see 020_candidates.jsonl for the failures)")
     log.info("030 merge: %d candidates -> at most %d rules", len(units), config.target_rules)
-    embed = merge_stage.load_embedder()
+    embed = merge_stage.cached_embedder(run_dir / "030_embeddings.sqlite")
     rules, merge_log = merge_stage.merge_rules(
         units, llm, embed, target=config.target_rules, max_cluster=config.max_cluster, max_tokens=config.merge_tokens, seed=config.seed,
         near_duplicate=config.near_duplicate, progress=progress,
