@@ -40,10 +40,12 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the LLM cache")
 
 
-def load_data(args: argparse.Namespace):
-    from .data import Columns, load_pairs
+def load_data(args: argparse.Namespace, lazy: bool = True):
+    """The command's pairs: read lazily (a `PairStream`, so a command never holds a whole
+    file), or with `lazy=False` loaded (a `LoadResult`)."""
+    from .data import Columns, load_pairs, stream_pairs
 
-    return load_pairs(
+    return (stream_pairs if lazy else load_pairs)(
         args.data,
         args.format,
         columns=Columns(args.prompt_column, args.chosen_column, args.rejected_column),
@@ -122,16 +124,19 @@ def _add_model_options(p: argparse.ArgumentParser, default: str = "embedded") ->
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     result = load_data(args)
+    sample = []
+    for pair in result:  # one pass; only the sample is kept
+        if len(sample) < args.sample:
+            sample.append(pair)
     summary = result.summary()
     if result.examples:
         summary["skipped_examples"] = [{"row": r, "reason": why} for r, why in result.examples]
-    sample = result.pairs[: args.sample]
     if args.json:
         summary["sample"] = [p.model_dump() for p in sample]
         print(json.dumps(summary, ensure_ascii=False))
         return 0
     out.print(f"[bold]{result.path}[/bold]")
-    out.print(f"format: [cyan]{result.format}[/cyan]   rows read: {result.rows}   pairs: [green]{len(result.pairs)}[/green]")
+    out.print(f"format: [cyan]{summary['format']}[/cyan]   rows read: {result.rows}   pairs: [green]{summary['pairs']}[/green]")
     if result.skipped:
         out.print("skipped:")
         for reason, n in result.skipped.most_common():
@@ -188,7 +193,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .llm import load_llm
 
     data = load_data(args)
-    _report_skips(data)
     cache = open_cache(args)
     llm = load_llm(args.model, cache=cache, **llm_options(args))
     merge_llm = llm if not args.merge_model or args.merge_model == args.model else load_llm(args.merge_model, cache=cache, **llm_options(args, args.merge_model))
@@ -204,7 +208,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
     )
     from .plan import plan_extract
 
-    if _show_plan(lambda probe: plan_extract(data.pairs, llm, merge_llm, config, price_per_mtok=args.price_per_mtok, probe=probe), args):
+    stop = _show_plan(lambda probe: plan_extract(data, llm, merge_llm, config, price_per_mtok=args.price_per_mtok, probe=probe), args)
+    _report_skips(data)  # counted by the plan's pass over the data
+    if stop:
         return 0
     result = run_extract(data, llm, merge_llm, out_dir, config, overwrite=args.overwrite, progress=True)
     print_summary(result.run_dir, result.summary, err)
@@ -247,18 +253,85 @@ def build_scorer(args: argparse.Namespace):
 def cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from tqdm.auto import tqdm
+
+    from .data import chunked
     from .llm.base import describe_llm_stats
     from .plan import plan_checks
+    from .verifier import Verdicts
 
     scorer = build_scorer(args)
-    items = _score_items(args)  # (id, side, conversation)
-    conversations = [c for _, _, c in items]
-    if _show_plan(lambda probe: plan_checks("verify", scorer.verifier, conversations, price_per_mtok=args.price_per_mtok, probe=probe), args):
+    items = _ScoreItems(args)  # re-iterable (id, side, conversation), read lazily
+    if _show_plan(lambda probe: plan_checks("verify", scorer.verifier, (c for _, _, c in items), price_per_mtok=args.price_per_mtok, probe=probe), args):
         return 0
-    scores = scorer.score(conversations, desc="verifying")
+    if items.pairs is not None:
+        _report_skips(items.pairs)
+    out_path = Path(args.out) if args.out else None
+    if out_path:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    sink = out_path.open("w", encoding="utf-8") if out_path else None
+    # responses are scored a chunk at a time and their rows written at once; only each
+    # response's verdicts and rewards are kept, for the summary
+    parts: list[Verdicts] = []
+    totals, rule_rewards, sides = [], [], []
+    try:
+        with tqdm(total=items.count, desc="verifying", unit="resp", file=sys.stderr) as bar:
+            for chunk in chunked(items, 1024):  # even: a pair's two sides stay in one chunk
+                scores = scorer.score([c for _, _, c in chunk], on_item=lambda: bar.update(1))
+                parts.append(scores.verdicts)
+                totals.append(scores.total)
+                rule_rewards.append(scores.rule)
+                sides.extend(side for _, side, _ in chunk)
+                lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in _score_rows(chunk, scores))
+                if sink:
+                    sink.write(lines)
+                elif not args.json:
+                    sys.stdout.write(lines)
+    finally:
+        if sink:
+            sink.close()
+    verdicts = Verdicts.concat(parts)
+    total, rule = np.concatenate(totals), np.concatenate(rule_rewards)
+    ok = [i for i in range(len(total)) if i not in verdicts.errors]
+    stats = dict(scorer.verifier.llm.stats)
+    summary = {
+        "responses": len(total),
+        "failed": len(verdicts.errors),
+        "unparsed_checks": verdicts.unparsed,
+        "mean_reward": float(np.mean(total[ok])) if ok else None,
+        "mean_rule_reward": float(np.mean(rule[ok])) if ok else None,
+        "pass_rates": verdicts.pass_rates(),
+        "llm_stats": stats,
+    }
+    if "chosen" in sides:
+        chosen = rule[[i for i, s in enumerate(sides) if s == "chosen"]]
+        rejected = rule[[i for i, s in enumerate(sides) if s == "rejected"]]
+        both = ~np.isnan(chosen) & ~np.isnan(rejected)
+        summary["pairs"] = int(both.sum())
+        summary["chosen_preferred"] = float((chosen[both] > rejected[both]).mean()) if both.any() else None
+        summary["ties"] = float((chosen[both] == rejected[both]).mean()) if both.any() else None
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        mean = "-" if summary["mean_rule_reward"] is None else f"{summary['mean_rule_reward']:.3f}"
+        err.print(f"scored {len(ok)} of {len(total)} responses against {len(scorer.rules)} rules; mean rule reward {mean}" + (f"; written to {out_path}" if out_path else ""), soft_wrap=True)
+        if verdicts.errors:
+            first = next(iter(verdicts.errors.values()))
+            err.print(f"[yellow]{len(verdicts.errors)} responses failed[/yellow] (rows with an \"error\"), e.g.: {first}", soft_wrap=True)
+        if summary["unparsed_checks"]:
+            err.print(f"[yellow]{summary['unparsed_checks']} checks had no readable Yes/No[/yellow]; they are left out of the rule reward", soft_wrap=True)
+        if summary.get("pairs"):
+            err.print(f"chosen side has the higher rule reward in {summary['chosen_preferred']:.1%} of {summary['pairs']} pairs ({summary['ties']:.1%} ties)")
+        err.print(f"verifier: {describe_llm_stats(stats)}", soft_wrap=True)
+    return 0
+
+
+def _score_rows(chunk: list, scores) -> list[dict]:
+    """One output row per response: rewards and verdicts, or its error."""
     unparsed = scores.unparsed_per_response()
+    ids = scores.verdicts.rule_ids
     rows = []
-    for i, (item_id, side, _) in enumerate(items):
+    for i, (item_id, side, _) in enumerate(chunk):
         head = {"id": item_id, **({"side": side} if side else {})}
         if i in scores.errors:  # refused by the verifier's server: a failed row with its reason
             rows.append({**head, "error": scores.errors[i]})
@@ -269,77 +342,53 @@ def cmd_score(args: argparse.Namespace) -> int:
             "rule_reward": float(scores.rule[i]),
             **({"rm": float(scores.rm[i])} if scores.rm is not None else {}),
             # null: no readable verdict; left out of the rule reward
-            "verdicts": {rid: None if p != p else round(float(p), 6) for rid, p in zip(scores.verdicts.rule_ids, scores.verdicts.p_satisfied[i])},
-            **({"applies": {rid: None if p != p else round(float(p), 6) for rid, p in zip(scores.verdicts.rule_ids, scores.verdicts.p_applies[i])}} if scores.verdicts.p_applies is not None else {}),
+            "verdicts": {rid: None if p != p else round(float(p), 6) for rid, p in zip(ids, scores.verdicts.p_satisfied[i])},
+            **({"applies": {rid: None if p != p else round(float(p), 6) for rid, p in zip(ids, scores.verdicts.p_applies[i])}} if scores.verdicts.p_applies is not None else {}),
             **({"unparsed": unparsed[i]} if unparsed[i] else {}),
         })
-    out_path = Path(args.out) if args.out else None
-    if out_path:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    ok = [i for i in range(len(items)) if i not in scores.errors]
-    stats = dict(scorer.verifier.llm.stats)
-    summary = {
-        "responses": len(rows),
-        "failed": len(scores.errors),
-        "unparsed_checks": scores.verdicts.unparsed,
-        "mean_reward": float(np.mean(scores.total[ok])) if ok else None,
-        "mean_rule_reward": float(np.mean(scores.rule[ok])) if ok else None,
-        "pass_rates": scores.pass_rates(),
-        "llm_stats": stats,
-    }
-    sides = [s for _, s, _ in items]
-    if "chosen" in sides:
-        chosen = scores.rule[[i for i, s in enumerate(sides) if s == "chosen"]]
-        rejected = scores.rule[[i for i, s in enumerate(sides) if s == "rejected"]]
-        both = ~np.isnan(chosen) & ~np.isnan(rejected)
-        summary["pairs"] = int(both.sum())
-        summary["chosen_preferred"] = float((chosen[both] > rejected[both]).mean()) if both.any() else None
-        summary["ties"] = float((chosen[both] == rejected[both]).mean()) if both.any() else None
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        mean = "-" if summary["mean_rule_reward"] is None else f"{summary['mean_rule_reward']:.3f}"
-        err.print(f"scored {len(ok)} of {len(rows)} responses against {len(scorer.rules)} rules; mean rule reward {mean}" + (f"; written to {out_path}" if out_path else ""), soft_wrap=True)
-        if scores.errors:
-            first = next(iter(scores.errors.values()))
-            err.print(f"[yellow]{len(scores.errors)} responses failed[/yellow] (rows with an \"error\"), e.g.: {first}", soft_wrap=True)
-        if summary["unparsed_checks"]:
-            err.print(f"[yellow]{summary['unparsed_checks']} checks had no readable Yes/No[/yellow]; they are left out of the rule reward", soft_wrap=True)
-        if summary.get("pairs"):
-            err.print(f"chosen side has the higher rule reward in {summary['chosen_preferred']:.1%} of {summary['pairs']} pairs ({summary['ties']:.1%} ties)")
-        err.print(f"verifier: {describe_llm_stats(stats)}", soft_wrap=True)
-        if not out_path:
-            for r in rows:
-                print(json.dumps(r, ensure_ascii=False))
-    return 0
+    return rows
 
 
-def _score_items(args: argparse.Namespace):
-    """Responses to score: JSONL with prompt + response, or preference pairs (both sides)."""
-    from .data import DataError, first_record, iter_rows, load_pairs
-    from .integrations.conversation import conversation
+class _ScoreItems:
+    """(id, side, conversation) of every response to score, read lazily on each pass:
+    a JSONL of prompt + response, or preference pairs (both sides of each)."""
 
-    path = Path(args.data)
-    if path.is_file():
-        first = first_record(path)
-        if first is not None and "response" in first:
-            items = []
-            rows, unit = iter_rows(path)
-            for row, rec in rows:
-                if not isinstance(rec, dict) or not isinstance(rec.get("response"), str):
-                    raise DataError(str(path), "expected a 'response' text (and optionally 'prompt': text or chat messages)", row, unit)
-                try:
-                    conv = conversation(rec.get("prompt"), rec["response"])
-                except (KeyError, TypeError, AttributeError) as e:
-                    raise DataError(str(path), f"bad 'prompt': {e}", row, unit) from None
-                items.append((str(rec.get("id", row)), None, conv))
-            if not items:
-                raise DataError(str(path), "no responses found")
-            return items
-    data = load_pairs(path, args.format, on_bad_row=args.on_bad_row, limit=args.limit)
-    _report_skips(data)
-    return [(p.id, side, p.conversation(side)) for p in data.pairs for side in ("chosen", "rejected")]
+    def __init__(self, args: argparse.Namespace):
+        from .data import first_record, stream_pairs
+
+        self.path = Path(args.data)
+        first = first_record(self.path) if self.path.is_file() else None
+        self.pairs = None if first is not None and "response" in first else stream_pairs(self.path, args.format, on_bad_row=args.on_bad_row, limit=args.limit)
+        self.count: int | None = None  # known after the first pass
+
+    def __iter__(self):
+        n = 0
+        for n, item in enumerate(self._items(), 1):
+            yield item
+        self.count = n
+
+    def _items(self):
+        from .data import DataError, iter_rows
+        from .integrations.conversation import conversation
+
+        if self.pairs is not None:
+            for p in self.pairs:
+                yield p.id, "chosen", p.conversation("chosen")
+                yield p.id, "rejected", p.conversation("rejected")
+            return
+        rows, unit = iter_rows(self.path)
+        found = False
+        for row, rec in rows:
+            if not isinstance(rec, dict) or not isinstance(rec.get("response"), str):
+                raise DataError(str(self.path), "expected a 'response' text (and optionally 'prompt': text or chat messages)", row, unit)
+            try:
+                conv = conversation(rec.get("prompt"), rec["response"])
+            except (KeyError, TypeError, AttributeError) as e:
+                raise DataError(str(self.path), f"bad 'prompt': {e}", row, unit) from None
+            found = True
+            yield str(rec.get("id", row)), None, conv
+        if not found:
+            raise DataError(str(self.path), "no responses found")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -351,13 +400,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     rules_path = Path(args.rules)
     data = load_data(args)
-    _report_skips(data)
     scorer = build_scorer(args)
     rules = scorer.rules
-    if _show_plan(lambda probe: plan_checks("verify both sides", scorer.verifier, both_sides(data.pairs), price_per_mtok=args.price_per_mtok, probe=probe), args):
+    sides = (conv for pair in data for conv in both_sides([pair]))  # streamed: the plan holds a sample only
+    stop = _show_plan(lambda probe: plan_checks("verify both sides", scorer.verifier, sides, price_per_mtok=args.price_per_mtok, probe=probe), args)
+    _report_skips(data)  # counted by the plan's pass over the data
+    if stop:
         return 0
     validation = run_validation(
-        rules, rules_path, data.pairs, scorer, rm=scorer.rm, seed=args.seed, folds=args.folds, select=args.select,
+        rules, rules_path, data, scorer, rm=scorer.rm, seed=args.seed, folds=args.folds, select=args.select,
         redundancy=args.redundancy, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
     )
     report, weights, selected = validation.report, validation.weights, validation.selected
@@ -437,7 +488,7 @@ def _print_validation(report: dict) -> None:
 def cmd_train_rm(args: argparse.Namespace) -> int:
     from .train.rm import RMConfig, train_reward_model
 
-    data = load_data(args)
+    data = load_data(args, lazy=False)  # TRL's RewardTrainer takes the whole set
     _report_skips(data)
     config = RMConfig(base=args.base, out=args.out, lora=args.lora, epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.learning_rate,
                       batch_size=args.batch_size, max_length=args.max_length, eval_fraction=args.eval_fraction, seed=args.seed, bf16=args.bf16)

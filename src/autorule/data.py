@@ -724,19 +724,32 @@ class PairStream:
 
     def chunks(self, size: int) -> Iterator[list[PreferencePair]]:
         """The pairs in lists of at most `size`, in file order."""
-        chunk: list[PreferencePair] = []
-        for pair in self:
-            chunk.append(pair)
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+        return chunked(self, size)
 
     def summary(self) -> dict[str, Any]:
         """What the last full pass read, as `LoadResult.summary` gives it."""
         return {"path": self.path, "format": self.format if self.format != "auto" else "unknown", "rows": self.rows,
                 "pairs": self.pairs_read, "skipped": dict(self.skipped)}
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of at most `size` consecutive items of any iterable (Python 3.11 has no itertools.batched).
+
+    Args:
+        items: any iterable; size: the largest list.
+
+    Example:
+        >>> list(chunked(range(5), 2))
+        [[0, 1], [2, 3], [4]]
+    """
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def stream_pairs(

@@ -161,6 +161,31 @@ def request_tokens(llm: LLM, request: ChatRequest) -> int:
     return sum(llm.count_tokens(m["content"]) for m in request.messages) + 4 * len(request.messages)
 
 
+def reservoir(items, k: int, seed: int = 0) -> tuple[list, int]:
+    """(a uniform sample of at most `k` items, how many there were), in one pass over any
+    iterable: a plan never holds a dataset.
+
+    Args:
+        items: any iterable; k: sample size; seed: the sample's seed.
+
+    Example:
+        >>> sample, n = reservoir(iter(range(1000)), 5)
+        >>> len(sample), n, sorted(sample) == sorted(set(sample))
+        (5, 1000, True)
+    """
+    rng = random.Random(seed)
+    sample: list = []
+    n = 0
+    for n, item in enumerate(items, 1):
+        if len(sample) < k:
+            sample.append(item)
+        else:
+            j = rng.randrange(n)
+            if j < k:
+                sample[j] = item
+    return sample, n
+
+
 def _sampled_sum(items: list, count, limit: int, seed: int = 0) -> tuple[int, bool]:
     """sum(count(x)) over items, counted on at most `limit` of them and scaled up."""
     if len(items) <= limit:
@@ -178,9 +203,10 @@ def _cached_generations(llm: LLM, requests: list[ChatRequest]) -> int:
 
 
 def generation_stage(name: str, llm: LLM, speed: Speed | None, requests: list[ChatRequest], *, cached: int | None = None,
-                     prompt_tokens: int | None = None, note: str = "") -> StagePlan:
-    """A stage of chat generations, from its (actual or representative) requests."""
-    calls = len(requests)
+                     prompt_tokens: int | None = None, note: str = "", calls: int | None = None) -> StagePlan:
+    """A stage of chat generations, from its (actual or representative) requests; `calls`
+    when they are a sample of the stage's calls (then `cached` and `prompt_tokens` are given)."""
+    calls = len(requests) if calls is None else calls
     cached = _cached_generations(llm, requests) if cached is None else cached
     todo = calls - cached
     sampled = False
@@ -198,20 +224,20 @@ def check_stage(name: str, verifier, speed: Speed | None, conversations: list) -
     """Yes/no checks of every conversation against every rule question of a Verifier."""
     llm = verifier.llm
     k = len(verifier.questions)
-    calls = len(conversations) * k
-    sampled = len(conversations) > _limit(llm)
-    sample = random.Random(0).sample(conversations, _limit(llm)) if sampled else conversations
+    sample, count = reservoir(conversations, _limit(llm))  # any iterable: one pass, nothing held
+    calls = count * k
+    sampled = count > len(sample)
     prefixes = [verifier.prefix(c) for c in sample]
-    prefix_tokens = sum(llm.count_tokens(p) for p in prefixes) * len(conversations) / max(len(sample), 1)
+    prefix_tokens = sum(llm.count_tokens(p) for p in prefixes) * count / max(len(sample), 1)
     cached = llm.cached_checks([(p, verifier.questions) for p in prefixes]) if hasattr(llm, "cached_checks") else 0
-    cached = round(cached * len(conversations) / max(len(sample), 1))
+    cached = round(cached * count / max(len(sample), 1))
     todo_share = (calls - cached) / calls if calls else 0.0
     question_tokens = sum(llm.count_tokens(q) for q in verifier.questions[: min(k, 8)]) / max(min(k, 8), 1)
-    prompt_tokens = round((prefix_tokens + len(conversations) * k * question_tokens) * todo_share)
-    seconds = speed.checks_seconds(round(len(conversations) * todo_share), round(prefix_tokens * todo_share), calls - cached) if speed else math.nan
-    note = f"{len(conversations):,} responses x {k} rule questions"
+    prompt_tokens = round((prefix_tokens + count * k * question_tokens) * todo_share)
+    seconds = speed.checks_seconds(round(count * todo_share), round(prefix_tokens * todo_share), calls - cached) if speed else math.nan
+    note = f"{count:,} responses x {k} rule questions"
     if sampled:
-        note += f"; tokens and cache hits counted on {len(sample)} of {len(conversations):,} responses"
+        note += f"; tokens and cache hits counted on {len(sample)} of {count:,} responses"
     return StagePlan(name, "yes/no checks", calls, cached, prompt_tokens, 0, seconds, note)
 
 
@@ -241,9 +267,23 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
 
     speed = speed_for(llm, probe)
     merge_speed = speed if merge_llm is llm else speed_for(merge_llm, probe)
-    n = len(pairs)
-    reasoning = [reason_stage.reasoning_request(p, config.seed, config.reasoning_tokens)[0] for p in pairs]
-    stages = [generation_stage("010 reasoning", llm, speed, reasoning)]
+    # one pass over the pairs: their count, cache hits (counted a chunk at a time), a sample for tokens
+    cached, chunk = 0, []
+
+    def requests(pairs):
+        nonlocal cached, chunk
+        for p in pairs:
+            request = reason_stage.reasoning_request(p, config.seed, config.reasoning_tokens)[0]
+            chunk.append(request)
+            if len(chunk) == 1024:
+                cached, chunk = cached + _cached_generations(llm, chunk), []
+            yield request
+
+    sample, n = reservoir(requests(pairs), _limit(llm), config.seed)
+    cached += _cached_generations(llm, chunk)
+    prompt_tokens = round(sum(request_tokens(llm, r) for r in sample) * n / max(len(sample), 1))
+    stages = [generation_stage("010 reasoning", llm, speed, sample, calls=n, cached=cached, prompt_tokens=prompt_tokens,
+                               note=f"prompt tokens counted on {len(sample)} of {n} requests" if len(sample) < n else "")]
     # the rule prompt holds the reasoning, at most reasoning_tokens of it
     filler = " ".join(["reason"] * config.reasoning_tokens)
     rules_request = rules_stage.rules_request(filler, config.rules_tokens, config.seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -258,16 +259,17 @@ class RewardScorer:
         """
         return scores.total if check_reward_kind(kind) == "total" else self.preset.rule_term(scores.rule)
 
-    def score(self, conversations: list, desc: str | None = None) -> Scores:
+    def score(self, conversations: list, desc: str | None = None, on_item: Callable[[], None] | None = None) -> Scores:
         """Rewards for conversations that end with the response to reward.
 
         Args:
             conversations: each a list of `Message` or OpenAI-style dicts, or a bare reply string.
             desc: label of a progress bar (none when None).
+            on_item: called as each conversation's rule checks finish (a caller's own progress bar).
         """
         conversations = [to_conversation(c) for c in conversations]
         start = time.perf_counter()
-        verdicts = self.verifier.verify(conversations, desc=desc)
+        verdicts = self.verifier.verify(conversations, desc=desc, on_item=on_item)
         rule = rule_reward(verdicts, self.rules, hard=self.preset.hard)
         ruled = time.perf_counter()
         rm = self.rm.score(conversations, normalise=self.preset.normalise_rm) if self.rm is not None else None

@@ -270,8 +270,19 @@ def both_sides(pairs) -> list:
     return [p.conversation("chosen") for p in pairs] + [p.conversation("rejected") for p in pairs]
 
 
+def _rows(verdicts, start: int, stop: int):
+    """Verdicts of responses start..stop-1, errors re-indexed."""
+    from .verifier import Verdicts
+
+    return Verdicts(verdicts.rule_ids, verdicts.p_satisfied[start:stop], None if verdicts.p_applies is None else verdicts.p_applies[start:stop],
+                    verdicts.threshold, {i - start: why for i, why in verdicts.errors.items() if start <= i < stop})
+
+
 def run_validation(rules, rules_path, pairs, scorer, **options) -> Validation:
     """Verify both sides of every pair against every rule and compute the statistics.
+
+    `pairs` may be any iterable of pairs (a `PairStream` for a big file): they are verified
+    `chunk_size` at a time and only the verdicts are kept.
 
     Undefined statistics (a rule whose verdicts never vary, no pair where it applies) are
     NaN in the report, not numpy warnings on the terminal.
@@ -284,20 +295,43 @@ def run_validation(rules, rules_path, pairs, scorer, **options) -> Validation:
 
 
 def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, folds: int = 5, select: int | None = None,
-                    redundancy: float = 0.8, warn=print, progress: bool = True) -> Validation:
+                    redundancy: float = 0.8, warn=print, progress: bool = True, chunk_size: int = 1024) -> Validation:
     from .reward import compose, rule_reward
 
-    overlap = sorted({p.id for p in pairs} & training_pair_ids(rules, rules_path))
+    from tqdm.auto import tqdm
+
+    from .data import chunked
+    from .verifier import Verdicts
+
+    # pairs stream through the verifier a chunk at a time: only verdicts (pairs x rules) are kept
+    training = training_pair_ids(rules, rules_path)
+    pair_ids: list[str] = []
+    chosen, rejected, rm_chosen, rm_rejected = [], [], [], []
+    total = getattr(pairs, "pairs_read", None) or (len(pairs) if hasattr(pairs, "__len__") else None)
+    with tqdm(total=2 * total if total else None, desc="verifying chosen and rejected", disable=not progress, unit="resp") as bar:
+        for chunk in chunked(pairs, chunk_size):
+            pair_ids.extend(p.id for p in chunk)
+            convs = both_sides(chunk)
+            verdicts = scorer.verifier.verify(convs, on_item=lambda: bar.update(1))
+            m = len(chunk)
+            chosen.append(_rows(verdicts, 0, m))
+            rejected.append(_rows(verdicts, m, 2 * m))
+            if rm is not None:
+                rm_scores = rm.score(convs, normalise=scorer.preset.normalise_rm)
+                rm_chosen.append(rm_scores[:m])
+                rm_rejected.append(rm_scores[m:])
+    n = len(pair_ids)
+    if not n:
+        raise ValueError("no pairs to validate on")
+    overlap = sum(1 for pid in set(pair_ids) if pid in training)
     if overlap:
-        warn(f"{len(overlap)} of {len(pairs)} validation pairs were used to extract these rules; "
+        warn(f"{overlap} of {n} validation pairs were used to extract these rules; "
              "their statistics are optimistic (validate on held-out pairs)")
-    convs = both_sides(pairs)
-    verdicts = scorer.verifier.verify(convs, desc="verifying chosen and rejected" if progress else None)
-    n = len(pairs)
+    verdicts = Verdicts.concat(chosen + rejected)  # every chosen response, then every rejected one
     p_c, p_r = verdicts.p_satisfied[:n], verdicts.p_satisfied[n:]
     applies = verdicts.p_applies
     ids = verdicts.rule_ids
-    signs = ab_signs([p.id for p in pairs], seed)
+    signs = ab_signs(pair_ids, seed)
     per_rule = rule_stats(ids, p_c, p_r, signs, threshold=verdicts.threshold,
                           applies_chosen=None if applies is None else applies[:n] >= verdicts.threshold,
                           applies_rejected=None if applies is None else applies[n:] >= verdicts.threshold)
@@ -308,7 +342,7 @@ def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0,
         "rules_file": str(rules_path) if rules_path else None,
         "verifier": scorer.verifier.llm.spec,
         "preset": scorer.preset.name,
-        "overlap_with_training_pairs": len(overlap),
+        "overlap_with_training_pairs": overlap,
         # checks with no readable verdict (left out of each rule's statistics), and
         # responses the verifier's server refused (their pairs count in no accuracy)
         "unparsed_checks": verdicts.unparsed,
@@ -326,7 +360,7 @@ def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0,
     report["learned_weights"] = {"cv_accuracy": weight_fit.cv_accuracy, "folds": weight_fit.folds, "coefficients": dict(zip(ids, map(float, weight_fit.weights)))}
 
     if rm is not None:
-        rm_scores = rm.score(convs, normalise=scorer.preset.normalise_rm)
+        rm_scores = np.concatenate(rm_chosen + rm_rejected)
         report["reward_model"] = preference_accuracy(rm_scores[:n], rm_scores[n:]).to_dict()
         combined = compose(scorer.preset, rule_score, rm_scores)
         report["reward_model_plus_rules"] = preference_accuracy(combined[:n], combined[n:]).to_dict()

@@ -131,6 +131,34 @@ def cmd_merge_scale(args: argparse.Namespace) -> int:
     return _emit(report, args.json, lines)
 
 
+def cmd_scale(args: argparse.Namespace) -> int:
+    from .scale import run_scale
+
+    report = run_scale(args.pairs, args.candidates, args.validate_pairs)
+    lines = []
+    for stage, result in report["stages"].items():
+        lines.append(f"{stage} (target: {report['targets'][stage]})")
+        for r in result["rows"]:
+            parts = [f"{r['size']:>8,}: {r['seconds']:8.1f} s, peak RSS {r['peak_rss_mb']:,} MB (before the work {r['rss_before_mb']:,} MB)"]
+            if "stages" in r:
+                parts.append(", ".join(f"{k} {v['seconds']} s / {v['peak_rss_mb']} MB" for k, v in r["stages"].items()))
+            lines.append("; ".join(parts))
+        if result["time_exponent"] is not None:
+            lines.append(f"  growth: time ~ n^{result['time_exponent']}, added memory ~ n^{result['memory_exponent']}")
+    return _emit(report, args.json, lines)
+
+
+def _sizes(text: str) -> list[int]:
+    """A comma-separated list of sizes, each a whole number >= 1 (empty: none)."""
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected sizes like 1000,10000") from None
+    if any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be at least 1")
+    return sizes
+
+
 def cmd_injection(args: argparse.Namespace) -> int:
     from ..llm import load_llm
     from .injection import ATTACKS_FILE, load_attacks, run_injection_benchmark
@@ -213,6 +241,13 @@ def add_bench_parsers(sub) -> None:
     bm.add_argument("--sizes", default="2000,10000,100000,300000", help="candidate pool sizes, comma-separated")
     bm.add_argument("--json", action="store_true")
     bm.set_defaults(func=cmd_merge_scale)
+
+    bs = bench.add_parser("scale", help="autorule's own time and memory as pairs and candidate pools grow (mock server, zero latency)")
+    bs.add_argument("--pairs", type=_sizes, default=[1000, 10000, 100000], help="pair counts through extraction stages 000-020 (default: 1000,10000,100000)")
+    bs.add_argument("--candidates", type=_sizes, default=[10000, 100000, 300000], help="candidate pools for the merge (default: 10000,100000,300000)")
+    bs.add_argument("--validate-pairs", type=_sizes, default=[1000, 10000], help="pair counts for validate with 20 rules (default: 1000,10000)")
+    bs.add_argument("--json", action="store_true")
+    bs.set_defaults(func=cmd_scale)
 
     bi = bench.add_parser("injection", help="how often prompt-injection attacks flip the verifier's verdicts")
     bi.add_argument("--model", default="embedded", help="verifier spec: embedded, hf:, gguf: or openai:MODEL@BASE_URL (default: %(default)s)")

@@ -64,8 +64,11 @@ class ScriptedServer:
         logprobs: bool = True,
         hang_seconds: float = 5.0,
         latency: float = 0.0,
+        keep_requests: bool = True,
     ):
         self.reply = reply
+        self.keep_requests = keep_requests  # False: count requests only (long load runs)
+        self.count = 0
         self.faults = faults if callable(faults) else list(faults or [])
         self.logprobs = logprobs
         self.hang_seconds = hang_seconds
@@ -95,9 +98,11 @@ class ScriptedServer:
                 if not self.path.startswith("/v1/chat/completions"):
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 with server.lock:
-                    server.requests.append(body)
+                    if server.keep_requests:
+                        server.requests.append(body)
+                    server.count += 1
                     if callable(server.faults):
-                        fault = server.faults(len(server.requests) - 1, body)
+                        fault = server.faults(server.count - 1, body)
                     else:
                         fault = server.faults.pop(0) if server.faults else None
                     server.active += 1
@@ -249,7 +254,7 @@ def mock_server_process(reply: str, latency: float = 0.0):
 
 
 def _serve(reply: str, latency: float) -> None:
-    server = ScriptedServer(REPLIES[reply], latency=latency)
+    server = ScriptedServer(REPLIES[reply], latency=latency, keep_requests=False)
     server.thread.start()
     print(server.base_url, flush=True)
     threading.Event().wait()

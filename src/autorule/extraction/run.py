@@ -219,10 +219,13 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
 
     failures: Counter = Counter()
+    stages = {"000_pairs": _stage_mark(start)}  # wall time and the process's peak memory at each stage's end
     try:
         _stages_010_020(run_dir, n, len(distinct), llm, config, progress, chunk)
         counts = _count_stages(run_dir, failures)
+        stages["010_020_reasoning_and_rules"] = _stage_mark(start, stages)
         rules, merge_log = _stage_merge(run_dir, merge_llm, config, progress)
+        stages["030_merge"] = _stage_mark(start, stages)
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         _record_attempt(meta, attempts, status, _stats(llm, merge_llm), start, error=str(e))
@@ -244,12 +247,21 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
         "merge_failures": merge_log.merge_failures,
         "tokens": tokens,
         "seconds": round(time.time() - start, 1),
+        "stages": stages,
     }
     _record_attempt(meta, attempts, "complete", _stats(llm, merge_llm), start)
     summary["llm_stats"] = meta["llm_stats"]
     meta.update(counts=summary, merge_rounds=merge_log.rounds)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
     return ExtractResult(run_dir, rules, summary)
+
+
+def _stage_mark(start: float, before: dict | None = None) -> dict:
+    """A stage's seconds (since the previous mark) and the process's peak RSS so far, in MB."""
+    import resource
+
+    elapsed = time.time() - start - sum(s["seconds"] for s in (before or {}).values())
+    return {"seconds": round(elapsed, 2), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
 def _previous_attempts(run_dir: Path) -> list[dict]:

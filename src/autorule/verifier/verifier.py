@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -141,6 +142,29 @@ class Verdicts:
             rates[rid] = float(self.hard[mask, j].mean()) if mask.any() else float("nan")
         return rates
 
+    @classmethod
+    def concat(cls, parts: list[Verdicts]) -> Verdicts:
+        """The verdicts of several batches of responses (same rules) as one, in order.
+
+        Args:
+            parts: Verdicts over the same rules, e.g. one per chunk of a large file.
+
+        Example:
+            >>> import numpy as np
+            >>> both = Verdicts.concat([Verdicts(["r1"], np.array([[0.9]])), Verdicts(["r1"], np.array([[0.2], [0.4]]), errors={1: "refused"})])
+            >>> both.p_satisfied.ravel().tolist(), both.errors
+            ([0.9, 0.2, 0.4], {2: 'refused'})
+        """
+        if not parts:
+            raise ValueError("no verdicts to join")
+        first = parts[0]
+        errors, offset = {}, 0
+        for part in parts:
+            errors.update({offset + i: why for i, why in part.errors.items()})
+            offset += part.p_satisfied.shape[0]
+        applies = None if first.p_applies is None else np.concatenate([p.p_applies for p in parts])
+        return cls(first.rule_ids, np.concatenate([p.p_satisfied for p in parts]), applies, first.threshold, errors)
+
     def to_rows(self) -> list[dict]:
         """One dict per (response, rule): ``response``, ``rule_id``, ``p_satisfied``, ``satisfied``
         (None where unread), ``p_applies`` (with applicability) and ``error`` (a refused response).
@@ -244,7 +268,7 @@ class Verifier:
             text = render_prefix(fit_messages(messages, max_chars))
         return text
 
-    def verify(self, conversations: list, desc: str | None = None, batch: int = 64) -> Verdicts:
+    def verify(self, conversations: list, desc: str | None = None, batch: int = 64, on_item: Callable[[], None] | None = None) -> Verdicts:
         """Every conversation (ending with the response to judge) against every rule.
 
         Conversations are lists of `Message` or OpenAI-style dicts, or bare reply strings.
@@ -252,7 +276,8 @@ class Verifier:
         A conversation the server refuses (e.g. still too long for it) gets NaN verdicts
         and its reason in `Verdicts.errors`; every other conversation is still judged.
         Raises `UnparsedVerdicts` when more than `max_unparsed` of the checks had no
-        readable answer.
+        readable answer. `on_item()` is called as each conversation is judged (a caller's
+        own progress bar over many calls).
         """
         conversations = [to_conversation(c) for c in conversations]
         rows: list[list[float]] = []
@@ -263,7 +288,7 @@ class Verifier:
             for start in range(0, len(conversations), batch):
                 chunk = conversations[start : start + batch]
                 chunk_errors: dict[int, str] = {}
-                rows.extend(self.llm.score_yes_no_batch([(self.prefix(c), self.questions) for c in chunk], on_item=lambda _: bar.update(1), errors=chunk_errors))
+                rows.extend(self.llm.score_yes_no_batch([(self.prefix(c), self.questions) for c in chunk], on_item=lambda _: (bar.update(1), on_item and on_item()), errors=chunk_errors))
                 errors.update({start + i: why for i, why in chunk_errors.items()})
         probs = np.array(rows, dtype=float).reshape(len(conversations), len(self.questions))
         k = len(self.rules.rules)
