@@ -54,6 +54,28 @@ def test_shared_prefix_across_chunks(embedded):
         assert abs(shared[i] - separate_p_yes(embedded, PREFIX + questions[i])) < 1e-4
 
 
+def test_conversations_packed_together_equal_separate_passes(embedded):
+    # 6 conversations of different lengths x 4 rules, scored in one call: the packed passes
+    # (several conversations side by side, padding between them) must equal one plain forward
+    # pass per check
+    replies = ["Bake at 230 C.", "Mix flour and water; knead; rise; bake. " * 6, "Non.", "Step 1: mix. Step 2: bake.", "", "I cannot help with that."]
+    prefixes = [PREFIX.replace("Mix flour, water, yeast and salt; knead for ten minutes; let it rise for an hour; bake at 230 C for 30 minutes.", r)
+                for r in replies]
+    items = [(prefix, QUESTIONS[:4]) for prefix in prefixes]
+    before = dict(embedded.stats)
+    seen = []
+    packed = embedded.score_yes_no_batch(items, on_item=seen.append)
+    assert sorted(seen) == list(range(6))
+    assert embedded.stats["yes_no_checks"] - before.get("yes_no_checks", 0) == 24
+    worst = max(abs(packed[c][q] - separate_p_yes(embedded, prefixes[c] + QUESTIONS[q])) for c in range(6) for q in range(4))
+    assert worst < 1e-4
+    # a pass of one conversation at a time gives the same numbers as the packed pass
+    tight = type(embedded).__new__(type(embedded))
+    tight.__dict__.update(embedded.__dict__, pack_tokens=1)
+    alone = tight.score_yes_no_batch(items)
+    assert max(abs(a - b) for x, y in zip(packed, alone) for a, b in zip(x, y)) < 1e-4
+
+
 def test_generate_returns_text_usage_and_finish(embedded):
     requests = [
         ChatRequest([{"role": "user", "content": "What is the capital of France? Answer in one word."}], max_tokens=16),

@@ -250,6 +250,10 @@ def build_scorer(args: argparse.Namespace):
     return RewardScorer(rules, llm, args.preset, rm=rm, threshold=args.threshold, max_input_tokens=args.max_input_tokens, max_unparsed=args.max_unparsed)
 
 
+# responses scored (and written) at a time by `score`; even, so a pair's two sides share a chunk
+SCORE_CHUNK = 1024
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -276,7 +280,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     totals, rule_rewards, sides = [], [], []
     try:
         with tqdm(total=items.count, desc="verifying", unit="resp", file=sys.stderr) as bar:
-            for chunk in chunked(items, 1024):  # even: a pair's two sides stay in one chunk
+            for chunk in chunked(items, SCORE_CHUNK):
                 scores = scorer.score([c for _, _, c in chunk], on_item=lambda: bar.update(1))
                 parts.append(scores.verdicts)
                 totals.append(scores.total)
@@ -561,7 +565,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
         err.print("[yellow]warning:[/yellow] serving beyond localhost without a bearer token (--token or $AUTORULE_TOKEN)")
     scorer = build_scorer(args)
-    app = create_app(scorer, token=token, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, reward=args.reward)
+    app = create_app(scorer, token=token, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, reward=args.reward, workers=args.workers)
     err.print(f"autorule reward server on http://{args.host}:{args.port}/get_reward: {len(scorer.rules)} rules, verifier {scorer.verifier.llm.spec}, "
               f"RM {scorer.rm.path if scorer.rm is not None else 'none'}, preset {scorer.preset.name}, rewards = {args.reward}, "
               f"auth {'bearer token' if token else 'none'}", highlight=False, soft_wrap=True)
@@ -710,6 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=whole(1), default=64, help="most samples scored in one verifier pass")
     sv.add_argument("--max-wait-ms", type=number(0), default=10.0, help="how long a batch waits to fill")
     sv.add_argument("--max-queue", type=whole(1), default=1024, help="queued requests before answering 503")
+    sv.add_argument("--workers", type=whole(1), default=None, help="batches scored at once (default: 8 for a verifier server, 1 for a local model)")
     sv.add_argument("--reward", choices=["total", "rule"], default="total",
                     help="what 'rewards' holds: the composed reward (rule term + --rm + length penalty, clipped per preset) or the rule term alone (default: %(default)s)")
     sv.set_defaults(func=cmd_serve)

@@ -45,14 +45,20 @@ def cmd_verifier(args: argparse.Namespace) -> int:
         err.print("[red]error:[/red] the verifier benchmark measures a local model (embedded, hf:, gguf:); for servers use `autorule bench verifier-server`")
         return 2
     modes = tuple(args.modes.split(","))
+    unknown = sorted(set(modes) - {"autorule", "per-conversation", "reference"})
+    if unknown:
+        err.print(f"[red]error:[/red] --modes: unknown {', '.join(unknown)} (choose from autorule, per-conversation, reference)")
+        return 2
     report = run_benchmark(llm, _sample_convs(args.data, args.conversations), args.rules, modes)
     report["data"] = str(args.data or SAMPLE_DATA)
-    lines = [f"{mode:>9}: {report['checks_per_s'][mode]:8.2f} checks/s  {report['tokens_per_check'][mode]:8.1f} tokens/check  "
+    lines = [f"{mode:>16}: {report['checks_per_s'][mode]:8.2f} checks/s  {report['tokens_per_check'][mode]:8.1f} tokens/check  "
              f"{report['achieved_flops'][mode] / 1e9:7.2f} GFLOP/s ({report['achieved_flops'][mode] / report['matmul_peak_flops']:.1%} of matmul peak)"
              for mode in modes]
     lines.append(f"floor: {report['floor_tokens_per_check']:.1f} tokens/check; matmul peak {report['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")
     if "speedup" in report:
         lines.append(f"speedup: {report['speedup']:.1f}x")
+    if "packing_speedup" in report:
+        lines.append(f"packing conversations together vs one per pass: {report['packing_speedup']:.2f}x")
     if "tokens_vs_floor" in report:
         lines.append(f"autorule tokens vs floor: {report['tokens_vs_floor']:.2f}x")
     return _emit(report, args.json, lines)
@@ -64,7 +70,7 @@ def cmd_verifier_server(args: argparse.Namespace) -> int:
 
     llm = load_llm(args.model, concurrency=args.concurrency, timeout=args.timeout, max_retries=2)
     report = run_server_benchmark(llm, _sample_convs(args.data, args.conversations), args.rules)
-    lines = [f"{mode:>9}: {report['checks_per_s'][mode]:8.2f} checks/s" for mode in report["checks_per_s"]]
+    lines = [f"{mode:>16}: {report['checks_per_s'][mode]:8.2f} checks/s" for mode in report["checks_per_s"]]
     lines.append(f"speedup: {report['speedup']:.1f}x")
     return _emit(report, args.json, lines)
 
@@ -193,7 +199,7 @@ def add_bench_parsers(sub) -> None:
     bv.add_argument("--model", default="embedded", help="local model spec (default: %(default)s)")
     bv.add_argument("--rules", type=whole(1), default=20, help="rules per conversation (K)")
     bv.add_argument("--conversations", type=whole(1), default=16, help="conversations (N)")
-    bv.add_argument("--modes", default="autorule,reference", help="comma-separated: autorule, reference")
+    bv.add_argument("--modes", default="autorule,per-conversation,reference", help="comma-separated: autorule, per-conversation, reference")
     common(bv)
     bv.set_defaults(func=cmd_verifier)
 

@@ -1,7 +1,9 @@
 """Verifier throughput: autorule's verifier against the reference code's method, same model, one run.
 
 - `autorule`: conversation first, rule last; the shared prefix is processed once per
-  conversation; one next-token read per check (no generation).
+  conversation; one next-token read per check (no generation); conversations packed
+  side by side into as few forward passes as fit.
+- `per-conversation`: the same, one conversation per forward pass (the baseline for packing).
 - `reference`: the reference code's layout, rule before the conversation, one request per
   check, greedy generation (capped at 16 new tokens, generous to it), `[[Yes]]` parsed.
 
@@ -65,6 +67,13 @@ class ModeResult:
         return self.checks / self.seconds
 
 
+def one_per_pass(llm):
+    """The same local model, scoring one conversation per forward pass (no packing)."""
+    single = type(llm).__new__(type(llm))
+    single.__dict__.update(llm.__dict__, pack_tokens=1)
+    return single
+
+
 def run_autorule(llm, rules: RuleSet, convs: list[list[Message]]) -> ModeResult:
     before = dict(llm.stats)
     verifier = Verifier(llm, rules)
@@ -112,6 +121,8 @@ def run_benchmark(llm, convs: list[list[Message]], k: int, modes: tuple[str, ...
     for mode in modes:
         if mode == "autorule":
             result = run_autorule(llm, rules, convs)
+        elif mode == "per-conversation":
+            result = run_autorule(one_per_pass(llm), rules, convs)
         else:
             result, report["reference_unparsed"] = run_reference(llm, rules, convs)
         report["checks_per_s"][mode] = result.checks_per_s
@@ -120,6 +131,8 @@ def run_benchmark(llm, convs: list[list[Message]], k: int, modes: tuple[str, ...
         report["seconds"][mode] = result.seconds
     if {"autorule", "reference"} <= set(modes):
         report["speedup"] = report["checks_per_s"]["autorule"] / report["checks_per_s"]["reference"]
+    if {"autorule", "per-conversation"} <= set(modes):
+        report["packing_speedup"] = report["checks_per_s"]["autorule"] / report["checks_per_s"]["per-conversation"]
     if "autorule" in modes:
         report["tokens_vs_floor"] = report["tokens_per_check"]["autorule"] / report["floor_tokens_per_check"]
     return report

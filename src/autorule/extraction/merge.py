@@ -131,7 +131,9 @@ def collapse_near_duplicates(rules: list[Rule], embed: Embed, threshold: float) 
     "should be concise" and "should be detailed" (opposites) score 0.90.
 
     Past `BUCKET` rules the pass runs inside the mini-batch k-means buckets that `cluster`
-    uses (near-duplicates land in one bucket), so time and memory stay linear in the pool.
+    uses, then once more over the survivors in a second bucketing (another seed), so time
+    and memory stay linear in the pool. That is approximate: two near-duplicates that both
+    bucketings put apart stay two rules (the LLM merge rounds still see them together).
 
     Example:
         >>> vectors = {"be brief": [1.0, 0.0], "be short": [0.99, 0.14], "use lists": [0.0, 1.0]}
@@ -145,8 +147,17 @@ def collapse_near_duplicates(rules: list[Rule], embed: Embed, threshold: float) 
     order = sorted(range(len(rules)), key=lambda i: (-rules[i].support, rules[i].text))
     vectors = embed([rules[i].text for i in order])
     groups: dict[int, list[int]] = {}  # kept position in `order` -> the positions folded into it
-    for bucket in (_buckets(vectors) if len(order) > BUCKET else [np.arange(len(order))]):
-        _fold(vectors, bucket, threshold, groups)
+    if len(order) <= BUCKET:
+        _fold(vectors, np.arange(len(order)), threshold, groups)
+    else:
+        for bucket in _buckets(vectors):
+            _fold(vectors, bucket, threshold, groups)
+        # a second bucketing (another seed) of the survivors catches pairs a bucket border split
+        survivors = np.array(sorted(groups))
+        second: dict[int, list[int]] = {}
+        for bucket in _buckets(vectors[survivors], seed=1):
+            _fold(vectors, survivors[bucket], threshold, second)
+        groups = {k: [m for s in folded for m in groups[s]] for k, folded in second.items()}
     kept = sorted(groups)
     out = [Rule.from_candidates(rules[order[k]].text, [c for m in groups[k] for c in rules[order[m]].candidates]) for k in kept]
     return out, len(rules) - len(out)
@@ -201,19 +212,21 @@ def cluster(vectors: np.ndarray, k: int, max_size: int) -> list[list[int]]:
     return out
 
 
-def _buckets(vectors: np.ndarray) -> list[np.ndarray]:
+def _buckets(vectors: np.ndarray, seed: int = 0) -> list[np.ndarray]:
     """Mini-batch k-means buckets of about BUCKET / 2 rows (ascending indices), none past BUCKET."""
     from sklearn.cluster import MiniBatchKMeans
 
     n = len(vectors)
-    labels = MiniBatchKMeans(n_clusters=math.ceil(2 * n / BUCKET), batch_size=4096, n_init=1, random_state=0).fit_predict(vectors)
+    if n <= BUCKET:
+        return [np.arange(n)]
+    labels = MiniBatchKMeans(n_clusters=math.ceil(2 * n / BUCKET), batch_size=4096, n_init=1, random_state=seed).fit_predict(vectors)
     out = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         if len(members) <= BUCKET:
             out.append(members)
         elif len(members) < n:  # a big bucket is split again
-            out.extend(members[sub] for sub in _buckets(vectors[members]))
+            out.extend(members[sub] for sub in _buckets(vectors[members], seed))
         else:  # k-means could not split them (all alike): cut in order instead
             out.extend(members[s : s + BUCKET] for s in range(0, n, BUCKET))
     return out

@@ -3,8 +3,11 @@
 OpenRLHF posts `{"query": [...], "prompts": [...], "labels": [...]}` (usually one sample
 per request, from many workers at once) and expects
 `{"rewards": [...], "scores": [...], "extra_logs": {...}}`. Requests wait in a bounded
-queue; one worker takes up to `max_batch` samples at a time (waiting at most
-`max_wait_ms` for more) and scores them in one verifier pass. A full queue answers 503,
+queue; a worker takes up to `max_batch` samples at a time (waiting at most `max_wait_ms`
+for more) and scores them in one verifier pass. `workers` batches are scored at once:
+against a verifier server (vLLM, SGLang, llama-server) one batch's requests leave the
+server idle between its round trips, so several batches in flight keep it busy; a local
+verifier gets one (its forward passes already use every core). A full queue answers 503,
 so load never grows without limit.
 """
 
@@ -101,6 +104,7 @@ def create_app(
     max_queue: int = 1024,
     max_body_bytes: int = 8 * 1024 * 1024,
     reward: str = "total",
+    workers: int | None = None,
 ) -> FastAPI:
     """The reward service as a FastAPI app (`autorule serve` runs it with uvicorn).
 
@@ -114,6 +118,7 @@ def create_app(
         reward: what `rewards` holds: "total" (the scorer's composed reward: rule term +
             autorule's RM when the scorer has one + length penalty, clipped per the
             preset) or "rule" (the rule term alone).
+        workers: batches scored at once (default: 8 for a verifier server, 1 for a local model).
 
     Example:
         >>> from autorule import RuleSet, RewardScorer
@@ -125,7 +130,9 @@ def create_app(
         [0.75]
     """
     check_reward_kind(reward)
-    state: dict[str, Any] = {"queue": None, "worker": None, "batches": 0, "samples": 0, "unparsed_checks": 0, "refused": 0}
+    state: dict[str, Any] = {"queue": None, "workers": [], "batches": 0, "samples": 0, "unparsed_checks": 0, "refused": 0}
+    if workers is None:
+        workers = 8 if hasattr(scorer.verifier.llm.backend, "info") else 1  # a server's client vs a local model
 
     async def worker() -> None:
         queue: asyncio.Queue = state["queue"]
@@ -165,9 +172,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state["queue"] = asyncio.Queue(maxsize=max_queue)
-        state["worker"] = asyncio.create_task(worker())
+        state["workers"] = [asyncio.create_task(worker()) for _ in range(workers)]
         yield
-        state["worker"].cancel()
+        for task in state["workers"]:
+            task.cancel()
 
     app = FastAPI(title="autorule reward server", lifespan=lifespan)
 
@@ -191,6 +199,7 @@ def create_app(
             "verifier": scorer.verifier.llm.spec,
             "preset": scorer.preset.name,
             "reward": reward,
+            "workers": workers,
             "queued": queue.qsize() if queue else 0,
             "batches": state["batches"],
             "samples": state["samples"],

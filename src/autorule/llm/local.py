@@ -7,8 +7,6 @@ every question, which is what makes local rule verification affordable.
 from __future__ import annotations
 
 import contextlib
-
-import copy
 import hashlib
 import importlib.util
 import logging
@@ -111,7 +109,8 @@ def local_model_path(spec: str) -> Path:
 
 
 class LocalLLM(LLM):
-    """A causal LM from transformers. `batch_size` bounds generation batches."""
+    """A causal LM from transformers. `batch_size` bounds generation batches; `pack_tokens`
+    the tokens of one yes/no scoring pass (default 1024 x batch_size)."""
 
     def __init__(
         self,
@@ -123,6 +122,7 @@ class LocalLLM(LLM):
         device: str | None = None,
         max_context: int | None = None,
         no_repeat_ngram_size: int = 0,
+        pack_tokens: int | None = None,
     ):
         super().__init__()
         import torch
@@ -133,6 +133,8 @@ class LocalLLM(LLM):
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        # yes/no scoring packs conversations into forward passes of about this many tokens
+        self.pack_tokens = pack_tokens or 1024 * batch_size
         self.no_repeat_ngram_size = no_repeat_ngram_size
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -254,22 +256,39 @@ class LocalLLM(LLM):
     # ------------------------------------------------------------------ yes/no scoring
 
     def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None) -> list[list[float]]:
-        out = []
-        for i, (prefix, questions) in enumerate(items):
-            out.append(self._score_one_prefix(prefix, questions) if questions else [])
-            if on_item:
-                on_item(i)
-        return out
+        """Conversations packed into as few forward passes as fit `pack_tokens`: each row holds
+        one conversation's shared prefix once, then every rule question after it; a block mask
+        lets each question see the prefix and itself only. No KV cache is copied, and logits are
+        computed only where a Yes/No is read."""
+        out: list[list[float] | None] = [None] * len(items)
+        prepared = {i: self._split(prefix, questions) for i, (prefix, questions) in enumerate(items) if questions}
+        for i, (_, questions) in enumerate(items):
+            if not questions:
+                out[i] = []
+                if on_item:
+                    on_item(i)
+        lengths = {i: len(prefix) + sum(len(q) for q in questions) for i, (prefix, questions) in prepared.items()}
+        group: list[int] = []
+        longest = 0
+        for i in sorted(prepared, key=lengths.get):  # similar lengths side by side: less padding
+            length = lengths[i]
+            if group and (max(longest, length) * (len(group) + 1) > self.pack_tokens):
+                self._score_group(group, prepared, out, on_item)
+                group, longest = [], 0
+            group.append(i)
+            longest = max(longest, length)
+        if group:
+            self._score_group(group, prepared, out, on_item)
+        return out  # type: ignore[return-value]
 
-    def _score_one_prefix(self, prefix: str, questions: list[str]) -> list[float]:
-        """Run the shared token prefix once, then every question's suffix on its KV cache."""
-        torch = self.torch
+    def _split(self, prefix: str, questions: list[str]) -> tuple[list[int], list[list[int]]]:
+        """(the questions' longest common token prefix, each question's own tokens after it)."""
         texts = [self.render([{"role": "user", "content": prefix + q}]) for q in questions]
         ids = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
         longest = max(len(x) for x in ids)
         if longest > self.max_context:
             raise LLMError(f"{self.spec}: a yes/no prompt of {longest} tokens exceeds the model's context of {self.max_context}; shorten the prefix")
-        # longest common token prefix, leaving every question at least one token of its own
+        # leave every question at least one token of its own
         shared = min(len(x) for x in ids) - 1
         for n in range(shared):
             if any(x[n] != ids[0][n] for x in ids[1:]):
@@ -277,32 +296,47 @@ class LocalLLM(LLM):
                 break
         self.stats["yes_no_checks"] += len(questions)
         self.stats["yes_no_prefix_tokens"] += shared
-        with torch.inference_mode():
-            prefix_out = self.model(torch.tensor([ids[0][:shared]], device=self.device), use_cache=True) if shared else None
-            probs: list[float] = []
-            for start in range(0, len(ids), self.batch_size * 4):
-                chunk = [x[shared:] for x in ids[start : start + self.batch_size * 4]]
-                self.stats["yes_no_suffix_tokens"] += sum(len(x) for x in chunk)
-                probs.extend(self._score_suffixes(prefix_out, shared, chunk))
-        return probs
+        self.stats["yes_no_suffix_tokens"] += sum(len(x) - shared for x in ids)
+        return ids[0][:shared], [x[shared:] for x in ids]
 
-    def _score_suffixes(self, prefix_out, shared: int, suffixes: list[list[int]]) -> list[float]:
+    def _score_group(self, group: list[int], prepared: dict, out: list, on_item: OnItem | None) -> None:
         torch = self.torch
-        n, width = len(suffixes), max(len(x) for x in suffixes)
+        rows = [prepared[i][0] + [t for q in prepared[i][1] for t in q] for i in group]
+        width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
-        # right padding: each real token only attends to what precedes it, pads come after
-        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in suffixes], device=self.device)
-        suffix_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in suffixes], device=self.device)
-        kwargs = {}
-        if prefix_out is not None:
-            past = copy.deepcopy(prefix_out.past_key_values)
-            past.batch_repeat_interleave(n)
-            kwargs["past_key_values"] = past
-        mask = torch.cat([torch.ones(n, shared, dtype=suffix_mask.dtype, device=self.device), suffix_mask], dim=1)
-        positions = torch.arange(shared, shared + width, device=self.device).unsqueeze(0).expand(n, -1)
-        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=prefix_out is not None, **kwargs).logits
-        last = torch.tensor([len(x) - 1 for x in suffixes], device=self.device)
-        final = logits[torch.arange(n, device=self.device), last].double().log_softmax(-1)
-        yes = torch.logsumexp(final[:, self._yes_ids], -1)
-        no = torch.logsumexp(final[:, self._no_ids], -1)
-        return torch.sigmoid(yes - no).tolist()
+        input_ids = torch.full((len(group), width), pad, dtype=torch.long)
+        positions = torch.zeros((len(group), width), dtype=torch.long)
+        segment = torch.full((len(group), width), -1, dtype=torch.long)  # 0: the prefix, k: question k, -1: padding
+        reads = []  # (row, column) of each question's last token
+        for b, i in enumerate(group):
+            prefix, questions = prepared[i]
+            input_ids[b, : len(rows[b])] = torch.tensor(rows[b])
+            positions[b, : len(prefix)] = torch.arange(len(prefix))
+            segment[b, : len(prefix)] = 0
+            at = len(prefix)
+            for k, q in enumerate(questions, 1):
+                positions[b, at : at + len(q)] = torch.arange(len(prefix), len(prefix) + len(q))  # each question starts where the prefix ends
+                segment[b, at : at + len(q)] = k
+                at += len(q)
+                reads.append((b, at - 1))
+        seg_q, seg_k = segment[:, :, None], segment[:, None, :]
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        mask = causal & (seg_q >= 0) & ((seg_k == 0) | (seg_k == seg_q))
+        mask |= torch.eye(width, dtype=torch.bool) & (seg_q < 0)  # padding attends to itself: no empty rows
+        with torch.inference_mode():
+            hidden = self.model.base_model(input_ids=input_ids.to(self.device), attention_mask=mask[:, None].to(self.device),
+                                           position_ids=positions.to(self.device), use_cache=False).last_hidden_state
+            where = torch.tensor(reads, device=self.device)
+            logits = self.model.get_output_embeddings()(hidden[where[:, 0], where[:, 1]]).double()
+            cap = getattr(self.model.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            # P(Yes) / (P(Yes) + P(No)): the softmax's normaliser cancels
+            p_yes = torch.sigmoid(torch.logsumexp(logits[:, self._yes_ids], -1) - torch.logsumexp(logits[:, self._no_ids], -1)).tolist()
+        at = 0
+        for i in group:
+            k = len(prepared[i][1])
+            out[i] = p_yes[at : at + k]
+            at += k
+            if on_item:
+                on_item(i)
