@@ -79,10 +79,11 @@ def write_synthetic_pairs(path: Path, n: int, seed: int = 0) -> Path:
 
 
 def synthetic_rules(n: int, seed: int = 0) -> list[str]:
-    """`n` rule texts drawn from a combinatorial space (about 1.4M texts): varied, with real near-duplicates."""
+    """`n` rule texts from a combinatorial space of about 35M (so few repeat exactly), with
+    real near-duplicates among them (texts that differ in one word or number)."""
     rng = random.Random(seed)
-    return [f"The assistant's response should {rng.choice(VERBS)} {rng.choice(WORDS)} {rng.choice(OBJECTS)} {rng.choice(QUALIFIERS)}."
-            for _ in range(n)]
+    return [f"The assistant's response should {rng.choice(VERBS)} {rng.choice(WORDS)} {rng.choice(OBJECTS)} {rng.choice(QUALIFIERS)}"
+            f" and stay within {rng.randrange(10, 400)} words." for _ in range(n)]
 
 
 def _peak_mb() -> int:
@@ -131,10 +132,10 @@ class InstantJudge(LLM):
 def _merge(n: int) -> dict:
     from autorule.extraction.merge import cached_embedder, candidate_refs, load_embedder, merge_rules
 
+    load_embedder()
+    before = _peak_mb()  # imports and the embedder: what does not grow with the pool
     texts = synthetic_rules(n)
     units = [u for i, t in enumerate(texts) for u in candidate_refs(f"pair-{i // 3}", [t], "excerpt of the reasoning")]
-    load_embedder()
-    before = _peak_mb()
     start = time.perf_counter()
     rules, log = merge_rules(units, InstantJudge(), cached_embedder(), target=25)
     return {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": _peak_mb(), "rss_before_mb": before, "rules": len(rules),
