@@ -9,10 +9,13 @@ from autorule.cli import main
 def test_verifier_benchmark_runs_both_modes(capsys):
     assert main(["bench", "verifier", "--rules", "2", "--conversations", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(report["checks_per_s"]) == {"autorule", "reference"} and report["checks"] == 4
+    assert set(report["checks_per_s"]) == {"autorule", "packed", "reference"} and report["checks"] == 4
     # the figures are what their definitions say, from the timings in the same report
     assert report["checks_per_s"]["autorule"] == pytest.approx(4 / report["seconds"]["autorule"])
     assert report["speedup"] == pytest.approx(report["seconds"]["reference"] / report["seconds"]["autorule"])
+    assert report["packing_speedup"] == pytest.approx(report["seconds"]["autorule"] / report["seconds"]["packed"])
+    # packing changes how many passes run, not what they compute: the same tokens per check
+    assert report["tokens_per_check"]["packed"] == report["tokens_per_check"]["autorule"]
     assert report["tokens_vs_floor"] == pytest.approx(report["tokens_per_check"]["autorule"] / report["floor_tokens_per_check"])
     # autorule's layout reads each conversation once for both rules: never more tokens than the reference, which reads it per rule
     assert report["tokens_per_check"]["autorule"] < report["tokens_per_check"]["reference"]

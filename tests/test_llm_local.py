@@ -62,17 +62,18 @@ def test_conversations_packed_together_equal_separate_passes(embedded):
     prefixes = [PREFIX.replace("Mix flour, water, yeast and salt; knead for ten minutes; let it rise for an hour; bake at 230 C for 30 minutes.", r)
                 for r in replies]
     items = [(prefix, QUESTIONS[:4]) for prefix in prefixes]
+    wide = type(embedded).__new__(type(embedded))
+    wide.__dict__.update(embedded.__dict__, pack_tokens=8192)  # several conversations per pass, as on a GPU
     before = dict(embedded.stats)
     seen = []
-    packed = embedded.score_yes_no_batch(items, on_item=seen.append)
+    packed = wide.score_yes_no_batch(items, on_item=seen.append)
     assert sorted(seen) == list(range(6))
     assert embedded.stats["yes_no_checks"] - before.get("yes_no_checks", 0) == 24
     worst = max(abs(packed[c][q] - separate_p_yes(embedded, prefixes[c] + QUESTIONS[q])) for c in range(6) for q in range(4))
     assert worst < 1e-4
-    # a pass of one conversation at a time gives the same numbers as the packed pass
-    tight = type(embedded).__new__(type(embedded))
-    tight.__dict__.update(embedded.__dict__, pack_tokens=1)
-    alone = tight.score_yes_no_batch(items)
+    # one conversation per pass (the CPU default) gives the same numbers as the packed passes
+    assert embedded.pack_tokens == 1
+    alone = embedded.score_yes_no_batch(items)
     assert max(abs(a - b) for x, y in zip(packed, alone) for a, b in zip(x, y)) < 1e-4
 
 

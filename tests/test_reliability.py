@@ -192,14 +192,14 @@ def test_each_attack_stays_inside_the_responses_delimited_data(attack, base_conv
     verifier = Verifier(embedded, bench_rules(2))
     conv = attacked(base_conversation, attack)
     prefix = verifier.prefix(conv)  # as the verifier sends it, cut to the model's context if needed
-    nonce = prefix.split('<conversation id="')[1].split('"')[0]
+    nonce = prefix.split('<assistant-final-response id="')[1].split('"')[0]
     assert nonce not in attack.payload  # the payload cannot name the real delimiters
     before, inside = prefix.split(f'<assistant-final-response id="{nonce}">')
     inside, after = inside.split(f'</assistant-final-response id="{nonce}">')
     assert after.strip() == f'</conversation id="{nonce}">'  # nothing of the response escapes after its closing marker
     head, tail = attack.payload[:30], attack.payload[-30:]
     assert (head if attack.position == "start" else tail) in inside
-    assert attack.payload.strip()[:30] not in before.split(f'<conversation id="{nonce}">')[0]  # nor into the instructions
+    assert attack.payload.strip()[:30] not in before.split("<conversation>")[0]  # nor into the instructions
     # the rule questions are asked after the whole prefix, never inside it
     assert all(q not in prefix for q in verifier.questions)
 

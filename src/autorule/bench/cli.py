@@ -45,9 +45,9 @@ def cmd_verifier(args: argparse.Namespace) -> int:
         err.print("[red]error:[/red] the verifier benchmark measures a local model (embedded, hf:, gguf:); for servers use `autorule bench verifier-server`")
         return 2
     modes = tuple(args.modes.split(","))
-    unknown = sorted(set(modes) - {"autorule", "per-conversation", "reference"})
+    unknown = sorted(set(modes) - {"autorule", "packed", "reference"})
     if unknown:
-        err.print(f"[red]error:[/red] --modes: unknown {', '.join(unknown)} (choose from autorule, per-conversation, reference)")
+        err.print(f"[red]error:[/red] --modes: unknown {', '.join(unknown)} (choose from autorule, packed, reference)")
         return 2
     report = run_benchmark(llm, _sample_convs(args.data, args.conversations), args.rules, modes)
     report["data"] = str(args.data or SAMPLE_DATA)
@@ -58,7 +58,7 @@ def cmd_verifier(args: argparse.Namespace) -> int:
     if "speedup" in report:
         lines.append(f"speedup: {report['speedup']:.1f}x")
     if "packing_speedup" in report:
-        lines.append(f"packing conversations together vs one per pass: {report['packing_speedup']:.2f}x")
+        lines.append(f"packed passes vs the default: {report['packing_speedup']:.2f}x")
     if "tokens_vs_floor" in report:
         lines.append(f"autorule tokens vs floor: {report['tokens_vs_floor']:.2f}x")
     return _emit(report, args.json, lines)
@@ -199,7 +199,7 @@ def add_bench_parsers(sub) -> None:
     bv.add_argument("--model", default="embedded", help="local model spec (default: %(default)s)")
     bv.add_argument("--rules", type=whole(1), default=20, help="rules per conversation (K)")
     bv.add_argument("--conversations", type=whole(1), default=16, help="conversations (N)")
-    bv.add_argument("--modes", default="autorule,per-conversation,reference", help="comma-separated: autorule, per-conversation, reference")
+    bv.add_argument("--modes", default="autorule,packed,reference", help="comma-separated: autorule, packed, reference")
     common(bv)
     bv.set_defaults(func=cmd_verifier)
 

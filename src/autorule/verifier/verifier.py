@@ -69,13 +69,19 @@ def fit_messages(messages: list[Message], max_chars: int) -> list[Message]:
 
 
 def render_prefix(messages: list[Message]) -> str:
-    """Instructions and the conversation, each turn inside nonce-tagged markers."""
+    """Instructions and the conversation. The final response (what a policy writes) sits
+    inside markers tagged with a nonce it cannot contain, and the conversation's closing
+    marker carries it too; earlier turns have plain markers, so all completions of one
+    prompt share everything up to their response (a server's prefix cache, or the local
+    backend's shared head, computes it once)."""
     nonce = _nonce(messages)
-    labels = {"system": "system", "user": "user", "assistant": "assistant"}
     turns = []
     for i, m in enumerate(messages):
-        tag = labels[m.role] + ("-final-response" if i == len(messages) - 1 else "")
-        turns.append(f'<{tag} id="{nonce}">\n{m.content}\n</{tag} id="{nonce}">')
+        if i == len(messages) - 1:
+            tag = f"{m.role}-final-response"
+            turns.append(f'<{tag} id="{nonce}">\n{m.content}\n</{tag} id="{nonce}">')
+        else:
+            turns.append(f"<{m.role}>\n{m.content}\n</{m.role}>")
     return INSTRUCTIONS.substitute(nonce=nonce, turns="\n".join(turns))
 
 
