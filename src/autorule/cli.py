@@ -714,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=whole(1), default=64, help="most samples scored in one verifier pass")
     sv.add_argument("--max-wait-ms", type=number(0), default=10.0, help="how long a batch waits to fill")
     sv.add_argument("--max-queue", type=whole(1), default=1024, help="queued requests before answering 503")
-    sv.add_argument("--workers", type=whole(1), default=None, help="batches scored at once (default: 8 for a verifier server, 1 for a local model)")
+    sv.add_argument("--workers", type=whole(1), default=1, help="batches scored at once; more than 1 helps only a slow verifier server with capacity left (raise --concurrency with it)")
     sv.add_argument("--reward", choices=["total", "rule"], default="total",
                     help="what 'rewards' holds: the composed reward (rule term + --rm + length penalty, clipped per preset) or the rule term alone (default: %(default)s)")
     sv.set_defaults(func=cmd_serve)

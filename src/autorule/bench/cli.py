@@ -106,7 +106,7 @@ def cmd_grpo(args: argparse.Namespace) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     from .server_load import run_server_load
 
-    report = run_server_load(args.clients, args.requests, args.rules, args.verifier_latency, args.max_batch)
+    report = run_server_load(args.clients, args.requests, args.rules, args.verifier_latency, args.max_batch, args.workers)
     lines = [f"{report['answered']}/{report['sent']} answered (statuses {', '.join(report['statuses'])}), {report['errors']} errors, "
              f"{report['mismatched']} rewards not matching their request"]
     if report["answered"]:
@@ -234,6 +234,7 @@ def add_bench_parsers(sub) -> None:
     bl.add_argument("--rules", type=whole(1), default=2)
     bl.add_argument("--verifier-latency", type=number(0), default=0.0, help="seconds each verifier check takes at the mock verifier")
     bl.add_argument("--max-batch", type=whole(1), default=64)
+    bl.add_argument("--workers", type=whole(1), default=None, help="batches the server scores at once (default: the server's, 1)")
     bl.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
     bl.set_defaults(func=cmd_server)
 

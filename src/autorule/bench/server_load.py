@@ -81,12 +81,14 @@ async def _clients(url: str, token: str, clients: int, requests: int) -> list[di
     return results
 
 
-def run_server_load(clients: int = 64, requests: int = 50, rules: int = 2, verifier_latency: float = 0.0, max_batch: int = 64) -> dict:
+def run_server_load(clients: int = 64, requests: int = 50, rules: int = 2, verifier_latency: float = 0.0, max_batch: int = 64,
+                    workers: int | None = None) -> dict:
     token = "bench-token"
     with tempfile.TemporaryDirectory(prefix="autorule-bench-serve-") as tmp, mock_server_process("value", verifier_latency) as verifier_url:
         rules_path = Path(tmp) / "rules.yaml"
         bench_rules(rules).save(rules_path)
-        proc, url = start_reward_server(rules_path, verifier_url, token, Path(tmp) / "serve.log", "--max-batch", str(max_batch))
+        proc, url = start_reward_server(rules_path, verifier_url, token, Path(tmp) / "serve.log", "--max-batch", str(max_batch),
+                                        *(["--workers", str(workers)] if workers else []))
         try:
             start = time.perf_counter()
             results = asyncio.run(_clients(url, token, clients, requests))
@@ -99,7 +101,7 @@ def run_server_load(clients: int = 64, requests: int = 50, rules: int = 2, verif
     answered = sum(r["status"] == 200 for r in results)
     mismatched = sum(r["status"] == 200 and (r["got"] is None or abs(r["got"] - r["expected"]) > 1e-4) for r in results)
     return {
-        "clients": clients, "requests_per_client": requests, "rules": rules, "verifier_latency_s": verifier_latency, "max_batch": max_batch,
+        "clients": clients, "requests_per_client": requests, "rules": rules, "verifier_latency_s": verifier_latency, "max_batch": max_batch, "workers": workers,
         "sent": len(results), "answered": answered, "errors": len(results) - answered, "mismatched": mismatched,
         "statuses": sorted({str(r["status"]) for r in results}),
         "p50_ms": float(np.percentile(latencies, 50)) if answered else None,

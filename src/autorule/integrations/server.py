@@ -4,11 +4,10 @@ OpenRLHF posts `{"query": [...], "prompts": [...], "labels": [...]}` (usually on
 per request, from many workers at once) and expects
 `{"rewards": [...], "scores": [...], "extra_logs": {...}}`. Requests wait in a bounded
 queue; a worker takes up to `max_batch` samples at a time (waiting at most `max_wait_ms`
-for more) and scores them in one verifier pass. `workers` batches are scored at once:
-against a verifier server (vLLM, SGLang, llama-server) one batch's requests leave the
-server idle between its round trips, so several batches in flight keep it busy; a local
-verifier gets one (its forward passes already use every core). A full queue answers 503,
-so load never grows without limit.
+for more) and scores them in one verifier pass. One worker adapts by itself (batches grow
+while it is busy); `workers` > 1 scores several batches at once, which helps only when a
+slow verifier server has capacity left (measured in BENCHMARKS.md). A full queue answers
+503, so load never grows without limit.
 """
 
 from __future__ import annotations
@@ -104,7 +103,7 @@ def create_app(
     max_queue: int = 1024,
     max_body_bytes: int = 8 * 1024 * 1024,
     reward: str = "total",
-    workers: int | None = None,
+    workers: int = 1,
 ) -> FastAPI:
     """The reward service as a FastAPI app (`autorule serve` runs it with uvicorn).
 
@@ -118,7 +117,7 @@ def create_app(
         reward: what `rewards` holds: "total" (the scorer's composed reward: rule term +
             autorule's RM when the scorer has one + length penalty, clipped per the
             preset) or "rule" (the rule term alone).
-        workers: batches scored at once (default: 8 for a verifier server, 1 for a local model).
+        workers: batches scored at once (1: batches grow with the load instead).
 
     Example:
         >>> from autorule import RuleSet, RewardScorer
@@ -131,8 +130,6 @@ def create_app(
     """
     check_reward_kind(reward)
     state: dict[str, Any] = {"queue": None, "workers": [], "batches": 0, "samples": 0, "unparsed_checks": 0, "refused": 0}
-    if workers is None:
-        workers = 8 if hasattr(scorer.verifier.llm.backend, "info") else 1  # a server's client vs a local model
 
     async def worker() -> None:
         queue: asyncio.Queue = state["queue"]
