@@ -329,11 +329,21 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict]]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        source = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises many types for damaged files
         raise DataError(str(path), f"cannot read Parquet file: {e}") from e
-    for i, rec in enumerate(table.to_pylist(), start=1):
-        yield i, rec
+    i = 0
+    batches = source.iter_batches(batch_size=1024)  # a batch at a time: memory stays flat however many rows
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as e:  # a damaged row group shows up only when it is read
+            raise DataError(str(path), f"cannot read Parquet file: {e}", i + 1, "row") from e
+        if batch is None:
+            return
+        for rec in batch.to_pylist():
+            i += 1
+            yield i, rec
 
 
 def _iter_dataset_dir(path: Path) -> Iterator[tuple[int, dict]]:
