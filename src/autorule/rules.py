@@ -36,13 +36,20 @@ class CandidateRef(BaseModel):
     excerpt: str = ""
 
 
+class LintFlag(BaseModel):
+    """One problem `autorule.lint` found in a rule: a short code and the reason in words."""
+
+    code: str
+    reason: str
+
+
 class Rule(BaseModel):
     """A readable rule with its provenance, weight and statistics.
 
     Args:
         id: a stable id derived from the text; text: the rule; weight: its reward weight;
             support: distinct pairs behind it; pairs, candidates: its provenance;
-            stats: validation statistics.
+            stats: validation statistics; lint: problems the rule linter found (see `autorule.lint`).
 
     Example:
         >>> rule = Rule(id=rule_id("The response should cite a source."), text="The response should cite a source.")
@@ -57,6 +64,7 @@ class Rule(BaseModel):
     pairs: list[str] = Field(default_factory=list)
     candidates: list[CandidateRef] = Field(default_factory=list)
     stats: dict[str, Any] = Field(default_factory=dict)
+    lint: list[LintFlag] = Field(default_factory=list)
 
     @field_validator("weight")
     @classmethod

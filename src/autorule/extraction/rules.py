@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from ..lint import fragment_reason
 from ..llm import ChatRequest
 from . import prompt
 
@@ -40,8 +41,9 @@ _FORM = re.compile(r"^(the )?(ai )?(assistant'?s?|model'?s?)?\s*(final )?(respon
 _ITEM = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|\(\d+\))\s+(.*\S)\s*$")
 
 # reasons an item is not kept as a rule (counted in run.json)
-TOO_SHORT, TOO_LONG, NO_FORM, ECHO, BARE_STEM = (
+TOO_SHORT, TOO_LONG, NO_FORM, ECHO, BARE_STEM, FRAGMENT = (
     "rule too short", f"rule longer than {MAX_WORDS} words", "rule not in the required form", "rule repeats the prompt's instructions", "bare stem",
+    "fragment (unfinished sentence)",
 )
 
 
@@ -53,6 +55,16 @@ def _word_ngrams(text: str, n: int = 4) -> set[tuple[str, ...]]:
 # four-word runs of the extraction prompt's own instructions, the required stem taken out:
 # a rule that shares one is the prompt echoed back, not a rule drawn from the reasoning
 _INSTRUCTION_NGRAMS = _word_ngrams(TEMPLATE.template.replace("$justification", " ").replace("The assistant's response should", " | "))
+
+
+def repeats_instructions(rule: str) -> bool:
+    """Whether a rule shares a four-word run with the extraction prompt's own instructions.
+
+    Example:
+        >>> repeats_instructions("The assistant's response should describe general behaviour, not the specific topic.")
+        True
+    """
+    return bool(_word_ngrams(rule) & _INSTRUCTION_NGRAMS)
 
 
 @dataclass
@@ -118,8 +130,10 @@ def parse_rules(text: str) -> ParsedRules:
             reason = TOO_LONG
         elif not _FORM.match(rule):
             reason = NO_FORM
-        elif _word_ngrams(rule) & _INSTRUCTION_NGRAMS:
+        elif repeats_instructions(rule):
             reason = ECHO
+        elif fragment_reason(rule):
+            reason = FRAGMENT
         elif rule.lower() in seen:
             continue
         else:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..data import LoadResult, PairStream, PreferencePair
 from ..llm import LLM
+from ..lint import FRAGMENT, lint_rules
 from ..llm.base import describe_llm_stats
 from ..rules import RuleSet
 from . import merge as merge_stage
@@ -224,7 +225,7 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
         _stages_010_020(run_dir, n, len(distinct), llm, config, progress, chunk)
         counts = _count_stages(run_dir, failures)
         stages["010_020_reasoning_and_rules"] = _stage_mark(start, stages)
-        rules, merge_log = _stage_merge(run_dir, merge_llm, config, progress)
+        rules, merge_log, lint = _stage_merge(run_dir, merge_llm, config, progress)
         stages["030_merge"] = _stage_mark(start, stages)
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
@@ -243,6 +244,7 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
         "duplicates_dropped": merge_log.duplicates_dropped,
         "near_duplicates_merged": merge_log.near_duplicates_merged,
         "rules": len(rules),
+        "lint": lint,
         "failures": dict(failures),
         "merge_failures": merge_log.merge_failures,
         "tokens": tokens,
@@ -443,8 +445,14 @@ def _stage_merge(run_dir: Path, llm: LLM, config: ExtractConfig, progress: bool)
     )
     ruleset = RuleSet(meta={"run_dir": str(run_dir), "model": llm.spec, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, rules=rules)
     ruleset.save(run_dir / "030_rules.yaml")
+    # lint: fragments go (no verifier can judge them); every other flag stays on its rule, for a person
+    report = lint_rules(ruleset, embed=embed)
+    ruleset, fragments = report.without(FRAGMENT)
+    lint = {"fragments_dropped": [r.text for r in fragments], "flags": report.counts}
+    if fragments:
+        log.info("lint: dropped %d fragment(s): %s", len(fragments), "; ".join(repr(r.text) for r in fragments))
     ruleset.save(run_dir / "rules.yaml")
-    return ruleset, merge_log
+    return ruleset, merge_log, lint
 
 
 def print_summary(run_dir: Path, s: dict, console: Console) -> None:
@@ -454,6 +462,10 @@ def print_summary(run_dir: Path, s: dict, console: Console) -> None:
     table.add_row("reasoning without a trace", str(s["reasoning_without_trace"]))
     table.add_row("candidate rules", f"{s['candidates']} from {s['pairs_with_candidates']} pairs ({s['duplicates_dropped']} duplicates dropped)")
     table.add_row("final rules", str(s["rules"]))
+    lint = s.get("lint") or {}
+    if lint.get("fragments_dropped") or lint.get("flags"):
+        flags = ", ".join(f"{k}: {v}" for k, v in lint["flags"].items() if k != FRAGMENT) or "none"
+        table.add_row("lint", f"{len(lint['fragments_dropped'])} fragments dropped; flagged {flags} (autorule rules lint)")
     table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in s["failures"].items()) or "none")
     if s.get("items_dropped"):
         table.add_row("items dropped", ", ".join(f"{k}: {v}" for k, v in s["items_dropped"].items()))
