@@ -182,12 +182,13 @@ def validate(
                           warn=log.warning, progress=progress)
 
 
-def report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def report(run_dir: str | Path, out: str | Path | None = None, compare: str | Path | None = None) -> Path:
     """Write the HTML report of a run directory (extract, validate, train or quickstart).
 
     Args:
         run_dir: the run directory.
         out: the HTML file to write (default: RUN_DIR/report.html).
+        compare: another rules file, shown matched against the run's rules (`autorule.compare`).
 
     Returns:
         The report's path.
@@ -200,7 +201,7 @@ def report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """
     from autorule.reporting import build_report
 
-    return build_report(run_dir, out)
+    return build_report(run_dir, out, compare)
 
 
 __all__ = ["extract", "verify", "validate", "report", "PreferencePair"]

@@ -548,7 +548,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .reporting.build import ReportError
 
     try:
-        path = build_report(args.run_dir, args.out)
+        path = build_report(args.run_dir, args.out, compare=args.compare)
     except ReportError as e:
         err.print(f"[red]error:[/red] {e}", soft_wrap=True)
         return EXIT_BAD_INPUT
@@ -702,6 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write a self-contained report.html for a run directory")
     rp.add_argument("run_dir", metavar="RUN_DIR", help="a quickstart, extract or train output directory")
     rp.add_argument("--out", default=None, metavar="FILE", help="default: RUN_DIR/report.html")
+    rp.add_argument("--compare", default=None, metavar="RULES", help="another rules file: the report shows the two rule sets matched (as `autorule rules diff`)")
     rp.set_defaults(func=cmd_report)
 
     add_bench_parsers(sub)
@@ -718,6 +719,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--reward", choices=["total", "rule"], default="total",
                     help="what 'rewards' holds: the composed reward (rule term + --rm + length penalty, clipped per preset) or the rule term alone (default: %(default)s)")
     sv.set_defaults(func=cmd_serve)
+
+    from .rules_cli import add_rules_parsers
+
+    add_rules_parsers(sub, _add_server_options, _add_cache_options)
 
     qs = sub.add_parser("quickstart", help="run what exists of the pipeline on the sample data with the embedded model")
     qs.add_argument("--out", default="runs/quickstart", help="run directory (default: %(default)s)")

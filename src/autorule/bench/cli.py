@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from pathlib import Path
 
 from rich.console import Console
 
@@ -188,6 +190,32 @@ def cmd_injection(args: argparse.Namespace) -> int:
     return _emit(report, args.json, lines)
 
 
+def cmd_verifier_accuracy(args: argparse.Namespace) -> int:
+    from ..calibration import by_family, judge, render
+    from ..llm import load_llm
+    from .verifier_accuracy import build_gold
+
+    for path, flag in ((args.hh, "--hh"), (args.alpaca, "--alpaca")):
+        if not Path(path).is_file():
+            err.print(f"[red]error:[/red] {path}: no such file; pass {flag} PATH (the shared data, e.g. ../shared/data/)")
+            return 2
+    gold = build_gold(args.hh, args.alpaca, n=args.replies, seed=args.seed)
+    if args.gold_out:
+        Path(args.gold_out).write_text("".join(json.dumps(c.to_dict()) + "\n" for c in gold), encoding="utf-8")
+    options = {"concurrency": args.concurrency} if args.verifier.startswith("openai:") else {}
+    start = time.perf_counter()
+    p_yes = judge(gold, load_llm(args.verifier, **options), progress=not args.json)
+    seconds = time.perf_counter() - start
+    overall, families = by_family(gold, p_yes, args.threshold)
+    labellers = {c.family: c.labeller for c in gold}
+    report = {"verifier": args.verifier, "checks": len(gold), "replies": len({(c.response, json.dumps([m.model_dump() for m in c.prompt])) for c in gold}),
+              "families": len(families), "seconds": round(seconds, 1), "overall": overall.to_dict(),
+              "per_family": {k: v.to_dict() for k, v in families.items()}, "labellers": labellers}
+    lines = [f"{report['checks']} checks ({report['replies']} replies x {len(families)} rules) judged by {args.verifier} in {seconds:.0f} s",
+             *render(overall, families, labellers).splitlines()]
+    return _emit(report, args.json, lines)
+
+
 def add_bench_parsers(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)").add_subparsers(dest="bench_command", required=True)
 
@@ -255,6 +283,19 @@ def add_bench_parsers(sub) -> None:
     bs.add_argument("--validate-pairs", type=_sizes, default=[1000, 10000], help="pair counts for validate with 20 rules (default: 1000,10000)")
     bs.add_argument("--json", action="store_true")
     bs.set_defaults(func=cmd_scale)
+
+    ba = bench.add_parser("verifier-accuracy", help="the verifier's accuracy, AUC and calibration on rules whose truth a program decides (IFEval checkers)")
+    ba.add_argument("--verifier", default="embedded", help="verifier spec: embedded, hf:, gguf: or openai:MODEL@BASE_URL (default: %(default)s)")
+    ba.add_argument("--hh", default="../shared/data/hh-rlhf-harmless-dev.jsonl.gz", metavar="PATH", help="hh-rlhf replies (default: %(default)s)")
+    ba.add_argument("--alpaca", default="../shared/data/alpacaeval-gpt4turbo-annotations-dev.jsonl.gz", metavar="PATH",
+                    help="AlpacaEval replies (default: %(default)s)")
+    ba.add_argument("--replies", type=whole(1), default=48, help="natural replies sampled (rewritten ones come on top; default: %(default)s)")
+    ba.add_argument("--seed", type=whole(0), default=0)
+    ba.add_argument("--threshold", type=number(0, 1), default=0.5)
+    ba.add_argument("--concurrency", type=whole(1), default=8, help="requests in flight, for servers")
+    ba.add_argument("--gold-out", default=None, metavar="FILE", help="also write the labelled checks (the format `autorule calibrate --gold` reads)")
+    ba.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
+    ba.set_defaults(func=cmd_verifier_accuracy)
 
     bi = bench.add_parser("injection", help="how often prompt-injection attacks flip the verifier's verdicts")
     bi.add_argument("--model", default="embedded", help="verifier spec: embedded, hf:, gguf: or openai:MODEL@BASE_URL (default: %(default)s)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from string import Template
 
 from ..rules import RuleSet
+from ..show import find_pairs, pairs_file_for
 
 TEMPLATE = Template((Path(__file__).parent / "template.html").read_text(encoding="utf-8"))
 
@@ -118,7 +119,23 @@ def training_charts(metrics: list[dict]) -> list[str]:
     return out
 
 
-def rules_table(rules: RuleSet, stats: dict[str, dict]) -> str:
+def _source_html(sources) -> str:
+    from ..show import shorten
+
+    return "".join(
+        f"<li class='source'>pair <code>{_e(s.pair_id)}</code><dl>"
+        + "".join(f"<dt>{k}</dt><dd>{_e(shorten(t, 400))}</dd>" for k, t in
+                  (("prompt", s.prompt), ("chosen", s.chosen), ("rejected", s.rejected), ("candidate", s.candidate), ("reasoning", s.reasoning)))
+        + "</dl></li>"
+        for s in sources
+    )
+
+
+def rules_table(rules: RuleSet, stats: dict[str, dict], pairs: dict[str, dict] | None = None) -> str:
+    """The rules with their statistics; each row opens onto its lint flags and provenance:
+    up to three source pairs' texts (from `pairs`, pair id -> record) and every candidate."""
+    from ..show import rule_sources
+
     head = "<tr><th>#</th><th>rule</th><th>support</th><th>agreement [95% CI]</th><th>n</th><th>coverage</th><th>weight</th></tr>"
     rows = []
     for i, r in enumerate(rules.rules, start=1):
@@ -126,19 +143,42 @@ def rules_table(rules: RuleSet, stats: dict[str, dict]) -> str:
         agreement = f"{_pct(s.get('agreement'))} [{_pct(s.get('ci_low'))}, {_pct(s.get('ci_high'))}]" if s else "&ndash;"
         weight = s.get("learned_weight")
         weight_text = f"{r.weight:.2f}" + (f" <span title='learned coefficient'>(fit {weight:.2f})</span>" if weight is not None else "")
+        badges = "".join(f" <span class='lint' title='{_e(f.reason)}'>{_e(f.code)}</span>" for f in r.lint)
+        lint = ("<div class='lint-reasons'>lint: <ul>" + "".join(f"<li><b>{_e(f.code)}</b>: {_e(f.reason)}</li>" for f in r.lint) + "</ul></div>") if r.lint else ""
+        sources = _source_html(rule_sources(r, pairs or {}))
+        sources_html = f"<div>source pairs:</div><ul class='sources'>{sources}</ul>" if sources else ""
         prov = "".join(
             f"<li>pair <code>{_e(c.pair_id)}</code>: &ldquo;{_e(c.text)}&rdquo;<br><small>reasoning: {_e(_short(c.excerpt, 300))}</small></li>"
             for c in r.candidates[:20]
         )
         more = f"<li>&hellip; and {len(r.candidates) - 20} more candidates</li>" if len(r.candidates) > 20 else ""
-        details = (f"<details><summary>{_e(r.text)}</summary><div class='prov'><div>id <code>{_e(r.id)}</code>; source pairs: "
-                   f"{', '.join(f'<code>{_e(p)}</code>' for p in r.pairs) or 'none recorded'}</div><ul>{prov}{more}</ul></div></details>")
-        rows.append(f"<tr class='rule-row'><td class='num'>{i}</td><td>{details}</td><td class='num'>{r.support}</td><td class='num'>{agreement}</td>"
+        details = (f"<details><summary>{_e(r.text)}{badges}</summary><div class='prov'>{lint}<div>id <code>{_e(r.id)}</code>; source pairs: "
+                   f"{', '.join(f'<code>{_e(p)}</code>' for p in r.pairs) or 'none recorded'}</div>{sources_html}"
+                   f"<div>candidates:</div><ul>{prov}{more}</ul></div></details>")
+        row_class = "rule-row linted" if r.lint else "rule-row"
+        rows.append(f"<tr class='{row_class}'><td class='num'>{i}</td><td>{details}</td><td class='num'>{r.support}</td><td class='num'>{agreement}</td>"
                     f"<td class='num'>{s.get('n', '&ndash;')}</td><td class='num'>{_pct(s.get('coverage'))}</td><td class='num'>{weight_text}</td></tr>")
-    return f"<table id='rule-table'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    flagged = sum(1 for r in rules.rules if r.lint)
+    note = (f"<p class='lint-note'>{flagged} of {len(rules)} rules are flagged by the linter (hover a flag for its reason; "
+            f"<code>autorule rules lint</code>).</p>") if flagged else ""
+    return f"{note}<table id='rule-table'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def comparison_html(diff, name_a: str, name_b: str) -> str:
+    """A `RuleDiff` as a table: matched rules side by side with their similarity (and agreement), then the unique ones."""
+    counts = diff.to_dict()["counts"]
+    rows = []
+    for m in diff.matches:
+        agreement = f"{m.agreement:.0%} of {m.n}" if m.agreement is not None else "&ndash;"
+        sim = f"{m.similarity:.2f}" if m.similarity is not None else "&ndash;"
+        rows.append(f"<tr class='diff-{m.kind}'><td>{m.kind}</td><td>{_e(m.a.text) if m.a else ''}</td><td>{_e(m.b.text) if m.b else ''}</td>"
+                    f"<td class='num'>{sim}</td><td class='num'>{agreement}</td></tr>")
+    return (f"<p>{_e(name_a)} against {_e(name_b)}: {counts['shared']} shared, {counts['similar']} similar, {counts['only-a']} only in the first, "
+            f"{counts['only-b']} only in the second (matched one to one by embedding).</p><table id='diff-table'><thead><tr><th>kind</th>"
+            f"<th>{_e(name_a)}</th><th>{_e(name_b)}</th><th>similarity</th><th>same verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, compare: str | Path | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,6 +192,14 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if rules_path is None and metrics_path is None:
         raise ReportError(f"{run_dir}: no rules.yaml and no metrics.jsonl here or in extract/ and grpo/: nothing to report")
     rules = RuleSet.load(rules_path) if rules_path else RuleSet()
+    pairs_file = pairs_file_for(rules_path) if rules_path else None
+    pairs = find_pairs(pairs_file, {c.pair_id for r in rules.rules for c in r.candidates[:20]}) if pairs_file else {}
+    comparison = ""
+    if compare is not None:
+        from ..compare import diff_rules
+
+        other = RuleSet.load(compare)
+        comparison = "<section id='comparison'><h2>Compared with another rule set</h2>" + comparison_html(diff_rules(rules, other), str(rules_path), str(compare)) + "</section>"
     run = _json(extract_dir / "run.json") if extract_dir else None
     validation = _json(extract_dir / "validation.json") if extract_dir else None
     stats = {r["id"]: r for r in validation.get("rules", [])} if validation else {}
@@ -199,7 +247,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     page = TEMPLATE.substitute(
         title=_e(run_dir.resolve().name), generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cards=cards_html,
-        rules_table=rules_table(rules, stats) if rules.rules else "<p class='empty'>No rules in this run.</p>",
+        rules_table=(rules_table(rules, stats, pairs) if rules.rules else "<p class='empty'>No rules in this run.</p>") + comparison,
         charts=charts_html, warnings=warnings_html, metadata=metadata_html,
     )
     path = Path(out) if out else run_dir / "report.html"
