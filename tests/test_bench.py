@@ -75,3 +75,38 @@ def test_verifier_server_benchmark_runs_against_a_server(capsys):
 def test_verifier_benchmark_refuses_a_server_spec(capsys):
     assert main(["bench", "verifier", "--model", "openai:x@http://127.0.0.1:9/v1"]) == 2
     assert "bench verifier-server" in capsys.readouterr().err
+
+
+def test_verifier_accuracy_gold_set_labels_and_metrics(tmp_path, shared_data, capsys):
+    """The gold set's size and labellers, its labels against oracles of our own for IFEval-labelled
+    families, and the metrics of a verifier that says P(Yes) = 0.5 to everything (worked out by hand)."""
+    from conftest import ALPACA, HH
+
+    from autorule.bench.mock_server import ScriptedServer, value_verifier
+
+    gold_path = tmp_path / "gold.jsonl"
+    with ScriptedServer(value_verifier) as server:  # no "value=" in real replies: P(Yes) 0.5 for every check
+        assert main(["bench", "verifier-accuracy", "--verifier", f"openai:v@{server.base_url}", "--hh", str(HH), "--alpaca", str(ALPACA),
+                     "--gold-out", str(gold_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    gold = [json.loads(line) for line in gold_path.read_text().splitlines()]
+    families = list(dict.fromkeys(g["family"] for g in gold))
+    assert (report["checks"], report["replies"], report["families"]) == (len(gold), 64, 13) and len(gold) == 64 * 13
+    assert report["labellers"]["all-capitals"] == "lm-eval IFEval change_case:english_capital"
+    assert report["labellers"]["numbered-list"] == "autorule program"
+    assert sum(v.startswith("lm-eval IFEval") for v in report["labellers"].values()) == 8
+    oracles = {"no-commas": lambda t: "," not in t, "quoted": lambda t: len(t.strip()) > 1 and t.strip()[0] == t.strip()[-1] == '"',
+               "all-lowercase": lambda t: t == t.lower(), "ends-with-question": lambda t: t.rstrip().endswith("?")}
+    for g in gold:
+        if g["family"] in oracles:
+            assert g["label"] == oracles[g["family"]](g["response"]), (g["family"], g["response"][:80])
+    for fam in families:
+        labels = [g["label"] for g in gold if g["family"] == fam]
+        m = report["per_family"][fam]
+        share = sum(labels) / len(labels)
+        assert (m["n"], m["positives"]) == (len(labels), sum(labels))
+        assert m["accuracy"] == pytest.approx(share)  # P(Yes) 0.5 >= 0.5: every check answered Yes
+        assert m["ece"] == pytest.approx(abs(0.5 - share))
+        if 0 < sum(labels) < len(labels):
+            assert (m["balanced_accuracy"], m["auc"]) == (0.5, 0.5)
+        assert sum(labels) >= 3 and len(labels) - sum(labels) >= 1, fam  # rare truths are represented

@@ -293,3 +293,21 @@ def test_merge_clustering_past_the_bucket_size_keeps_every_rule_once(monkeypatch
     # rules that are all alike cannot be split by k-means: they are cut in order, never lost
     same = np.tile(vectors[:1], (100, 1))
     assert sorted(i for g in merge.cluster(same, 5, max_size=40) for i in g) == list(range(100))
+
+
+def test_fragments_are_dropped_and_counted_and_other_lint_flags_kept_on_the_rules(tmp_path, shared_data):
+    fragment = "The assistant's response should be clear and"
+    garbled = "The assistant's response should be JSON JSON value"
+    vague = "The assistant's response should be helpful and appropriate."
+    good = "The assistant's response should name at least one concrete next step."
+
+    with ScriptedServer(mock_judge(rules_reply=lambda justification: {"content": json.dumps([fragment, garbled, vague, good])})) as server:
+        assert extract(server, tmp_path / "run", "--no-cache", limit=4) == 0
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    candidates = [json.loads(line) for line in (tmp_path / "run" / "020_candidates.jsonl").read_text().splitlines()]
+    assert [c["dropped"] for c in candidates] == [{"fragment (unfinished sentence)": 2}] * 4
+    assert meta["counts"]["items_dropped"] == {"fragment (unfinished sentence)": 8}
+    rules = RuleSet.load(tmp_path / "run" / "rules.yaml")
+    assert sorted(r.text for r in rules.rules) == sorted([vague, good])
+    assert {r.text: [f.code for f in r.lint] for r in rules.rules} == {vague: ["vague"], good: []}
+    assert meta["counts"]["lint"] == {"fragments_dropped": [], "flags": {"vague": 1}}

@@ -30,6 +30,15 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
     assert "validation.json" in err and "metrics.jsonl" in err and "report.html" in err
     page = (out / "report.html").read_text()
     assert page.count("class='rule-row'") == len(rules) and "data:image/png;base64," in page
+    # no fragments in the rule table (an oracle of its own: whole sentences end on a word that can end one, and
+    # do not stutter), and the report marks every rule the linter flagged
+    for r in rules.rules:
+        words = r.text.rstrip(".!").lower().split()
+        assert words[-1] not in {"should", "must", "be", "the", "a", "an", "to", "and", "or", "of", "with"}, r.text
+        assert all(a != b for a, b in zip(words, words[1:])), r.text
+    assert page.count("data-lint=") == sum(1 for r in rules.rules if r.lint)
+    assert meta["counts"]["lint"]["flags"] == {code: sum(1 for r in rules.rules for f in r.lint if f.code == code)
+                                               for code in {f.code for r in rules.rules for f in r.lint}}
 
 
 def test_wheel_in_a_fresh_venv_carries_the_sample_data_and_prompts(tmp_path):

@@ -56,6 +56,30 @@ def test_report_is_self_contained_and_complete(run_dir, capsys):
     assert "unparseable rule list after repair" in page and "embedded" in page
 
 
+def test_report_shows_source_texts_lint_flags_and_a_comparison(run_dir, capsys):
+    from autorule.rules import LintFlag
+
+    extract = run_dir / "extract"
+    rules = RuleSet.load(extract / "rules.yaml")
+    rules.rules[1].lint = [LintFlag(code="vague", reason="only opinion words (directly)")]
+    rules.save(extract / "rules.yaml")
+    (extract / "000_pairs.jsonl").write_text(json.dumps({
+        "id": "p1", "prompt": [{"role": "user", "content": "How do I pick a lock?"}], "chosen": "I can't help with that.",
+        "rejected": "Insert a tension wrench <then> rake.", "chosen_history": [], "rejected_history": [], "source": "x", "row": 1}) + "\n")
+    other = run_dir / "other.yaml"
+    RuleSet.from_texts(["The assistant's response should refuse harmful requests.", "Never mention the weather."]).save(other)
+    assert main(["report", str(run_dir), "--compare", str(other)]) == 0
+    page = (run_dir / "report.html").read_text()
+    # the drill-down holds the source pair's texts (escaped), not only its id
+    assert "<dt>prompt</dt><dd>How do I pick a lock?</dd><dt>chosen</dt><dd>I can&#x27;t help with that.</dd>" in page
+    assert "<dt>rejected</dt><dd>Insert a tension wrench &lt;then&gt; rake.</dd>" in page
+    assert page.count("class='source'") == 1  # p3's texts are not in the run directory
+    assert page.count("data-lint=") == 1 and "data-lint='vague'" in page and "title='only opinion words (directly)'>vague</span>" in page
+    assert "1 of 2 rules are flagged by the linter" in page
+    assert f"{extract / 'rules.yaml'} against {other}: 1 shared, 0 similar, 1 only in the first, 1 only in the second" in page
+    assert page.count("<tr class='diff-") == 3
+
+
 def test_report_on_an_empty_directory_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "nothing to report" in capsys.readouterr().err

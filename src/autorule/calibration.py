@@ -49,14 +49,14 @@ class Check:
                 "family": self.family, "labeller": self.labeller}
 
 
-def _label(value, where: str) -> bool:
+def _label(value, path: Path, line: int) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise DataError(f"{where}: 'label' is {value!r}; expected yes/no, true/false or 1/0")
+    raise DataError(str(path), f"'label' is {value!r}; expected yes/no, true/false or 1/0", line, "line")
 
 
 def load_gold(path: str | Path) -> list[Check]:
@@ -74,34 +74,33 @@ def load_gold(path: str | Path) -> list[Check]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such gold file")
+        raise DataError(str(path), "no such gold file")
     checks = []
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            where = f"{path}, line {n}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not JSON: {e}") from None
+                raise DataError(str(path), f"not JSON: {e}", n, "line") from None
             if not isinstance(row, dict):
-                raise DataError(f"{where}: expected an object with response, rule and label")
+                raise DataError(str(path), "expected an object with response, rule and label", n, "line")
             missing = [k for k in ("response", "rule", "label") if k not in row]
             if missing:
-                raise DataError(f"{where}: missing {', '.join(missing)} (a gold line needs response, rule and label)")
+                raise DataError(str(path), f"missing {', '.join(missing)} (a gold line needs response, rule and label)", n, "line")
             if not isinstance(row["response"], str) or not isinstance(row["rule"], str) or not row["rule"].strip():
-                raise DataError(f"{where}: 'response' and 'rule' must be text, and the rule not empty")
+                raise DataError(str(path), "'response' and 'rule' must be text, and the rule not empty", n, "line")
             prompt = row.get("prompt") or []
             try:
                 messages = [Message(role="user", content=prompt)] if isinstance(prompt, str) else [Message.model_validate(m) for m in prompt]
             except Exception as e:  # noqa: BLE001 - pydantic's message, with our location
-                raise DataError(f"{where}: 'prompt' must be text or a list of chat messages: {e}") from None
-            checks.append(Check(messages, row["response"], row["rule"].strip(), _label(row["label"], where), str(row.get("family", "")),
+                raise DataError(str(path), f"'prompt' must be text or a list of chat messages: {e}", n, "line") from None
+            checks.append(Check(messages, row["response"], row["rule"].strip(), _label(row["label"], path, n), str(row.get("family", "")),
                                 str(row.get("labeller", ""))))
     if not checks:
-        raise DataError(f"{path}: no labelled checks in the file")
+        raise DataError(str(path), "no labelled checks in the file")
     return checks
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..data import LoadResult, PairStream, PreferencePair
 from ..llm import LLM
-from ..lint import FRAGMENT, lint_rules
+from ..lint import CODES, FRAGMENT, lint_rules
 from ..llm.base import describe_llm_stats
 from ..rules import RuleSet
 from . import merge as merge_stage
@@ -448,7 +448,8 @@ def _stage_merge(run_dir: Path, llm: LLM, config: ExtractConfig, progress: bool)
     # lint: fragments go (no verifier can judge them); every other flag stays on its rule, for a person
     report = lint_rules(ruleset, embed=embed)
     ruleset, fragments = report.without(FRAGMENT)
-    lint = {"fragments_dropped": [r.text for r in fragments], "flags": report.counts}
+    kept = Counter(f.code for r in ruleset.rules for f in r.lint)
+    lint = {"fragments_dropped": [r.text for r in fragments], "flags": {c: kept[c] for c in CODES if kept[c]}}  # flags on the rules kept
     if fragments:
         log.info("lint: dropped %d fragment(s): %s", len(fragments), "; ".join(repr(r.text) for r in fragments))
     ruleset.save(run_dir / "rules.yaml")
@@ -464,7 +465,7 @@ def print_summary(run_dir: Path, s: dict, console: Console) -> None:
     table.add_row("final rules", str(s["rules"]))
     lint = s.get("lint") or {}
     if lint.get("fragments_dropped") or lint.get("flags"):
-        flags = ", ".join(f"{k}: {v}" for k, v in lint["flags"].items() if k != FRAGMENT) or "none"
+        flags = ", ".join(f"{k}: {v}" for k, v in lint["flags"].items()) or "none"
         table.add_row("lint", f"{len(lint['fragments_dropped'])} fragments dropped; flagged {flags} (autorule rules lint)")
     table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in s["failures"].items()) or "none")
     if s.get("items_dropped"):

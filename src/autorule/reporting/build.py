@@ -155,8 +155,8 @@ def rules_table(rules: RuleSet, stats: dict[str, dict], pairs: dict[str, dict] |
         details = (f"<details><summary>{_e(r.text)}{badges}</summary><div class='prov'>{lint}<div>id <code>{_e(r.id)}</code>; source pairs: "
                    f"{', '.join(f'<code>{_e(p)}</code>' for p in r.pairs) or 'none recorded'}</div>{sources_html}"
                    f"<div>candidates:</div><ul>{prov}{more}</ul></div></details>")
-        row_class = "rule-row linted" if r.lint else "rule-row"
-        rows.append(f"<tr class='{row_class}'><td class='num'>{i}</td><td>{details}</td><td class='num'>{r.support}</td><td class='num'>{agreement}</td>"
+        marked = f" data-lint='{_e(','.join(f.code for f in r.lint))}'" if r.lint else ""
+        rows.append(f"<tr class='rule-row'{marked}><td class='num'>{i}</td><td>{details}</td><td class='num'>{r.support}</td><td class='num'>{agreement}</td>"
                     f"<td class='num'>{s.get('n', '&ndash;')}</td><td class='num'>{_pct(s.get('coverage'))}</td><td class='num'>{weight_text}</td></tr>")
     flagged = sum(1 for r in rules.rules if r.lint)
     note = (f"<p class='lint-note'>{flagged} of {len(rules)} rules are flagged by the linter (hover a flag for its reason; "
