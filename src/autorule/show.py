@@ -134,11 +134,12 @@ def rules_listing(rules: RuleSet) -> str:
          #  id          support  weight  agreement  lint  rule
          1  r-93083b3d        0    1.00  -          -     The response should be short.
     """
-    lines = [f"{'#':>2}  {'id':<10}  {'support':>7}  {'weight':>6}  {'agreement':<9}  {'lint':<4}  rule"]
-    for i, r in enumerate(rules.rules, start=1):
+    flags = [",".join(f.code for f in r.lint) or "-" for r in rules.rules]
+    width = max([4, *map(len, flags)])
+    lines = [f"{'#':>2}  {'id':<10}  {'support':>7}  {'weight':>6}  {'agreement':<9}  {'lint':<{width}}  rule"]
+    for i, (r, flag) in enumerate(zip(rules.rules, flags), start=1):
         agreement = _pct(r.stats.get("validation", {}).get("agreement"))
-        flags = ",".join(f.code for f in r.lint) or "-"
-        lines.append(f"{i:>2}  {r.id:<10}  {r.support:>7}  {r.weight:>6.2f}  {agreement:<9}  {flags:<4}  {r.text}")
+        lines.append(f"{i:>2}  {r.id:<10}  {r.support:>7}  {r.weight:>6.2f}  {agreement:<9}  {flag:<{width}}  {r.text}")
     return "\n".join(lines)
 
 

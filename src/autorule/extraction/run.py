@@ -464,9 +464,11 @@ def print_summary(run_dir: Path, s: dict, console: Console) -> None:
     table.add_row("candidate rules", f"{s['candidates']} from {s['pairs_with_candidates']} pairs ({s['duplicates_dropped']} duplicates dropped)")
     table.add_row("final rules", str(s["rules"]))
     lint = s.get("lint") or {}
-    if lint.get("fragments_dropped") or lint.get("flags"):
+    if lint:
         flags = ", ".join(f"{k}: {v}" for k, v in lint["flags"].items()) or "none"
-        table.add_row("lint", f"{len(lint['fragments_dropped'])} fragments dropped; flagged {flags} (autorule rules lint)")
+        fragments = (s.get("items_dropped") or {}).get(rules_stage.FRAGMENT, 0)
+        table.add_row("lint", f"flagged {flags}; fragments dropped: {fragments} candidates, {len(lint['fragments_dropped'])} final rules "
+                              "(`autorule rules show` lists the flags)")
     table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in s["failures"].items()) or "none")
     if s.get("items_dropped"):
         table.add_row("items dropped", ", ".join(f"{k}: {v}" for k, v in s["items_dropped"].items()))

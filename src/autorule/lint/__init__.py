@@ -62,7 +62,8 @@ _FILLER = set("be is are the a an more most very and or of to in its it overall 
 _PROMPT_FORMAT = re.compile(
     r"\bjson (array|list|format|object)s?\b|\barray of\b|\blist of (rules|strings|statements)\b|\brule-like\b|\bobjective and checkable\b"
     r"|\bthe (required|following) (form|format)\b|\bstatements? (that|which) (start|begin)|\b(be|in|as) (a |valid )?json\b"
-    r"|\b(specified|given|following|above) (set of )?rules\b",
+    r"|\b(specified|given|following|above) (set of )?rules\b|\b(sentence|statement)s? (starting|beginning) with\b"
+    r"|['\"]the assistant'?s (response|reply|answer) should",
     re.IGNORECASE,
 )
 
