@@ -8,6 +8,7 @@ The public API (imported lazily, so `import autorule` stays fast)::
     result = autorule.validate(rules, held_out, verifier="openai:...")
     scorer = autorule.RewardScorer(rules, autorule.load_llm("openai:..."))
     scorer.score([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]]).total
+    autorule.lint_rules(rules).flagged                          # rule quality: lint, diff, export, calibrate
 
 Library calls are quiet; pass ``progress=True`` for progress bars, and configure the
 "autorule" logger to see stage messages.
@@ -46,6 +47,12 @@ _EXPORTS = {
     "RuleReward": "autorule.integrations.trl",
     "SAMPLE_PAIRS": "autorule.examples",
     "AsyncRuleReward": "autorule.integrations.trl",
+    "lint_rules": "autorule.lint",
+    "diff_rules": "autorule.compare",
+    "export_rules": "autorule.export",
+    "import_rules": "autorule.export",
+    "load_gold": "autorule.calibration",
+    "calibrate": "autorule.calibration",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -66,6 +73,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from autorule.api import extract, report, validate, verify
+    from autorule.calibration import calibrate, load_gold
+    from autorule.compare import diff_rules
+    from autorule.export import export_rules, import_rules
+    from autorule.lint import lint_rules
     from autorule.examples import SAMPLE_PAIRS
     from autorule.data import DataError, LoadResult, Message, PreferencePair, load_pairs
     from autorule.integrations.trl import AsyncRuleReward, RuleReward

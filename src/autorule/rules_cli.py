@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from .export import FORMATS
 from .settings import model_spec, number, whole
 
 
@@ -170,7 +171,7 @@ def add_rules_parsers(sub, server_options, cache_options) -> None:
 
     ex = rules.add_parser("export", help="write rules as markdown, a constitution, a pairwise judge prompt, or JSON")
     ex.add_argument("rules", metavar="RULES", help="rules file")
-    ex.add_argument("--as", dest="as_", required=True, choices=["markdown", "constitution", "judge-prompt", "json"], help="output format")
+    ex.add_argument("--as", dest="as_", required=True, choices=FORMATS, help="output format")
     ex.add_argument("-o", "--out", default=None, help="output file (default: stdout)")
     ex.set_defaults(func=cmd_export)
 
