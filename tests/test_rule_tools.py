@@ -19,6 +19,7 @@ LINT_RULES = [
     "The assistant's response should be helpful and appropriate.",
     "The assistant's response should be a JSON array of strings.",
     "The assistant's response should be clear while avoiding jargon.",
+    "The assistant's response should be short; it should cite sources.",
 ]
 
 
@@ -43,7 +44,9 @@ def test_lint_cli_flags_each_problem_with_its_reason(tmp_path, capsys):
         "  prompt-format: restates the extraction prompt's format ('be a JSON'), not a property of responses",
         f"{ids[7]}  The assistant's response should be clear while avoiding jargon.",
         "  compound: two demands joined by 'while': split it, so each can be judged and weighted",
-        "8 rules, 7 flagged: fragment 2, names-response 1, compound 2, vague 1, prompt-format 2",
+        f"{ids[8]}  The assistant's response should be short; it should cite sources.",
+        "  compound: two demands joined by ';': split it, so each can be judged and weighted",
+        "9 rules, 8 flagged: fragment 2, names-response 1, compound 3, vague 1, prompt-format 2",
     ]
     assert main(["rules", "lint", str(path), "--no-embeddings", "--strict"]) == 1
 

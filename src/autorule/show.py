@@ -90,7 +90,7 @@ def find_pairs(path: str | Path, ids: set[str]) -> dict[str, dict]:
         return found
     from .data import stream_pairs
 
-    for pair in stream_pairs(str(path)):
+    for pair in stream_pairs(str(path), on_bad_row="skip"):  # the ids of the rows that read; bad rows cannot be sources
         if pair.id in ids:
             found[pair.id] = pair.model_dump()
             if not ids - found.keys():

@@ -50,7 +50,7 @@ _VERBS = set(
     "reflect support tailor validate engage redirect return directly not never always".split()
 )
 _COMPOUND = re.compile(
-    r"\bwhile\b|\bas well as\b|\bbut also\b|\bfollowed by\b|;\s*\w|\band (also |should |must )?(" + "|".join(sorted(_VERBS)) + r")(s|ing)?\b", re.IGNORECASE
+    r"\bwhile\b|\bas well as\b|\bbut also\b|\bfollowed by\b|;(?=\s*\w)|\band (also |should |must )?(" + "|".join(sorted(_VERBS)) + r")(s|ing)?\b", re.IGNORECASE
 )
 # opinions with no observable property; a rule made only of these (and filler) cannot be decided
 _VAGUE_WORDS = set(
@@ -131,7 +131,7 @@ def pattern_flags(text: str) -> list[LintFlag]:
     if m := _PROMPT_FORMAT.search(text):
         flags.append(LintFlag(code=PROMPT_FORMAT, reason=f"restates the extraction prompt's format ('{m.group(0)}'), not a property of responses"))
     else:
-        from ..extraction.rules import repeats_instructions
+        from ..extraction.rules import repeats_instructions  # here: extraction.rules imports this module
 
         if repeats_instructions(text):
             flags.append(LintFlag(code=PROMPT_FORMAT, reason="repeats the extraction prompt's instructions"))
@@ -227,7 +227,7 @@ def lint_rules(rules: RuleSet, *, embed: Callable[[list[str]], np.ndarray] | Non
     for r in linted.rules:
         r.lint = pattern_flags(r.text)
     if embed is not False:
-        if embed is None:
+        if embed is None:  # imported here: extraction imports this module (fragments are dropped while parsing)
             from ..extraction.merge import load_embedder
 
             embed = load_embedder()
