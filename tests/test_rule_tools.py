@@ -289,3 +289,12 @@ def test_calibrate_names_the_file_and_line_of_a_bad_gold_row(tmp_path, capsys):
     gold.write_text(json.dumps({"response": "x", "label": True}) + "\n")
     assert main(["calibrate", "--gold", str(gold)]) == 2
     assert f"{gold}, line 1: missing rule" in capsys.readouterr().err
+
+
+def test_judge_asks_rules_that_differ_only_in_punctuation_as_written():
+    from autorule.calibration import Check, judge
+
+    checks = [Check([], "Hi", "The response should be short.", True), Check([], "Hi", "The response should be short!", False)]
+    llm = ScriptedLLM(lambda prefix, q: 0.9 if "short!" in q else 0.2)
+    assert judge(checks, llm).tolist() == [0.2, 0.9]
+    assert len({prefix for prefix, _ in llm.calls}) == 1  # one reply: its checks share one prefix

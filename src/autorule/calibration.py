@@ -48,6 +48,11 @@ class Check:
         return {"prompt": [m.model_dump() for m in self.prompt], "response": self.response, "rule": self.rule, "label": self.label,
                 "family": self.family, "labeller": self.labeller}
 
+    @property
+    def conversation_key(self) -> str:
+        """The judged conversation (prompt and response) as text: checks with one key are one reply, sharing a verifier prefix."""
+        return json.dumps([[m.model_dump() for m in self.prompt], self.response])
+
 
 def _label(value, path: Path, line: int) -> bool:
     if isinstance(value, bool):
@@ -117,16 +122,16 @@ def judge(checks: list[Check], llm, *, style: str = "default", max_input_tokens:
         >>> judge([Check([], "Hi", "The response should be short.", True)], FakeLLM(p_yes=0.7)).tolist()
         [0.7]
     """
-    from .rules import RuleSet
+    from .rules import RuleSet, rule_id
     from .verifier import Verifier
     from .verifier.verifier import QUESTIONS
 
-    rules = RuleSet.from_texts(list(dict.fromkeys(c.rule for c in checks)))
+    # one rule per id: texts that differ only in case or punctuation share an id, and a RuleSet refuses repeated ids
+    rules = RuleSet.from_texts(list({rule_id(c.rule): c.rule for c in checks}.values()))
     verifier = Verifier(llm, rules, style=style, max_input_tokens=max_input_tokens)
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(checks):
-        key = json.dumps([[m.model_dump() for m in c.prompt], c.response])
-        groups.setdefault(key, []).append(i)
+        groups.setdefault(c.conversation_key, []).append(i)
     items, order = [], []
     for indices in groups.values():
         first = checks[indices[0]]

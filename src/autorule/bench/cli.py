@@ -208,7 +208,7 @@ def cmd_verifier_accuracy(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     overall, families = by_family(gold, p_yes, args.threshold)
     labellers = {c.family: c.labeller for c in gold}
-    report = {"verifier": args.verifier, "checks": len(gold), "replies": len({(c.response, json.dumps([m.model_dump() for m in c.prompt])) for c in gold}),
+    report = {"verifier": args.verifier, "checks": len(gold), "replies": len({c.conversation_key for c in gold}),
               "families": len(families), "seconds": round(seconds, 1), "overall": overall.to_dict(),
               "per_family": {k: v.to_dict() for k, v in families.items()}, "labellers": labellers}
     lines = [f"{report['checks']} checks ({report['replies']} replies x {len(families)} rules) judged by {args.verifier} in {seconds:.0f} s",
