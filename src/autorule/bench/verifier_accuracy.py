@@ -11,6 +11,7 @@ cover the rule (code nobody here wrote), else a short rule of ours, named in the
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import random
@@ -42,8 +43,10 @@ class Family:
     check: Callable[[str], bool]
 
 
-def _ifeval(instruction_id: str, **kwargs) -> Callable[[str], bool]:
-    """An IFEval instruction checker from lm-eval's registry, built with `kwargs`."""
+@functools.cache
+def _ifeval_registry() -> dict:
+    """lm-eval's IFEval instruction registry, imported once, quietly and offline."""
+    import langdetect
     import nltk
 
     download = nltk.download
@@ -53,13 +56,15 @@ def _ifeval(instruction_id: str, **kwargs) -> Callable[[str], bool]:
             from lm_eval.tasks.ifeval import instructions_registry
     finally:
         nltk.download = download
-    import langdetect
-
     # it logs an error for replies with no letters (e.g. only dots) and answers False: expected here
     logging.getLogger("lm_eval.tasks.ifeval.instructions").setLevel(logging.CRITICAL)
-
     langdetect.DetectorFactory.seed = 0  # the language checker's detector is random unless seeded
-    checker = instructions_registry.INSTRUCTION_DICT[instruction_id](instruction_id)
+    return instructions_registry.INSTRUCTION_DICT
+
+
+def _ifeval(instruction_id: str, **kwargs) -> Callable[[str], bool]:
+    """An IFEval instruction checker from lm-eval's registry, built with `kwargs`."""
+    checker = _ifeval_registry()[instruction_id](instruction_id)
     checker.build_description(**kwargs)
     return lambda text: bool(checker.check_following(text))
 
@@ -143,10 +148,9 @@ def sample_replies(hh: str | Path, alpaca: str | Path, families: list[Family], n
                     picked.append(i)
                     have += 1
     rest = [i for i in range(len(pool)) if i not in picked]
-    picked += rest[: max(0, n - len(picked))]
-    out = [pool[i] for i in picked]
-    chosen = set(picked)
-    spare = [i for i in rest if i not in chosen]
+    fill = max(0, n - len(picked))
+    out = [pool[i] for i in picked + rest[:fill]]
+    spare = rest[fill:]  # never picked: the rewrites' sources
     for k, (name, rewrite) in enumerate(REWRITES.items()):
         for i in spare[k * rewrites : (k + 1) * rewrites]:
             prompt, text, source = pool[i]

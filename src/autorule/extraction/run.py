@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..data import LoadResult, PairStream, PreferencePair
 from ..llm import LLM
-from ..lint import CODES, FRAGMENT, lint_rules
+from ..lint import FRAGMENT, LintReport, lint_rules
 from ..llm.base import describe_llm_stats
 from ..rules import RuleSet
 from . import merge as merge_stage
@@ -448,8 +448,7 @@ def _stage_merge(run_dir: Path, llm: LLM, config: ExtractConfig, progress: bool)
     # lint: fragments go (no verifier can judge them); every other flag stays on its rule, for a person
     report = lint_rules(ruleset, embed=embed)
     ruleset, fragments = report.without(FRAGMENT)
-    kept = Counter(f.code for r in ruleset.rules for f in r.lint)
-    lint = {"fragments_dropped": [r.text for r in fragments], "flags": {c: kept[c] for c in CODES if kept[c]}}  # flags on the rules kept
+    lint = {"fragments_dropped": [r.text for r in fragments], "flags": LintReport(ruleset).counts}  # flags on the rules kept
     if fragments:
         log.info("lint: dropped %d fragment(s): %s", len(fragments), "; ".join(repr(r.text) for r in fragments))
     ruleset.save(run_dir / "rules.yaml")

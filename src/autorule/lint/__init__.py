@@ -58,7 +58,7 @@ _VAGUE_WORDS = set(
     "engaging proper properly suitable reasonable thoughtful quality high overall well better-quality higher-quality nuanced "
     "comprehensive thorough insightful valuable meaningful satisfying satisfactory adequate ideal optimal superior positive".split()
 )
-_FILLER = set("be is are the a an more most very and or of to in its it overall generally always highly more and also".split())
+_FILLER = set("be is are the a an more most very and or of to in its it overall generally always highly also".split())
 _PROMPT_FORMAT = re.compile(
     r"\bjson (array|list|format|object)s?\b|\barray of\b|\blist of (rules|strings|statements)\b|\brule-like\b|\bobjective and checkable\b"
     r"|\bthe (required|following) (form|format)\b|\bstatements? (that|which) (start|begin)|\b(be|in|as) (a |valid )?json\b"
