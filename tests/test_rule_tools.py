@@ -281,6 +281,21 @@ def test_calibrate_through_a_server_reports_metrics_and_a_threshold(tmp_path, ca
     assert overall["ece"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.6 + 0.6 + 0.3 + 0.2 + 0.1) / 8)
 
 
+def test_calibrate_prints_the_table_and_suggests_a_threshold(tmp_path, capsys):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"response": r, "rule": f"The response should be {fam}.", "label": y, "family": fam, "labeller": "me"}) + "\n"
+                            for r, y, fam in GOLD))
+    with ScriptedServer(value_verifier) as server:
+        assert main(["calibrate", "--gold", str(gold), "--verifier", f"openai:v@{server.base_url}", "--no-cache"]) == 0
+    # the numbers are the ones worked out by hand in the test above; ECE (0.1+0.2+0.3+0.6+0.6+0.3+0.2+0.1)/8 = 0.3 in each family too
+    assert capsys.readouterr().out.splitlines()[1:5] == [
+        "family               checks   yes    acc bal.acc    AUC    ECE best cut bal.acc@cut  labeller",
+        "caps                      4     2  75.0%   75.0%  1.000  0.300    0.800      100.0%  me",
+        "list                      4     2  75.0%   75.0%  1.000  0.300    0.400      100.0%  me",
+        "all                       8     4  75.0%   75.0%  0.938  0.300    0.400       87.5%",
+    ]
+
+
 def test_calibrate_names_the_file_and_line_of_a_bad_gold_row(tmp_path, capsys):
     gold = tmp_path / "gold.jsonl"
     gold.write_text(json.dumps({"response": "x", "rule": "r", "label": "yes"}) + "\n" + json.dumps({"response": "x", "rule": "r", "label": "maybe"}) + "\n")
