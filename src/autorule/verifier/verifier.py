@@ -21,6 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data import Message, to_conversation
+# the truncation moved to a shared module (extraction fits its prompts the same way); old names kept
+from ..fitting import CHAT_TEMPLATE_RESERVE, DEFAULT_CONTEXT, OMITTED, fit_messages, fit_prompt, truncate_middle  # noqa: F401
 from ..llm import LLM, LLMError
 from ..rules import RuleSet
 
@@ -32,40 +34,11 @@ APPLIES = Template(_TEXTS["applies"])
 TEMPLATE_VERSION = "verify@" + hashlib.sha256("".join(_TEXTS.values()).encode()).hexdigest()[:8]
 
 Style = Literal["default", "paper"]
-OMITTED = "\n[... {n} characters omitted ...]\n"
-# tokens the chat template adds around the user message (role tags, a default system prompt)
-CHAT_TEMPLATE_RESERVE = 64
 
 
 def _nonce(messages: list[Message]) -> str:
     # derived from the content itself, so the content cannot contain it (and caching stays stable)
     return hashlib.sha256(json.dumps([m.model_dump() for m in messages]).encode()).hexdigest()[:12]
-
-
-def truncate_middle(text: str, keep: int) -> str:
-    if len(text) <= keep:
-        return text
-    marker = OMITTED.format(n=len(text) - keep)
-    head = max(0, (keep - len(marker)) // 2)
-    tail = max(0, keep - len(marker) - head)
-    return text[:head] + OMITTED.format(n=len(text) - head - tail) + (text[-tail:] if tail else "")
-
-
-def fit_messages(messages: list[Message], max_chars: int) -> list[Message]:
-    """Shorten the longest turns from their middle until the whole fits `max_chars`.
-
-    Beginnings and ends of every turn survive (the user's request, the response's
-    conclusion); the instructions, rule and answer cue are never touched.
-    """
-    contents = [m.content for m in messages]
-    while sum(len(c) for c in contents) > max_chars:
-        excess = sum(len(c) for c in contents) - max_chars
-        i = max(range(len(contents)), key=lambda j: len(contents[j]))
-        keep = max(len(contents[i]) - excess - len(OMITTED) - 8, 64)
-        if keep >= len(contents[i]) - len(OMITTED):  # nothing left worth cutting
-            break
-        contents[i] = truncate_middle(contents[i], keep)
-    return [Message(role=m.role, content=c) for m, c in zip(messages, contents)]
 
 
 def render_prefix(messages: list[Message]) -> str:
@@ -253,7 +226,7 @@ class Verifier:
         self.llm, self.rules, self.style = llm, rules, style
         self.applicability, self.threshold = applicability, threshold
         self.max_unparsed = max_unparsed
-        self.max_input_tokens = max_input_tokens or getattr(llm.backend, "max_context", None) or 8192
+        self.max_input_tokens = max_input_tokens or getattr(llm.backend, "max_context", None) or DEFAULT_CONTEXT
         self.questions = [QUESTIONS[style].substitute(rule=r.text) for r in rules.rules]
         if applicability:
             self.questions += [APPLIES.substitute(rule=r.text) for r in rules.rules]
@@ -262,17 +235,11 @@ class Verifier:
     def prefix(self, messages: list[Message]) -> str:
         """The shared prefix, with the conversation cut in the middle until prefix + any rule fits."""
         budget = self.max_input_tokens - self._suffix_tokens - CHAT_TEMPLATE_RESERVE
-        text = render_prefix(messages)
-        if len(text) <= budget:  # a token is at least a character: it fits, no need to count
-            return text
-        max_chars = sum(len(m.content) for m in messages)
-        for _ in range(8):
-            tokens = self.llm.count_tokens(text)
-            if tokens <= budget:
-                break
-            max_chars = int(max_chars * budget / tokens * 0.95)
-            text = render_prefix(fit_messages(messages, max_chars))
-        return text
+
+        def render(texts: list[str]) -> str:
+            return render_prefix([Message(role=m.role, content=t) for m, t in zip(messages, texts)])
+
+        return fit_prompt(render, [m.content for m in messages], budget, self.llm.count_tokens).text
 
     def verify(self, conversations: list, desc: str | None = None, batch: int = 64, on_item: Callable[[], None] | None = None) -> Verdicts:
         """Every conversation (ending with the response to judge) against every rule.
