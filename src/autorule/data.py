@@ -32,51 +32,35 @@ AB_LABELS = ("label", "winner", "preference", "choice")
 AB_FIRST = {"a", "1", "model_a", "answer_a", "response_a"}
 AB_SECOND = {"b", "2", "model_b", "answer_b", "response_b"}
 AB_TIES = {"tie", "tie (bothbad)", "both_bad", "both bad", "neither", "equal", "0", "draw"}
-Role = Literal["system", "user", "assistant"]
-
-
-class Message(BaseModel):
-    """One chat turn.
-
-    Args:
-        role: "system", "user" or "assistant".
-        content: the turn's text.
-
-    Example:
-        >>> Message(role="user", content="Hi").model_dump()
-        {'role': 'user', 'content': 'Hi'}
-    """
-
-    role: Role
-    content: str
+# Message (and its roles) lives with the one normaliser of message content; imported here for the readers
+from .messages import Message, MessageError, Role, normalise_messages  # noqa: E402,F401
 
 
 def to_conversation(value: Any) -> list[Message]:
     """A conversation from the shapes users have: Messages, OpenAI-style dicts, or a bare reply.
 
+    Message content is read by `autorule.messages.normalise_message`: null content is
+    empty, content parts are joined (media parts become ``[image]``-style placeholders),
+    tool calls become ``[tool call] name(arguments)`` lines and ``tool`` turns are kept.
+
     Args:
-        value: a string (one assistant reply with no prompt), a list of `Message`, or a
-            list of ``{"role": ..., "content": ...}`` dicts (other keys are ignored).
+        value: a string (one assistant reply with no prompt), a `Message`, one message
+            dict, or a list of `Message` or ``{"role": ..., "content": ...}`` dicts.
+
+    Raises:
+        MessageError: (a ValueError) a message it cannot read, named by position.
 
     Example:
         >>> to_conversation("Hello!")
         [Message(role='assistant', content='Hello!')]
         >>> [m.role for m in to_conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])]
         ['user', 'assistant']
+        >>> to_conversation([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}])[0].content
+        '[image]\\nWhat is it?'
     """
     if isinstance(value, str):
         return [Message(role="assistant", content=value)]
-    if isinstance(value, Message):
-        return [value]
-    out = []
-    for i, m in enumerate(value):
-        if isinstance(m, Message):
-            out.append(m)
-        elif isinstance(m, dict) and "role" in m and "content" in m:
-            out.append(Message(role=m["role"], content=m["content"] if isinstance(m["content"], str) else str(m["content"])))
-        else:
-            raise ValueError(f"message {i} is {type(m).__name__} {str(m)[:60]!r}: expected a Message or a dict with 'role' and 'content'")
-    return out
+    return normalise_messages(value)
 
 
 class PreferencePair(BaseModel):
@@ -417,14 +401,10 @@ def _as_messages(value: Any, what: str) -> list[Message]:
         return [Message(role="user", content=value)]
     if not isinstance(value, list):
         raise BadRow(f"bad '{what}'", f"expected text or a list of chat messages, got {type(value).__name__}")
-    out = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or "content" not in m or m.get("role") not in ("system", "user", "assistant"):
-            raise BadRow(f"bad '{what}'", f"message {i} is not a {{role, content}} chat message")
-        if not isinstance(m["content"], str):
-            raise BadRow(f"bad '{what}'", f"message {i} content is not text")
-        out.append(Message(role=m["role"], content=m["content"]))
-    return out
+    try:  # the one normaliser: null content, content parts, tool calls, tool turns
+        return normalise_messages(value)
+    except MessageError as e:
+        raise BadRow(f"bad '{what}'", str(e)) from None
 
 
 def _finish(prompt: list[Message], chosen_turns: list[Message], rejected_turns: list[Message]) -> dict:
