@@ -13,6 +13,12 @@ normally) or one of FAULTS:
 - content faults, which a retry cannot fix: "length" (the text cut in half,
   `finish_reason: length`), "notjson" (the same content written as plain lines, not
   the JSON array asked for).
+
+`refuse_logprobs=(status, body)` answers every request that asks for `logprobs` or
+`top_logprobs` with that status and JSON body, as hosted APIs that refuse logprobs do;
+the same request without them is answered. A reply may set `finish_reason` (e.g.
+"length" for a reasoning cut at `max_tokens`) and `content: None` with
+`reasoning_content` (a server's reasoning parser).
 """
 
 from __future__ import annotations
@@ -65,8 +71,10 @@ class ScriptedServer:
         hang_seconds: float = 5.0,
         latency: float = 0.0,
         keep_requests: bool = True,
+        refuse_logprobs: tuple[int, dict] | None = None,
     ):
         self.reply = reply
+        self.refuse_logprobs = refuse_logprobs
         self.keep_requests = keep_requests  # False: count requests only (long load runs)
         self.count = 0
         self.faults = faults if callable(faults) else list(faults or [])
@@ -147,13 +155,16 @@ class ScriptedServer:
             return h._send(200, None, raw=b'{"id": "x", "choices": [')
         if fault == "nochoices":
             return h._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": []})
+        if self.refuse_logprobs and ("logprobs" in body or "top_logprobs" in body):
+            return h._send(*self.refuse_logprobs)
         message = {"role": "assistant", **self.reply(body["messages"], body)}
         p_yes = message.pop("yes_probability", None)  # a reply may set P(Yes); by default its answer gets 0.8
+        finish = message.pop("finish_reason", None)
         if fault == "length":
             message["content"] = (message.get("content") or "")[: len(message.get("content") or "") // 2]
         elif fault == "notjson":
             message["content"] = as_plain_lines(message.get("content") or "")
-        choice = {"index": 0, "message": message, "finish_reason": "length" if fault == "length" else "stop"}
+        choice = {"index": 0, "message": message, "finish_reason": "length" if fault == "length" else finish or "stop"}
         if body.get("logprobs") and self.logprobs:
             token = (message.get("content") or "No").split()[0]
             other = "No" if token == "Yes" else "Yes"

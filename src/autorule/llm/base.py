@@ -140,6 +140,47 @@ def parse_yes_no(text: str) -> float | None:
     return 1.0 if m.group(1).lower() == "yes" else 0.0
 
 
+# a reasoning this short is the verdict itself ("Yes", "No.", "Answer: yes"), cut off or not
+_BARE_VERDICT_WORDS = 3
+
+
+def parse_verdict(content: str | None, reasoning: str | None = None, *, cut: bool = False) -> float | None:
+    """1.0 / 0.0 from a generated yes/no answer, or from the reasoning a server filed apart.
+
+    The answer (`content`) decides when it holds any text (`parse_yes_no`). Only when it
+    is empty (None or blank) is the reasoning read: vLLM and SGLang with
+    ``--reasoning-parser`` file all of a reply under ``reasoning_content`` (``content:
+    null``) when the model writes no closing tag. Then a bare verdict ("Yes", "No.") is
+    read as it stands; a longer reasoning gives its *last* Yes/No, the conclusion ("...
+    so the answer is Yes."), unless it was cut at the token limit (`cut`), where the last
+    Yes/No may be a step of the thinking, not its end.
+
+    Args:
+        content: the reply's answer text (``message.content``; None for null).
+        reasoning: ``reasoning_content`` (or ``reasoning``) of the reply, if any.
+        cut: the reply stopped at ``max_tokens`` (``finish_reason == "length"``).
+
+    Returns:
+        1.0 for Yes, 0.0 for No, None when no verdict can be read.
+
+    Example:
+        >>> parse_verdict(None, "Yes"), parse_verdict("", "The reply is rude, so no. Then again... so the answer is Yes.")
+        (1.0, 1.0)
+        >>> parse_verdict("No.", "yes"), parse_verdict(None, "Is it polite? Yes. Is it short", cut=True)
+        (0.0, None)
+    """
+    if content and content.strip():
+        return parse_yes_no(content)
+    if not reasoning or not reasoning.strip():
+        return None
+    if len(reasoning.split()) <= _BARE_VERDICT_WORDS:
+        return parse_yes_no(reasoning)
+    if cut:
+        return None
+    found = _ANSWER.findall(reasoning)
+    return None if not found else 1.0 if found[-1].lower() == "yes" else 0.0
+
+
 class LLM(ABC):
     """A model behind one spec string. Backends implement `_generate` and `_score_yes_no`.
 
@@ -225,6 +266,8 @@ _SHOWN = [
     ("requests", "requests"), ("cache_hits", "cache hits"), ("retries", "retries"), ("fault_timeout", "timeouts"),
     ("overload", "overloaded"), ("truncated", "cut at max tokens"), ("refused", "refused"), ("yes_no_fallback", "yes/no fallbacks"),
     ("yes_no_unparsed", "unparsed verdicts"), ("yes_no_thinking", "thinking-first verdicts"),
+    ("logprobs_refused", "logprobs refused (verdicts read from short answers)"), ("top_logprobs_lowered", "top_logprobs lowered to the server's limit"),
+    ("yes_no_from_reasoning", "verdicts read from reasoning_content"),
 ]
 
 

@@ -9,6 +9,13 @@ fault: it is reported at once. Yes/no scoring reads one token's logprobs
 (`max_tokens=1`, `top_logprobs`), and falls back to parsing a short answer when a server
 gives none; an answer with no readable Yes/No is NaN, never a pass.
 
+A server that refuses the `logprobs` parameter (`refusals.logprobs_refusal`) is met once:
+the first yes/no request goes alone, and on a refusal the backend asks without logprobs
+for the rest of its life (the refused check is asked again, not lost), warns once and
+counts it (`stats["logprobs_refused"]`); a stated `top_logprobs` maximum lowers the
+number asked for instead. A verdict a reasoning parser filed under `reasoning_content`
+(`content: null`) is read from there (`base.parse_verdict`).
+
 What the server says about itself (`serverinfo.probe`: the model it serves, its context
 per slot, its slot count) keys the cache, sizes the verifier's truncation and sets the
 default concurrency.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import threading
@@ -28,14 +36,24 @@ import httpx
 import openai
 from tqdm.auto import tqdm
 
-from .base import UNPARSED, LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, RequestRefused, Usage, parse_yes_no, split_reasoning, yes_probability
+from .base import UNPARSED, LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, RequestRefused, Usage, parse_verdict, split_reasoning, yes_probability
+from .refusals import LogprobsRefusal, body_message, body_text, is_key_problem, logprobs_refusal
 from .serverinfo import ServerInfo, probe
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class MalformedReply(Exception):
     """The server answered 200 but not with a usable completion."""
+
+
+class LogprobsRefused(LLMError):
+    """The server refused the logprobs a yes/no request asked for (caught inside the backend)."""
+
+    def __init__(self, refusal: LogprobsRefusal):
+        super().__init__(refusal.message)
+        self.refusal = refusal
 
 
 # used when the server does not report its slots (vLLM, SGLang, hosted APIs schedule many at once)
@@ -188,6 +206,9 @@ class OpenAICompatLLM(LLM):
         self.max_retries = max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.top_logprobs = top_logprobs
+        # None until the first yes/no request says whether the server takes `logprobs`
+        self.logprobs_accepted: bool | None = None
+        self._probe_lock: asyncio.Lock | None = None
         self.extra_body = extra_body or {}
         self._loop = _LoopThread()
         self._http: openai.AsyncOpenAI | None = None
@@ -295,6 +316,10 @@ class OpenAICompatLLM(LLM):
                 limit.success()
                 return response
             except Exception as e:  # classified below; unknown errors propagate
+                if "logprobs" in params and isinstance(e, openai.APIStatusError):
+                    refusal = logprobs_refusal(e.status_code, f"{body_text(e.body)} {e.message}", params.get("top_logprobs"))
+                    if refusal is not None:
+                        raise LogprobsRefused(refusal) from e
                 if is_overload(e):
                     self.stats["overload"] += 1
                     limit.overload(epoch)
@@ -326,11 +351,14 @@ class OpenAICompatLLM(LLM):
     def _refusal(self, e: Exception) -> Exception:
         """The error for a fault retrying cannot fix."""
         if isinstance(e, openai.APIStatusError):
-            if e.status_code in (401, 403):
+            message = body_message(e.body) or e.message
+            if is_key_problem(e.status_code, message):
                 if not self.key_given:
                     return LLMError(f"{self.base_url} wants an API key ({e.status_code}) and none was given: pass --api-key or set OPENAI_API_KEY")
-                return LLMError(f"{self.base_url} refused the API key ({e.status_code}): check --api-key or OPENAI_API_KEY")
-            return RequestRefused(f"{self.base_url} refused the request ({e.status_code}): {e.message}")
+                return LLMError(f"{self.base_url} refused the API key ({e.status_code}: {message}): check --api-key or OPENAI_API_KEY")
+            if e.status_code in (401, 403):  # the body names another cause: the server's words, not a guess about the key
+                return LLMError(f"{self.base_url} refused the request ({e.status_code}): {message}")
+            return RequestRefused(f"{self.base_url} refused the request ({e.status_code}): {message}")
         return e
 
     # ------------------------------------------------------------------ generation
@@ -391,26 +419,67 @@ class OpenAICompatLLM(LLM):
 
     # ------------------------------------------------------------------ yes/no scoring
 
+    async def _logprobs_call(self, client: openai.AsyncOpenAI, messages: list[dict], extra: dict) -> Any | None:
+        """The one-token request with logprobs; None when the server does not take logprobs.
+
+        Until the server has answered one such request, they go one at a time (the rest
+        wait), so a server that refuses logprobs is met once, not once per request in flight.
+        """
+        if self.logprobs_accepted is None:
+            async with self._probe_lock:  # type: ignore[union-attr]
+                if self.logprobs_accepted is None:
+                    response = await self._ask_logprobs(client, messages, extra)
+                    if self.logprobs_accepted is None:
+                        self.logprobs_accepted = True
+                    return response
+        return await self._ask_logprobs(client, messages, extra) if self.logprobs_accepted else None
+
+    async def _ask_logprobs(self, client: openai.AsyncOpenAI, messages: list[dict], extra: dict) -> Any | None:
+        while True:
+            params = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs, **extra}
+            try:
+                return await self._call(client, params)
+            except LogprobsRefused as e:
+                limit = e.refusal.limit  # below what this request asked for: ask again with that many
+                if limit is not None:
+                    if limit < self.top_logprobs:  # not yet lowered by another request
+                        log.warning("%s accepts at most %d top_logprobs (%s); asking for %d", self.base_url, limit, _first_line(e.refusal.message), limit)
+                        self.stats["top_logprobs_lowered"] += 1
+                        self.top_logprobs = limit
+                    continue
+                if self.logprobs_accepted is not False:
+                    self.logprobs_accepted = False
+                    self.stats["logprobs_refused"] += 1
+                    log.warning("%s refused logprobs (%s): for the rest of this run each yes/no verdict is read from a short "
+                                "generated answer (Yes: 1.0, No: 0.0), not a probability", self.base_url, _first_line(e.refusal.message))
+                return None
+
     def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None) -> list[list[float]]:
         async def main() -> list[list[float]]:
             client = self._client()
             extra = {"extra_body": self.extra_body} if self.extra_body else {}
+            if self._probe_lock is None:
+                self._probe_lock = asyncio.Lock()
 
             async def one(prefix: str, q: str) -> float:
                 messages = [{"role": "user", "content": prefix + q}]
-                params = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs, **extra}
-                response = await self._call(client, params)
-                p = self._yes_from_logprobs(response)
+                response = await self._logprobs_call(client, messages, extra) if self.logprobs_accepted is not False else None
+                p = self._yes_from_logprobs(response) if response is not None else None
                 if p is None:
-                    if _thinks_first(response):
-                        # a reasoning model opens with <think>: a short answer would be thinking too
+                    if response is not None and _thinks_first(response) and (_logprob_tokens(response) or response.choices[0].message.content):
+                        # a reasoning model opens with <think>: a short answer would be thinking too (with no logprobs
+                        # and no answer text, a reasoning parser may have filed the verdict apart: the short answer reads it)
                         self.stats["yes_no_thinking"] += 1
                         self.stats["yes_no_unparsed"] += 1
                         return UNPARSED
-                    # no logprobs (or no Yes/No among them): read a short generated answer
+                    # no logprobs (refused, absent, or no Yes/No among them): read a short generated answer
                     self.stats["yes_no_fallback"] += 1
                     reply = await self._call(client, {"model": self.model, "messages": messages, "max_tokens": 8, "temperature": 0.0, **extra})
-                    p = parse_yes_no(reply.choices[0].message.content or "")
+                    choice = reply.choices[0]
+                    content, reasoning = choice.message.content, _reasoning_of(choice.message)
+                    p = parse_verdict(content, reasoning, cut=choice.finish_reason == "length")
+                    if p is not None and not (content or "").strip():
+                        self.stats["yes_no_from_reasoning"] += 1
                     if p is None and _thinks_first(reply):
                         self.stats["yes_no_thinking"] += 1
                 if p is None:
@@ -438,8 +507,7 @@ class OpenAICompatLLM(LLM):
 
     @staticmethod
     def _yes_from_logprobs(response: Any) -> float | None:
-        logprobs = getattr(response.choices[0], "logprobs", None)
-        content = getattr(logprobs, "content", None) if logprobs else None
+        content = _logprob_tokens(response)
         if not content:
             return None
         first = content[0]
@@ -454,13 +522,30 @@ class OpenAICompatLLM(LLM):
             self._http = None
 
 
+def _logprob_tokens(response: Any) -> list:
+    """The reply's per-token logprobs; empty when the server sent none."""
+    logprobs = getattr(response.choices[0], "logprobs", None)
+    return (getattr(logprobs, "content", None) if logprobs else None) or []
+
+
+def _reasoning_of(message: Any) -> str | None:
+    """What a reasoning parser filed apart: ``reasoning_content`` (vLLM, SGLang) or ``reasoning``."""
+    extra = message.model_extra or {}
+    value = extra.get("reasoning_content") or extra.get("reasoning")
+    return value if isinstance(value, str) else None
+
+
 def _thinks_first(response: Any) -> bool:
     """The first token opens a reasoning block (`<think>`), so no verdict comes in one token."""
     choice = response.choices[0]
-    logprobs = getattr(choice, "logprobs", None)
-    content = getattr(logprobs, "content", None) if logprobs else None
+    content = _logprob_tokens(response)
     first = content[0].token if content else (choice.message.content or "")
-    return first.strip().startswith(("<think", "<|think", "<reasoning")) or bool((choice.message.model_extra or {}).get("reasoning_content"))
+    return first.strip().startswith(("<think", "<|think", "<reasoning")) or bool(_reasoning_of(choice.message))
+
+
+def _first_line(text: str, n: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= n else line[: n - 1] + "…"
 
 
 def _status(e: Exception) -> str:
