@@ -221,3 +221,31 @@ def normalise_messages(value: Any) -> list[Message]:
     if not isinstance(value, (list, tuple)):
         raise MessageError(f"expected a list of chat messages, got {type(value).__name__} {_short(value)}")
     return [normalise_message(m, i) for i, m in enumerate(value)]
+
+
+def alternating_turns(messages: list[Message]) -> list[dict[str, str]]:
+    """The conversation as strictly alternating user/assistant dicts, for chat templates that refuse more.
+
+    Some chat templates raise on a ``tool`` or ``system`` role, or on two user turns in a
+    row (Gemma, Mistral, Llama 2). Such turns are folded into the user side, labelled
+    (``[system]``, ``[tool result]``), and turns of the same side are joined.
+
+    Args:
+        messages: the conversation.
+
+    Example:
+        >>> alternating_turns([Message(role="system", content="Be brief."), Message(role="user", content="Weather?"),
+        ...                    Message(role="assistant", content="[tool call] w({})"), Message(role="tool", content="rain"),
+        ...                    Message(role="assistant", content="Rain.")])
+        [{'role': 'user', 'content': '[system]\\nBe brief.\\n\\nWeather?'}, {'role': 'assistant', 'content': '[tool call] w({})'}, {'role': 'user', 'content': '[tool result]\\nrain'}, {'role': 'assistant', 'content': 'Rain.'}]
+    """
+    labels = {"system": "[system]\n", "tool": "[tool result]\n"}
+    out: list[dict[str, str]] = []
+    for m in messages:
+        role = "assistant" if m.role == "assistant" else "user"
+        text = labels.get(m.role, "") + m.content
+        if out and out[-1]["role"] == role:
+            out[-1]["content"] += "\n\n" + text
+        else:
+            out.append({"role": role, "content": text})
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import Message, to_conversation
+from .messages import alternating_turns
+from .reasoning import split_answer
 from .rules import RuleSet
 from .verifier import Verdicts
 
@@ -168,7 +171,14 @@ class RewardModel:
     def _text(self, messages: list[Message]) -> str:
         dicts = [m.model_dump() for m in messages]
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(dicts, tokenize=False)
+            try:
+                return self.tokenizer.apply_chat_template(dicts, tokenize=False)
+            except Exception as e:  # noqa: BLE001 - a template that refuses a role (tool, system) or non-alternating turns
+                if not getattr(self, "_folded_warned", False):
+                    self._folded_warned = True
+                    logging.getLogger("autorule").warning("the reward model's chat template refused a conversation (%s); such conversations "
+                                                          "are given to it as alternating user/assistant turns", e)
+                return self.tokenizer.apply_chat_template(alternating_turns(messages), tokenize=False)
         return "\n\n".join(f"{m['role']}: {m['content']}" for m in dicts)
 
     def score(self, conversations: list[list[Message]], normalise: bool = True) -> np.ndarray:
@@ -195,7 +205,10 @@ class Scores:
     Args:
         total: the composed reward per response; rule: the rule reward (fraction
         satisfied); rm: the RM's scores (None without one); verdicts: the verdicts;
-        seconds: time spent on rules and RM.
+        seconds: time spent on rules and RM; reasoning_chars: per response, the
+        characters of reasoning cut before judging (0 with ``judge_reasoning``);
+        empty: per response, True when nothing was left to judge (not sent to the
+        verifier; rule reward `RewardScorer.empty_rule_reward`).
 
     Example:
         >>> from autorule.llm.fake import FakeLLM
@@ -209,6 +222,23 @@ class Scores:
     rm: np.ndarray | None
     verdicts: Verdicts
     seconds: dict[str, float] = field(default_factory=dict)  # time spent on "rules" and "rm"
+    reasoning_chars: np.ndarray | None = None
+    empty: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.rule)
+        self.reasoning_chars = np.zeros(n, dtype=int) if self.reasoning_chars is None else np.asarray(self.reasoning_chars, dtype=int)
+        self.empty = np.zeros(n, dtype=bool) if self.empty is None else np.asarray(self.empty, dtype=bool)
+
+    @property
+    def reasoning_chars_stripped(self) -> int:
+        """Characters of reasoning cut from all responses before they were judged."""
+        return int(self.reasoning_chars.sum())
+
+    @property
+    def empty_responses(self) -> int:
+        """Responses with nothing left to judge (empty, whitespace, or cut off while reasoning)."""
+        return int(self.empty.sum())
 
     def pass_rates(self) -> dict[str, float]:
         return self.verdicts.pass_rates()
@@ -233,18 +263,36 @@ class RewardScorer:
         verifier_llm: the judge (from `load_llm`).
         preset: a preset name ("default", "ternary", "paper") or a `RewardPreset`.
         rm: an optional `RewardModel`.
+        judge_reasoning: judge a response's reasoning too (``<think>...</think>`` and the
+            other markers `autorule.reasoning` reads). By default only the answer after
+            it is judged (by the rules and the RM, and counted for the length penalty),
+            and the characters cut are counted in `Scores.reasoning_chars`.
+        empty_rule_reward: the rule reward (fraction satisfied, before the preset's
+            composition) of a response with nothing to judge: empty, whitespace only,
+            or cut off while reasoning. Such a response is not sent to the verifier;
+            its verdicts are 0 (it follows no rule) and it is counted in `Scores.empty`.
         **verifier_options: `Verifier` options (threshold, max_input_tokens, max_unparsed).
+
+    Raises:
+        ValueError: an unknown preset, or `empty_rule_reward` outside [0, 1].
 
     Example:
         >>> from autorule.llm.fake import FakeLLM
         >>> scorer = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.6), "paper")
         >>> scorer.score([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]]).total.tolist()
         [2.5]
+        >>> scores = scorer.score(["<think>Short is better.</think> Hello", "<think>Still thinking"])
+        >>> scores.total.tolist(), scores.reasoning_chars.tolist(), scores.empty.tolist()  # 10 x (0 - 0.75) for the empty one
+        ([2.5, -7.5], [31, 21], [False, True])
     """
 
-    def __init__(self, rules: RuleSet, verifier_llm, preset: RewardPreset | str = "default", rm: RewardModel | None = None, **verifier_options):
+    def __init__(self, rules: RuleSet, verifier_llm, preset: RewardPreset | str = "default", rm: RewardModel | None = None, *,
+                 judge_reasoning: bool = False, empty_rule_reward: float = 0.0, **verifier_options):
         from .verifier import Verifier
 
+        if not 0.0 <= empty_rule_reward <= 1.0:
+            raise ValueError(f"empty_rule_reward={empty_rule_reward}: a rule reward is a fraction in [0, 1]")
+        self.judge_reasoning, self.empty_rule_reward = judge_reasoning, float(empty_rule_reward)
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.rules = rules
         self.rm = rm
@@ -262,17 +310,57 @@ class RewardScorer:
     def score(self, conversations: list, desc: str | None = None, on_item: Callable[[], None] | None = None) -> Scores:
         """Rewards for conversations that end with the response to reward.
 
+        The response's reasoning is cut first (unless `judge_reasoning`); a response with
+        nothing left gets `empty_rule_reward` without a verifier call.
+
         Args:
             conversations: each a list of `Message` or OpenAI-style dicts, or a bare reply string.
             desc: label of a progress bar (none when None).
             on_item: called as each conversation's rule checks finish (a caller's own progress bar).
+
+        Raises:
+            MessageError: (a ValueError) a message `to_conversation` cannot read.
         """
         conversations = [to_conversation(c) for c in conversations]
+        conversations, reasoning_chars = zip(*(self._answer_only(c) for c in conversations)) if conversations else ((), ())
+        conversations = list(conversations)
+        empty = np.array([not c[-1].content.strip() for c in conversations], dtype=bool)
         start = time.perf_counter()
-        verdicts = self.verifier.verify(conversations, desc=desc, on_item=on_item)
+        verdicts = self._verify(conversations, empty, desc, on_item)
         rule = rule_reward(verdicts, self.rules, hard=self.preset.hard)
+        rule[empty] = self.empty_rule_reward
         ruled = time.perf_counter()
         rm = self.rm.score(conversations, normalise=self.preset.normalise_rm) if self.rm is not None else None
         seconds = {"rules": ruled - start, "rm": time.perf_counter() - ruled}
         words = word_counts([c[-1].content for c in conversations])
-        return Scores(total=compose(self.preset, rule, rm, words), rule=rule, rm=rm, verdicts=verdicts, seconds=seconds)
+        return Scores(total=compose(self.preset, rule, rm, words), rule=rule, rm=rm, verdicts=verdicts, seconds=seconds,
+                      reasoning_chars=np.array(reasoning_chars, dtype=int), empty=empty)
+
+    def _answer_only(self, conversation: list[Message]) -> tuple[list[Message], int]:
+        """The conversation with its final assistant turn's reasoning cut, and the characters cut."""
+        if self.judge_reasoning or not conversation or conversation[-1].role != "assistant":
+            return conversation, 0
+        split = split_answer(conversation[-1].content)
+        if not split.chars_stripped:
+            return conversation, 0
+        return [*conversation[:-1], Message(role="assistant", content=split.answer)], split.chars_stripped
+
+    def _verify(self, conversations: list[list[Message]], empty: np.ndarray, desc: str | None, on_item) -> Verdicts:
+        """Verdicts for every conversation; empty responses are not sent: they follow no rule (0)."""
+        judged = [i for i in range(len(conversations)) if not empty[i]]
+        if len(judged) == len(conversations):
+            return self.verifier.verify(conversations, desc=desc, on_item=on_item)
+        for _ in range(len(conversations) - len(judged)):
+            if on_item:
+                on_item()
+        k = len(self.rules.rules)
+        p = np.zeros((len(conversations), k))
+        applies = np.ones((len(conversations), k)) if self.verifier.applicability else None
+        errors: dict[int, str] = {}
+        if judged:
+            part = self.verifier.verify([conversations[i] for i in judged], desc=desc, on_item=on_item)
+            p[judged] = part.p_satisfied
+            if applies is not None:
+                applies[judged] = part.p_applies
+            errors = {judged[i]: why for i, why in part.errors.items()}
+        return Verdicts([r.id for r in self.rules.rules], p, applies, self.verifier.threshold, errors)
