@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import __version__
+from . import __version__, jsonsafe
 from .bench.cli import add_bench_parsers
 from .settings import Parser, model_spec, number, prices, whole
 
@@ -20,6 +20,8 @@ err = Console(stderr=True)
 out = Console()
 
 EXIT_BAD_INPUT = 2
+# `score` / `validate`: every response failed (the verifier's server refused or failed each one)
+EXIT_ALL_FAILED = 3
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -181,7 +183,7 @@ def cmd_llm_score(args: argparse.Namespace) -> int:
     llm = load_llm(args.model, cache=open_cache(args), **llm_options(args))
     probs = llm.score_yes_no(args.prefix, args.questions)
     if args.json:
-        print(json.dumps({"p_yes": probs}))
+        print(jsonsafe.dumps({"p_yes": probs}))  # an unread verdict is null
     else:
         for q, p in zip(args.questions, probs):
             out.print(f"{p:.3f}  {q}")
@@ -215,7 +217,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     result = run_extract(data, llm, merge_llm, out_dir, config, overwrite=args.overwrite, progress=True)
     print_summary(result.run_dir, result.summary, err)
     if args.json:
-        print(json.dumps({"run_dir": str(result.run_dir), "rules_file": str(result.run_dir / "rules.yaml"), **result.summary}))
+        print(jsonsafe.dumps({"run_dir": str(result.run_dir), "rules_file": str(result.run_dir / "rules.yaml"), **result.summary}))
     return 0
 
 
@@ -247,7 +249,16 @@ def build_scorer(args: argparse.Namespace):
     rules = RuleSet.load(args.rules)
     llm = load_llm(args.verifier, cache=open_cache(args), **llm_options(args, args.verifier))
     rm = RewardModel(args.rm) if args.rm else None
-    return RewardScorer(rules, llm, args.preset, rm=rm, threshold=args.threshold, max_input_tokens=args.max_input_tokens, max_unparsed=args.max_unparsed)
+    return RewardScorer(rules, llm, args.preset, rm=rm, threshold=args.threshold, max_input_tokens=args.max_input_tokens, max_unparsed=args.max_unparsed,
+                        judge_reasoning=getattr(args, "judge_reasoning", False), empty_rule_reward=getattr(args, "empty_rule_reward", 0.0))
+
+
+def _add_completion_options(p: argparse.ArgumentParser) -> None:
+    """How a response is read before it is judged (`score`, `serve`)."""
+    p.add_argument("--judge-reasoning", action="store_true",
+                   help="judge a response's reasoning too (<think>...</think> and the like); by default only the answer after it is judged, and the characters cut are counted")
+    p.add_argument("--empty-rule-reward", type=number(0, 1), default=0.0, metavar="FRACTION",
+                   help="rule reward (fraction satisfied, before the preset composes it) of a response with nothing to judge: empty, whitespace, or cut off while reasoning (default: %(default)s, the lowest); not sent to the verifier, counted")
 
 
 # responses scored (and written) at a time by `score`; even, so a pair's two sides share a chunk
@@ -278,6 +289,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     # response's verdicts and rewards are kept, for the summary
     parts: list[Verdicts] = []
     totals, rule_rewards, sides = [], [], []
+    cut: list = []  # per chunk: reasoning characters cut, empty responses
     try:
         with tqdm(total=items.count, desc="verifying", unit="resp", file=sys.stderr) as bar:
             for chunk in chunked(items, SCORE_CHUNK):
@@ -285,8 +297,9 @@ def cmd_score(args: argparse.Namespace) -> int:
                 parts.append(scores.verdicts)
                 totals.append(scores.total)
                 rule_rewards.append(scores.rule)
+                cut.append((scores.reasoning_chars, scores.empty))
                 sides.extend(side for _, side, _ in chunk)
-                lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in _score_rows(chunk, scores))
+                lines = "".join(jsonsafe.dumps(row, ensure_ascii=False) + "\n" for row in _score_rows(chunk, scores))
                 if sink:
                     sink.write(lines)
                 elif not args.json:
@@ -306,6 +319,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         "mean_rule_reward": float(np.mean(rule[ok])) if ok else None,
         "pass_rates": verdicts.pass_rates(),
         "llm_stats": stats,
+        **({"failure_reasons": _failure_reasons(verdicts.errors)} if verdicts.errors else {}),
+        **_completion_counts(cut, scorer),
     }
     if "chosen" in sides:
         chosen = rule[[i for i, s in enumerate(sides) if s == "chosen"]]
@@ -315,7 +330,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         summary["chosen_preferred"] = float((chosen[both] > rejected[both]).mean()) if both.any() else None
         summary["ties"] = float((chosen[both] == rejected[both]).mean()) if both.any() else None
     if args.json:
-        print(json.dumps(summary))
+        print(jsonsafe.dumps(summary))
     else:
         mean = "-" if summary["mean_rule_reward"] is None else f"{summary['mean_rule_reward']:.3f}"
         err.print(f"scored {len(ok)} of {len(total)} responses against {len(scorer.rules)} rules; mean rule reward {mean}" + (f"; written to {out_path}" if out_path else ""), soft_wrap=True)
@@ -324,10 +339,41 @@ def cmd_score(args: argparse.Namespace) -> int:
             err.print(f"[yellow]{len(verdicts.errors)} responses failed[/yellow] (rows with an \"error\"), e.g.: {first}", soft_wrap=True)
         if summary["unparsed_checks"]:
             err.print(f"[yellow]{summary['unparsed_checks']} checks had no readable Yes/No[/yellow]; they are left out of the rule reward", soft_wrap=True)
+        if summary["reasoning_chars_stripped"] or summary["empty_responses"]:
+            err.print(f"judged the answers only: {summary['reasoning_chars_stripped']} characters of reasoning cut from "
+                      f"{summary['responses_with_reasoning_cut']} responses (--judge-reasoning keeps them); {summary['empty_responses']} "
+                      f"responses had nothing to judge (rule reward {scorer.empty_rule_reward}, not sent to the verifier)", soft_wrap=True)
         if summary.get("pairs"):
             err.print(f"chosen side has the higher rule reward in {summary['chosen_preferred']:.1%} of {summary['pairs']} pairs ({summary['ties']:.1%} ties)")
         err.print(f"verifier: {describe_llm_stats(stats)}", soft_wrap=True)
+    if verdicts.errors and len(verdicts.errors) == len(total):
+        return _all_failed(len(total), summary["failure_reasons"])
     return 0
+
+
+def _failure_reasons(errors: dict[int, str], n: int = 5) -> dict[str, int]:
+    """The most common reasons responses failed, with their counts (most common first)."""
+    from collections import Counter
+
+    return dict(Counter(errors.values()).most_common(n))
+
+
+def _all_failed(responses: int, reasons: dict[str, int]) -> int:
+    """Every response failed: say why (the first reasons) and exit with EXIT_ALL_FAILED."""
+    err.print(f"[red]error:[/red] all {responses} responses failed; no reward was computed. Reasons:", highlight=False, soft_wrap=True)
+    for reason, n in reasons.items():
+        err.print(f"  {n} x {reason}", highlight=False, soft_wrap=True)
+    return EXIT_ALL_FAILED
+
+
+def _completion_counts(cut: list, scorer) -> dict:
+    """What `score` cut from responses before judging them, for the summary."""
+    import numpy as np
+
+    chars = np.concatenate([c for c, _ in cut]) if cut else np.zeros(0, dtype=int)
+    empty = np.concatenate([e for _, e in cut]) if cut else np.zeros(0, dtype=bool)
+    return {"judge_reasoning": scorer.judge_reasoning, "reasoning_chars_stripped": int(chars.sum()),
+            "responses_with_reasoning_cut": int((chars > 0).sum()), "empty_responses": int(empty.sum())}
 
 
 def _score_rows(chunk: list, scores) -> list[dict]:
@@ -349,6 +395,8 @@ def _score_rows(chunk: list, scores) -> list[dict]:
             "verdicts": {rid: None if p != p else round(float(p), 6) for rid, p in zip(ids, scores.verdicts.p_satisfied[i])},
             **({"applies": {rid: None if p != p else round(float(p), 6) for rid, p in zip(ids, scores.verdicts.p_applies[i])}} if scores.verdicts.p_applies is not None else {}),
             **({"unparsed": unparsed[i]} if unparsed[i] else {}),
+            **({"reasoning_chars_stripped": int(scores.reasoning_chars[i])} if scores.reasoning_chars[i] else {}),
+            **({"empty": True} if scores.empty[i] else {}),
         })
     return rows
 
@@ -373,7 +421,8 @@ class _ScoreItems:
 
     def _items(self):
         from .data import DataError, iter_rows
-        from .integrations.conversation import conversation
+        from .integrations.conversation import conversation, to_messages
+        from .messages import MessageError
 
         if self.pairs is not None:
             for p in self.pairs:
@@ -383,12 +432,16 @@ class _ScoreItems:
         rows, unit = iter_rows(self.path)
         found = False
         for row, rec in rows:
-            if not isinstance(rec, dict) or not isinstance(rec.get("response"), str):
-                raise DataError(str(self.path), "expected a 'response' text (and optionally 'prompt': text or chat messages)", row, unit)
+            if not isinstance(rec, dict) or not isinstance(rec.get("response"), (str, list)):
+                raise DataError(str(self.path), "expected a 'response' (text or chat messages) and optionally a 'prompt' (text or chat messages)", row, unit)
+            try:
+                to_messages(rec.get("prompt"))
+            except MessageError as e:
+                raise DataError(str(self.path), f"bad 'prompt': {e}", row, unit) from None
             try:
                 conv = conversation(rec.get("prompt"), rec["response"])
-            except (KeyError, TypeError, AttributeError) as e:
-                raise DataError(str(self.path), f"bad 'prompt': {e}", row, unit) from None
+            except MessageError as e:
+                raise DataError(str(self.path), f"bad 'response': {e}", row, unit) from None
             found = True
             yield str(rec.get("id", row)), None, conv
         if not found:
@@ -416,6 +469,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         redundancy=args.redundancy, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
     )
     report, weights, selected = validation.report, validation.weights, validation.selected
+    if report["refused_responses"] and report["refused_responses"] == 2 * report["pairs"]:
+        # nothing was judged: the report says why; the rules file and its stats stay as they were
+        out_path = Path(args.out or rules_path.with_name("validation.json"))
+        report["outputs"] = {"report": str(out_path)}
+        out_path.write_text(jsonsafe.dumps(report, indent=2, ensure_ascii=False, default=_json_default))
+        if args.json:
+            print(jsonsafe.dumps(report, ensure_ascii=False, default=_json_default))
+        return _all_failed(report["refused_responses"], report["refusal_reasons"])
     validation.write_stats(rules, rules_path, str(args.data))
     outputs = {"rules_file": str(rules_path)}
     if args.fit_weights:
@@ -442,10 +503,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         outputs["selected_rules_file"] = str(path)
     report["outputs"] = outputs
     out_path = Path(args.out or rules_path.with_name("validation.json"))
-    out_path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=_json_default))
+    out_path.write_text(jsonsafe.dumps(report, indent=2, ensure_ascii=False, default=_json_default))
     outputs["report"] = str(out_path)
     if args.json:
-        print(json.dumps(report, ensure_ascii=False, default=_json_default))
+        print(jsonsafe.dumps(report, ensure_ascii=False, default=_json_default))
     else:
         _print_validation(report)
     return 0
@@ -478,6 +539,8 @@ def _print_validation(report: dict) -> None:
     if report.get("unparsed_checks") or report.get("refused_responses"):
         out.print(f"[yellow]{report['unparsed_checks']} checks had no readable Yes/No (left out of each rule's statistics); "
                   f"{report['refused_responses']} responses were refused by the verifier's server[/yellow]")
+        for reason, n in (report.get("refusal_reasons") or {}).items():
+            out.print(f"  refused {n} x {reason}", highlight=False, soft_wrap=True)
     out.print(f"verifier: {describe_llm_stats(report.get('llm_stats', {}))}")
     if "reward_model" in report:
         out.print(f"reward model: {pct(report['reward_model']['accuracy'])}; RM + rules: {pct(report['reward_model_plus_rules']['accuracy'])}")
@@ -641,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--limit", type=whole(1), default=None, help="at most this many pairs")
     sc.add_argument("--out", default=None, metavar="FILE", help="write per-response verdicts and rewards as JSONL here (default: stdout)")
     sc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    _add_completion_options(sc)
     _add_plan_options(sc)
     sc.set_defaults(func=cmd_score)
 
@@ -718,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=whole(1), default=1, help="batches scored at once; more than 1 helps only a slow verifier server with capacity left (raise --concurrency with it)")
     sv.add_argument("--reward", choices=["total", "rule"], default="total",
                     help="what 'rewards' holds: the composed reward (rule term + --rm + length penalty, clipped per preset) or the rule term alone (default: %(default)s)")
+    _add_completion_options(sv)
     sv.set_defaults(func=cmd_serve)
 
     from .rules_cli import add_rules_parsers

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -347,6 +348,8 @@ def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0,
         # responses the verifier's server refused (their pairs count in no accuracy)
         "unparsed_checks": verdicts.unparsed,
         "refused_responses": len(verdicts.errors),
+        # why, most common first (at most 5 reasons), so a run that failed says what to fix
+        "refusal_reasons": dict(Counter(verdicts.errors.values()).most_common(5)),
         "llm_stats": dict(scorer.verifier.llm.stats),
         "rule_set": preference_accuracy(rule_score[:n], rule_score[n:]).to_dict(),
     }

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import re
 import time
+from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,8 @@ from pydantic import BaseModel, Field
 
 from autorule.data import Message
 from autorule.reward import RewardScorer, check_reward_kind
+
+log = logging.getLogger(__name__)
 
 
 class RewardRequest(BaseModel):
@@ -129,7 +133,8 @@ def create_app(
         [0.75]
     """
     check_reward_kind(reward)
-    state: dict[str, Any] = {"queue": None, "workers": [], "batches": 0, "samples": 0, "unparsed_checks": 0, "refused": 0}
+    state: dict[str, Any] = {"queue": None, "workers": [], "batches": 0, "samples": 0, "unparsed_checks": 0, "refused": 0,
+                             "refusal_reasons": Counter()}
 
     async def worker() -> None:
         queue: asyncio.Queue = state["queue"]
@@ -159,6 +164,10 @@ def create_app(
             state["samples"] += len(convs)
             state["unparsed_checks"] += scores.verdicts.unparsed
             state["refused"] += len(scores.errors)
+            if scores.errors:  # they get reward 0: say so, with the reason, never a silent 0
+                state["refusal_reasons"].update(scores.errors.values())
+                log.warning("%d of %d samples failed and get reward 0 with refused=1 in extra_logs; first reason: %s",
+                            len(scores.errors), len(convs), next(iter(scores.errors.values())))
             start = 0
             for j in jobs:
                 n = len(j.conversations)
@@ -202,6 +211,7 @@ def create_app(
             "samples": state["samples"],
             "unparsed_checks": state["unparsed_checks"],
             "refused": state["refused"],
+            "refusal_reasons": dict(state["refusal_reasons"].most_common(5)),
             "llm_stats": dict(scorer.verifier.llm.stats),
         }
 

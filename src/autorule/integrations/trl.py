@@ -13,6 +13,7 @@ is built from its settings in each process on first use, so they survive `pickle
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,27 @@ import numpy as np
 from autorule.integrations.conversation import conversation
 from autorule.reward import RewardPreset, RewardScorer, Scores, check_reward_kind
 from autorule.rules import RuleSet
+
+log = logging.getLogger(__name__)
+
+# calls in a row in which every completion failed, after which RuleReward raises
+MAX_FAILED_CALLS = 3
+
+
+class RewardFailed(RuntimeError):
+    """The rule reward failed every completion of `max_failed_calls` calls in a row.
+
+    Returning None for every completion forever would train on nothing while looking
+    healthy, so `RuleReward` stops the run with the verifier's reason instead.
+
+    Args:
+        message: how many calls failed and the first reason.
+
+    Example:
+        >>> str(RewardFailed("all 8 completions failed in 3 calls in a row"))
+        'all 8 completions failed in 3 calls in a row'
+    """
+
 
 def _log(scores: Scores, log_metric: Callable | None, prefix: str) -> None:
     if log_metric is None:
@@ -59,6 +81,13 @@ class RuleReward:
         name: the name TRL logs the reward under.
         scorer: an existing RewardScorer to use in this process (the settings above
             are then read from it; `llm_options` must repeat what a copy needs).
+        max_failed_calls: calls in a row in which *every* completion failed (all None)
+            after which the reward raises `RewardFailed` naming the first reason (each
+            such call also logs an error); None: never raise. A call in which only some
+            completions fail logs a warning with the count and the first reason.
+
+    Raises:
+        RewardFailed: from a call, after `max_failed_calls` all-failed calls in a row.
 
     Example:
         >>> import pickle
@@ -82,8 +111,10 @@ class RuleReward:
         llm_options: dict | None = None,
         name: str = "rule_reward",
         scorer: RewardScorer | None = None,
+        max_failed_calls: int | None = MAX_FAILED_CALLS,
     ):
         check_reward_kind(reward)
+        self.max_failed_calls, self._failed_calls = max_failed_calls, 0
         if scorer is not None:
             llm = scorer.verifier.llm.backend
             # a copy in another process loads the same model from its spec (connections do not pickle)
@@ -121,7 +152,28 @@ class RuleReward:
         scorer = self.scorer
         scores = scorer.score([conversation(p, c) for p, c in zip(prompts, completions)])
         _log(scores, log_metric, self.__name__)
+        if log_metric is not None:
+            log_metric(f"{self.__name__}/logprobs_refused", float(scorer.verifier.llm.stats.get("logprobs_refused", 0)))
+        self._watch_failures(scores, len(completions))
         return [None if math.isnan(x) else float(x) for x in scorer.values(scores, self.reward)]
+
+    def _watch_failures(self, scores: Scores, n: int) -> None:
+        """Say when completions failed (their reward is None); raise after too many all-failed calls."""
+        if not scores.errors:
+            self._failed_calls = 0
+            return
+        first = next(iter(scores.errors.values()))
+        if len(scores.errors) < n:
+            self._failed_calls = 0
+            log.warning("%s: %d of %d completions failed (reward None, left out by TRL); first reason: %s", self.__name__, len(scores.errors), n, first)
+            return
+        self._failed_calls += 1
+        log.error("%s: all %d completions failed (%d such calls in a row); every reward of this call is None. First reason: %s",
+                  self.__name__, n, self._failed_calls, first)
+        if self.max_failed_calls is not None and self._failed_calls >= self.max_failed_calls:
+            self._failed_calls = 0
+            raise RewardFailed(f"{self.__name__}: every completion failed in {self.max_failed_calls} calls in a row, so no reward "
+                               f"reached the trainer. First reason: {first}")
 
 
 class AsyncRuleReward(RuleReward):

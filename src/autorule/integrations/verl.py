@@ -35,6 +35,7 @@ clipped per the preset); with no RM in autorule that is the rule term.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from typing import Any
@@ -44,6 +45,8 @@ import numpy as np
 from autorule.data import Message
 from autorule.integrations.conversation import to_messages
 from autorule.reward import RewardScorer, Scores, check_reward_kind
+
+log = logging.getLogger(__name__)
 
 _SCORERS: dict[tuple, RewardScorer] = {}
 _SCORERS_LOCK = threading.Lock()
@@ -93,10 +96,27 @@ def sample_results(scores: Scores, scorer: RewardScorer, kind: str) -> list[dict
     """One dict per sample: `score` (the reward) plus what verl logs as reward_extra_info.
 
     A response the verifier's server refused scores 0 (verl needs a number) with
-    `refused` = 1; `unparsed_checks` counts checks with no readable verdict.
+    `refused` = 1, and each batch with refusals logs a warning with their count and the
+    first reason, so a 0 is never passed off as a judged reward; `unparsed_checks` counts
+    checks with no readable verdict.
+
+    Args:
+        scores: the scorer's `Scores` for the batch.
+        scorer: the RewardScorer that made them.
+        kind: "total" or "rule" (see `check_reward_kind`).
+
+    Example:
+        >>> from autorule import RuleSet
+        >>> from autorule.llm.fake import FakeLLM
+        >>> scorer = RewardScorer(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.8))
+        >>> sample_results(scorer.score(["Hi!"]), scorer, "total")
+        [{'score': 0.8, 'rule_reward': 0.8, 'unparsed_checks': 0.0, 'refused': 0.0}]
     """
     values = scorer.values(scores, kind)
     unparsed = scores.unparsed_per_response()
+    if scores.errors:
+        log.warning("autorule: %d of %d samples failed and score 0 with refused=1 (no judged reward); first reason: %s",
+                    len(scores.errors), len(values), next(iter(scores.errors.values())))
     return [
         {"score": float(np.nan_to_num(values[i])), "rule_reward": float(np.nan_to_num(scores.rule[i])),
          "unparsed_checks": float(unparsed[i]), "refused": float(i in scores.errors)}
