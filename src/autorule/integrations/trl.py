@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from autorule.integrations.conversation import conversation
+from autorule.messages import MessageError
 from autorule.reward import RewardPreset, RewardScorer, Scores, check_reward_kind
 from autorule.rules import RuleSet
 
@@ -46,12 +47,16 @@ class RewardFailed(RuntimeError):
     """
 
 
-def _log(scores: Scores, log_metric: Callable | None, prefix: str) -> None:
+def _log(scores: Scores, log_metric: Callable | None, prefix: str, malformed: int = 0) -> None:
     if log_metric is None:
         return
-    log_metric(f"{prefix}/mean", float(np.nanmean(scores.rule)) if not np.isnan(scores.rule).all() else float("nan"))
+    log_metric(f"{prefix}/mean", float(np.nanmean(scores.rule)) if len(scores.rule) and not np.isnan(scores.rule).all() else float("nan"))
     log_metric(f"{prefix}/unparsed_checks", float(scores.verdicts.unparsed))
     log_metric(f"{prefix}/refused", float(len(scores.errors)))
+    # what was cut or refused before judging: reasoning before the answer, empty answers, unreadable messages
+    log_metric(f"{prefix}/reasoning_chars_stripped", float(scores.reasoning_chars_stripped))
+    log_metric(f"{prefix}/empty_completions", float(scores.empty_responses))
+    log_metric(f"{prefix}/malformed", float(malformed))
     for rule_id, rate in scores.pass_rates().items():
         log_metric(f"{prefix}/pass_rate/{rule_id}", rate)
 
@@ -81,6 +86,12 @@ class RuleReward:
         name: the name TRL logs the reward under.
         scorer: an existing RewardScorer to use in this process (the settings above
             are then read from it; `llm_options` must repeat what a copy needs).
+        judge_reasoning: judge a completion's reasoning too (``<think>...</think>``); by
+            default only the answer after it is judged, and the characters cut are
+            logged as ``<name>/reasoning_chars_stripped``.
+        empty_rule_reward: the rule reward (fraction, before the preset composes it) of
+            a completion with nothing to judge (empty, or cut off while reasoning);
+            logged as ``<name>/empty_completions``.
         max_failed_calls: calls in a row in which *every* completion failed (all None)
             after which the reward raises `RewardFailed` naming the first reason (each
             such call also logs an error); None: never raise. A call in which only some
@@ -97,6 +108,8 @@ class RuleReward:
         [0.75]
         >>> pickle.loads(pickle.dumps(reward))(prompts=["Say hi."], completions=[[{"role": "assistant", "content": "Hi!"}]])
         [0.75]
+        >>> reward(prompts=["Say hi.", "Say hi."], completions=["<think>Be brief.</think>Hi!", [{"role": "assistant", "content": 7}]])  # 7: malformed
+        [0.75, None]
     """
 
     def __init__(
@@ -112,8 +125,11 @@ class RuleReward:
         name: str = "rule_reward",
         scorer: RewardScorer | None = None,
         max_failed_calls: int | None = MAX_FAILED_CALLS,
+        judge_reasoning: bool = False,
+        empty_rule_reward: float = 0.0,
     ):
         check_reward_kind(reward)
+        self.judge_reasoning, self.empty_rule_reward = judge_reasoning, empty_rule_reward
         self.max_failed_calls, self._failed_calls = max_failed_calls, 0
         if scorer is not None:
             llm = scorer.verifier.llm.backend
@@ -121,6 +137,7 @@ class RuleReward:
             loadable = llm.spec == "embedded" or llm.spec.startswith(("openai:", "hf:", "gguf:"))
             rules, verifier, preset = scorer.rules, llm.spec if loadable else llm, scorer.preset
             rm = rm or (scorer.rm.path if scorer.rm is not None else None)
+            self.judge_reasoning, self.empty_rule_reward = scorer.judge_reasoning, scorer.empty_rule_reward
         if rules is None:
             raise ValueError("RuleReward needs rules (a RuleSet or a rules file) or a scorer")
         self.rules = rules if isinstance(rules, RuleSet) else RuleSet.load(rules)
@@ -143,19 +160,33 @@ class RuleReward:
             llm = self.verifier
             if isinstance(llm, str):
                 llm = load_llm(llm, cache=self.cache, **self.llm_options)
-            self._scorer = RewardScorer(self.rules, llm, self.preset, rm=RewardModel(self.rm) if self.rm else None)
+            self._scorer = RewardScorer(self.rules, llm, self.preset, rm=RewardModel(self.rm) if self.rm else None,
+                                        judge_reasoning=self.judge_reasoning, empty_rule_reward=self.empty_rule_reward)
         return self._scorer
 
     def __call__(self, prompts: list[Any], completions: list[Any], log_metric: Callable | None = None, **kwargs: Any) -> list[float | None]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions; they must be the same length")
         scorer = self.scorer
-        scores = scorer.score([conversation(p, c) for p, c in zip(prompts, completions)])
-        _log(scores, log_metric, self.__name__)
+        convs = [self._conversation(i, p, c) for i, (p, c) in enumerate(zip(prompts, completions))]
+        ok = [i for i, c in enumerate(convs) if c is not None]  # the rest are malformed: reward None, counted
+        scores = scorer.score([convs[i] for i in ok])
+        _log(scores, log_metric, self.__name__, malformed=len(convs) - len(ok))
         if log_metric is not None:
             log_metric(f"{self.__name__}/logprobs_refused", float(scorer.verifier.llm.stats.get("logprobs_refused", 0)))
-        self._watch_failures(scores, len(completions))
-        return [None if math.isnan(x) else float(x) for x in scorer.values(scores, self.reward)]
+        self._watch_failures(scores, len(ok))
+        rewards: list[float | None] = [None] * len(convs)
+        for i, x in zip(ok, scorer.values(scores, self.reward)):
+            rewards[i] = None if math.isnan(x) else float(x)
+        return rewards
+
+    def _conversation(self, i: int, prompt: Any, completion: Any) -> list | None:
+        """The sample as a conversation, or None (logged) when a message cannot be read."""
+        try:
+            return conversation(prompt, completion)
+        except MessageError as e:
+            log.warning("%s: completion %d is malformed (reward None, counted in %s/malformed): %s", self.__name__, i, self.__name__, e)
+            return None
 
     def _watch_failures(self, scores: Scores, n: int) -> None:
         """Say when completions failed (their reward is None); raise after too many all-failed calls."""
