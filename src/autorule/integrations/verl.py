@@ -21,7 +21,13 @@ Reward manager (batches every sample of a reward-loop worker into one verifier p
 Settings come from `reward_kwargs` (function) or `reward.reward_kwargs` (manager), else
 from the environment: AUTORULE_RULES, AUTORULE_VERIFIER (default "embedded"),
 AUTORULE_PRESET (default "default"), AUTORULE_RM (a reward model's path), AUTORULE_REWARD
-("total" or "rule"), AUTORULE_NO_CACHE.
+("total" or "rule"), AUTORULE_NO_CACHE, AUTORULE_JUDGE_REASONING (1: judge a response's
+``<think>`` reasoning too; by default only the answer after it), AUTORULE_EMPTY_RULE_REWARD
+(the rule reward of a response with nothing to judge; default 0).
+
+Each sample's result (verl logs every key but `score` as reward_extra_info) also says what
+was cut or refused: `reasoning_chars_stripped`, `empty_response` (1: nothing left to judge)
+and `malformed` (1: its prompt's messages could not be read; score 0, not judged).
 
 verl 0.9 does not call its own reward model for a sample when a custom reward function is
 set; for RM + rules, give autorule the RM (`rm`) and keep reward="total".
@@ -44,6 +50,7 @@ import numpy as np
 
 from autorule.data import Message
 from autorule.integrations.conversation import to_messages
+from autorule.messages import MessageError
 from autorule.reward import RewardScorer, Scores, check_reward_kind
 
 log = logging.getLogger(__name__)
@@ -76,7 +83,8 @@ def load_scorer(options: dict | None = None) -> RewardScorer:
     if not rules:
         raise ValueError("no rules file: set reward_kwargs.rules (verl config) or AUTORULE_RULES to a rules.yaml")
     key = (rules, _setting(options, "verifier", "embedded"), _setting(options, "preset", "default"), bool(os.environ.get("AUTORULE_NO_CACHE")),
-           _setting(options, "rm"))
+           _setting(options, "rm"), _setting(options, "judge_reasoning", "0").lower() in ("1", "true", "yes"),
+           float(_setting(options, "empty_rule_reward", "0")))
     with _SCORERS_LOCK:  # verl's reward loop calls from many threads at once
         if key not in _SCORERS:
             from autorule.llm import load_llm
@@ -84,7 +92,8 @@ def load_scorer(options: dict | None = None) -> RewardScorer:
             from autorule.rules import RuleSet
 
             llm = load_llm(key[1], cache=not key[3])
-            _SCORERS[key] = RewardScorer(RuleSet.load(rules), llm, key[2], rm=RewardModel(key[4]) if key[4] else None)
+            _SCORERS[key] = RewardScorer(RuleSet.load(rules), llm, key[2], rm=RewardModel(key[4]) if key[4] else None,
+                                         judge_reasoning=key[5], empty_rule_reward=key[6])
         return _SCORERS[key]
 
 
@@ -98,7 +107,9 @@ def sample_results(scores: Scores, scorer: RewardScorer, kind: str) -> list[dict
     A response the verifier's server refused scores 0 (verl needs a number) with
     `refused` = 1, and each batch with refusals logs a warning with their count and the
     first reason, so a 0 is never passed off as a judged reward; `unparsed_checks` counts
-    checks with no readable verdict.
+    checks with no readable verdict; `reasoning_chars_stripped` is the reasoning cut before
+    judging; `empty_response` is 1 when nothing was left to judge; `malformed` is 0 (see
+    `malformed_result`).
 
     Args:
         scores: the scorer's `Scores` for the batch.
@@ -110,7 +121,7 @@ def sample_results(scores: Scores, scorer: RewardScorer, kind: str) -> list[dict
         >>> from autorule.llm.fake import FakeLLM
         >>> scorer = RewardScorer(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.8))
         >>> sample_results(scorer.score(["Hi!"]), scorer, "total")
-        [{'score': 0.8, 'rule_reward': 0.8, 'unparsed_checks': 0.0, 'refused': 0.0}]
+        [{'score': 0.8, 'rule_reward': 0.8, 'unparsed_checks': 0.0, 'refused': 0.0, 'reasoning_chars_stripped': 0.0, 'empty_response': 0.0, 'malformed': 0.0}]
     """
     values = scorer.values(scores, kind)
     unparsed = scores.unparsed_per_response()
@@ -119,9 +130,42 @@ def sample_results(scores: Scores, scorer: RewardScorer, kind: str) -> list[dict
                     len(scores.errors), len(values), next(iter(scores.errors.values())))
     return [
         {"score": float(np.nan_to_num(values[i])), "rule_reward": float(np.nan_to_num(scores.rule[i])),
-         "unparsed_checks": float(unparsed[i]), "refused": float(i in scores.errors)}
+         "unparsed_checks": float(unparsed[i]), "refused": float(i in scores.errors),
+         "reasoning_chars_stripped": float(scores.reasoning_chars[i]), "empty_response": float(scores.empty[i]), "malformed": 0.0}
         for i in range(len(values))
     ]
+
+
+def malformed_result() -> dict:
+    """The result of a sample whose messages could not be read: score 0 (verl needs a number), `malformed` = 1.
+
+    Example:
+        >>> malformed_result()["malformed"], malformed_result()["score"]
+        (1.0, 0.0)
+    """
+    return {"score": 0.0, "rule_reward": 0.0, "unparsed_checks": 0.0, "refused": 0.0,
+            "reasoning_chars_stripped": 0.0, "empty_response": 0.0, "malformed": 1.0}
+
+
+def _score_samples(scorer: RewardScorer, convs: list, kind: str) -> list[dict]:
+    """Results for conversations, None marking a malformed sample (logged, not judged)."""
+    ok = [i for i, c in enumerate(convs) if c is not None]
+    if len(ok) < len(convs):
+        log.warning("autorule: %d of %d samples have messages that cannot be read: score 0 with malformed=1", len(convs) - len(ok), len(convs))
+    results: list[dict] = [malformed_result() for _ in convs]
+    if ok:
+        for i, result in zip(ok, sample_results(scorer.score([convs[i] for i in ok]), scorer, kind)):
+            results[i] = result
+    return results
+
+
+def _sample(extra_info: Any, response: str) -> list[Message] | None:
+    """One sample's conversation, or None when its prompt's messages cannot be read."""
+    try:
+        return [*_prompt_of(extra_info), Message(role="assistant", content=response)]
+    except MessageError as e:
+        log.warning("autorule: a sample's prompt cannot be read: %s", e)
+        return None
 
 
 def _prompt_of(extra_info: Any) -> list[Message]:
@@ -183,8 +227,7 @@ def compute_score(
     if solution_strs is None:
         if solution_str is None:
             raise ValueError("compute_score needs solution_str (one sample) or solution_strs (a batch)")
-        convs = [[*_prompt_of(extra_info), Message(role="assistant", content=solution_str)]]
-        return sample_results(scorer.score(convs), scorer, kind)[0]
+        return _score_samples(scorer, [_sample(extra_info, solution_str)], kind)[0]
     solution_strs = list(solution_strs)
     if extra_infos is None:
         extra_infos = [None] * len(solution_strs)
@@ -193,8 +236,7 @@ def compute_score(
         raise ValueError(f"verl passed {len(solution_strs)} solutions but {len(extra_infos)} extra_infos; they must be the same length")
     if not solution_strs:
         return []
-    convs = [[*_prompt_of(info), Message(role="assistant", content=text)] for text, info in zip(solution_strs, extra_infos)]
-    return sample_results(scorer.score(convs), scorer, kind)
+    return _score_samples(scorer, [_sample(info, text) for text, info in zip(solution_strs, extra_infos)], kind)
 
 
 compute_score_single = compute_score  # the name earlier versions documented
@@ -268,7 +310,12 @@ class AutoRuleRewardManager(_Base):
 
     async def run_single(self, data) -> dict:
         """verl 0.9's reward-loop call: one sample in, ``{"reward_score", "reward_extra_info"}`` out."""
-        [result] = await self.score_conversations([self._decode(data)])
+        try:
+            conversation = self._decode(data)
+        except MessageError as e:  # a raw_prompt whose messages cannot be read: counted, not judged
+            log.warning("autorule: a sample's prompt cannot be read (score 0, malformed=1): %s", e)
+            return {"reward_score": 0.0, "reward_extra_info": malformed_result()}
+        [result] = await self.score_conversations([conversation])
         return {"reward_score": result["score"], "reward_extra_info": result}
 
     async def score_conversations(self, conversations: list[list[Message]]) -> list[dict]:
