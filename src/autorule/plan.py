@@ -264,16 +264,21 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
     from autorule.extraction import merge as merge_stage
     from autorule.extraction import reason as reason_stage
     from autorule.extraction import rules as rules_stage
+    from autorule.extraction.context import resolve_context
 
+    # prompts as the run will send them: fitted to the model's context
+    context = resolve_context(llm, getattr(config, "max_input_tokens", None))
     speed = speed_for(llm, probe)
     merge_speed = speed if merge_llm is llm else speed_for(merge_llm, probe)
     # one pass over the pairs: their count, cache hits (counted a chunk at a time), a sample for tokens
     cached, chunk = 0, []
+    cut = 0  # prompts cut in their middle to fit the context
 
     def requests(pairs):
-        nonlocal cached, chunk
+        nonlocal cached, chunk, cut
         for p in pairs:
-            request = reason_stage.reasoning_request(p, config.seed, config.reasoning_tokens)[0]
+            request, _, fitted = reason_stage.reasoning_request(p, config.seed, config.reasoning_tokens, context)
+            cut += fitted.omitted > 0
             chunk.append(request)
             if len(chunk) == 1024:
                 cached, chunk = cached + _cached_generations(llm, chunk), []
@@ -282,11 +287,13 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
     sample, n = reservoir(requests(pairs), _limit(llm), config.seed)
     cached += _cached_generations(llm, chunk)
     prompt_tokens = round(sum(request_tokens(llm, r) for r in sample) * n / max(len(sample), 1))
+    notes = [f"prompt tokens counted on {len(sample)} of {n} requests" if len(sample) < n else "",
+             f"{cut} of {n} prompts cut to fit a context of {context.tokens} tokens ({context.source})" if cut else ""]
     stages = [generation_stage("010 reasoning", llm, speed, sample, calls=n, cached=cached, prompt_tokens=prompt_tokens,
-                               note=f"prompt tokens counted on {len(sample)} of {n} requests" if len(sample) < n else "")]
+                               note="; ".join(filter(None, notes)))]
     # the rule prompt holds the reasoning, at most reasoning_tokens of it
     filler = " ".join(["reason"] * config.reasoning_tokens)
-    rules_request = rules_stage.rules_request(filler, config.rules_tokens, config.seed)
+    rules_request = rules_stage.rules_request(filler, config.rules_tokens, config.seed, context)[0]
     stages.append(generation_stage("020 rule extraction", llm, speed, [rules_request] * n, cached=stages[0].cached,
                                    prompt_tokens=request_tokens(llm, rules_request) * n,
                                    note="the prompt holds the reasoning: counted at its maximum; up to one repair call per pair that gives no list (not counted)"))

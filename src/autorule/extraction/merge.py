@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..llm import LLM, ChatRequest
+from ..llm import LLM, ChatRequest, Completion
 from ..rules import CandidateRef, Rule, normalise_rule
 from . import prompt
+from .context import Context
+from .refusals import generate_each
 from .rules import PREFILL, parse_rule_list
 
 TEMPLATE, TEMPLATE_VERSION = prompt("merge")
@@ -110,6 +112,8 @@ class MergeLog:
     merge_failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    clusters_split: int = 0  # clusters whose merge prompt was over the context: merged in parts
+    merge_refused: list[str] = field(default_factory=list)  # the server's reason for each merge it refused (medoid kept)
 
 
 def dedupe(rules: list[Rule]) -> tuple[list[Rule], int]:
@@ -242,9 +246,42 @@ def _bucketed(vectors: np.ndarray, k: int, max_size: int) -> list[list[int]]:
 
 
 def merge_request(texts: list[str], max_rules: int, max_tokens: int, seed: int) -> ChatRequest:
+    """The merge prompt for one cluster's rules.
+
+    Example:
+        >>> merge_request(["The response should be short.", "The response should be brief."], 1, 64, 0).messages[0]["content"].count("The response should")
+        2
+    """
     listing = "\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts))
     text = TEMPLATE.substitute(rules=listing, max_rules=max_rules)
     return ChatRequest([{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0.0, seed=seed, template=TEMPLATE_VERSION, prefill=PREFILL)
+
+
+def split_to_fit(group: list[int], texts: list[str], max_tokens: int, seed: int, context: Context | None) -> list[list[int]]:
+    """A cluster as parts whose merge prompts fit the context (halved until they do); whole when it fits.
+
+    Rules are never cut: a part of one rule needs no merge and is kept as it is.
+
+    Args:
+        group: the cluster's rule indices.
+        texts: every rule's text, by index.
+        max_tokens: the merge answer's tokens.
+        seed: the sampling seed.
+        context: the merge model's context (None: no limit).
+
+    Example:
+        >>> from autorule.extraction.context import Context
+        >>> texts = ["The response should be short and clear."] * 8
+        >>> split_to_fit(list(range(8)), texts, 100, 0, Context(100 + 64 + 160, "server", lambda s: len(s) // 4))
+        [[0, 1], [2, 3], [4, 5], [6, 7]]
+    """
+    if context is None or len(group) < 2:
+        return [group]
+    request = merge_request([texts[i] for i in group], len(group) - 1, max_tokens, seed)
+    if context.count_tokens(request.messages[0]["content"]) <= context.budget(max_tokens):
+        return [group]
+    half = len(group) // 2
+    return split_to_fit(group[:half], texts, max_tokens, seed, context) + split_to_fit(group[half:], texts, max_tokens, seed, context)
 
 
 def _medoid(vectors: np.ndarray) -> int:
@@ -264,7 +301,13 @@ def merge_rules(
     seed: int = 0,
     near_duplicate: float = 0.92,
     progress: bool = False,
+    context: Context | None = None,
 ) -> tuple[list[Rule], MergeLog]:
+    """Merge rules round by round until at most `target` remain (see the module's docstring).
+
+    With a `context`, a cluster whose prompt is over it is merged in parts, and a merge
+    the server refuses keeps the cluster's medoid; both are counted in the `MergeLog`.
+    """
     log = MergeLog()
     rules, log.duplicates_dropped = dedupe(rules)
     rules, log.near_duplicates_merged = collapse_near_duplicates(rules, embed, near_duplicate)
@@ -274,10 +317,22 @@ def merge_rules(
         before = len(rules)
         vectors = embed([r.text for r in rules])
         groups = cluster(vectors, max(target, math.ceil(len(rules) / shrink)), max_cluster)
+        texts_now = [r.text for r in rules]
+        parts = [split_to_fit(g, texts_now, max_tokens, seed, context) for g in groups]
+        log.clusters_split += sum(len(p) > 1 for p in parts)
+        groups = [part for p in parts for part in p]
         to_merge = [g for g in groups if len(g) > 1]
-        requests = [merge_request([rules[i].text for i in g], len(g) - 1, max_tokens, seed) for g in to_merge]
-        replies = llm.generate(requests, desc=f"merge round {round_no}" if progress else None)
-        outputs = [parse_rule_list(reply.text) for reply in replies]
+        replies: list = [Completion(text="") for _ in to_merge]
+        refused: dict[int, str] = {}
+
+        def got(i: int, c: Completion) -> None:
+            replies[i] = c
+
+        # a merge the server refuses falls back to the cluster's medoid; the others go on
+        generate_each(llm, len(to_merge), lambda i: merge_request([rules[j].text for j in to_merge[i]], len(to_merge[i]) - 1, max_tokens, seed),
+                      got, refused.__setitem__, context.learn if context is not None else None, desc=f"merge round {round_no}" if progress else None)
+        log.merge_refused.extend(refused.values())
+        outputs = [[] if i in refused else parse_rule_list(reply.text) for i, reply in enumerate(replies)]
         embed([t for texts in outputs for t in texts])  # one batched call; the loop below finds them cached
         merged = [rules[g[0]] for g in groups if len(g) == 1]
         failures = 0

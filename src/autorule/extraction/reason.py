@@ -7,8 +7,10 @@ import random
 from pydantic import BaseModel
 
 from ..data import Message, PreferencePair
+from ..fitting import Fitted
 from ..llm import ChatRequest, Completion
 from . import prompt
+from .context import Context
 
 TEMPLATE, TEMPLATE_VERSION = prompt("reasoning")
 
@@ -23,6 +25,7 @@ class Reasoning(BaseModel):
     finish_reason: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    omitted_chars: int = 0  # characters cut from the middle of long turns to fit the context
 
 
 def render_conversation(messages: list[Message]) -> str:
@@ -36,15 +39,42 @@ def chosen_label(pair: PreferencePair, seed: int) -> str:
     return "A" if random.Random(f"{seed}:{pair.id}").random() < 0.5 else "B"
 
 
-def reasoning_request(pair: PreferencePair, seed: int, max_tokens: int) -> tuple[ChatRequest, str]:
+def reasoning_request(pair: PreferencePair, seed: int, max_tokens: int, context: Context | None = None) -> tuple[ChatRequest, str, Fitted]:
+    """The judgement prompt of one pair, its A/B label, and how it was fitted.
+
+    With a `context`, the longest turns are cut in their middle until the prompt and
+    `max_tokens` of answer fit it; the instructions are never cut.
+
+    Args:
+        pair: the preference pair.
+        seed: the A/B order's seed.
+        max_tokens: the answer's tokens.
+        context: the model's context (None: the prompt is not fitted).
+
+    Example:
+        >>> from autorule.data import load_pairs
+        >>> pair = load_pairs([{"prompt": "Fix my code.", "chosen": "Here: " + "x = 1\\n" * 3000 + "done.", "rejected": "No."}])[0]
+        >>> request, label, fitted = reasoning_request(pair, 0, 512, Context(2048, "server", lambda s: len(s) // 3))
+        >>> text = request.messages[0]["content"]
+        >>> fitted.fits, fitted.tokens <= 2048 - 512 - 64, "characters omitted" in text, "Here: x = 1" in text, text.count("done.")
+        (True, True, True, True, 1)
+    """
     label = chosen_label(pair, seed)
-    chosen, rejected = render_conversation(pair.conversation("chosen")), render_conversation(pair.conversation("rejected"))
+    chosen, rejected = pair.conversation("chosen"), pair.conversation("rejected")
     a, b = (chosen, rejected) if label == "A" else (rejected, chosen)
-    text = TEMPLATE.substitute(winner=label, loser="B" if label == "A" else "A", conversation_a=a, conversation_b=b)
-    return ChatRequest([{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0.0, seed=seed, template=TEMPLATE_VERSION), label
+
+    def render(texts: list[str]) -> str:
+        turns = [Message(role=m.role, content=t) for m, t in zip([*a, *b], texts)]
+        return TEMPLATE.substitute(winner=label, loser="B" if label == "A" else "A", conversation_a=render_conversation(turns[: len(a)]),
+                                   conversation_b=render_conversation(turns[len(a) :]))
+
+    texts = [m.content for m in [*a, *b]]
+    fitted = context.fit(render, texts, max_tokens) if context is not None else Fitted(render(texts))
+    request = ChatRequest([{"role": "user", "content": fitted.text}], max_tokens=max_tokens, temperature=0.0, seed=seed, template=TEMPLATE_VERSION)
+    return request, label, fitted
 
 
-def to_reasoning(pair: PreferencePair, label: str, c: Completion) -> Reasoning:
+def to_reasoning(pair: PreferencePair, label: str, c: Completion, omitted_chars: int = 0) -> Reasoning:
     return Reasoning(
         pair_id=pair.id,
         chosen_label=label,
@@ -53,4 +83,5 @@ def to_reasoning(pair: PreferencePair, label: str, c: Completion) -> Reasoning:
         finish_reason=c.finish_reason,
         prompt_tokens=c.usage.prompt_tokens,
         completion_tokens=c.usage.completion_tokens,
+        omitted_chars=omitted_chars,
     )

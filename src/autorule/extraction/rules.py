@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from ..fitting import Fitted
 from ..lint import fragment_reason
 from ..llm import ChatRequest
 from . import prompt
+from .context import Context
 
 TEMPLATE, TEMPLATE_VERSION = prompt("rules")
 REPAIR, REPAIR_VERSION = prompt("rules_repair")
@@ -31,6 +33,7 @@ class Candidates(BaseModel):
     repaired: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    omitted_chars: int = 0  # characters cut from the middle of the justification (and repair) to fit the context
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
@@ -154,11 +157,37 @@ def parse_rule_list(text: str) -> list[str]:
     return parse_rules(text).rules
 
 
-def rules_request(justification: str, max_tokens: int, seed: int) -> ChatRequest:
-    text = TEMPLATE.substitute(justification=justification.strip())
-    return ChatRequest([{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0.0, seed=seed, template=TEMPLATE_VERSION, prefill=PREFILL)
+def _fitted(render, text: str, max_tokens: int, context: Context | None) -> Fitted:
+    return context.fit(render, [text], max_tokens) if context is not None else Fitted(render([text]))
 
 
-def repair_request(previous: str, max_tokens: int, seed: int) -> ChatRequest:
-    text = REPAIR.substitute(previous=previous.strip()[:4000])
-    return ChatRequest([{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0.0, seed=seed, template=REPAIR_VERSION, prefill=PREFILL)
+def rules_request(justification: str, max_tokens: int, seed: int, context: Context | None = None) -> tuple[ChatRequest, Fitted]:
+    """The rule-extraction prompt for one justification, and how it was fitted.
+
+    Args:
+        justification: the reasoning (or explanation) rules are drawn from.
+        max_tokens: the answer's tokens.
+        seed: the sampling seed.
+        context: the model's context; a justification too long for it is cut in its middle.
+
+    Example:
+        >>> request, fitted = rules_request("A is clearer. " * 2000, 512, 0, Context(2048, "server", lambda s: len(s) // 3))
+        >>> fitted.fits, fitted.omitted > 0, request.messages[0]["content"].endswith("Return only a JSON array of strings.\\n")
+        (True, True, True)
+    """
+    fitted = _fitted(lambda ts: TEMPLATE.substitute(justification=ts[0]), justification.strip(), max_tokens, context)
+    request = ChatRequest([{"role": "user", "content": fitted.text}], max_tokens=max_tokens, temperature=0.0, seed=seed, template=TEMPLATE_VERSION, prefill=PREFILL)
+    return request, fitted
+
+
+def repair_request(previous: str, max_tokens: int, seed: int, context: Context | None = None) -> tuple[ChatRequest, Fitted]:
+    """The repair prompt for an answer that held no list, and how it was fitted (as `rules_request`).
+
+    Example:
+        >>> request, fitted = repair_request("Rules: be nice", 512, 0)
+        >>> fitted.omitted, "Rules: be nice" in request.messages[0]["content"]
+        (0, True)
+    """
+    fitted = _fitted(lambda ts: REPAIR.substitute(previous=ts[0]), previous.strip(), max_tokens, context)
+    request = ChatRequest([{"role": "user", "content": fitted.text}], max_tokens=max_tokens, temperature=0.0, seed=seed, template=REPAIR_VERSION, prefill=PREFILL)
+    return request, fitted

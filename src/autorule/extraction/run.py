@@ -35,6 +35,8 @@ from ..rules import RuleSet
 from . import merge as merge_stage
 from . import reason as reason_stage
 from . import rules as rules_stage
+from .context import Context, check_fits, resolve_context
+from .refusals import RefusalLedger, describe_refusals, generate_each
 
 log = logging.getLogger("autorule.extract")  # quiet in library use; the CLI shows INFO
 
@@ -53,6 +55,16 @@ class ExtractConfig:
     reasoning_tokens: int = 1024
     rules_tokens: int = 512
     merge_tokens: int = 512
+    # the model's context in tokens, prompt and answer together (None: what the server or
+    # model reports, else 8192); long turns are cut in their middle to fit
+    max_input_tokens: int | None = None
+    # the largest share of pairs the server may refuse before the run stops
+    max_refused_share: float = 0.05
+
+
+# how the run copes with its server, not what it computes: a resumed run may change them
+NOT_FINGERPRINTED = ("max_input_tokens", "max_refused_share")
+STAGE_010, STAGE_020 = "010 reasoning", "020 rule extraction"
 
 
 @dataclass
@@ -130,12 +142,16 @@ class StageFile:
         self._writer.flush()
         return offset
 
-    def finish(self, ids, offsets: dict[str, int]) -> None:
-        """The final file: the partial's records in the order of `ids` (data order)."""
+    def finish(self, ids, offsets: dict[str, int], skip=frozenset()) -> None:
+        """The final file: the partial's records in the order of `ids` (data order);
+        `skip`: pairs without a record (refused by the server)."""
         self.close()
         tmp = self.final.with_suffix(".tmp")
+        self.partial.touch()  # every pair refused: an empty stage
         with self.partial.open("rb") as src, tmp.open("wb") as dst:
             for pid in ids:
+                if pid in skip:
+                    continue
                 src.seek(offsets[pid])
                 dst.write(src.readline())
         tmp.replace(self.final)
@@ -145,6 +161,11 @@ class StageFile:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def reopen(self) -> None:
+        """A final file back to partial, so records can be added (refused pairs sent again)."""
+        if self.final.is_file():
+            self.final.replace(self.partial)
 
 
 def _read_pairs(path: Path):
@@ -172,11 +193,17 @@ def _check_run_dir(run_dir: Path, fingerprint: dict) -> None:
 
 
 def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir: Path, config: ExtractConfig, *, overwrite: bool = False,
-                progress: bool = False, chunk: int = CHUNK) -> ExtractResult:
+                progress: bool = False, chunk: int = CHUNK, retry_refused: bool = False) -> ExtractResult:
     """The three stages into `run_dir` (resumable); `progress` shows a bar per stage.
 
     `data` may be a `PairStream` (`stream_pairs`): the pairs are then read once, written to
     000_pairs.jsonl, and go through stages 010 and 020 `chunk` at a time.
+
+    Prompts are fitted to the model's context (`ExtractConfig.max_input_tokens`, else what
+    the server reports, else 8192), long turns cut in their middle. A pair the server still
+    refuses is recorded in 020_refused.jsonl and run.json and the run goes on; past
+    `max_refused_share` of the pairs it stops (`TooManyRefused`). A resumed run does not
+    send recorded refusals again unless `retry_refused`.
     """
     start = time.time()
     if isinstance(data, LoadResult) and not data.pairs:
@@ -199,7 +226,7 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
         "data": ids.hexdigest()[:16],
         "model": llm.spec,
         "merge_model": merge_llm.spec,
-        **asdict(config),
+        **{k: v for k, v in asdict(config).items() if k not in NOT_FINGERPRINTED},
         "templates": [reason_stage.TEMPLATE_VERSION, rules_stage.TEMPLATE_VERSION, merge_stage.TEMPLATE_VERSION],
     }
     if overwrite:
@@ -216,19 +243,31 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
     incoming.replace(run_dir / "000_pairs.jsonl")
     # every earlier attempt's statistics are kept: retries of a failed run do not vanish on resume
     attempts = [] if overwrite else _previous_attempts(run_dir)
-    meta = {"status": "running", "fingerprint": fingerprint, "config": asdict(config), "data": data.summary(), "started": start, "attempts": attempts}
+    context = resolve_context(llm, config.max_input_tokens)
+    merge_context = context if merge_llm is llm else resolve_context(merge_llm, config.max_input_tokens)
+    ledger = RefusalLedger(run_dir, len(distinct), config.max_refused_share)
+    retried = 0
+    if retry_refused and len(ledger):
+        retried = ledger.clear()
+        for name in ("010_reasoning.jsonl", "020_candidates.jsonl"):
+            StageFile(run_dir, name).reopen()
+        log.info("sending the %d refused pairs again (--retry-refused)", retried)
+    meta = {"status": "running", "fingerprint": fingerprint, "config": asdict(config), "data": data.summary(), "started": start, "attempts": attempts,
+            "context": context.to_dict(), **({"retried_refused": retried} if retried else {})}
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
 
     failures: Counter = Counter()
     stages = {"000_pairs": _stage_mark(start)}  # wall time and the process's peak memory at each stage's end
     try:
-        _stages_010_020(run_dir, n, len(distinct), llm, config, progress, chunk)
+        _stages_010_020(run_dir, n, len(distinct), llm, config, progress, chunk, context, ledger)
+        ledger.check()  # a resumed run held to a lower --max-refused-share
         counts = _count_stages(run_dir, failures)
         stages["010_020_reasoning_and_rules"] = _stage_mark(start, stages)
-        rules, merge_log, lint = _stage_merge(run_dir, merge_llm, config, progress)
+        rules, merge_log, lint = _stage_merge(run_dir, merge_llm, config, progress, merge_context)
         stages["030_merge"] = _stage_mark(start, stages)
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        meta.update(context=context.to_dict(), refused=ledger.summary())
         _record_attempt(meta, attempts, status, _stats(llm, merge_llm), start, error=str(e))
         (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
         raise
@@ -246,14 +285,18 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
         "rules": len(rules),
         "lint": lint,
         "failures": dict(failures),
+        "refused": ledger.summary(),
+        "context": context.to_dict(),
         "merge_failures": merge_log.merge_failures,
+        "merge_clusters_split": merge_log.clusters_split,
+        "merge_refused": merge_log.merge_refused,
         "tokens": tokens,
         "seconds": round(time.time() - start, 1),
         "stages": stages,
     }
     _record_attempt(meta, attempts, "complete", _stats(llm, merge_llm), start)
     summary["llm_stats"] = meta["llm_stats"]
-    meta.update(counts=summary, merge_rounds=merge_log.rounds)
+    meta.update(counts=summary, merge_rounds=merge_log.rounds, context=context.to_dict(), refused=summary["refused"])
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
     return ExtractResult(run_dir, rules, summary)
 
@@ -298,7 +341,8 @@ def _stats(llm: LLM, merge_llm: LLM) -> dict:
     return stats
 
 
-def _stages_010_020(run_dir: Path, n: int, distinct: int, llm: LLM, config: ExtractConfig, progress: bool, chunk: int) -> None:
+def _stages_010_020(run_dir: Path, n: int, distinct: int, llm: LLM, config: ExtractConfig, progress: bool, chunk: int, context: Context,
+                    ledger: RefusalLedger) -> None:
     """Reasoning, then rule extraction, a chunk of pairs at a time; finished records are
     appended as they arrive and found again by offset, so nothing grows with the data."""
     reasoning, candidates = StageFile(run_dir, "010_reasoning.jsonl"), StageFile(run_dir, "020_candidates.jsonl")
@@ -312,58 +356,83 @@ def _stages_010_020(run_dir: Path, n: int, distinct: int, llm: LLM, config: Extr
             for pos, (desc, index) in enumerate((("010 reasoning", r_index), ("020 rules", c_index)))]
     warned = [False]
 
-    def reasoning_done() -> None:  # stage 010 is final as soon as every pair has its record
-        if not reasoning.complete and len(r_index) == distinct:
-            reasoning.finish(_pair_ids(pairs_file), r_index)
+    def refused(stage: str) -> set[str]:
+        return {pid for pid, r in ledger.records.items() if r.stage == stage}
+
+    def reasoning_done() -> None:  # stage 010 is final as soon as every pair has its record (or was refused)
+        if not reasoning.complete and len(r_index) + ledger.count(STAGE_010) == distinct:
+            reasoning.finish(_pair_ids(pairs_file), r_index, skip=refused(STAGE_010))
 
     try:
         batch: list[PreferencePair] = []
         for pair in _read_pairs(pairs_file):
-            if pair.id not in c_index:
+            if pair.id not in c_index and pair.id not in ledger:  # recorded refusals are not sent again
                 batch.append(pair)
             if len(batch) == chunk:
-                _chunk(batch, reasoning, candidates, r_index, c_index, llm, config, warned, bars, reasoning_done)
+                _chunk(batch, reasoning, candidates, r_index, c_index, llm, config, warned, bars, reasoning_done, context, ledger)
                 batch = []
         if batch:
-            _chunk(batch, reasoning, candidates, r_index, c_index, llm, config, warned, bars, reasoning_done)
+            _chunk(batch, reasoning, candidates, r_index, c_index, llm, config, warned, bars, reasoning_done, context, ledger)
     finally:
         for bar in bars:
             bar.close()
         reasoning.close()
         candidates.close()
     reasoning_done()
-    candidates.finish(_pair_ids(pairs_file), c_index)
+    candidates.finish(_pair_ids(pairs_file), c_index, skip=set(ledger.records))
 
 
 def _chunk(pairs: list[PreferencePair], reasoning: StageFile, candidates: StageFile, r_index: dict, c_index: dict, llm: LLM,
-           config: ExtractConfig, warned: list[bool], bars, reasoning_done) -> None:
+           config: ExtractConfig, warned: list[bool], bars, reasoning_done, context: Context, ledger: RefusalLedger) -> None:
     records: dict[str, dict] = {}
     todo = [p for p in pairs if p.id not in r_index]
-    built = [reason_stage.reasoning_request(p, config.seed, config.reasoning_tokens) for p in todo]
+    built: dict[int, tuple] = {}  # item -> (A/B label, fitted prompt) of the request last sent
+
+    def build(i: int):
+        request, label, fitted = reason_stage.reasoning_request(todo[i], config.seed, config.reasoning_tokens, context)
+        check_fits(fitted, context, config.reasoning_tokens)
+        built[i] = (label, fitted)
+        return request
 
     def record(i: int, completion) -> None:
-        rec = reason_stage.to_reasoning(todo[i], built[i][1], completion).model_dump()
+        label, fitted = built[i]
+        rec = reason_stage.to_reasoning(todo[i], label, completion, fitted.omitted).model_dump()
         records[rec["pair_id"]] = rec
         r_index[rec["pair_id"]] = reasoning.append(rec)
         bars[0].update(1)
 
-    llm.generate([req for req, _ in built], on_result=record)
+    def refused(i: int, reason: str) -> None:
+        bars[0].update(1)
+        ledger.add(todo[i], STAGE_010, reason)
+
+    generate_each(llm, len(todo), build, record, refused, context.learn)
     reasoning_done()
-    for p in pairs:  # pairs a previous attempt reasoned about: read back
+    kept = [p for p in pairs if p.id not in ledger]
+    for p in kept:  # pairs a previous attempt reasoned about: read back
         if p.id not in records:
             records[p.id] = reasoning.read(r_index[p.id])
-    _stage_candidates(pairs, records, llm, candidates, c_index, config, warned, bars[1])
+    bars[1].update(len(pairs) - len(kept))
+    _stage_candidates(kept, records, llm, candidates, c_index, config, warned, bars[1], context, ledger)
 
 
 def _count_stages(run_dir: Path, failures: Counter) -> dict:
     """The summary's counts, read back from the final stage files (one pass each)."""
     counts: dict = {"reasoning_without_trace": 0, "candidates": 0, "items_dropped": Counter(), "pairs_with_candidates": 0,
-                    "010_tokens": {"prompt": 0, "completion": 0}, "020_tokens": {"prompt": 0, "completion": 0}}
+                    "010_tokens": {"prompt": 0, "completion": 0}, "020_tokens": {"prompt": 0, "completion": 0},
+                    # prompts cut in their middle to fit the context: pairs, and characters left out
+                    "truncated": {"010_reasoning": {"pairs": 0, "characters_omitted": 0}, "020_candidates": {"pairs": 0, "characters_omitted": 0}}}
+
+    def cut(key: str, rec: dict) -> None:
+        counts["truncated"][key]["pairs"] += bool(rec.get("omitted_chars"))
+        counts["truncated"][key]["characters_omitted"] += rec.get("omitted_chars", 0)
+
     for rec in StageFile(run_dir, "010_reasoning.jsonl").records():
+        cut("010_reasoning", rec)
         counts["reasoning_without_trace"] += not rec["reasoning"]
         counts["010_tokens"]["prompt"] += rec.get("prompt_tokens", 0)
         counts["010_tokens"]["completion"] += rec.get("completion_tokens", 0)
     for rec in StageFile(run_dir, "020_candidates.jsonl").records():
+        cut("020_candidates", rec)
         counts["candidates"] += len(rec["rules"])
         counts["pairs_with_candidates"] += bool(rec["rules"])
         counts["items_dropped"].update(rec.get("dropped") or {})
@@ -390,7 +459,7 @@ def _justification(rec: dict, extract_from: str, warned: list[bool]) -> tuple[st
 
 
 def _stage_candidates(pairs: list[PreferencePair], reasonings: dict[str, dict], llm: LLM, stage: StageFile, index: dict[str, int],
-                      config: ExtractConfig, warned: list[bool], bar) -> None:
+                      config: ExtractConfig, warned: list[bool], bar, context: Context, ledger: RefusalLedger) -> None:
     def keep(rec: dict) -> None:
         index[rec["pair_id"]] = stage.append(rec)
         bar.update(1)
@@ -401,15 +470,22 @@ def _stage_candidates(pairs: list[PreferencePair], reasonings: dict[str, dict], 
         if not text.strip():
             keep(rules_stage.Candidates(pair_id=p.id, source=source, rules=[], excerpt="", failure="empty reasoning output").model_dump())
         else:
-            todo.append((p.id, text, source))
+            todo.append((p, text, source))
     pending: list[tuple[rules_stage.Candidates, str]] = []
+    omitted: dict[int, int] = {}  # item -> characters cut from its justification
+
+    def build(i: int):
+        request, fitted = rules_stage.rules_request(todo[i][1], config.rules_tokens, config.seed, context)
+        check_fits(fitted, context, config.rules_tokens)
+        omitted[i] = fitted.omitted
+        return request
 
     def record(i: int, reply) -> None:
-        pid, text, source = todo[i]
+        pair, text, source = todo[i]
         parsed = rules_stage.parse_rules(reply.text)
         rec = rules_stage.Candidates(
-            pair_id=pid, source=source, rules=parsed.rules, excerpt=text[:300], dropped=dict(parsed.dropped),
-            prompt_tokens=reply.usage.prompt_tokens, completion_tokens=reply.usage.completion_tokens,
+            pair_id=pair.id, source=source, rules=parsed.rules, excerpt=text[:300], dropped=dict(parsed.dropped),
+            prompt_tokens=reply.usage.prompt_tokens, completion_tokens=reply.usage.completion_tokens, omitted_chars=omitted[i],
         )
         if rec.rules or parsed.found_list:
             # a list whose items were all dropped has its reasons; a repair prompt cannot help it
@@ -418,10 +494,22 @@ def _stage_candidates(pairs: list[PreferencePair], reasonings: dict[str, dict], 
         else:
             pending.append((rec, reply.text))
 
-    llm.generate([rules_stage.rules_request(t, config.rules_tokens, config.seed) for _, t, _ in todo], on_result=record)
+    def refused(pair: PreferencePair, reason: str) -> None:
+        bar.update(1)
+        ledger.add(pair, STAGE_020, reason)
+
+    generate_each(llm, len(todo), build, record, lambda i, why: refused(todo[i][0], why), context.learn)
     # one repair attempt for answers that held no list at all
-    repairs = llm.generate([rules_stage.repair_request(prev or "(empty answer)", config.rules_tokens, config.seed) for _, prev in pending])
-    for (rec, prev), reply in zip(pending, repairs):
+    by_id = {p.id: p for p in pairs}
+
+    def build_repair(i: int):
+        request, fitted = rules_stage.repair_request(pending[i][1] or "(empty answer)", config.rules_tokens, config.seed, context)
+        check_fits(fitted, context, config.rules_tokens)
+        pending[i][0].omitted_chars += fitted.omitted
+        return request
+
+    def repaired(i: int, reply) -> None:
+        rec, prev = pending[i]
         parsed = rules_stage.parse_rules(reply.text)
         rec.rules, rec.dropped = parsed.rules, dict(parsed.dropped)
         rec.repaired = True
@@ -431,8 +519,10 @@ def _stage_candidates(pairs: list[PreferencePair], reasonings: dict[str, dict], 
             rec.failure = parsed.failure or ("empty model output" if not prev.strip() and not reply.text.strip() else "unparseable rule list after repair")
         keep(rec.model_dump())
 
+    generate_each(llm, len(pending), build_repair, repaired, lambda i, why: refused(by_id[pending[i][0].pair_id], f"repair prompt: {why}"), context.learn)
 
-def _stage_merge(run_dir: Path, llm: LLM, config: ExtractConfig, progress: bool):
+
+def _stage_merge(run_dir: Path, llm: LLM, config: ExtractConfig, progress: bool, context: Context | None = None):
     # data order (the final file's): merging sees the same input on a resumed run
     units = [u for rec in StageFile(run_dir, "020_candidates.jsonl").records() for u in merge_stage.candidate_refs(rec["pair_id"], rec["rules"], rec["excerpt"])]
     if not units:
@@ -441,7 +531,7 @@ def _stage_merge(run_dir: Path, llm: LLM, config: ExtractConfig, progress: bool)
     embed = merge_stage.cached_embedder(run_dir / "030_embeddings.sqlite")
     rules, merge_log = merge_stage.merge_rules(
         units, llm, embed, target=config.target_rules, max_cluster=config.max_cluster, max_tokens=config.merge_tokens, seed=config.seed,
-        near_duplicate=config.near_duplicate, progress=progress,
+        near_duplicate=config.near_duplicate, progress=progress, context=context,
     )
     ruleset = RuleSet(meta={"run_dir": str(run_dir), "model": llm.spec, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, rules=rules)
     ruleset.save(run_dir / "030_rules.yaml")
@@ -469,6 +559,16 @@ def print_summary(run_dir: Path, s: dict, console: Console) -> None:
         table.add_row("lint", f"flagged {flags}; fragments dropped: {fragments} candidates, {len(lint['fragments_dropped'])} final rules "
                               "(`autorule rules show` lists the flags)")
     table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in s["failures"].items()) or "none")
+    if s.get("context"):
+        ctx = s["context"]
+        learned = f"; learned from refusals: {', '.join(map(str, ctx['learned']))}" if ctx.get("learned") else ""
+        table.add_row("context", f"{ctx['tokens']} tokens ({ctx['source']}{learned})")
+    cut = s.get("truncated") or {}
+    if cut:
+        table.add_row("cut to fit the context", "; ".join(f"{k}: {v['pairs']} pairs, {v['characters_omitted']:,} characters omitted" for k, v in cut.items())
+                      + f"; merge clusters split: {s.get('merge_clusters_split', 0)}")
+    if "refused" in s:
+        table.add_row("refused by the server", describe_refusals(s["refused"]) + (f"; merges refused: {len(s['merge_refused'])}" if s.get("merge_refused") else ""))
     if s.get("items_dropped"):
         table.add_row("items dropped", ", ".join(f"{k}: {v}" for k, v in s["items_dropped"].items()))
     table.add_row("near-duplicates merged", str(s.get("near_duplicates_merged", 0)))
