@@ -49,6 +49,7 @@ def extract(
     llm_options: dict | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    retry_refused: bool = False,
     **config: Any,
 ) -> RuleSet:
     """Learn rules from preference pairs: reason, extract, merge (the paper's stages 1-3).
@@ -64,9 +65,18 @@ def extract(
         llm_options: options for `load_llm` (``api_key``, ``concurrency``, ``extra_body``...).
         overwrite: start `out` afresh instead of resuming it.
         progress: show a progress bar per stage.
+        retry_refused: send again the pairs an earlier run in `out` recorded as refused
+            (a resumed run skips them).
         **config: `ExtractConfig` fields: ``seed``, ``extract_from``, ``target_rules``,
             ``max_cluster``, ``near_duplicate``, ``reasoning_tokens``, ``rules_tokens``,
-            ``merge_tokens``.
+            ``merge_tokens``, ``max_input_tokens`` (the model's context, prompt and answer
+            together; default: what the server reports, else 8192: longer pairs are cut in
+            their middle), ``max_refused_share`` (default 0.05).
+
+    Raises:
+        TooManyRefused: the server refused more than ``max_refused_share`` of the pairs
+            (each one is named; fewer are recorded in ``out``'s run.json and the run goes on).
+        ValueError: no pairs, or no rules could be extracted from any pair.
 
     Returns:
         The merged `RuleSet`, each rule with its provenance (source pairs, candidates).
@@ -86,7 +96,7 @@ def extract(
     merge_llm = llm if merge_model is None else _llm(merge_model, cache, llm_options)
     settings = ExtractConfig(**config)
     if out is not None:
-        return run_extract(data, llm, merge_llm, Path(out), settings, overwrite=overwrite, progress=progress).rules
+        return run_extract(data, llm, merge_llm, Path(out), settings, overwrite=overwrite, progress=progress, retry_refused=retry_refused).rules
     with tempfile.TemporaryDirectory(prefix="autorule-extract-") as tmp:
         rules = run_extract(data, llm, merge_llm, Path(tmp), settings, progress=progress).rules
     rules.meta.pop("run_dir", None)  # the temporary directory is gone

@@ -32,9 +32,30 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-column", default="prompt", help="column holding the prompt (pairs format)")
     p.add_argument("--chosen-column", default="chosen", help="column holding the chosen reply")
     p.add_argument("--rejected-column", default="rejected", help="column holding the rejected reply")
+    p.add_argument("--answer-a-column", default=None, help="two answers and a label (--format ab): the first answer's column (default: found from names and values)")
+    p.add_argument("--answer-b-column", default=None, help="two answers and a label: the second answer's column")
+    p.add_argument("--label-column", default=None,
+                   help="the column that says which answer won (or one-hot columns A,B[,TIE]); e.g. safer_response_id for PKU-SafeRLHF; "
+                        "'none': a pairs file's label-like column is not a preference label")
+    p.add_argument("--label-meaning", type=_label_meaning, default=None, metavar="MEANING",
+                   help="what the label's values say: ab (A/B names), index0 (0 = first answer), index1 (1 = first answer), "
+                        "sign (negative = first answer, 0 = tie), reverse-sign, onehot, or a map such as 0=b,1=a,2=tie "
+                        "(default: the named layout's; a column of only 0 and 1 must be told)")
+    p.add_argument("--ranked-pairs", default="best-vs-rest", choices=["best-vs-rest", "adjacent", "all"],
+                   help="pairs from ranked answers (Nectar): the best against each other (default), each against the next, or all")
     p.add_argument("--tie-threshold", type=number(0, 0.5), default=0.1, help="AlpacaEval: skip pairs with |preference - 1.5| below this")
     p.add_argument("--split", default="train", help="split, for Hugging Face dataset names")
     p.add_argument("--limit", type=whole(1), default=None, help="stop after this many pairs")
+
+
+def _label_meaning(text: str) -> str:
+    from .labels import LabelError, parse_label_meaning
+
+    try:
+        parse_label_meaning(text)
+    except LabelError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _add_cache_options(p: argparse.ArgumentParser) -> None:
@@ -50,7 +71,8 @@ def load_data(args: argparse.Namespace, lazy: bool = True):
     return (stream_pairs if lazy else load_pairs)(
         args.data,
         args.format,
-        columns=Columns(args.prompt_column, args.chosen_column, args.rejected_column),
+        columns=Columns(args.prompt_column, args.chosen_column, args.rejected_column, answer_a=args.answer_a_column, answer_b=args.answer_b_column,
+                        label=args.label_column, label_meaning=args.label_meaning, ranked_pairs=args.ranked_pairs),
         on_bad_row=args.on_bad_row,
         tie_threshold=args.tie_threshold,
         limit=args.limit,
@@ -125,6 +147,8 @@ def _add_model_options(p: argparse.ArgumentParser, default: str = "embedded") ->
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     result = load_data(args)
     sample = []
     for pair in result:  # one pass; only the sample is kept
@@ -147,12 +171,17 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
             out.print(f"          e.g. row {row}: {why}", style="dim")
     else:
         out.print("skipped: none")
+    for note, n in summary.get("notes", {}).items():
+        out.print(f"note: {n:>6}  {note}", style="dim")
     for p in sample:
         out.rule(f"pair {p.id} (row {p.row})")
-        for m in p.prompt[-3:]:
-            out.print(f"[bold]{m.role}:[/bold] {_short(m.content)}")
-        out.print(f"[green]chosen:[/green] {_short(p.chosen)}")
-        out.print(f"[red]rejected:[/red] {_short(p.rejected)}")
+        # the whole conversation: every shared turn, then each side's own turns before its final reply
+        for m in p.prompt:
+            out.print(f"[bold]{m.role}:[/bold] {escape(_short(m.content))}", highlight=False)
+        for side, history, reply, colour in (("chosen", p.chosen_history, p.chosen, "green"), ("rejected", p.rejected_history, p.rejected, "red")):
+            for m in history:
+                out.print(f"[{colour}]{side} side[/{colour}] [bold]{m.role}:[/bold] {escape(_short(m.content))}", highlight=False)
+            out.print(f"[{colour}]{side}:[/{colour}] {escape(_short(reply))}", highlight=False)
     return 0
 
 
@@ -207,6 +236,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         reasoning_tokens=args.reasoning_tokens,
         rules_tokens=args.rules_tokens,
         merge_tokens=args.merge_tokens,
+        max_input_tokens=args.max_input_tokens,
+        max_refused_share=args.max_refused_share,
     )
     from .plan import plan_extract
 
@@ -214,7 +245,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     _report_skips(data)  # counted by the plan's pass over the data
     if stop:
         return 0
-    result = run_extract(data, llm, merge_llm, out_dir, config, overwrite=args.overwrite, progress=True)
+    result = run_extract(data, llm, merge_llm, out_dir, config, overwrite=args.overwrite, progress=True, retry_refused=args.retry_refused)
     print_summary(result.run_dir, result.summary, err)
     if args.json:
         print(jsonsafe.dumps({"run_dir": str(result.run_dir), "rules_file": str(result.run_dir / "rules.yaml"), **result.summary}))
@@ -691,6 +722,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--reasoning-tokens", type=whole(1), default=1024, help="max new tokens for each reasoning call")
     ex.add_argument("--rules-tokens", type=whole(1), default=512, help="max new tokens for each rule-extraction call")
     ex.add_argument("--merge-tokens", type=whole(1), default=512, help="max new tokens for each merge call")
+    ex.add_argument("--max-input-tokens", type=whole(64), default=None, metavar="N",
+                    help="tokens one request may use, prompt and answer together; longer pairs and reasoning are cut in the middle, "
+                         "the instructions never (default: the context the server or model reports, else 8192)")
+    ex.add_argument("--max-refused-share", type=number(0, 1), default=0.05, metavar="SHARE",
+                    help="stop, naming them, once the server has refused more than this share of the pairs (default: %(default)s); "
+                         "fewer are recorded in run.json and the run goes on")
+    ex.add_argument("--retry-refused", action="store_true", help="send the pairs an earlier run recorded as refused again (a resumed run skips them)")
     ex.add_argument("--overwrite", action="store_true", help="discard an earlier, different run in RUN_DIR")
     ex.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     _add_plan_options(ex)
