@@ -659,7 +659,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
         err.print("[yellow]warning:[/yellow] serving beyond localhost without a bearer token (--token or $AUTORULE_TOKEN)")
     scorer = build_scorer(args)
-    app = create_app(scorer, token=token, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, reward=args.reward, workers=args.workers)
+    app = create_app(scorer, token=token, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, reward=args.reward, workers=args.workers,
+                     policy_tokenizer=args.policy_tokenizer)
     err.print(f"autorule reward server on http://{args.host}:{args.port}/get_reward: {len(scorer.rules)} rules, verifier {scorer.verifier.llm.spec}, "
               f"RM {scorer.rm.path if scorer.rm is not None else 'none'}, preset {scorer.preset.name}, rewards = {args.reward}, "
               f"auth {'bearer token' if token else 'none'}", highlight=False, soft_wrap=True)
@@ -821,6 +822,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--reward", choices=["total", "rule"], default="total",
                     help="what 'rewards' holds: the composed reward (rule term + --rm + length penalty, clipped per preset) or the rule term alone (default: %(default)s)")
     _add_completion_options(sv)
+    sv.add_argument("--policy-tokenizer", default=None, metavar="PATH",
+                    help="the policy's tokenizer (a directory or hub name): its special tokens are removed from what the verifier sees, and its chat template is checked against the ones autorule reads back")
     sv.set_defaults(func=cmd_serve)
 
     from .rules_cli import add_rules_parsers

@@ -13,6 +13,7 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import re
 from collections import Counter
@@ -23,15 +24,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-FORMATS = ("pairs", "hh-rlhf", "alpacaeval", "mt-bench-human", "ab")
-# the "ab" format: a prompt, two answers and a label naming the better one
-AB_PROMPTS = ("question", "prompt", "instruction", "input")
-AB_ANSWERS = (("answer_a", "answer_b"), ("response_a", "response_b"), ("output_a", "output_b"), ("completion_a", "completion_b"))
-AB_LABELS = ("label", "winner", "preference", "choice")
-# label values: which answer won (ties, and labels like "both bad", are skipped and counted)
-AB_FIRST = {"a", "1", "model_a", "answer_a", "response_a"}
-AB_SECOND = {"b", "2", "model_b", "answer_b", "response_b"}
-AB_TIES = {"tie", "tie (bothbad)", "both_bad", "both bad", "neither", "equal", "0", "draw"}
+from .column_kinds import SCORE_PAIRS
+
+# every format `--format` takes; the layouts of two answers and a label, and ranked lists,
+# are read in autorule.layouts
+FORMATS = ("pairs", "hh-rlhf", "alpacaeval", "mt-bench-human", "ab", "ultrafeedback", "pku-saferlhf", "shp", "helpsteer3",
+           "arena", "arena-kaggle", "nectar", "ranked")
 # Message (and its roles) lives with the one normaliser of message content; imported here for the readers
 from .messages import Message, MessageError, Role, normalise_messages  # noqa: E402,F401
 
@@ -140,11 +138,33 @@ class NotPreferenceData(Exception):
 
 @dataclass
 class Columns:
-    """Column names for the generic `pairs` format (overridable from the CLI)."""
+    """How a file's columns are read (the CLI's data options).
+
+    Args:
+        prompt, chosen, rejected: the `pairs` format's columns.
+        answer_a, answer_b: the first and second answer of a two-answers-and-a-label file
+            (``--format ab``); None: found from the names and values.
+        label: the label column, or the one-hot columns "A,B[,TIE]"; "none" says a file
+            read as `pairs` has no preference label (its label-like column means something else).
+        label_meaning: what the label's values say: "ab", "index0", "index1", "sign",
+            "reverse-sign", "onehot" or a map such as "0=b,1=a,2=tie" (see `autorule.labels`);
+            None: the named layout's, or told from the values where only one reading fits.
+        ranked_pairs: which pairs a ranked list gives: "best-vs-rest", "adjacent" or "all".
+
+    Example:
+        >>> load_pairs([{"q": "Wifi?", "r0": "Crack it.", "r1": "Ask them.", "better": 1}],
+        ...            columns=Columns(prompt="q", answer_a="r0", answer_b="r1", label="better", label_meaning="index0"))[0].chosen
+        'Ask them.'
+    """
 
     prompt: str = "prompt"
     chosen: str = "chosen"
     rejected: str = "rejected"
+    answer_a: str | None = None
+    answer_b: str | None = None
+    label: str | None = None
+    label_meaning: str | None = None
+    ranked_pairs: str = "best-vs-rest"
 
 
 @dataclass
@@ -155,7 +175,9 @@ class LoadResult:
 
     Args:
         path: the source; format: the format read; pairs: the pairs; rows: rows read;
-            skipped: skipped rows by reason; examples: (row, reason) of the first bad rows.
+        skipped: skipped rows (pairs, for ranked lists) by reason; examples: (row, reason)
+        of the first bad rows; notes: rows read in a way worth knowing, by reason (a prompt
+        column already inside the replies, pairs made from ranked lists).
 
     Example:
         >>> data = load_pairs([{"prompt": "Q", "chosen": "A", "rejected": "A"}, {"prompt": "Q", "chosen": "A", "rejected": "B"}], on_bad_row="skip")
@@ -170,6 +192,7 @@ class LoadResult:
     skipped: Counter = field(default_factory=Counter)
     # (row, reason) of the first skipped bad rows, for messages
     examples: list[tuple[int, str]] = field(default_factory=list)
+    notes: Counter = field(default_factory=Counter)
 
     def __iter__(self) -> Iterator[PreferencePair]:
         return iter(self.pairs)
@@ -181,13 +204,16 @@ class LoadResult:
         return self.pairs[index]
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out = {
             "path": self.path,
             "format": self.format,
             "rows": self.rows,
             "pairs": len(self.pairs),
             "skipped": dict(self.skipped),
         }
+        if self.notes:
+            out["notes"] = dict(self.notes)
+        return out
 
 
 # --------------------------------------------------------------------------- reading
@@ -447,15 +473,72 @@ def _check_replies(chosen: str, rejected: str) -> None:
             raise BadRow("reply too long", f"{side} reply is {len(text):,} characters, over the {MAX_REPLY_CHARS:,} limit (no verifier context holds it)")
 
 
+def _join_prompt(prompt: list[Message], a: list[Message], b: list[Message]) -> tuple[list[Message], list[Message], list[Message], list[str]]:
+    """(prompt, a, b, notes) with the prompt said once: TRL's rule, as UltraFeedback-binarized needs.
+
+    Replies that start with the prompt's turns keep them and the prompt is not repeated; a
+    text prompt beside message-list replies that hold a user turn is already inside them
+    (when it differs from that turn, the replies' turns are read, as TRL does; counted).
+
+    Example:
+        >>> u = Message(role="user", content="Hi")
+        >>> p, a, _, notes = _join_prompt([u], [u, Message(role="assistant", content="Hello")], [u, Message(role="assistant", content="Go")])
+        >>> p, [m.role for m in a], notes
+        ([], ['user', 'assistant'], ['prompt already at the start of the replies (not repeated)'])
+    """
+    n = len(prompt)
+    if not n:
+        return prompt, a, b, []
+    if a[:n] == prompt and b[:n] == prompt:
+        return [], a, b, ["prompt already at the start of the replies (not repeated)"]
+    if n == 1 and prompt[0].role == "user" and any(m.role == "user" for m in (*a, *b)):
+        return [], a, b, ["prompt column differs from the replies' own user turn (the replies' turns read, as TRL does)"]
+    return prompt, a, b, []
+
+
+def _check_scores(rec: dict) -> None:
+    """Scores beside chosen/rejected are the label: equal is a tie, a higher-scored rejected reply is refused."""
+    cols = next((pair for pair in SCORE_PAIRS if set(pair) <= set(rec)), None)
+    if cols is None or rec[cols[0]] is None or rec[cols[1]] is None:
+        return
+    try:
+        chosen, rejected = float(rec[cols[0]]), float(rec[cols[1]])
+    except (TypeError, ValueError):
+        raise BadRow(f"bad '{cols[0]}'", f"scores {rec[cols[0]]!r} / {rec[cols[1]]!r} are not numbers") from None
+    if chosen == rejected:
+        raise SkipRow(f"tie ({cols[0]} = {cols[1]})")
+    if chosen < rejected:
+        raise BadRow(f"{cols[1]} above {cols[0]}", f"{rejected:g} > {chosen:g}: the scores say the rejected reply is better")
+
+
 def parse_pairs_row(rec: dict, columns: Columns) -> dict:
-    """TRL preference formats: explicit prompt, or implicit (prompt inside chosen/rejected)."""
+    """TRL preference formats: explicit prompt, or implicit (prompt inside chosen/rejected).
+
+    A text prompt beside message-list replies that already hold it is said once (TRL's
+    rule). Scores beside the replies (``score_chosen``/``score_rejected``, as
+    UltraFeedback-binarized has) are the label: equal scores are a tie, skipped and counted.
+
+    Args:
+        rec: the row; columns: the prompt/chosen/rejected column names.
+
+    Raises:
+        BadRow: a missing, null or malformed column, or scores that contradict the columns.
+        SkipRow: equal scores (a tie).
+
+    Example:
+        >>> parse_pairs_row({"prompt": "Hi", "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+        ...                  "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go"}]}, Columns())["prompt"]
+        [Message(role='user', content='Hi')]
+    """
+    _check_scores(rec)
     chosen_v, rejected_v = _require(rec, columns.chosen), _require(rec, columns.rejected)
     prompt = _as_messages(_require(rec, columns.prompt), "prompt") if columns.prompt in rec else []
     if isinstance(chosen_v, str) and isinstance(rejected_v, str):
         if not prompt:
             raise BadRow(f"missing column '{columns.prompt}'", "text replies need a prompt column")
         return _finish(prompt, [Message(role="assistant", content=chosen_v)], [Message(role="assistant", content=rejected_v)])
-    return _finish(prompt, _reply_turns(chosen_v, columns.chosen), _reply_turns(rejected_v, columns.rejected))
+    prompt, chosen, rejected, notes = _join_prompt(prompt, _reply_turns(chosen_v, columns.chosen), _reply_turns(rejected_v, columns.rejected))
+    return {**_finish(prompt, chosen, rejected), "notes": notes}
 
 
 def _reply_turns(value: Any, what: str) -> list[Message]:
@@ -510,37 +593,6 @@ def make_alpacaeval_parser(tie_threshold: float) -> Callable[[dict, Columns], di
     return parse
 
 
-def ab_columns(keys) -> tuple[str, str, str, str] | None:
-    """(prompt, answer A, answer B, label) columns of an A/B-plus-label row, or None."""
-    prompt = next((k for k in AB_PROMPTS if k in keys), None)
-    answers = next((pair for pair in AB_ANSWERS if set(pair) <= set(keys)), None)
-    label = next((k for k in AB_LABELS if k in keys), None)
-    if prompt and answers and label:
-        return prompt, answers[0], answers[1], label
-    return None
-
-
-def parse_ab_row(rec: dict, columns: Columns) -> dict:
-    """A prompt, two answers and a label: A/B, 1/2 or model_a/model_b (case ignored); ties skipped.
-
-    Example:
-        >>> parse_ab_row({"question": "Q?", "answer_a": "yes", "answer_b": "no", "label": "B"}, Columns())["chosen"]
-        'no'
-    """
-    found = ab_columns(rec)
-    if found is None:
-        raise BadRow("not an A/B row", f"expected one of {AB_PROMPTS}, an answer_a/answer_b pair and one of {AB_LABELS}")
-    prompt_key, a_key, b_key, label_key = found
-    label = str(rec[label_key]).strip().lower()
-    if label in AB_TIES:
-        raise SkipRow("tie")
-    if label not in AB_FIRST | AB_SECOND:
-        raise BadRow(f"bad '{label_key}'", f"{rec[label_key]!r} is not A/B, 1/2 or model_a/model_b (ties: tie, both_bad)")
-    chosen, rejected = (rec[a_key], rec[b_key]) if label in AB_FIRST else (rec[b_key], rec[a_key])
-    prompt = _as_messages(rec[prompt_key], prompt_key)
-    return _finish(prompt, _reply_turns(chosen, a_key), _reply_turns(rejected, b_key))
-
-
 def parse_mt_bench_human_row(rec: dict, columns: Columns) -> dict:
     winner = _require(rec, "winner")
     conv_a = _as_messages(_require(rec, "conversation_a"), "conversation_a")
@@ -569,55 +621,22 @@ def parse_mt_bench_human_row(rec: dict, columns: Columns) -> dict:
 # --------------------------------------------------------------------------- detection and loading
 
 
-def detect_format(rec: dict, columns: Columns) -> str:
-    keys = set(rec)
-    if {"instruction", "output_1", "output_2", "preference"} <= keys:
-        return "alpacaeval"
-    if {"conversation_a", "conversation_b", "winner"} <= keys:
-        return "mt-bench-human"
-    if {"question_id", "turns"} <= keys and columns.chosen not in keys:
-        raise NotPreferenceData(
-            "this looks like MT-Bench questions (question_id, turns): prompts without preference judgements. "
-            "Use it as a prompt file (e.g. for `autorule generate`), not as preference data."
-        )
-    if {columns.chosen, columns.rejected} <= keys:
-        if columns.prompt not in keys and isinstance(rec[columns.chosen], str) and rec[columns.chosen].startswith("\n\nHuman:"):
-            return "hh-rlhf"
-        return "pairs"
-    if ab_columns(keys):
-        return "ab"
-    raise NotPreferenceData(_undetected(keys, columns))
+def detect_format(rec: dict | list[dict], columns: Columns) -> str:
+    """The format of a file from its first row or rows: names and values (see `autorule.layouts.detect`).
 
+    Args:
+        rec: the first row, or the first rows; columns: the column options given.
 
-def _undetected(keys: set, columns: Columns) -> str:
-    """Why no format fits, the closest one, and flags that would read the file where they can."""
-    shown = sorted(keys)
-    responses = [k for k in ("response", "completion", "output", "answer") if k in keys]
-    prompts = [k for k in (columns.prompt, *AB_PROMPTS) if k in keys]
-    if responses and prompts:
-        return (f"the columns {shown} hold one response per prompt ('{prompts[0]}', '{responses[0]}'), not a preference pair. "
-                "Extraction and validation need two responses and which one won; to score single responses against rules, "
-                f"use `autorule score --rules RULES --data FILE`")
-    text_columns = [k for k in shown if k not in (columns.prompt, columns.chosen, columns.rejected)]
-    hints = []
-    if prompts:
-        others = [k for k in text_columns if k not in prompts]
-        worse = [k for k in others if any(w in k.lower() for w in ("rejected", "worse", "dispreferred", "bad", "los"))]
-        better = [k for k in others if k not in worse and any(w in k.lower() for w in ("chosen", "better", "preferred", "good", "win"))]
-        prompt_flag = f"--format pairs --prompt-column {prompts[0]}"
-        if better and worse:
-            hints.append(f"read it with {prompt_flag} --chosen-column {better[0]} --rejected-column {worse[0]}")
-        elif len(others) >= 2:
-            hints.append(f"if '{others[0]}' is always the better response: {prompt_flag} --chosen-column {others[0]} --rejected-column {others[1]}")
-    if prompts and any(k in keys for k in AB_LABELS):
-        hints.append("two answers and a label read with --format ab once the answers are named answer_a/answer_b (or response_a/response_b)")
-    closest = "pairs ('prompt', 'chosen', 'rejected')"
-    if any(k in keys for k in AB_LABELS):
-        closest = "ab (a prompt, 'answer_a', 'answer_b' and a 'label' of A/B, 1/2 or model_a/model_b)"
-    elif {"instruction"} & keys:
-        closest = "alpacaeval ('instruction', 'output_1', 'output_2', 'preference')"
-    return (f"cannot tell the format from the columns {shown}; the closest is {closest}"
-            + ("; " + "; ".join(hints) if hints else "; use --format and the column options (--prompt-column, --chosen-column, --rejected-column)"))
+    Raises:
+        NotPreferenceData: no format fits; the message names the closest and the flags that read it.
+
+    Example:
+        >>> detect_format({"history": "Q?", "human_ref_A": "x y", "human_ref_B": "z w", "labels": 0}, Columns())
+        'shp'
+    """
+    from .layouts import detect  # layouts reads rows with this module's parsers
+
+    return detect([rec] if isinstance(rec, dict) else list(rec), columns)
 
 
 def _open_source(source: str | Path | Iterable[dict], split: str) -> tuple[Iterator[tuple[int, Any]], str, str]:
@@ -658,6 +677,7 @@ class PairStream:
         if not isinstance(source, (str, Path)) and not isinstance(source, list):
             source = list(source)  # rows given once (a generator) must survive a second pass
         self.source, self.format, self.columns = source, format, columns or Columns()
+        self._requested = format  # "auto" is told again on every pass; `format` then holds what was read
         self.on_bad_row, self.tie_threshold, self.limit, self.split = on_bad_row, tie_threshold, limit, split
         _, _, self.path = _open_source(source, split)  # a missing or empty file fails now
         self._reset()
@@ -666,49 +686,59 @@ class PairStream:
         self.rows, self.pairs_read = 0, 0
         self.skipped: Counter = Counter()
         self.examples: list[tuple[int, str]] = []
+        self.notes: Counter = Counter()
+
+    def _count(self, outcome: Exception, row: int, unit: str, shown: str) -> None:
+        """A row (or one ranked pair) that gave no pair: ties always counted, bad rows an error unless skipped."""
+        if isinstance(outcome, SkipRow):
+            self.skipped[outcome.reason] += 1
+            return
+        if self.on_bad_row == "error":
+            raise DataError(shown, f"{outcome} (use --on-bad-row skip to skip such rows)", row, unit) from None
+        self.skipped[outcome.reason] += 1  # type: ignore[attr-defined]
+        if len(self.examples) < 5:
+            self.examples.append((row, str(outcome)))
 
     def __iter__(self) -> Iterator[PreferencePair]:
+        from .layouts import PEEK_ROWS, reader  # the layouts read rows with this module's parsers
+
         self._reset()
         rows, unit, shown = _open_source(self.source, self.split)
-        parsers: dict[str, Callable[[dict, Columns], dict]] = {
-            "pairs": parse_pairs_row,
-            "hh-rlhf": parse_hh_row,
-            "alpacaeval": make_alpacaeval_parser(self.tie_threshold),
-            "mt-bench-human": parse_mt_bench_human_row,
-            "ab": parse_ab_row,
-        }
-        fmt = self.format
-        parse = parsers.get(fmt)
-        for row, rec in rows:
+        head, rest = _peek(rows, PEEK_ROWS)
+        first_rows = [rec for _, rec in head if isinstance(rec, dict)]  # the format and a label's meaning are told from these
+        requested = self._requested
+        parse = None
+        for row, rec in itertools.chain(head, rest):
             self.rows += 1
             try:
                 if isinstance(rec, BadRow):
                     raise rec
                 if isinstance(rec, PreferencePair):  # already a pair (rows given in Python)
-                    self.format = fmt = "pairs"
-                    pair = rec
+                    self.format = "pairs"
+                    outcomes: list = [rec]
                 else:
                     if parse is None:
                         try:
-                            self.format = fmt = detect_format(rec, self.columns)
+                            self.format, parse = reader(requested, first_rows or [rec], self.columns, self.tie_threshold)
                         except NotPreferenceData as e:
                             raise DataError(shown, str(e), row, unit) from None
-                        parse = parsers[fmt]
-                    pair = PreferencePair(**parse(rec, self.columns), source=shown, row=row)
-            except SkipRow as e:
-                self.skipped[e.reason] += 1
+                    parsed = parse(rec, self.columns)
+                    outcomes = parsed if isinstance(parsed, list) else [parsed]
+            except (SkipRow, BadRow) as e:
+                self._count(e, row, unit, shown)
                 continue
-            except BadRow as e:
-                if self.on_bad_row == "error":
-                    raise DataError(shown, f"{e} (use --on-bad-row skip to skip such rows)", row, unit) from None
-                self.skipped[e.reason] += 1
-                if len(self.examples) < 5:
-                    self.examples.append((row, str(e)))
-                continue
-            self.pairs_read += 1
-            yield pair
-            if self.limit is not None and self.pairs_read >= self.limit:
-                break
+            for outcome in outcomes:
+                if isinstance(outcome, (SkipRow, BadRow)):
+                    self._count(outcome, row, unit, shown)
+                    continue
+                if not isinstance(outcome, PreferencePair):
+                    for note in outcome.pop("notes", ()):
+                        self.notes[note] += 1
+                    outcome = PreferencePair(**outcome, source=shown, row=row)
+                self.pairs_read += 1
+                yield outcome
+                if self.limit is not None and self.pairs_read >= self.limit:
+                    return
         if self.rows == 0:
             raise DataError(shown, "no rows found")
 
@@ -718,8 +748,31 @@ class PairStream:
 
     def summary(self) -> dict[str, Any]:
         """What the last full pass read, as `LoadResult.summary` gives it."""
-        return {"path": self.path, "format": self.format if self.format != "auto" else "unknown", "rows": self.rows,
-                "pairs": self.pairs_read, "skipped": dict(self.skipped)}
+        out = {"path": self.path, "format": self.format if self.format != "auto" else "unknown", "rows": self.rows,
+               "pairs": self.pairs_read, "skipped": dict(self.skipped)}
+        if self.notes:
+            out["notes"] = dict(self.notes)
+        return out
+
+
+def _peek(rows: Iterator[tuple[int, Any]], n: int) -> tuple[list[tuple[int, Any]], Iterator[tuple[int, Any]]]:
+    """The first n rows, and an iterator over the rest; an error met while peeking is raised
+    after the rows before it (so a bad row 1 is still reported before an unreadable line 3)."""
+    head: list[tuple[int, Any]] = []
+    try:
+        for item in rows:
+            head.append(item)
+            if len(head) >= n:
+                break
+    except DataError as e:
+        failed = e
+
+        def fail() -> Iterator[tuple[int, Any]]:
+            raise failed
+            yield  # pragma: no cover
+
+        return head, fail()
+    return head, rows
 
 
 def chunked(items: Iterable, size: int) -> Iterator[list]:
@@ -799,4 +852,5 @@ def load_pairs(
     stream = stream_pairs(source, format, columns=columns, on_bad_row=on_bad_row, tie_threshold=tie_threshold, limit=limit, split=split)
     pairs = list(stream)
     summary = stream.summary()
-    return LoadResult(path=stream.path, format=summary["format"], pairs=pairs, rows=stream.rows, skipped=stream.skipped, examples=stream.examples)
+    return LoadResult(path=stream.path, format=summary["format"], pairs=pairs, rows=stream.rows, skipped=stream.skipped, examples=stream.examples,
+                      notes=stream.notes)

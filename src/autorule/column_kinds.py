@@ -1,0 +1,184 @@
+"""What a column holds, told from its first values (not only its name).
+
+Format detection and the hints shown when no format fits both need to know which
+columns can be a prompt or a reply (text, chat messages, lists of turns) and which are
+labels (small numbers, bools, A/B names): a hint that offered an id or a bool column as
+a reply, or fixed one answer column as the winner in a file that has a label, would
+load wrong data without a word.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from .labels import AB_FIRST, AB_SECOND, AB_TIES, normalize
+
+Kind = Literal["text", "short", "messages", "turns", "ranked", "objects", "label", "number", "empty", "mixed"]
+
+PROMPT_NAMES = ("prompt", "question", "instruction", "input", "history", "context", "query", "post")
+# names that say a column holds a reply, so single-word values ("4", "Yes.") still count as text
+REPLY_WORDS = ("chosen", "rejected", "prefer", "better", "worse", "good", "bad", "response", "answer", "output",
+               "completion", "reply", "win", "los", "ref")
+# names that never hold a reply whatever their values (model names, sources, ids)
+NOT_REPLY_WORDS = ("model", "source", "name", "category", "domain", "lang", "tag", "judge", "sha", "hash", "url", "date", "time")
+# names of label columns: a column so named and holding label values says which answer won
+LABEL_NAME = re.compile(r"winner|label|prefer|choice|better|safer|verdict")
+RANK_KEYS = ("rank",)  # lower is better
+SCORE_KEYS = ("score", "overall_score", "rating")  # higher is better
+RANKED_TEXT_KEYS = ("answer", "response", "text", "completion", "output", "content")
+# score columns beside chosen/rejected (UltraFeedback-binarized and its variants): the scores are the label
+SCORE_PAIRS = (("score_chosen", "score_rejected"), ("chosen_score", "rejected_score"), ("chosen_rating", "rejected_rating"),
+               ("chosen-rating", "rejected-rating"))
+SMALL = 10  # label values are small integers (ids, classes, signed preference strengths)
+
+
+def decode_turns(value: Any) -> Any:
+    """A JSON-encoded list in a text cell (CSV) decoded, anything else as it is.
+
+    Args:
+        value: a cell.
+
+    Example:
+        >>> decode_turns('["Hi", "And then?"]')
+        ['Hi', 'And then?']
+        >>> decode_turns("[1] is the first citation")
+        '[1] is the first citation'
+    """
+    if isinstance(value, str) and value.lstrip().startswith("[") and value.rstrip().endswith("]"):
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        return decoded if isinstance(decoded, list) else value
+    return value
+
+
+def is_messages(value: Any) -> bool:
+    """Whether a value is a non-empty list of chat messages (dicts with a role)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def is_turn_list(value: Any) -> bool:
+    """Whether a value is a non-empty list of text turns (None allowed for a missing turn)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(t, str) or t is None for t in value) and any(isinstance(t, str) for t in value)
+
+
+def ranked_keys(value: Any) -> tuple[str, str] | None:
+    """(text key, order key) when a value is a list of answers with a rank or score, else None.
+
+    Example:
+        >>> ranked_keys([{"answer": "x", "model": "m", "rank": 1.0}, {"answer": "y", "model": "n", "rank": 2.0}])
+        ('answer', 'rank')
+    """
+    if not isinstance(value, list) or len(value) < 2 or not all(isinstance(d, dict) and "role" not in d for d in value):
+        return None
+    text = next((k for k in RANKED_TEXT_KEYS if all(k in d for d in value)), None)
+    order = next((k for k in (*RANK_KEYS, *SCORE_KEYS) if all(k in d for d in value)), None)
+    return (text, order) if text and order else None
+
+
+def _value_kind(value: Any) -> str:
+    value = decode_turns(value)
+    if isinstance(value, bool):
+        return "label"
+    if isinstance(value, (int, float)):
+        return "label" if abs(value) <= SMALL else "number"
+    if isinstance(value, str):
+        if not value.strip():
+            return "empty"
+        key = normalize(value)
+        if key in AB_FIRST | AB_SECOND | AB_TIES | {"true", "false", "0"} or re.fullmatch(r"-?\d+", key) and abs(int(key)) <= SMALL:
+            return "label"
+        if re.fullmatch(r"-?\d+(\.\d+)?", key):
+            return "number"
+        return "text" if re.search(r"[^\W\d_]", value) and len(value.split()) > 1 else "short"
+    if is_messages(value):
+        return "messages"
+    if is_turn_list(value):  # one-word items are tags ("anthropic-hh"), not turns
+        return "turns" if any(isinstance(t, str) and len(t.split()) > 1 for t in value) else "short"
+    if ranked_keys(value):
+        return "ranked"
+    if isinstance(value, (list, dict)):
+        return "objects"
+    return "mixed"
+
+
+def column_kind(name: str, values: Iterable[Any]) -> Kind:
+    """What a column holds, from its name and first values.
+
+    Args:
+        name: the column; values: its first cells (None cells are left out).
+
+    Example:
+        >>> column_kind("response_0", ["You can try a tool.", "Never mix bleach."])
+        'text'
+        >>> column_kind("better_response_id", [1, 0, 0]), column_kind("response_0_source", ["Alpaca-7B"])
+        ('label', 'short')
+        >>> column_kind("preferred", ["y"]), column_kind("model_a", ["gpt 4 turbo"])
+        ('text', 'short')
+    """
+    values = [v for v in values if v is not None]
+    kinds = {_value_kind(v) for v in values} - {"empty"}
+    lower = name.lower()
+    if not kinds:
+        return "empty"
+    if kinds & {"text", "short", "turns"} and any(w in lower for w in NOT_REPLY_WORDS):
+        return "short"
+    if all(isinstance(v, str) for v in values) and kinds <= {"text", "short", "label", "number"}:
+        if "text" in kinds:
+            return "text"
+        if kinds == {"label"}:
+            return "label"  # "0"/"1"/"A" cells (CSV) even under a reply-like name such as better_response_id
+        if any(w in lower for w in REPLY_WORDS):
+            return "text"  # one-word replies ("Ann", "5") under a reply name
+        return "number" if kinds <= {"label", "number"} else "short"
+    if len(kinds) == 1:
+        return kinds.pop()  # type: ignore[return-value]
+    if kinds <= {"label", "number"}:
+        return "number"
+    return "mixed"
+
+
+def column_kinds(records: list[dict]) -> dict[str, Kind]:
+    """The first record's columns, each with its kind over the first records' values.
+
+    The layout is the first row's (a later row with other columns is a bad row, not another layout).
+
+    Args:
+        records: the first rows (dicts) of a file.
+
+    Example:
+        >>> column_kinds([{"history": "Why is bread dense?", "human_ref_A": "Under-proofed dough.", "labels": 1}])
+        {'history': 'text', 'human_ref_A': 'text', 'labels': 'label'}
+    """
+    names = list(records[0]) if records else []
+    return {k: column_kind(k, [rec.get(k) for rec in records]) for k in names}
+
+
+def is_reply_kind(kind: str) -> bool:
+    """Whether a column of this kind can hold a reply (or a prompt)."""
+    return kind in ("text", "messages", "turns")
+
+
+def label_columns(kinds: dict[str, Kind]) -> list[str]:
+    """Columns that may say which answer won: small numbers, bools, A/B names, or label names
+    (winner*, label*, *preference*) over anything but text.
+
+    Example:
+        >>> label_columns({"prompt": "text", "a": "text", "b": "text", "pref_label": "label", "upvotes": "number"})
+        ['pref_label']
+    """
+    return [k for k, kind in kinds.items() if kind == "label" or (LABEL_NAME.search(k.lower()) and not is_reply_kind(kind) and kind != "empty")]
+
+
+def strong_label_columns(kinds: dict[str, Kind]) -> list[str]:
+    """Label columns by name and values both: what the pairs format must not silently ignore.
+
+    Example:
+        >>> strong_label_columns({"prompt": "text", "chosen": "text", "rejected": "text", "labels": "label", "turn": "label"})
+        ['labels']
+    """
+    return [k for k, kind in kinds.items() if kind == "label" and LABEL_NAME.search(k.lower())]
