@@ -653,14 +653,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .integrations.server import create_app
+    from .data import DataError
+    from .integrations.server import create_app, load_policy_tokenizer
 
     token = args.token or os.environ.get("AUTORULE_TOKEN")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
         err.print("[yellow]warning:[/yellow] serving beyond localhost without a bearer token (--token or $AUTORULE_TOKEN)")
+    try:  # read before the verifier is loaded: a wrong path is bad input (exit 2)
+        policy_tokenizer = load_policy_tokenizer(args.policy_tokenizer) if args.policy_tokenizer else None
+    except ValueError as e:
+        raise DataError(args.policy_tokenizer, str(e)) from None
     scorer = build_scorer(args)
     app = create_app(scorer, token=token, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, reward=args.reward, workers=args.workers,
-                     policy_tokenizer=args.policy_tokenizer)
+                     policy_tokenizer=policy_tokenizer)
     err.print(f"autorule reward server on http://{args.host}:{args.port}/get_reward: {len(scorer.rules)} rules, verifier {scorer.verifier.llm.spec}, "
               f"RM {scorer.rm.path if scorer.rm is not None else 'none'}, preset {scorer.preset.name}, rewards = {args.reward}, "
               f"auth {'bearer token' if token else 'none'}", highlight=False, soft_wrap=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import re
 import time
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from autorule.data import Message
+from autorule.integrations.templates import ReadQuery, TemplateReader
 from autorule.reward import RewardScorer, check_reward_kind
 
 log = logging.getLogger(__name__)
@@ -46,56 +46,74 @@ class _Job:
     enqueued: float = field(default_factory=time.monotonic)
 
 
-# chat templates OpenRLHF's prompts come in (it applies the policy's template, and its query
-# is the decoded prompt + response, special tokens kept): (turn pattern, end-of-turn markers)
-_TURN_PATTERNS = [
-    re.compile(r"<\|im_start\|>(system|user|assistant)\n(.*?)<\|im_end\|>", re.DOTALL),  # ChatML (Qwen, SmolLM)
-    re.compile(r"<\|start_header_id\|>(system|user|assistant)<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>", re.DOTALL),  # Llama 3
-    re.compile(r"<start_of_turn>(user|model)\n(.*?)<end_of_turn>", re.DOTALL),  # Gemma
-]
-_END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
+# the policy's chat template, read back (templates.py): OpenRLHF applies it to the prompt, and its
+# query is the decoded prompt + response with special tokens kept
+_READER = TemplateReader()
 
 
 def _prompt_messages(prompt: str) -> list[Message]:
     """The turns of a chat-templated prompt, or the prompt as one user turn when no template is recognised."""
-    for pattern in _TURN_PATTERNS:
-        turns = pattern.findall(prompt)
-        if turns:
-            return [Message(role="assistant" if role == "model" else role, content=text.strip()) for role, text in turns]
-    return [Message(role="user", content=prompt)]
+    return _READER.read(prompt, prompt).messages[:-1]
 
 
 def _strip_end(response: str) -> str:
-    response = response.rstrip()
-    changed = True
-    while changed:
-        changed = False
-        for marker in _END_MARKERS:
-            if response.endswith(marker):
-                response, changed = response[: -len(marker)].rstrip(), True
-    return response
+    """A response without its end-of-turn marker and whatever follows it."""
+    return _READER.read(response, None).messages[-1].content
 
 
 def split_query(query: str, prompt: str | None) -> list[Message]:
     r"""OpenRLHF's query is prompt + response as one text; the prompt is its known prefix.
 
     A chat template around the prompt is read back into turns and end-of-turn tokens
-    after the response are dropped, so the verifier sees the conversation, not markup.
+    after the response are dropped, so the verifier sees the conversation, not markup
+    (`TemplateReader`: ChatML/Qwen, Llama 3, Gemma, Mistral, Phi-3, DeepSeek-R1).
 
     Args:
         query: the prompt and the response, as OpenRLHF decodes them.
-        prompt: the prompt OpenRLHF sent beside the query (None: the query is all response).
+        prompt: the prompt OpenRLHF sent beside the query (None: the query alone; in a
+            known template its last assistant turn is the response).
 
     Example:
         >>> prompt = "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n"
         >>> [(m.role, m.content) for m in split_query(prompt + "Hi!<|im_end|>", prompt)]
         [('user', 'Say hi.'), ('assistant', 'Hi!')]
     """
-    if prompt and query.startswith(prompt):
-        return [*_prompt_messages(prompt), Message(role="assistant", content=_strip_end(query[len(prompt) :]))]
-    if prompt:
-        return [*_prompt_messages(prompt), Message(role="assistant", content=_strip_end(query))]
-    return [Message(role="assistant", content=_strip_end(query))]
+    return _READER.read(query, prompt).messages
+
+
+def load_policy_tokenizer(tokenizer: Any) -> Any:
+    """The policy's tokenizer: a tokenizer object as is, or loaded from a path or hub name.
+
+    Args:
+        tokenizer: a tokenizer, or a path or name `transformers.AutoTokenizer` loads.
+
+    Raises:
+        ValueError: it cannot be loaded (the path and the reason named).
+
+    Example:
+        >>> load_policy_tokenizer("/no/such/tokenizer")
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot load the policy tokenizer '/no/such/tokenizer': ...
+    """
+    if not isinstance(tokenizer, (str, bytes)) and not hasattr(tokenizer, "__fspath__"):
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(tokenizer))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot load the policy tokenizer {str(tokenizer)!r}: {e}") from e
+
+
+def _note_unknown(read: list[ReadQuery], state: dict) -> None:
+    """Count queries in no known chat template; the first one is logged as a warning."""
+    unknown = sum(r.template is None for r in read)
+    if unknown and not state["unknown_template"]:
+        log.warning("a query is in no chat template autorule reads back (ChatML, Llama 3, Gemma, Mistral, Phi-3, DeepSeek); "
+                    "such queries are scored as text and counted in extra_logs['unknown_template'] (pass the policy's "
+                    "tokenizer, --policy-tokenizer, to remove its special tokens)")
+    state["unknown_template"] += unknown
 
 
 def create_app(
@@ -108,6 +126,7 @@ def create_app(
     max_body_bytes: int = 8 * 1024 * 1024,
     reward: str = "total",
     workers: int = 1,
+    policy_tokenizer: Any = None,
 ) -> FastAPI:
     """The reward service as a FastAPI app (`autorule serve` runs it with uvicorn).
 
@@ -122,6 +141,14 @@ def create_app(
             autorule's RM when the scorer has one + length penalty, clipped per the
             preset) or "rule" (the rule term alone).
         workers: batches scored at once (1: batches grow with the load instead).
+        policy_tokenizer: the policy's tokenizer, or its path or name (optional): its
+            special tokens are removed from what the verifier sees and its chat template
+            is checked against the ones autorule reads back (`TemplateReader`).
+
+    Per sample, `extra_logs` also holds ``unknown_template`` (1: no known chat template
+    in the query; scored as text, a warning logged once), ``text_after_end_chars``
+    (text after the response's end-of-turn marker, cut), ``reasoning_chars_stripped``
+    and ``empty_response`` (see `RewardScorer`).
 
     Example:
         >>> from autorule import RuleSet, RewardScorer
@@ -133,7 +160,8 @@ def create_app(
         [0.75]
     """
     check_reward_kind(reward)
-    state: dict[str, Any] = {"queue": None, "workers": [], "batches": 0, "samples": 0, "unparsed_checks": 0, "refused": 0,
+    reader = TemplateReader(load_policy_tokenizer(policy_tokenizer)) if policy_tokenizer is not None else _READER
+    state: dict[str, Any] = {"queue": None, "workers": [], "batches": 0, "samples": 0, "unparsed_checks": 0, "refused": 0, "unknown_template": 0,
                              "refusal_reasons": Counter()}
 
     async def worker() -> None:
@@ -211,6 +239,7 @@ def create_app(
             "samples": state["samples"],
             "unparsed_checks": state["unparsed_checks"],
             "refused": state["refused"],
+            "unknown_template": state["unknown_template"],
             "refusal_reasons": dict(state["refusal_reasons"].most_common(5)),
             "llm_stats": dict(scorer.verifier.llm.stats),
         }
@@ -221,7 +250,9 @@ def create_app(
         if not body.query:
             return {"rewards": [], "scores": [], "extra_logs": {}}
         prompts = body.prompts or [None] * len(body.query)
-        job = _Job([split_query(q, p) for q, p in zip(body.query, prompts)], asyncio.get_running_loop().create_future())
+        read = [reader.read(q, p) for q, p in zip(body.query, prompts)]
+        _note_unknown(read, state)
+        job = _Job([r.messages for r in read], asyncio.get_running_loop().create_future())
         try:
             state["queue"].put_nowait(job)
         except asyncio.QueueFull:
@@ -237,6 +268,10 @@ def create_app(
             "rule_reward": np.nan_to_num(scores.rule[start:end]).tolist(),
             "unparsed_checks": [float(n) for n in scores.unparsed_per_response()[start:end]],
             "refused": [float(i in scores.errors) for i in range(start, end)],
+            "reasoning_chars_stripped": [float(n) for n in scores.reasoning_chars[start:end]],
+            "empty_response": [float(e) for e in scores.empty[start:end]],
+            "unknown_template": [float(r.template is None) for r in read],
+            "text_after_end_chars": [float(r.chars_after_end) for r in read],
         }
         if scores.rm is not None:
             extra["rm_reward"] = [float(x) for x in scores.rm[start:end]]
