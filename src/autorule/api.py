@@ -11,8 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from autorule.data import LoadResult, PreferencePair, load_pairs
+from autorule.data import LoadResult, PreferencePair, load_pairs, to_conversation
 from autorule.llm import LLM, load_llm
+from autorule.reasoning import answer_only
 from autorule.rules import RuleSet
 from autorule.validation import Validation
 from autorule.verifier import Verdicts
@@ -111,9 +112,14 @@ def verify(
     cache: bool | str | Path = True,
     llm_options: dict | None = None,
     progress: bool = False,
+    judge_reasoning: bool = False,
     **verifier_options: Any,
 ) -> Verdicts:
     """Judge each conversation's last reply against every rule.
+
+    A reply's reasoning (``<think>...</think>``, or only ``</think>`` when the chat
+    template opened the block; see `autorule.reasoning`) is cut first, so the rules judge
+    the answer the user reads; the characters cut are logged (logger ``autorule``).
 
     Args:
         rules: a RuleSet, a rules file, or a list of rule texts.
@@ -123,6 +129,7 @@ def verify(
         cache: cache verdicts (True: the default cache file; a path; False: none).
         llm_options: options for `load_llm`.
         progress: show a progress bar.
+        judge_reasoning: judge the reasoning too (nothing is cut).
         **verifier_options: `Verifier` options (``style``, ``applicability``,
             ``threshold``, ``max_input_tokens``, ``max_unparsed``).
 
@@ -138,6 +145,12 @@ def verify(
     from autorule.verifier import Verifier
 
     verifier_llm = _llm(verifier, cache, llm_options)
+    conversations = [to_conversation(c) for c in conversations]
+    if not judge_reasoning and conversations:
+        conversations, cut = (list(x) for x in zip(*(answer_only(c) for c in conversations)))
+        if sum(cut):
+            log.info("judged the answers only: %d characters of reasoning cut from %d replies (judge_reasoning=True keeps them)",
+                     sum(cut), sum(1 for n in cut if n))
     return Verifier(verifier_llm, _rules(rules), **verifier_options).verify(conversations, desc="verifying" if progress else None)
 
 

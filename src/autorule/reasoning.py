@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .messages import Message
+
 # (opening, closing) marker patterns of a reasoning block
 REASONING_MARKERS: list[tuple[str, str]] = [
     (r"<think>", r"</think>"),
@@ -99,3 +101,25 @@ def split_answer(text: str) -> SplitAnswer:
     if not stripped:
         return SplitAnswer(text)
     return SplitAnswer(current.strip(), stripped, unclosed)
+
+
+def answer_only(conversation: list[Message]) -> tuple[list[Message], int]:
+    """The conversation with its final assistant turn's reasoning cut, and the characters cut.
+
+    Only the final turn (the response judged) is touched, and only when it is the
+    assistant's; earlier turns are context and stay as they are.
+
+    Args:
+        conversation: the turns, ending with the response.
+
+    Example:
+        >>> conv, cut = answer_only([Message(role="user", content="2+2?"), Message(role="assistant", content="<think>4</think>4.")])
+        >>> [m.content for m in conv], cut
+        (['2+2?', '4.'], 16)
+    """
+    if not conversation or conversation[-1].role != "assistant":
+        return conversation, 0
+    split = split_answer(conversation[-1].content)
+    if not split.chars_stripped:
+        return conversation, 0
+    return [*conversation[:-1], Message(role="assistant", content=split.answer)], split.chars_stripped

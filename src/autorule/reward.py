@@ -13,7 +13,7 @@ import numpy as np
 
 from .data import Message, to_conversation
 from .messages import alternating_turns
-from .reasoning import split_answer
+from .reasoning import answer_only
 from .rules import RuleSet
 from .verifier import Verdicts
 
@@ -338,12 +338,7 @@ class RewardScorer:
 
     def _answer_only(self, conversation: list[Message]) -> tuple[list[Message], int]:
         """The conversation with its final assistant turn's reasoning cut, and the characters cut."""
-        if self.judge_reasoning or not conversation or conversation[-1].role != "assistant":
-            return conversation, 0
-        split = split_answer(conversation[-1].content)
-        if not split.chars_stripped:
-            return conversation, 0
-        return [*conversation[:-1], Message(role="assistant", content=split.answer)], split.chars_stripped
+        return (conversation, 0) if self.judge_reasoning else answer_only(conversation)
 
     def _verify(self, conversations: list[list[Message]], empty: np.ndarray, desc: str | None, on_item) -> Verdicts:
         """Verdicts for every conversation; empty responses are not sent: they follow no rule (0)."""
