@@ -259,8 +259,8 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
     failures: Counter = Counter()
     stages = {"000_pairs": _stage_mark(start)}  # wall time and the process's peak memory at each stage's end
     try:
+        ledger.check()  # refusals a resumed run recorded already past the share: no request can undo them
         _stages_010_020(run_dir, n, len(distinct), llm, config, progress, chunk, context, ledger)
-        ledger.check()  # a resumed run held to a lower --max-refused-share
         counts = _count_stages(run_dir, failures)
         stages["010_020_reasoning_and_rules"] = _stage_mark(start, stages)
         rules, merge_log, lint = _stage_merge(run_dir, merge_llm, config, progress, merge_context)
