@@ -89,6 +89,8 @@ def _value_kind(value: Any) -> str:
     if isinstance(value, str):
         if not value.strip():
             return "empty"
+        if len(value.strip()) > 16:  # a long run of digits is an id or a hash, not a label
+            return "text" if len(value.split()) > 1 and re.search(r"[^\W\d_]", value) else "short"
         key = normalize(value)
         if key in AB_FIRST | AB_SECOND | AB_TIES | {"true", "false", "0"} or re.fullmatch(r"-?\d+", key) and abs(int(key)) <= SMALL:
             return "label"
@@ -164,14 +166,15 @@ def is_reply_kind(kind: str) -> bool:
 
 
 def label_columns(kinds: dict[str, Kind]) -> list[str]:
-    """Columns that may say which answer won: small numbers, bools, A/B names, or label names
-    (winner*, label*, *preference*) over anything but text.
+    """Columns that may say which answer won: label names (winner*, label*, *preference*, better*,
+    safer*) over anything but text first, then any column of small numbers, bools or A/B names.
 
     Example:
-        >>> label_columns({"prompt": "text", "a": "text", "b": "text", "pref_label": "label", "upvotes": "number"})
-        ['pref_label']
+        >>> label_columns({"prompt": "text", "is_safe": "label", "pref_label": "label", "upvotes": "number"})
+        ['pref_label', 'is_safe']
     """
-    return [k for k, kind in kinds.items() if kind == "label" or (LABEL_NAME.search(k.lower()) and not is_reply_kind(kind) and kind != "empty")]
+    named = [k for k, kind in kinds.items() if LABEL_NAME.search(k.lower()) and not is_reply_kind(kind) and kind != "empty"]
+    return named + [k for k, kind in kinds.items() if kind == "label" and k not in named]  # label names first
 
 
 def strong_label_columns(kinds: dict[str, Kind]) -> list[str]:

@@ -526,9 +526,10 @@ def parse_pairs_row(rec: dict, columns: Columns) -> dict:
         SkipRow: equal scores (a tie).
 
     Example:
-        >>> parse_pairs_row({"prompt": "Hi", "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
-        ...                  "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go"}]}, Columns())["prompt"]
-        [Message(role='user', content='Hi')]
+        >>> row = parse_pairs_row({"prompt": "Hi", "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+        ...                        "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go"}]}, Columns())
+        >>> [(m.role, m.content) for m in row["prompt"]], row["chosen"]
+        ([('user', 'Hi')], 'Hello')
     """
     _check_scores(rec)
     chosen_v, rejected_v = _require(rec, columns.chosen), _require(rec, columns.rejected)
