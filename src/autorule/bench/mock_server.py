@@ -14,7 +14,8 @@ normally) or one of FAULTS:
   `finish_reason: length`), "notjson" (the same content written as plain lines, not
   the JSON array asked for).
 
-`refuse_logprobs=(status, body)` answers every request that asks for `logprobs` or
+A fault may also be `(status, body)`: that HTTP status with that JSON body, as a server
+answers a request it refuses. `refuse_logprobs=(status, body)` answers every request that asks for `logprobs` or
 `top_logprobs` with that status and JSON body, as hosted APIs that refuse logprobs do;
 the same request without them is answered. A reply may set `finish_reason` (e.g.
 "length" for a reasoning cut at `max_tokens`) and `content: None` with
@@ -66,7 +67,7 @@ class ScriptedServer:
     def __init__(
         self,
         reply: Callable[[list[dict], dict], dict] = default_reply,
-        faults: list[str | None] | Callable[[int, dict], str | None] | None = None,
+        faults: list[str | tuple | None] | Callable[[int, dict], str | tuple | None] | None = None,
         logprobs: bool = True,
         hang_seconds: float = 5.0,
         latency: float = 0.0,
@@ -136,9 +137,11 @@ class ScriptedServer:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def _answer(self, h, body: dict, fault: str | None) -> None:
+    def _answer(self, h, body: dict, fault: str | tuple | None) -> None:
         if self.latency:
             time.sleep(self.latency)
+        if isinstance(fault, tuple):  # (status, body): a refusal in the server's own words
+            return h._send(*fault)
         if fault == "401":
             return h._send(401, {"error": {"message": "invalid api key"}})
         if fault == "429":
