@@ -45,7 +45,7 @@ from .data import (
     parse_mt_bench_human_row,
     parse_pairs_row,
 )
-from .labels import MEANINGS_HELP, LabelError, LabelMeaning, infer_label_meaning, parse_label_meaning
+from .labels import LabelError, LabelMeaning, infer_label_meaning, parse_label_meaning
 
 # rows looked at to tell the format and a label's meaning
 PEEK_ROWS = 20
@@ -504,5 +504,5 @@ def reader(fmt: str, records: list[dict], columns: Columns, tie_threshold: float
     return name, _find_two_answers(records, columns, strict=True)  # type: ignore[return-value]
 
 
-__all__ = ["FORMATS", "MEANINGS_HELP", "PEEK_ROWS", "Ranked", "TwoAnswers", "answer_pair", "detect", "named_layout", "prompt_turns",
+__all__ = ["FORMATS", "PEEK_ROWS", "Ranked", "TwoAnswers", "answer_pair", "detect", "named_layout", "prompt_turns",
            "reader", "score_columns", "two_conversations"]
