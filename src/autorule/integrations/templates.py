@@ -147,9 +147,10 @@ class TemplateReader:
         if tokenizer is not None:
             specials = sorted({t for t in getattr(tokenizer, "all_special_tokens", []) if t}, key=len, reverse=True)
             stops = [t for t in (getattr(tokenizer, "eos_token", None), getattr(tokenizer, "pad_token", None)) if t]
-            self.tokenizer_template = self._match_tokenizer(tokenizer)
         self._specials = _tokens(*specials) if specials else None
         self._stops = tuple(stops)
+        if tokenizer is not None:
+            self.tokenizer_template = self._match_tokenizer(tokenizer)
 
     def _match_tokenizer(self, tokenizer: Any) -> str | None:
         """Which known template the tokenizer's chat template renders as (rendered once, on a probe conversation)."""
@@ -173,8 +174,8 @@ class TemplateReader:
     def _clean(self, template: ChatTemplate | None, text: str) -> str:
         if template is not None and template.specials is not None:
             text = template.specials.sub("", text)
-        if self._specials is not None:
-            text = self._specials.sub("", text)
+        if self._specials is not None:  # a line break where a token was: unknown templates stay readable as text
+            text = self._specials.sub("\n", text)
         return text.strip()
 
     def _prompt(self, template: ChatTemplate, prompt: str) -> list[Message] | None:
@@ -183,7 +184,8 @@ class TemplateReader:
             return None
         out = []
         for i, (role, raw) in enumerate(turns):
-            text = self._clean(template, raw)
+            # before the first turn only BOS, padding (any template's) or DeepSeek's system prompt
+            text = self._clean(template, ALL_MARKERS.sub("", raw) if i == 0 else raw)
             if role == "assistant" and i == len(turns) - 1:
                 text = split_answer(text).answer  # the generation prompt: an opened or empty reasoning block is not a turn
             if not text:
