@@ -171,7 +171,7 @@ def test_server_openrlhf_schema_and_batching_across_concurrent_requests():
     assert health["status"] == "ok" and health["samples"] == 64
     assert health["batches"] < 64  # concurrent single-sample requests were scored together
     # the prompt is the user's turn, the rest of the query the response being judged
-    assert any("PROMPT 3 " in prefix and "score 0.3" in prefix.split("<assistant-final-response id=")[1] for prefix, _ in llm.calls)
+    assert any("<user>\nPROMPT 3\n</user>" in prefix and "score 0.3" in prefix.split("<assistant-final-response id=")[1] for prefix, _ in llm.calls)
 
 
 def test_server_refuses_bad_requests_with_4xx_and_enforces_the_token():
