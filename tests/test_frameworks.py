@@ -140,7 +140,8 @@ def test_verl_loads_autorule_as_the_readme_says_and_rewards_sit_on_the_last_resp
 
     assert [o["reward_score"] for o in outputs] == pytest.approx([0.25, 0.9])
     for out, value in zip(outputs, [0.25, 0.9]):
-        assert out["reward_extra_info"] == pytest.approx({"score": value, "rule_reward": value, "unparsed_checks": 0.0, "refused": 0.0})
+        assert out["reward_extra_info"] == pytest.approx({"score": value, "rule_reward": value, "unparsed_checks": 0.0, "refused": 0.0,
+                                                          "reasoning_chars_stripped": 0.0, "empty_response": 0.0, "malformed": 0.0})
     # the reward sits on the last valid response token (the EOS), zero everywhere else
     last = data.batch["response_mask"].sum(-1) - 1
     expected = torch.zeros_like(rm_scores)
@@ -212,7 +213,8 @@ def test_openrlhf_remote_reward_client_calls_autorule_serve_as_the_readme_says(r
     # one value per query, the shape OpenRLHF's own reward server (openrlhf.cli.serve_rm) answers with
     assert out["reward"] == [pytest.approx(0.9)]
     assert out["scores"] == [pytest.approx(0.9)]
-    assert out["extra_logs"] == {"rule_reward": [pytest.approx(0.9)], "unparsed_checks": [0.0], "refused": [0.0]}
+    assert out["extra_logs"] == {"rule_reward": [pytest.approx(0.9)], "unparsed_checks": [0.0], "refused": [0.0], "reasoning_chars_stripped": [0.0],
+                                 "empty_response": [0.0], "unknown_template": [0.0], "text_after_end_chars": [0.0]}
     # the verifier saw the conversation, not the chat template's markup
     judged = verifier_server.seen[-1][-1]["content"]
     assert "Name a colour, please." in judged and "<|im_start|>" not in judged and "<|im_end|>" not in judged
