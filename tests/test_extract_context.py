@@ -44,9 +44,10 @@ class ContextLimitedLLM(LLM):
     OpenAI client path refuses a vLLM 400 (`RequestRefused`, the server's body in the message).
     Requests of a batch are answered in order; a refusal fails the batch, as a server's does."""
 
-    def __init__(self, context: int, *, reports: bool = True, refuse: str | None = None):
+    def __init__(self, context: int, *, reports: bool = True, refuse: str | None = None, reverse: bool = False):
         super().__init__()
         self.spec, self.context, self.reports, self.refuse = "context-limited", context, reports, refuse
+        self.reverse = reverse  # answer a batch last request first, as a busy server may
         self.judge = mock_judge()
         self.prompts: list[str] = []  # every prompt sent, answered or not
 
@@ -58,8 +59,9 @@ class ContextLimitedLLM(LLM):
         return len(text) // 4 + 1
 
     def _generate(self, requests, desc, on_result):
-        out = []
-        for i, r in enumerate(requests):
+        out = {}
+        for i in reversed(range(len(requests))) if self.reverse else range(len(requests)):
+            r = requests[i]
             text = r.messages[-1]["content"]
             self.prompts.append(text)
             prompt = self.count_tokens(text)
@@ -70,9 +72,9 @@ class ContextLimitedLLM(LLM):
             if self.refuse and self.refuse in text:
                 raise RequestRefused("http://fake/v1 refused the request (400): The prompt was rejected by the content filter.")
             reply = self.judge([{"role": "user", "content": text}], {})
-            out.append(Completion(text=reply["content"], reasoning=reply.get("reasoning_content")))
-            on_result and on_result(i, out[-1])
-        return out
+            out[i] = Completion(text=reply["content"], reasoning=reply.get("reasoning_content"))
+            on_result and on_result(i, out[i])
+        return [out[i] for i in range(len(requests))]
 
     def _score_yes_no_batch(self, items, on_item, errors):
         raise NotImplementedError
@@ -259,6 +261,21 @@ def test_resume_does_not_send_a_recorded_refusal_again_unless_asked(tmp_path, pa
     assert meta["retried_refused"] == 1 and meta["counts"]["refused"]["pairs"] == 0 and not (out / "020_refused.jsonl").exists()
     candidates = [json.loads(line)["pair_id"] for line in (out / "020_candidates.jsonl").read_text().splitlines()]
     assert candidates == ["7364e2000f474f2c", LONG_ID, ESSAY_ID] and result.summary["pairs"] == 3
+
+
+def test_resume_after_a_stop_reads_back_each_pairs_own_reasoning(tmp_path, pairs):
+    """The stop leaves 010's records in answer order (rows 3, 2); finished on resume in data order,
+    each pair's rules still come from its own reasoning."""
+    out = tmp_path / "run"
+    with pytest.raises(TooManyRefused, match="row 1, 010 reasoning"):
+        run(pairs, ContextLimitedLLM(2000, refuse="pick a lock", reverse=True), out)
+    partial = [json.loads(line)["pair_id"] for line in (out / "010_reasoning.jsonl.partial").read_text().splitlines()]
+    assert partial == [ESSAY_ID, LONG_ID]
+    run(pairs, ContextLimitedLLM(2000, reverse=True), out, max_refused_share=0.5)
+    traces = {json.loads(line)["pair_id"]: json.loads(line)["reasoning"] for line in (out / "010_reasoning.jsonl").read_text().splitlines()}
+    candidates = [json.loads(line) for line in (out / "020_candidates.jsonl").read_text().splitlines()]
+    assert [c["pair_id"] for c in candidates] == list(traces) == [LONG_ID, ESSAY_ID]
+    assert all(c["excerpt"] == traces[c["pair_id"]][:300] for c in candidates) and traces[LONG_ID] != traces[ESSAY_ID]
 
 
 def test_a_context_too_small_for_the_instructions_names_the_fix(tmp_path, pairs):

@@ -362,6 +362,9 @@ def _stages_010_020(run_dir: Path, n: int, distinct: int, llm: LLM, config: Extr
     def reasoning_done() -> None:  # stage 010 is final as soon as every pair has its record (or was refused)
         if not reasoning.complete and len(r_index) + ledger.count(STAGE_010) == distinct:
             reasoning.finish(_pair_ids(pairs_file), r_index, skip=refused(STAGE_010))
+            # the final file is in data order: records read back later are found at their new offsets
+            r_index.clear()
+            r_index.update(reasoning.index())
 
     try:
         batch: list[PreferencePair] = []
