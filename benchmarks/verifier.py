@@ -5,7 +5,7 @@
 
 import sys
 
-from autorule.cli import main
+from autorule.cli.app import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", "verifier", *sys.argv[1:]]))

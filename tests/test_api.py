@@ -33,7 +33,7 @@ def test_import_autorule_loads_nothing_heavy():
 
 
 def test_messages_as_dicts_messages_or_bare_strings_give_the_same_verdicts():
-    from autorule.llm.fake import FakeLLM
+    from autorule.testing.fake_llm import FakeLLM
 
     class Recorder(FakeLLM):
         def _score_yes_no_batch(self, items, on_item, errors):
@@ -54,7 +54,7 @@ def test_messages_as_dicts_messages_or_bare_strings_give_the_same_verdicts():
 def test_library_calls_print_nothing(capsys):
     import json
 
-    from autorule.llm.fake import FakeLLM
+    from autorule.testing.fake_llm import FakeLLM
 
     llm = FakeLLM(p_yes=0.5, reply=json.dumps(["The assistant's response should greet the user by name."]))
     rules = autorule.extract([{"prompt": "Hi, I am Ann.", "chosen": "Hello Ann!", "rejected": "Hello."}], llm, cache=False)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from autorule.cli import main
+from autorule.cli.app import main
 
 
 @pytest.mark.slow
@@ -64,7 +64,7 @@ def test_injection_benchmark_runs(capsys):
 
 
 def test_verifier_server_benchmark_runs_against_a_server(capsys):
-    from autorule.bench.mock_server import ScriptedServer
+    from autorule.testing.mock_server import ScriptedServer
 
     with ScriptedServer() as server:
         assert main(["bench", "verifier-server", "--model", f"openai:mock@{server.base_url}", "--rules", "2", "--conversations", "2", "--json"]) == 0
@@ -82,7 +82,7 @@ def test_verifier_accuracy_gold_set_labels_and_metrics(tmp_path, shared_data, ca
     families, and the metrics of a verifier that says P(Yes) = 0.5 to everything (worked out by hand)."""
     from conftest import ALPACA, HH
 
-    from autorule.bench.mock_server import ScriptedServer, value_verifier
+    from autorule.testing.mock_server import ScriptedServer, value_verifier
 
     gold_path = tmp_path / "gold.jsonl"
     with ScriptedServer(value_verifier) as server:  # no "value=" in real replies: P(Yes) 0.5 for every check

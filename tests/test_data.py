@@ -5,7 +5,7 @@ import os
 import pytest
 from conftest import ALPACA, HH, MT_BENCH_QUESTIONS
 
-from autorule.cli import main
+from autorule.cli.app import main
 from autorule.data import Columns, DataError, load_pairs
 
 
@@ -229,7 +229,7 @@ def test_unknown_hub_dataset_offline_is_a_clear_error(monkeypatch):
 def test_the_cli_leaves_the_users_hub_setting_alone(monkeypatch):
     """The CLI used to force HF_HUB_OFFLINE=1, so documented dataset names could never download."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    from autorule.cli import main
+    from autorule.cli.app import main
 
     from autorule import SAMPLE_PAIRS
 

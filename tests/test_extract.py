@@ -5,8 +5,8 @@ import json
 import pytest
 from conftest import HH
 
-from autorule.bench.mock_server import TOPICS, ScriptedServer, mock_judge
-from autorule.cli import main
+from autorule.testing.mock_server import TOPICS, ScriptedServer, mock_judge
+from autorule.cli.app import main
 from autorule.data import load_pairs
 from autorule.extraction.reason import chosen_label
 from autorule.rules import RuleSet
@@ -186,7 +186,7 @@ def test_sigkill_mid_stage_then_rerun_loses_nothing_and_repeats_nothing(tmp_path
     with ScriptedServer(slow) as server:
         args = ["extract", "--data", str(HH), "--on-bad-row", "skip", "--limit", "10", "--model", f"openai:judge@{server.base_url}",
                 "--out", str(run), "--target-rules", "4", "--concurrency", "1", "--cache", str(tmp_path / "cache.sqlite")]
-        proc = subprocess.Popen([sys.executable, "-m", "autorule.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-m", "autorule.cli.app", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
         partial = run / "010_reasoning.jsonl.partial"
         deadline = time.time() + 120
@@ -219,7 +219,7 @@ def test_sigkill_mid_stage_then_rerun_loses_nothing_and_repeats_nothing(tmp_path
     ],
 )
 def test_rule_list_parsing(text, expected):
-    from autorule.extraction.rules import parse_rule_list
+    from autorule.extraction.candidates import parse_rule_list
 
     assert len(parse_rule_list(text)) == expected
 

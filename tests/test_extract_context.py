@@ -12,15 +12,15 @@ import pytest
 from conftest import SHARED_DATA
 from rich.console import Console
 
-from autorule.bench.mock_server import ScriptedServer, mock_judge
-from autorule.cli import main
+from autorule.testing.mock_server import ScriptedServer, mock_judge
+from autorule.cli.app import main
 from autorule.data import load_pairs
 from autorule.extraction.context import Context
 from autorule.extraction.merge import MergeLog, candidate_refs, merge_rules, split_to_fit
 from autorule.extraction.reason import TEMPLATE, render_conversation
 from autorule.extraction.refusals import TooManyRefused
 from autorule.extraction.run import ExtractConfig, print_summary, run_extract
-from autorule.fitting import context_limit, fit_texts, truncate_middle
+from autorule.llm.fitting import context_limit, fit_texts, truncate_middle
 from autorule.llm.base import LLM, Completion, RequestRefused
 
 CASE = SHARED_DATA.parent / "cases" / "long-code-pairs.jsonl"

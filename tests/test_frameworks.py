@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from autorule import RuleReward, RuleSet
-from autorule.bench.mock_server import ScriptedServer, value_verifier
+from autorule.testing.mock_server import ScriptedServer, value_verifier
 from autorule.integrations import verl as autorule_verl
 from autorule.llm.local import local_model_path
 
@@ -184,7 +184,7 @@ def test_openrlhf_remote_reward_client_calls_autorule_serve_as_the_readme_says(r
     args = command.split()[1:]
     assert args[0] == "serve"
     log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "autorule.cli", *args, "--no-cache"], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "autorule.cli.app", *args, "--no-cache"], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:

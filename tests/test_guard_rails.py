@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from autorule import SAMPLE_PAIRS
-from autorule.bench.mock_server import ScriptedServer, value_verifier
-from autorule.cli import main
+from autorule.testing.mock_server import ScriptedServer, value_verifier
+from autorule.cli.app import main
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_a_long_run_on_the_embedded_model_is_named_before_it_starts(tmp_path, mo
 
 def test_every_command_has_the_same_model_option_defaults():
     """extract and score once had different --concurrency and --timeout defaults."""
-    from autorule.cli import build_parser
+    from autorule.cli.app import build_parser
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices

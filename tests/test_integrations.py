@@ -12,9 +12,9 @@ import pytest
 import torch
 from fake_llm import ScriptedLLM
 
-from autorule.cli import main
+from autorule.cli.app import main
 from autorule.integrations import verl
-from autorule.integrations.server import create_app
+from autorule.integrations.openrlhf import create_app
 from autorule.integrations.trl import make_async_rule_reward, make_rule_reward
 from autorule.reward import RewardScorer
 from autorule.rules import Rule, RuleSet, rule_id

@@ -18,7 +18,7 @@ import logging
 import math
 
 import pytest
-from autorule.bench.mock_server import ScriptedServer
+from autorule.testing.mock_server import ScriptedServer
 
 from autorule.llm.openai_compat import OpenAICompatLLM
 from autorule.llm.refusals import is_key_problem, logprobs_refusal
@@ -246,7 +246,7 @@ def write_inputs(tmp_path, responses=RESPONSES):
 
 
 def test_cli_score_against_a_server_that_refuses_logprobs(tmp_path, capsys, monkeypatch):
-    from autorule.cli import main
+    from autorule.cli.app import main
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     rules_path, data, _ = write_inputs(tmp_path)
@@ -261,7 +261,7 @@ def test_cli_score_against_a_server_that_refuses_logprobs(tmp_path, capsys, monk
 
 
 def test_cli_score_in_which_every_response_fails_exits_3_with_the_reasons_and_strict_json(tmp_path, capsys, monkeypatch):
-    from autorule.cli import EXIT_ALL_FAILED, main
+    from autorule.cli.app import EXIT_ALL_FAILED, main
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     rules_path, data, _ = write_inputs(tmp_path)
@@ -282,7 +282,7 @@ def test_cli_score_in_which_every_response_fails_exits_3_with_the_reasons_and_st
 
 
 def test_cli_score_with_some_failures_exits_0_and_names_the_first_reason(tmp_path, capsys, monkeypatch):
-    from autorule.cli import main
+    from autorule.cli.app import main
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     rules_path, data, _ = write_inputs(tmp_path)
@@ -296,7 +296,7 @@ def test_cli_score_with_some_failures_exits_0_and_names_the_first_reason(tmp_pat
 
 
 def test_cli_validate_in_which_every_response_fails_exits_3_and_leaves_the_rules_file_alone(tmp_path, capsys, monkeypatch):
-    from autorule.cli import main
+    from autorule.cli.app import main
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     rules_path, _, pairs = write_inputs(tmp_path)
@@ -317,7 +317,7 @@ def test_cli_validate_in_which_every_response_fails_exits_3_and_leaves_the_rules
 
 
 def test_cli_validate_against_a_server_that_refuses_logprobs(tmp_path, capsys, monkeypatch):
-    from autorule.cli import main
+    from autorule.cli.app import main
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     rules_path, _, pairs = write_inputs(tmp_path)
@@ -404,7 +404,7 @@ def test_verl_marks_failed_samples_refused_and_logs_the_count_and_reason(caplog)
 def test_reward_server_reports_refusals_with_their_reason():
     from fastapi.testclient import TestClient
 
-    from autorule.integrations.server import create_app
+    from autorule.integrations.openrlhf import create_app
     from autorule.reward import RewardScorer
 
     with ScriptedServer(judge, faults=failing_on("Go away."), refuse_logprobs=OPENAI_400) as server:
@@ -419,7 +419,7 @@ def test_reward_server_reports_refusals_with_their_reason():
 
 
 def test_llm_score_json_writes_an_unread_verdict_as_null(capsys, monkeypatch):
-    from autorule.cli import main
+    from autorule.cli.app import main
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with ScriptedServer(lambda m, b: {"content": "Maybe."}, refuse_logprobs=GEMINI_400) as server:

@@ -12,11 +12,11 @@ import re
 import pytest
 from conftest import SHARED_DATA
 
-from autorule.cli import main
-from autorule.column_kinds import column_kind
+from autorule.cli.app import main
+from autorule.data.column_kinds import column_kind
 from autorule.data import Columns, DataError, load_pairs, stream_pairs
-from autorule.hints import undetected_message
-from autorule.labels import LabelError, infer_label_meaning, parse_label_meaning
+from autorule.data.hints import undetected_message
+from autorule.data.labels import LabelError, infer_label_meaning, parse_label_meaning
 
 CASES = SHARED_DATA.parent / "cases"
 

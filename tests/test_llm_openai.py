@@ -1,9 +1,9 @@
 """The OpenAI-compatible backend against a real HTTP server started in the test."""
 
 import pytest
-from autorule.bench.mock_server import ScriptedServer
+from autorule.testing.mock_server import ScriptedServer
 
-from autorule.cli import main
+from autorule.cli.app import main
 from autorule.llm import ChatRequest, LLMError, load_llm
 from autorule.llm.openai_compat import OpenAICompatLLM
 

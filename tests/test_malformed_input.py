@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autorule.cli import main
+from autorule.cli.app import main
 
 CORPUS = Path(__file__).parent / "malformed"
 CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text())

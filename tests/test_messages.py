@@ -11,12 +11,12 @@ from conftest import SHARED_DATA
 from fake_llm import ScriptedLLM, use_in_cli
 
 import autorule
-from autorule.cli import main
+from autorule.cli.app import main
 from autorule.data import DataError, load_pairs, to_conversation
 from autorule.integrations import verl
 from autorule.integrations.conversation import conversation
 from autorule.integrations.trl import RuleReward
-from autorule.messages import Message, MessageError, alternating_turns, content_text, normalise_message, normalise_messages
+from autorule.data.messages import Message, MessageError, alternating_turns, content_text, normalise_message, normalise_messages
 from autorule.reward import RewardScorer
 from autorule.rules import Rule, RuleSet, rule_id
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from autorule.cli import main
+from autorule.cli.app import main
 from autorule.rules import RuleSet
 
 

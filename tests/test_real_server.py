@@ -16,7 +16,7 @@ from conftest import ALPACA, HH
 from llama_server import LlamaServer, gemma_gguf
 
 from autorule.cache import Cache
-from autorule.cli import main
+from autorule.cli.app import main
 from autorule.data import Message
 from autorule.llm import ChatRequest, load_llm
 from autorule.llm.local import embedded_gguf

@@ -13,12 +13,12 @@ from fake_llm import ScriptedLLM, use_in_cli
 from fastapi.testclient import TestClient
 
 import autorule
-from autorule.cli import main
+from autorule.cli.app import main
 from autorule.integrations import verl
-from autorule.integrations.server import create_app, split_query
+from autorule.integrations.openrlhf import create_app, split_query
 from autorule.integrations.templates import TemplateReader
 from autorule.integrations.trl import RuleReward
-from autorule.reasoning import SplitAnswer, split_answer
+from autorule.data.reasoning import SplitAnswer, split_answer
 from autorule.reward import RewardScorer
 from autorule.rules import Rule, RuleSet, rule_id
 

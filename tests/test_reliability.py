@@ -16,12 +16,12 @@ from fake_llm import ScriptedLLM
 from test_integrations import RULES, Served, number_in_response
 
 from autorule.bench.injection import attacked, load_attacks, run_injection_benchmark
-from autorule.bench.mock_server import ScriptedServer, mock_judge
+from autorule.testing.mock_server import ScriptedServer, mock_judge
 from autorule.bench.server_load import run_server_load
 from autorule.bench.verifier import bench_rules
-from autorule.cli import main
+from autorule.cli.app import main
 from autorule.data import Message, load_pairs
-from autorule.integrations.server import create_app
+from autorule.integrations.openrlhf import create_app
 from autorule.quickstart import SAMPLE_DATA
 from autorule.reward import RewardScorer
 from autorule.verifier import Verifier
@@ -119,7 +119,7 @@ def test_sigkill_between_stages_then_rerun_repeats_no_finished_call(tmp_path, sh
     run = tmp_path / "run"
     with ScriptedServer(mock_judge(), latency=0.15) as server:
         args = extract_args(server, run, "--concurrency", "1", "--cache", str(tmp_path / "cache.sqlite"), limit=6)
-        proc = subprocess.Popen([sys.executable, "-m", "autorule.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-m", "autorule.cli.app", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
         deadline = time.time() + 120
         while time.time() < deadline and not (run / "010_reasoning.jsonl").is_file():

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from autorule.cli import main
+from autorule.cli.app import main
 from autorule.rules import CandidateRef, Rule, RuleSet
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

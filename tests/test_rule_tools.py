@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from fake_llm import ScriptedLLM
 
-from autorule.bench.mock_server import ScriptedServer, value_verifier
-from autorule.cli import main
+from autorule.testing.mock_server import ScriptedServer, value_verifier
+from autorule.cli.app import main
 from autorule.rules import CandidateRef, Rule, RuleSet, rule_id
 
 LINT_RULES = [
@@ -65,7 +65,7 @@ def test_lint_write_keeps_flags_in_the_rules_file_and_a_clean_set_passes_strict(
 
 
 def test_near_duplicates_are_flagged_on_the_later_rule_with_its_similarity():
-    from autorule.lint import lint_rules
+    from autorule.rules.lint import lint_rules
 
     vectors = {"The response should be short.": [1.0, 0.0, 0.0], "The response should cite sources.": [0.0, 1.0, 0.0],
                "The response should be brief.": [0.9, 0.0, np.sqrt(1 - 0.81)], "The response should be kind to animals.": [0.8, 0.6, 0.0]}
@@ -81,7 +81,7 @@ def test_near_duplicates_are_flagged_on_the_later_rule_with_its_similarity():
 
 
 def test_near_duplicates_with_the_real_embedder():
-    from autorule.lint import lint_rules
+    from autorule.rules.lint import lint_rules
 
     rules = RuleSet.from_texts(["The response should be short.", "The response must be short.", "The response should cite its sources."])
     report = lint_rules(rules)
@@ -90,7 +90,7 @@ def test_near_duplicates_with_the_real_embedder():
 
 
 def test_llm_lint_flags_rules_the_model_calls_uncheckable():
-    from autorule.lint import CHECKABLE_QUESTION, lint_rules
+    from autorule.rules.lint import CHECKABLE_QUESTION, lint_rules
 
     llm = ScriptedLLM(lambda prefix, q: 0.2 if "vibe" in prefix else 0.9)
     report = lint_rules(RuleSet.from_texts(["The response should have a good vibe overall.", "The response should be under 50 words."]), embed=False, llm=llm)
@@ -239,7 +239,7 @@ def test_diff_with_the_real_embedder(tmp_path, capsys):
 
 
 def test_diff_behavioural_agreement_counts_matching_verdicts():
-    from autorule.compare import add_agreement, diff_rules
+    from autorule.rules.diff import add_agreement, diff_rules
 
     vec = {"The response should be short.": [1.0, 0.0], "The reply should be brief.": [0.8, 0.6]}
     d = diff_rules(RuleSet.from_texts(["The response should be short."]), RuleSet.from_texts(["The reply should be brief."]),
@@ -307,7 +307,7 @@ def test_calibrate_names_the_file_and_line_of_a_bad_gold_row(tmp_path, capsys):
 
 
 def test_judge_asks_rules_that_differ_only_in_punctuation_as_written():
-    from autorule.calibration import Check, judge
+    from autorule.verifier.calibration import Check, judge
 
     checks = [Check([], "Hi", "The response should be short.", True), Check([], "Hi", "The response should be short!", False)]
     llm = ScriptedLLM(lambda prefix, q: 0.9 if "short!" in q else 0.2)

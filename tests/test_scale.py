@@ -13,8 +13,8 @@ import pytest
 from conftest import HH
 from fake_llm import ScriptedLLM
 
-from autorule.bench.mock_server import ScriptedServer, mock_judge
-from autorule.cli import main
+from autorule.testing.mock_server import ScriptedServer, mock_judge
+from autorule.cli.app import main
 from autorule.data import load_pairs, stream_pairs
 from autorule.extraction import merge
 from autorule.extraction.run import ExtractConfig, run_extract
@@ -97,7 +97,7 @@ def test_score_writes_rows_chunk_by_chunk_with_the_same_values(tmp_path, shared_
     outputs = []
     with ScriptedServer() as server:  # the echo verifier: Yes where the text before the question says yes
         for chunk in (1024, 6):
-            monkeypatch.setattr("autorule.cli.SCORE_CHUNK", chunk)
+            monkeypatch.setattr("autorule.cli.app.SCORE_CHUNK", chunk)
             out = tmp_path / f"scores-{chunk}.jsonl"
             assert main(["score", "--rules", str(rules), "--data", str(HH), "--on-bad-row", "skip", "--limit", "9",
                          "--verifier", f"openai:scripted@{server.base_url}", "--no-cache", "--out", str(out), "--json"]) == 0
@@ -120,7 +120,7 @@ def test_data_inspect_streams_a_large_parquet(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "autorule.cli", "data", "inspect", str(path), "--on-bad-row", "skip", "--json", "--sample", "2"],
+    out = subprocess.run([sys.executable, "-m", "autorule.cli.app", "data", "inspect", str(path), "--on-bad-row", "skip", "--json", "--sample", "2"],
                          capture_output=True, text=True, check=True)
     summary = json.loads(out.stdout)
     assert (summary["rows"], summary["pairs"], summary["format"]) == (n, n, "pairs")
@@ -174,7 +174,7 @@ def test_bench_scale_small_sizes(capsys):
 def test_server_workers_score_batches_at_once():
     from fastapi.testclient import TestClient
 
-    from autorule.integrations.server import create_app
+    from autorule.integrations.openrlhf import create_app
 
     active, peak, lock = [0], [0], threading.Lock()
 

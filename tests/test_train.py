@@ -6,9 +6,9 @@ import re
 import pytest
 import yaml
 from conftest import HH, MT_BENCH_QUESTIONS
-from autorule.bench.mock_server import ScriptedServer
+from autorule.testing.mock_server import ScriptedServer
 
-from autorule.cli import main
+from autorule.cli.app import main
 from autorule.reward import RewardModel
 from autorule.rules import Rule, RuleSet
 

@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 from conftest import HH
-from autorule.bench.mock_server import ScriptedServer
+from autorule.testing.mock_server import ScriptedServer
 
-from autorule.cli import main
+from autorule.cli.app import main
 from autorule.data import load_pairs
 from autorule.rules import Rule, RuleSet, rule_id
 from autorule.validation import (

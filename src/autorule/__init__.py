@@ -47,12 +47,12 @@ _EXPORTS = {
     "RuleReward": "autorule.integrations.trl",
     "SAMPLE_PAIRS": "autorule.examples",
     "AsyncRuleReward": "autorule.integrations.trl",
-    "lint_rules": "autorule.lint",
-    "diff_rules": "autorule.compare",
-    "export_rules": "autorule.export",
-    "import_rules": "autorule.export",
-    "load_gold": "autorule.calibration",
-    "calibrate": "autorule.calibration",
+    "lint_rules": "autorule.rules.lint",
+    "diff_rules": "autorule.rules.diff",
+    "export_rules": "autorule.rules.export",
+    "import_rules": "autorule.rules.export",
+    "load_gold": "autorule.verifier.calibration",
+    "calibrate": "autorule.verifier.calibration",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -73,10 +73,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from autorule.api import extract, report, validate, verify
-    from autorule.calibration import calibrate, load_gold
-    from autorule.compare import diff_rules
-    from autorule.export import export_rules, import_rules
-    from autorule.lint import lint_rules
+    from autorule.verifier.calibration import calibrate, load_gold
+    from autorule.rules.diff import diff_rules
+    from autorule.rules.export import export_rules, import_rules
+    from autorule.rules.lint import lint_rules
     from autorule.examples import SAMPLE_PAIRS
     from autorule.data import DataError, LoadResult, Message, PreferencePair, load_pairs
     from autorule.integrations.trl import AsyncRuleReward, RuleReward

@@ -13,7 +13,7 @@ from typing import Any
 
 from autorule.data import LoadResult, PreferencePair, load_pairs, to_conversation
 from autorule.llm import LLM, load_llm
-from autorule.reasoning import answer_only
+from autorule.data.reasoning import answer_only
 from autorule.rules import RuleSet
 from autorule.validation import Validation
 from autorule.verifier import Verdicts
@@ -84,7 +84,7 @@ def extract(
 
     Example:
         >>> import json
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> llm = FakeLLM(reply=json.dumps(["The assistant's response should greet the user by name."]))
         >>> rules = extract([{"prompt": "Hi, I am Ann.", "chosen": "Hello Ann!", "rejected": "Hello."}], llm, cache=False)
         >>> rules.texts
@@ -118,7 +118,7 @@ def verify(
     """Judge each conversation's last reply against every rule.
 
     A reply's reasoning (``<think>...</think>``, or only ``</think>`` when the chat
-    template opened the block; see `autorule.reasoning`) is cut first, so the rules judge
+    template opened the block; see `autorule.data.reasoning`) is cut first, so the rules judge
     the answer the user reads; the characters cut are logged (logger ``autorule``).
 
     Args:
@@ -137,7 +137,7 @@ def verify(
         `Verdicts`: ``p_satisfied`` (responses x rules), ``to_rows()``, ``to_pandas()``.
 
     Example:
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> verdicts = verify(["The assistant's response should be short."], [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]], FakeLLM(p_yes=0.9))
         >>> verdicts.to_rows()[0]["satisfied"]
         True
@@ -188,7 +188,7 @@ def validate(
         per-rule ``rules``, ``accuracy``, ``learned_weights``...), ``weights`` and ``selected``.
 
     Example:
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> pairs = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}]
         >>> result = validate(["The assistant's response should be polite."], pairs, FakeLLM(p_yes=0.5), folds=2)
         >>> result.report["pairs"], result.report["rule_set"]["ties"]
@@ -211,7 +211,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, compare: str | Pa
     Args:
         run_dir: the run directory.
         out: the HTML file to write (default: RUN_DIR/report.html).
-        compare: another rules file, shown matched against the run's rules (`autorule.compare`).
+        compare: another rules file, shown matched against the run's rules (`autorule.rules.diff`).
 
     Returns:
         The report's path.

@@ -263,7 +263,7 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
     """The plan of `autorule extract` on these pairs (an ExtractConfig gives the token budgets)."""
     from autorule.extraction import merge as merge_stage
     from autorule.extraction import reason as reason_stage
-    from autorule.extraction import rules as rules_stage
+    from autorule.extraction import candidates as rules_stage
     from autorule.extraction.context import resolve_context
 
     # prompts as the run will send them: fitted to the model's context

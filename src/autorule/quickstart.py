@@ -14,18 +14,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .cache import Cache
-from .data import LoadResult, load_pairs
-from .extraction.run import ExtractConfig, print_summary, run_extract
-from .llm import load_llm
-from .reporting import build_report
-from .reward import RewardScorer
-from .train.config import TrainConfig
-from .train.grpo import run_grpo
-from .train.rm import RMConfig, train_reward_model
-from .validation import run_validation
+from autorule.cache import Cache
+from autorule.data import LoadResult, load_pairs
+from autorule.extraction.run import ExtractConfig, print_summary, run_extract
+from autorule.llm import load_llm
+from autorule.reporting import build_report
+from autorule.reward import RewardScorer
+from autorule.train.config import TrainConfig
+from autorule.train.grpo import run_grpo
+from autorule.train.rm import RMConfig, train_reward_model
+from autorule.validation import run_validation
 
-from .examples import SAMPLE_PAIRS as SAMPLE_DATA  # package data: works from a wheel too
+from autorule.examples import SAMPLE_PAIRS as SAMPLE_DATA  # package data: works from a wheel too
 EXTRACT_PAIRS = 12  # the rest of the sample pairs are held out for validation
 console = Console(stderr=True, soft_wrap=True)  # paths stay whole, not wrapped
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Message, to_conversation
-from .messages import alternating_turns
-from .reasoning import answer_only
-from .rules import RuleSet
-from .verifier import Verdicts
+from autorule.data import Message, to_conversation
+from autorule.data.messages import alternating_turns
+from autorule.data.reasoning import answer_only
+from autorule.rules import RuleSet
+from autorule.verifier import Verdicts
 
 
 def rule_reward(verdicts: Verdicts, rules: RuleSet | None = None, *, hard: bool = False, no_rules_value: float = 0.5) -> np.ndarray:
@@ -211,7 +211,7 @@ class Scores:
         verifier; rule reward `RewardScorer.empty_rule_reward`).
 
     Example:
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> scores = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.7)).score(["Hello"])
         >>> scores.total.tolist(), scores.pass_rates()
         ([0.7], {'r-...': 1.0})
@@ -264,7 +264,7 @@ class RewardScorer:
         preset: a preset name ("default", "ternary", "paper") or a `RewardPreset`.
         rm: an optional `RewardModel`.
         judge_reasoning: judge a response's reasoning too (``<think>...</think>`` and the
-            other markers `autorule.reasoning` reads). By default only the answer after
+            other markers `autorule.data.reasoning` reads). By default only the answer after
             it is judged (by the rules and the RM, and counted for the length penalty),
             and the characters cut are counted in `Scores.reasoning_chars`.
         empty_rule_reward: the rule reward (fraction satisfied, before the preset's
@@ -277,7 +277,7 @@ class RewardScorer:
         ValueError: an unknown preset, or `empty_rule_reward` outside [0, 1].
 
     Example:
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> scorer = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.6), "paper")
         >>> scorer.score([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]]).total.tolist()
         [2.5]
@@ -288,7 +288,7 @@ class RewardScorer:
 
     def __init__(self, rules: RuleSet, verifier_llm, preset: RewardPreset | str = "default", rm: RewardModel | None = None, *,
                  judge_reasoning: bool = False, empty_rule_reward: float = 0.0, **verifier_options):
-        from .verifier import Verifier
+        from autorule.verifier import Verifier
 
         if not 0.0 <= empty_rule_reward <= 1.0:
             raise ValueError(f"empty_rule_reward={empty_rule_reward}: a rule reward is a fraction in [0, 1]")

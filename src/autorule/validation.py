@@ -247,7 +247,7 @@ class Validation:
 
     Example:
         >>> from autorule import validate
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> result = validate(["The response should be polite."], [{"prompt": "Q", "chosen": "A", "rejected": "B"}], FakeLLM(p_yes=0.9), folds=2)
         >>> [r["text"] for r in result.report["rules"]]
         ['The response should be polite.']
@@ -273,7 +273,7 @@ def both_sides(pairs) -> list:
 
 def _rows(verdicts, start: int, stop: int):
     """Verdicts of responses start..stop-1, errors re-indexed."""
-    from .verifier import Verdicts
+    from autorule.verifier import Verdicts
 
     return Verdicts(verdicts.rule_ids, verdicts.p_satisfied[start:stop], None if verdicts.p_applies is None else verdicts.p_applies[start:stop],
                     verdicts.threshold, {i - start: why for i, why in verdicts.errors.items() if start <= i < stop})
@@ -297,12 +297,12 @@ def run_validation(rules, rules_path, pairs, scorer, **options) -> Validation:
 
 def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, folds: int = 5, select: int | None = None,
                     redundancy: float = 0.8, warn=print, progress: bool = True, chunk_size: int = 1024) -> Validation:
-    from .reward import compose, rule_reward
+    from autorule.reward import compose, rule_reward
 
     from tqdm.auto import tqdm
 
-    from .data import chunked
-    from .verifier import Verdicts
+    from autorule.data import chunked
+    from autorule.verifier import Verdicts
 
     # pairs stream through the verifier a chunk at a time: only verdicts (pairs x rules) are kept
     training = training_pair_ids(rules, rules_path)

@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cache import Cache
-from ..data import LoadResult, load_pairs
-from ..extraction.merge import load_embedder
-from ..extraction.run import ExtractConfig, run_extract
-from ..llm import load_llm
-from .mock_server import ScriptedServer, mock_judge
+from autorule.cache import Cache
+from autorule.data import LoadResult, load_pairs
+from autorule.extraction.merge import load_embedder
+from autorule.extraction.run import ExtractConfig, run_extract
+from autorule.llm import load_llm
+from autorule.testing.mock_server import ScriptedServer, mock_judge
 
 
 def _run(server: ScriptedServer, data: LoadResult, out: Path, concurrency: int, cache: Cache | None, target_rules: int) -> tuple[dict, list[str]]:

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import load_pairs
-from ..llm import load_llm
-from ..train.config import TrainConfig
-from ..train.grpo import run_grpo
-from ..train.rm import RMConfig, train_reward_model
-from .verifier import bench_rules
+from autorule.data import load_pairs
+from autorule.llm import load_llm
+from autorule.train.config import TrainConfig
+from autorule.train.grpo import run_grpo
+from autorule.train.rm import RMConfig, train_reward_model
+from autorule.bench.verifier import bench_rules
 
 MODES = ("no_cache", "cold_cache", "warm_cache")
 

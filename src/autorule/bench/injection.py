@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..data import Message
-from ..rules import RuleSet
-from ..verifier import Verifier
+from autorule.data import Message
+from autorule.rules import RuleSet
+from autorule.verifier import Verifier
 
 ATTACKS_FILE = Path(__file__).with_name("injections.yaml")
 

@@ -42,7 +42,7 @@ def _measure(name: str, extract_llm, verifier_llm, train: list, held_out: list, 
 
 def run_plan_benchmark(sample_path: str, hh_path: str, server_pairs: int = 50) -> dict:
     """Plans against measured times, each on an empty cache (every call is made)."""
-    from autorule.bench.mock_server import ScriptedServer, mock_judge, value_verifier
+    from autorule.testing.mock_server import ScriptedServer, mock_judge, value_verifier
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from autorule.bench.mock_server import mock_judge
+from autorule.testing.mock_server import mock_judge
 from autorule.llm.base import LLM, Completion
 
 TARGETS = {  # the issue's targets on a 2-core machine
@@ -187,7 +187,7 @@ def run_scale(pairs: list[int], candidates: list[int], validate_pairs: list[int]
     The memory exponent is fitted to the memory each run added over its imports (peak RSS
     minus RSS before the work), the part that can grow with the data.
     """
-    from .mock_server import mock_server_process
+    from autorule.testing.mock_server import mock_server_process
 
     report: dict = {"targets": TARGETS, "stages": {}}
     plan = [("extract", pairs, "judge"), ("merge", candidates, None), ("validate", validate_pairs, "echo")]

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from .mock_server import mock_server_process
-from .verifier import bench_rules
+from autorule.testing.mock_server import mock_server_process
+from autorule.bench.verifier import bench_rules
 
 def expected_value(client: int, request: int, requests: int, clients: int) -> float:
     return round(0.01 + 0.98 * (client * requests + request) / max(clients * requests - 1, 1), 6)
@@ -36,7 +36,7 @@ def _free_port() -> int:
 def start_reward_server(rules_path: Path, verifier_url: str, token: str, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     """`autorule serve` in its own process; returns it and its URL once /health answers."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "autorule.cli", "serve", "--rules", str(rules_path), "--verifier", f"openai:mock@{verifier_url}",
+    cmd = [sys.executable, "-m", "autorule.cli.app", "serve", "--rules", str(rules_path), "--verifier", f"openai:mock@{verifier_url}",
            "--no-cache", "--port", str(port), "--token", token, "--concurrency", "64", *extra]
     with log.open("w") as stderr:  # the child keeps its own copy of the handle
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)

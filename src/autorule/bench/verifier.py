@@ -19,10 +19,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..data import Message
-from ..llm.base import ChatRequest, parse_yes_no
-from ..rules import Rule, RuleSet, rule_id
-from ..verifier import Verifier
+from autorule.data import Message
+from autorule.llm.base import ChatRequest, parse_yes_no
+from autorule.rules import Rule, RuleSet, rule_id
+from autorule.verifier import Verifier
 
 # the reference code's judge prompt, rule first (paraphrased; its layout is what matters)
 REFERENCE_PROMPT = (

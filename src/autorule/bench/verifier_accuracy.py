@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..calibration import Check
-from ..data import Message, stream_pairs
+from autorule.verifier.calibration import Check
+from autorule.data import Message, stream_pairs
 
 IFEVAL = "lm-eval IFEval"
 OURS = "autorule program"

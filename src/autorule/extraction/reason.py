@@ -6,11 +6,11 @@ import random
 
 from pydantic import BaseModel
 
-from ..data import Message, PreferencePair
-from ..fitting import Fitted
-from ..llm import ChatRequest, Completion
-from . import prompt
-from .context import Context
+from autorule.data import Message, PreferencePair
+from autorule.llm.fitting import Fitted
+from autorule.llm import ChatRequest, Completion
+from autorule.extraction import prompt
+from autorule.extraction.context import Context
 
 TEMPLATE, TEMPLATE_VERSION = prompt("reasoning")
 

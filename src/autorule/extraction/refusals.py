@@ -17,10 +17,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from ..data import PreferencePair
-from ..llm import LLM, ChatRequest, Completion, LLMError
-from ..llm.base import RequestRefused
-from .context import DoesNotFit
+from autorule.data import PreferencePair
+from autorule.llm import LLM, ChatRequest, Completion, LLMError
+from autorule.llm.base import RequestRefused
+from autorule.extraction.context import DoesNotFit
 
 log = logging.getLogger("autorule.extract")
 

@@ -27,16 +27,16 @@ from rich.table import Table
 
 from tqdm.auto import tqdm
 
-from ..data import LoadResult, PairStream, PreferencePair
-from ..llm import LLM
-from ..lint import FRAGMENT, LintReport, lint_rules
-from ..llm.base import describe_llm_stats
-from ..rules import RuleSet
-from . import merge as merge_stage
-from . import reason as reason_stage
-from . import rules as rules_stage
-from .context import Context, check_fits, resolve_context
-from .refusals import RefusalLedger, describe_refusals, generate_each
+from autorule.data import LoadResult, PairStream, PreferencePair
+from autorule.llm import LLM
+from autorule.rules.lint import FRAGMENT, LintReport, lint_rules
+from autorule.llm.base import describe_llm_stats
+from autorule.rules import RuleSet
+from autorule.extraction import merge as merge_stage
+from autorule.extraction import reason as reason_stage
+from autorule.extraction import candidates as rules_stage
+from autorule.extraction.context import Context, check_fits, resolve_context
+from autorule.extraction.refusals import RefusalLedger, describe_refusals, generate_each
 
 log = logging.getLogger("autorule.extract")  # quiet in library use; the CLI shows INFO
 

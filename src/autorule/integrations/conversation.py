@@ -1,6 +1,6 @@
 """Turning trainers' prompt/completion shapes into chat messages.
 
-Message content goes through `autorule.messages` (the one normaliser): null content,
+Message content goes through `autorule.data.messages` (the one normaliser): null content,
 content parts, tool calls and tool turns read the same here as in data files.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..messages import Message, MessageError, normalise_messages
+from autorule.data.messages import Message, MessageError, normalise_messages
 
 
 def to_messages(prompt: Any) -> list[Message]:
@@ -16,7 +16,7 @@ def to_messages(prompt: Any) -> list[Message]:
 
     Args:
         prompt: None (no prompt), text (one user turn), or chat messages in any shape
-            `autorule.messages.normalise_message` reads (tool turns are kept).
+            `autorule.data.messages.normalise_message` reads (tool turns are kept).
 
     Raises:
         MessageError: a message it cannot read.

@@ -27,8 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..messages import ROLE_ALIASES, ROLES, Message
-from ..reasoning import split_answer
+from autorule.data.messages import ROLE_ALIASES, ROLES, Message
+from autorule.data.reasoning import split_answer
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from autorule.integrations.conversation import conversation
-from autorule.messages import MessageError
+from autorule.data.messages import MessageError
 from autorule.reward import RewardPreset, RewardScorer, Scores, check_reward_kind
 from autorule.rules import RuleSet
 
@@ -102,7 +102,7 @@ class RuleReward:
 
     Example:
         >>> import pickle
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> reward = RuleReward(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.75))
         >>> reward(prompts=["Say hi."], completions=["Hi!"])
         [0.75]
@@ -215,7 +215,7 @@ class AsyncRuleReward(RuleReward):
 
     Example:
         >>> import asyncio
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> reward = AsyncRuleReward(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.5))
         >>> asyncio.run(reward(prompts=["Q"], completions=["A"]))
         [0.5]
@@ -234,7 +234,7 @@ def make_rule_reward(scorer: RewardScorer, *, include_rm: bool = False, name: st
         name: the name TRL logs the reward under.
 
     Example:
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> scorer = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.5), "paper")
         >>> make_rule_reward(scorer)(prompts=["Q"], completions=["A"])  # the rule term, 10 x (1 - 0.75): P(Yes) 0.5 counts as a pass
         [2.5]
@@ -250,7 +250,7 @@ def make_async_rule_reward(scorer: RewardScorer, *, include_rm: bool = False, na
 
     Example:
         >>> import asyncio
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> scorer = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.25))
         >>> asyncio.run(make_async_rule_reward(scorer)(prompts=["Q"], completions=["A"]))
         [0.25]

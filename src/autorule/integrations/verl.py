@@ -50,7 +50,7 @@ import numpy as np
 
 from autorule.data import Message
 from autorule.integrations.conversation import to_messages
-from autorule.messages import MessageError
+from autorule.data.messages import MessageError
 from autorule.reward import RewardScorer, Scores, check_reward_kind
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def sample_results(scores: Scores, scorer: RewardScorer, kind: str) -> list[dict
 
     Example:
         >>> from autorule import RuleSet
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> scorer = RewardScorer(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.8))
         >>> sample_results(scorer.score(["Hi!"]), scorer, "total")
         [{'score': 0.8, 'rule_reward': 0.8, 'unparsed_checks': 0.0, 'refused': 0.0, 'reasoning_chars_stripped': 0.0, 'empty_response': 0.0, 'malformed': 0.0}]
@@ -213,7 +213,7 @@ def compute_score(
 
     Example:
         >>> from autorule import RuleSet, RewardScorer
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> scorer = RewardScorer(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.8))
         >>> compute_score("chat", "Hi!", None, {"prompt": "Say hi."}, scorer=scorer)["score"]
         0.8
@@ -268,7 +268,7 @@ class AutoRuleRewardManager(_Base):
 
     Example:
         >>> from autorule import RuleSet, RewardScorer
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> scorer = RewardScorer(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.25))
         >>> manager = AutoRuleRewardManager.__new__(AutoRuleRewardManager)
         >>> manager.setup(scorer=scorer)

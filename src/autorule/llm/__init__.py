@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cache import Cache
-from .base import LLM, ChatRequest, Completion, LLMError, Usage
+from autorule.cache import Cache
+from autorule.llm.base import LLM, ChatRequest, Completion, LLMError, Usage
 
 __all__ = ["LLM", "ChatRequest", "Completion", "LLMError", "Usage", "load_llm"]
 
@@ -39,11 +39,11 @@ def load_llm(spec: str, *, cache: Cache | bool | str | Path | None = None, **opt
         autorule.llm.base.LLMError: bad model spec 'openai:no-url': expected openai:MODEL@BASE_URL, e.g. openai:Qwen/Qwen3-8B@http://127.0.0.1:8000/v1
     """
     if spec.startswith("openai:"):
-        from .openai_compat import OpenAICompatLLM
+        from autorule.llm.openai_compat import OpenAICompatLLM
 
         llm: LLM = OpenAICompatLLM.from_spec(spec, **options)
     elif spec == "embedded" or spec.startswith(("hf:", "gguf:")) or Path(spec).is_dir():
-        from .local import LocalLLM
+        from autorule.llm.local import LocalLLM
 
         key = spec + repr(sorted(options.items()))
         if key not in _LOADED:
@@ -57,7 +57,7 @@ def load_llm(spec: str, *, cache: Cache | bool | str | Path | None = None, **opt
     else:
         raise LLMError(f"unknown model spec {spec!r}: use embedded, hf:PATH_OR_ID, gguf:FILE or openai:MODEL@BASE_URL")
     if cache is not None and cache is not False:
-        from .cached import CachedLLM
+        from autorule.llm.cached import CachedLLM
 
         return CachedLLM(llm, cache if isinstance(cache, Cache) else Cache(None if cache is True else cache))
     return llm

@@ -188,7 +188,7 @@ class LLM(ABC):
         (none: backends take their own; see `load_llm`.)
 
     Example:
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> llm = FakeLLM(p_yes=0.3)
         >>> llm.score_yes_no("conversation", ["Is it short?"]), llm.stats["yes_no_checks"]
         ([0.3], 1)

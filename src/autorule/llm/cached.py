@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..cache import Cache, content_key
-from .base import LLM, ChatRequest, Completion, OnItem, OnResult
+from autorule.cache import Cache, content_key
+from autorule.llm.base import LLM, ChatRequest, Completion, OnItem, OnResult
 
 
 class CachedLLM(LLM):

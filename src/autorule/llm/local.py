@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .base import LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, Usage, split_reasoning
+from autorule.llm.base import LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, Usage, split_reasoning
 
 log = logging.getLogger(__name__)
 

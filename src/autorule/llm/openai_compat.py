@@ -36,9 +36,9 @@ import httpx
 import openai
 from tqdm.auto import tqdm
 
-from .base import UNPARSED, LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, RequestRefused, Usage, parse_verdict, split_reasoning, yes_probability
-from .refusals import LogprobsRefusal, body_message, body_text, is_key_problem, logprobs_refusal
-from .serverinfo import ServerInfo, probe
+from autorule.llm.base import UNPARSED, LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, RequestRefused, Usage, parse_verdict, split_reasoning, yes_probability
+from autorule.llm.refusals import LogprobsRefusal, body_message, body_text, is_key_problem, logprobs_refusal
+from autorule.llm.serverinfo import ServerInfo, probe
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """`autorule report RUN_DIR`: one self-contained HTML file (charts inlined, no network)."""
 
-from .build import build_report
+from autorule.reporting.build import build_report
 
 __all__ = ["build_report"]

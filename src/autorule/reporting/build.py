@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from string import Template
 
-from ..rules import RuleSet
-from ..show import find_pairs, pairs_file_for
+from autorule.rules import RuleSet
+from autorule.rules.show import find_pairs, pairs_file_for
 
 TEMPLATE = Template((Path(__file__).parent / "template.html").read_text(encoding="utf-8"))
 
@@ -120,7 +120,7 @@ def training_charts(metrics: list[dict]) -> list[str]:
 
 
 def _source_html(sources) -> str:
-    from ..show import shorten
+    from autorule.rules.show import shorten
 
     return "".join(
         f"<li class='source'>pair <code>{_e(s.pair_id)}</code><dl>"
@@ -134,7 +134,7 @@ def _source_html(sources) -> str:
 def rules_table(rules: RuleSet, stats: dict[str, dict], pairs: dict[str, dict] | None = None) -> str:
     """The rules with their statistics; each row opens onto its lint flags and provenance:
     up to three source pairs' texts (from `pairs`, pair id -> record) and every candidate."""
-    from ..show import rule_sources
+    from autorule.rules.show import rule_sources
 
     head = "<tr><th>#</th><th>rule</th><th>support</th><th>agreement [95% CI]</th><th>n</th><th>coverage</th><th>weight</th></tr>"
     rows = []
@@ -196,7 +196,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, compare: st
     pairs = find_pairs(pairs_file, {c.pair_id for r in rules.rules for c in r.candidates[:20]}) if pairs_file else {}
     comparison = ""
     if compare is not None:
-        from ..compare import diff_rules
+        from autorule.rules.diff import diff_rules
 
         other = RuleSet.load(compare)
         comparison = "<section id='comparison'><h2>Compared with another rule set</h2>" + comparison_html(diff_rules(rules, other), str(rules_path), str(compare)) + "</section>"

@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import describe
+from autorule.errors import describe
 
 
 class ConfigError(Exception):
@@ -66,7 +66,7 @@ class TrainConfig(BaseModel):
     @field_validator("policy", "verifier")
     @classmethod
     def _known_spec(cls, value: str) -> str:
-        from ..settings import model_spec
+        from autorule.cli.options import model_spec
 
         try:
             return model_spec(value)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import DEFAULT_CACHE_PATH, Cache
-from ..data import DataError, first_record, iter_rows, load_pairs
-from ..integrations.conversation import conversation, to_messages
-from ..llm import load_llm
-from ..llm.local import local_model_path
-from ..reward import RewardModel, RewardScorer, get_preset
-from ..rules import RuleSet
-from .config import ConfigError, TrainConfig
-from .monitor import RewardMonitor, console
+from autorule.cache import DEFAULT_CACHE_PATH, Cache
+from autorule.data import DataError, first_record, iter_rows, load_pairs
+from autorule.integrations.conversation import conversation, to_messages
+from autorule.llm import load_llm
+from autorule.llm.local import local_model_path
+from autorule.reward import RewardModel, RewardScorer, get_preset
+from autorule.rules import RuleSet
+from autorule.train.config import ConfigError, TrainConfig
+from autorule.train.monitor import RewardMonitor, console
 
 
 def load_prompts(path: str, fmt: str = "auto", limit: int | None = None) -> list[list[dict]]:

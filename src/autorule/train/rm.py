@@ -12,10 +12,10 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..data import PreferencePair
-from ..llm.local import local_model_path
-from ..reward import RM_STATS_FILE, RewardModel
-from ..validation import preference_accuracy
+from autorule.data import PreferencePair
+from autorule.llm.local import local_model_path
+from autorule.reward import RM_STATS_FILE, RewardModel
+from autorule.validation import preference_accuracy
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The rule verifier: (conversations, RuleSet) -> verdict matrix of P(satisfied)."""
 
-from .verifier import UnparsedVerdicts, Verdicts, Verifier, render_prefix
+from autorule.verifier.verifier import UnparsedVerdicts, Verdicts, Verifier, render_prefix
 
 __all__ = ["UnparsedVerdicts", "Verdicts", "Verifier", "render_prefix"]

@@ -20,11 +20,11 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data import Message, to_conversation
+from autorule.data import Message, to_conversation
 # the truncation moved to a shared module (extraction fits its prompts the same way); old names kept
-from ..fitting import CHAT_TEMPLATE_RESERVE, DEFAULT_CONTEXT, OMITTED, fit_messages, fit_prompt, truncate_middle  # noqa: F401
-from ..llm import LLM, LLMError
-from ..rules import RuleSet
+from autorule.llm.fitting import CHAT_TEMPLATE_RESERVE, DEFAULT_CONTEXT, OMITTED, fit_messages, fit_prompt, truncate_middle  # noqa: F401
+from autorule.llm import LLM, LLMError
+from autorule.rules import RuleSet
 
 PROMPTS = Path(__file__).parent / "prompts"
 _TEXTS = {name: (PROMPTS / f"{name}.txt").read_text(encoding="utf-8") for name in ("instructions", "rule", "rule_paper", "applies")}
@@ -204,7 +204,7 @@ class Verifier:
         (style, applicability, threshold, max_input_tokens, max_unparsed: as above.)
 
     Example:
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> verifier = Verifier(FakeLLM(p_yes=0.8), RuleSet.from_texts(["The response should be short."]))
         >>> verifier.verify([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]]).p_satisfied.tolist()
         [[0.8]]

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .data import Message
+from autorule.data import Message
 
 OMITTED = "\n[... {n} characters omitted ...]\n"
 # tokens the chat template adds around the user message (role tags, a default system prompt)

@@ -65,7 +65,7 @@ class MessageError(ValueError):
         >>> normalise_messages([{"role": "user"}])
         Traceback (most recent call last):
         ...
-        autorule.messages.MessageError: message 0: no 'content' (and no 'tool_calls')
+        autorule.data.messages.MessageError: message 0: no 'content' (and no 'tool_calls')
     """
 
 
@@ -249,3 +249,30 @@ def alternating_turns(messages: list[Message]) -> list[dict[str, str]]:
         else:
             out.append({"role": role, "content": text})
     return out
+
+
+def to_conversation(value: Any) -> list[Message]:
+    """A conversation from the shapes users have: Messages, OpenAI-style dicts, or a bare reply.
+
+    Message content is read by `autorule.data.messages.normalise_message`: null content is
+    empty, content parts are joined (media parts become ``[image]``-style placeholders),
+    tool calls become ``[tool call] name(arguments)`` lines and ``tool`` turns are kept.
+
+    Args:
+        value: a string (one assistant reply with no prompt), a `Message`, one message
+            dict, or a list of `Message` or ``{"role": ..., "content": ...}`` dicts.
+
+    Raises:
+        MessageError: (a ValueError) a message it cannot read, named by position.
+
+    Example:
+        >>> to_conversation("Hello!")
+        [Message(role='assistant', content='Hello!')]
+        >>> [m.role for m in to_conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])]
+        ['user', 'assistant']
+        >>> to_conversation([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}])[0].content
+        '[image]\\nWhat is it?'
+    """
+    if isinstance(value, str):
+        return [Message(role="assistant", content=value)]
+    return normalise_messages(value)

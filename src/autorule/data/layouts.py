@@ -2,7 +2,7 @@
 and for ranked lists.
 
 The label decides which answer won, never a column's position: every layout here reads
-its label with a stated meaning (`autorule.labels`). Named layouts of public data sets
+its label with a stated meaning (`autorule.data.labels`). Named layouts of public data sets
 (PKU-SafeRLHF, SHP, HelpSteer3, Chatbot Arena and its Kaggle CSV, Nectar) are detected
 from their columns; any other file with two answers and a label reads with ``--format ab``
 and the column flags. Detection looks at the first rows' values (`column_kinds`), so an
@@ -11,12 +11,11 @@ id, a bool or a model name is never taken for a reply.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .column_kinds import (
+from autorule.data.column_kinds import (
     PROMPT_NAMES,
     RANK_KEYS,
     SCORE_PAIRS,
@@ -27,13 +26,12 @@ from .column_kinds import (
     ranked_keys,
     strong_label_columns,
 )
-from .data import (
+from autorule.data.column_kinds import ONE_HOT, answer_pair
+from autorule.data.hints import undetected_message
+from autorule.data.messages import Message
+from autorule.data.pairs import BadRow, Columns, NotPreferenceData, SkipRow
+from autorule.data.formats import (
     FORMATS,
-    BadRow,
-    Columns,
-    Message,
-    NotPreferenceData,
-    SkipRow,
     _as_messages,
     _finish,
     _join_prompt,
@@ -45,7 +43,7 @@ from .data import (
     parse_mt_bench_human_row,
     parse_pairs_row,
 )
-from .labels import LabelError, LabelMeaning, infer_label_meaning, parse_label_meaning
+from autorule.data.labels import LabelError, LabelMeaning, infer_label_meaning, parse_label_meaning
 
 # rows looked at to tell the format and a label's meaning
 PEEK_ROWS = 20
@@ -57,12 +55,7 @@ SIGNATURES: dict[str, frozenset[str]] = {
     "shp": frozenset({"history", "human_ref_A", "human_ref_B", "labels"}),
     "arena-kaggle": frozenset({"response_a", "response_b", "winner_model_a", "winner_model_b"}),
 }
-# two answer columns that go together, tried in this order before names that differ only in a/b or 1/2
-ANSWER_PAIRS = (("answer_a", "answer_b"), ("response_a", "response_b"), ("output_a", "output_b"), ("completion_a", "completion_b"),
-                ("response_0", "response_1"), ("response1", "response2"), ("response_1", "response_2"), ("human_ref_A", "human_ref_B"),
-                ("conversation_a", "conversation_b"))
 LABEL_NAMES = ("label", "labels", "winner", "preference", "choice", "preferred", "better")
-ONE_HOT = (("winner_model_a", "winner_model_b", "winner_tie"), ("winner_a", "winner_b", "winner_tie"), ("winner_a", "winner_b", "tie"))
 ARENA_ONLY = frozenset({"tstamp", "anony", "language"})  # Chatbot Arena columns MT-Bench judgements lack
 Parser = Callable[[dict, Columns], Any]
 
@@ -280,7 +273,6 @@ def detect(records: list[dict], columns: Columns) -> str:
         >>> detect([{"prompt": "Wifi?", "response_0": "Crack it.", "response_1": "Ask them.", "better_response_id": 1}], Columns())
         'pku-saferlhf'
     """
-    from .hints import undetected_message
 
     keys = _first_keys(records)
     if columns.answer_a or columns.answer_b:
@@ -317,32 +309,6 @@ def _prompt_column(records: list[dict], columns: Columns) -> str | None:
         return columns.prompt
     return next((k for k in PROMPT_NAMES if k in kinds and kinds[k] in ("text", "short", "messages", "turns")), None)
 
-
-def answer_pair(kinds: dict[str, str]) -> tuple[str, str] | None:
-    """Two answer columns: a known pair, else two reply columns whose names differ only in a/b, A/B or 1/2 (0/1).
-
-    Args:
-        kinds: `column_kinds` of the first rows.
-
-    Example:
-        >>> answer_pair({"post": "text", "reply_A": "text", "reply_B": "text", "pref": "label"})
-        ('reply_A', 'reply_B')
-        >>> answer_pair({"post": "text", "model_a": "short", "model_b": "short"}) is None
-        True
-    """
-    replies = [k for k, kind in kinds.items() if is_reply_kind(kind)]
-    for a, b in ANSWER_PAIRS:
-        if a in replies and b in replies:
-            return a, b
-    for a in replies:
-        m = re.fullmatch(r"(.*?)([aA]|\d)", a)
-        if not m:
-            continue
-        stem, tail = m.groups()
-        nxt = {"a": "b", "A": "B"}.get(tail) or (str(int(tail) + 1) if tail.isdigit() else None)
-        if nxt and stem + nxt in replies:
-            return a, stem + nxt
-    return None
 
 
 def _find_label(kinds: dict[str, str], used: set) -> tuple[str, ...] | None:
@@ -504,5 +470,23 @@ def reader(fmt: str, records: list[dict], columns: Columns, tie_threshold: float
     return name, _find_two_answers(records, columns, strict=True)  # type: ignore[return-value]
 
 
-__all__ = ["FORMATS", "PEEK_ROWS", "Ranked", "TwoAnswers", "answer_pair", "detect", "named_layout", "prompt_turns",
+__all__ = ["FORMATS", "PEEK_ROWS", "Ranked", "TwoAnswers", "answer_pair", "detect", "detect_format", "named_layout", "prompt_turns",
            "reader", "score_columns", "two_conversations"]
+
+
+def detect_format(rec: dict | list[dict], columns: Columns) -> str:
+    """The format of a file from its first row or rows: names and values (see `autorule.data.layouts.detect`).
+
+    Args:
+        rec: the first row, or the first rows; columns: the column options given.
+
+    Raises:
+        NotPreferenceData: no format fits; the message names the closest and the flags that read it.
+
+    Example:
+        >>> detect_format({"history": "Q?", "human_ref_A": "x y", "human_ref_B": "z w", "labels": 0}, Columns())
+        'shp'
+    """
+    return detect([rec] if isinstance(rec, dict) else list(rec), columns)
+
+

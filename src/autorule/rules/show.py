@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .rules import Rule, RuleSet
+from autorule.rules import Rule, RuleSet
 
 PAIRS_FILE = "000_pairs.jsonl"  # an extraction run's copy of its pairs, beside its rules.yaml
 
@@ -88,7 +88,7 @@ def find_pairs(path: str | Path, ids: set[str]) -> dict[str, dict]:
                     if record.get("id") in ids:
                         found[record["id"]] = record
         return found
-    from .data import stream_pairs
+    from autorule.data import stream_pairs
 
     for pair in stream_pairs(str(path), on_bad_row="skip"):  # the ids of the rows that read; bad rows cannot be sources
         if pair.id in ids:

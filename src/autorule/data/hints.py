@@ -8,10 +8,9 @@ the `pairs` options, which would fix one column as the winner in every row.
 
 from __future__ import annotations
 
-from .column_kinds import PROMPT_NAMES, column_kinds, is_reply_kind, label_columns
-from .data import Columns
-from .labels import MEANINGS_HELP, normalize
-from .layouts import ONE_HOT, answer_pair
+from autorule.data.column_kinds import ONE_HOT, PROMPT_NAMES, answer_pair, column_kinds, is_reply_kind, label_columns
+from autorule.data.pairs import Columns
+from autorule.data.labels import MEANINGS_HELP, normalize
 
 BETTER_WORDS = ("chosen", "better", "preferred", "good", "win")
 WORSE_WORDS = ("rejected", "worse", "dispreferred", "bad", "los")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .rules import Rule, RuleSet
+from autorule.rules import Rule, RuleSet
 
 SHARED, SIMILAR = 0.90, 0.70  # cosine similarity from which a matched pair is the same rule / a similar one
 
@@ -102,7 +102,7 @@ def diff_rules(a: RuleSet, b: RuleSet, embed: Callable[[list[str]], np.ndarray] 
     from scipy.optimize import linear_sum_assignment
 
     if embed is None:
-        from .extraction.merge import load_embedder
+        from autorule.rules.embed import load_embedder
 
         embed = load_embedder()
     matches: list[RuleMatch] = []
@@ -133,14 +133,14 @@ def add_agreement(diff: RuleDiff, conversations: list, llm, **verifier_options) 
 
     Example:
         >>> import numpy as np
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> d = diff_rules(RuleSet.from_texts(["The response should be short."]), RuleSet.from_texts(["The reply should be brief."]),
         ...                lambda ts: np.ones((len(ts), 1)))
         >>> m = add_agreement(d, ["Hi", "Hello"], FakeLLM(p_yes=0.8)).matches[0]
         >>> m.agreement, m.n
         (1.0, 2)
     """
-    from .verifier import Verifier
+    from autorule.verifier import Verifier
 
     paired = [m for m in diff.matches if m.a is not None and m.b is not None]
     if not paired or not conversations:

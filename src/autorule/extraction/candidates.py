@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from ..fitting import Fitted
-from ..lint import fragment_reason
-from ..llm import ChatRequest
-from . import prompt
-from .context import Context
+from autorule.llm.fitting import Fitted
+from autorule.rules.lint import fragment_reason, repeats_instructions
+from autorule.llm import ChatRequest
+from autorule.extraction import prompt
+from autorule.extraction.context import Context
 
 TEMPLATE, TEMPLATE_VERSION = prompt("rules")
 REPAIR, REPAIR_VERSION = prompt("rules_repair")
@@ -48,26 +48,6 @@ TOO_SHORT, TOO_LONG, NO_FORM, ECHO, BARE_STEM, FRAGMENT = (
     "rule too short", f"rule longer than {MAX_WORDS} words", "rule not in the required form", "rule repeats the prompt's instructions", "bare stem",
     "fragment (unfinished sentence)",
 )
-
-
-def _word_ngrams(text: str, n: int = 4) -> set[tuple[str, ...]]:
-    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
-# four-word runs of the extraction prompt's own instructions, the required stem taken out:
-# a rule that shares one is the prompt echoed back, not a rule drawn from the reasoning
-_INSTRUCTION_NGRAMS = _word_ngrams(TEMPLATE.template.replace("$justification", " ").replace("The assistant's response should", " | "))
-
-
-def repeats_instructions(rule: str) -> bool:
-    """Whether a rule shares a four-word run with the extraction prompt's own instructions.
-
-    Example:
-        >>> repeats_instructions("The assistant's response should describe general behaviour, not the specific topic.")
-        True
-    """
-    return bool(_word_ngrams(rule) & _INSTRUCTION_NGRAMS)
 
 
 @dataclass

@@ -10,15 +10,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..settings import number, whole
+from autorule.cli.options import number, whole
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
 def _sample_convs(data_path: str | None, n: int) -> list:
-    from ..data import load_pairs
-    from ..quickstart import SAMPLE_DATA
+    from autorule.data import load_pairs
+    from autorule.quickstart import SAMPLE_DATA
 
     data = load_pairs(data_path or SAMPLE_DATA, on_bad_row="skip")
     convs = [p.conversation("chosen") for p in data.pairs[:n]]
@@ -37,10 +37,10 @@ def _emit(report: dict, as_json: bool, lines: list[str]) -> int:
 
 
 def cmd_verifier(args: argparse.Namespace) -> int:
-    from ..llm import load_llm
-    from ..llm.local import LocalLLM
-    from ..quickstart import SAMPLE_DATA
-    from .verifier import run_benchmark
+    from autorule.llm import load_llm
+    from autorule.llm.local import LocalLLM
+    from autorule.quickstart import SAMPLE_DATA
+    from autorule.bench.verifier import run_benchmark
 
     llm = load_llm(args.model)
     if not isinstance(llm, LocalLLM):  # it reads the model's parameters and counts its tokens
@@ -67,8 +67,8 @@ def cmd_verifier(args: argparse.Namespace) -> int:
 
 
 def cmd_verifier_server(args: argparse.Namespace) -> int:
-    from ..llm import load_llm
-    from .verifier import run_server_benchmark
+    from autorule.llm import load_llm
+    from autorule.bench.verifier import run_server_benchmark
 
     llm = load_llm(args.model, concurrency=args.concurrency, timeout=args.timeout, max_retries=2)
     report = run_server_benchmark(llm, _sample_convs(args.data, args.conversations), args.rules)
@@ -78,8 +78,8 @@ def cmd_verifier_server(args: argparse.Namespace) -> int:
 
 
 def cmd_extraction(args: argparse.Namespace) -> int:
-    from ..quickstart import SAMPLE_DATA
-    from .extraction import run_extraction_benchmark
+    from autorule.quickstart import SAMPLE_DATA
+    from autorule.bench.extraction import run_extraction_benchmark
 
     report = run_extraction_benchmark(args.data or str(SAMPLE_DATA), args.pairs, args.latency, args.concurrency)
     runs = report["runs"]
@@ -91,8 +91,8 @@ def cmd_extraction(args: argparse.Namespace) -> int:
 
 
 def cmd_grpo(args: argparse.Namespace) -> int:
-    from ..quickstart import SAMPLE_DATA
-    from .grpo_steps import run_grpo_benchmark
+    from autorule.quickstart import SAMPLE_DATA
+    from autorule.bench.grpo_steps import run_grpo_benchmark
 
     report = run_grpo_benchmark(args.data or str(SAMPLE_DATA), args.steps, args.rules, args.batch, args.completion_tokens, args.rm)
     lines = []
@@ -106,7 +106,7 @@ def cmd_grpo(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from .server_load import run_server_load
+    from autorule.bench.server_load import run_server_load
 
     report = run_server_load(args.clients, args.requests, args.rules, args.verifier_latency, args.max_batch, args.workers)
     lines = [f"{report['answered']}/{report['sent']} answered (statuses {', '.join(report['statuses'])}), {report['errors']} errors, "
@@ -119,8 +119,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..quickstart import SAMPLE_DATA
-    from .plan_accuracy import run_plan_benchmark
+    from autorule.quickstart import SAMPLE_DATA
+    from autorule.bench.plan_accuracy import run_plan_benchmark
 
     report = run_plan_benchmark(str(SAMPLE_DATA), args.hh, args.pairs)
     lines = [f"{r['run']:>34} {r['command']:>8}: planned {r['planned_s']:7.1f} s, measured {r['measured_s']:7.1f} s, ratio {r['planned_over_measured']:.2f}"
@@ -130,7 +130,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_merge_scale(args: argparse.Namespace) -> int:
-    from .merge_scale import run_merge_scale
+    from autorule.bench.merge_scale import run_merge_scale
 
     report = run_merge_scale([int(x) for x in args.sizes.split(",")])
     lines = [f"{r['candidates']:>8} candidates: {r['seconds']:7.2f} s, peak RSS {r['peak_rss_mb']} MB ({r['clusters']} clusters)" for r in report["rows"]]
@@ -140,7 +140,7 @@ def cmd_merge_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    from .scale import run_scale
+    from autorule.bench.scale import run_scale
 
     report = run_scale(args.pairs, args.candidates, args.validate_pairs)
     lines = []
@@ -168,9 +168,9 @@ def _sizes(text: str) -> list[int]:
 
 
 def cmd_injection(args: argparse.Namespace) -> int:
-    from ..llm import load_llm
-    from .injection import ATTACKS_FILE, load_attacks, run_injection_benchmark
-    from .verifier import bench_rules
+    from autorule.llm import load_llm
+    from autorule.bench.injection import ATTACKS_FILE, load_attacks, run_injection_benchmark
+    from autorule.bench.verifier import bench_rules
 
     attacks = load_attacks()
     if args.attacks:  # checked before the model loads
@@ -191,9 +191,9 @@ def cmd_injection(args: argparse.Namespace) -> int:
 
 
 def cmd_verifier_accuracy(args: argparse.Namespace) -> int:
-    from ..calibration import by_family, judge, render
-    from ..llm import load_llm
-    from .verifier_accuracy import build_gold
+    from autorule.verifier.calibration import by_family, judge, render
+    from autorule.llm import load_llm
+    from autorule.bench.verifier_accuracy import build_gold
 
     for path, flag in ((args.hh, "--hh"), (args.alpaca, "--alpaca")):
         if not Path(path).is_file():

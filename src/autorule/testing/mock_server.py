@@ -256,7 +256,7 @@ REPLIES: dict[str, Callable[[list[dict], dict], dict]] = {"echo": default_reply,
 @contextlib.contextmanager
 def mock_server_process(reply: str, latency: float = 0.0):
     """The mock server as its own process (so a load test's clients do not share its GIL); yields its base URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "autorule.bench.mock_server", reply, str(latency)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "autorule.testing.mock_server", reply, str(latency)], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         if not line.startswith("http://"):

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from .labels import AB_FIRST, AB_SECOND, AB_TIES, normalize
+from autorule.data.labels import AB_FIRST, AB_SECOND, AB_TIES, normalize
 
 Kind = Literal["text", "short", "messages", "turns", "ranked", "objects", "label", "number", "empty", "mixed"]
 
@@ -185,3 +185,37 @@ def strong_label_columns(kinds: dict[str, Kind]) -> list[str]:
         ['labels']
     """
     return [k for k, kind in kinds.items() if kind == "label" and LABEL_NAME.search(k.lower())]
+
+
+# two answer columns that go together, tried in this order before names that differ only in a/b or 1/2
+ANSWER_PAIRS = (("answer_a", "answer_b"), ("response_a", "response_b"), ("output_a", "output_b"), ("completion_a", "completion_b"),
+                ("response_0", "response_1"), ("response1", "response2"), ("response_1", "response_2"), ("human_ref_A", "human_ref_B"),
+                ("conversation_a", "conversation_b"))
+ONE_HOT = (("winner_model_a", "winner_model_b", "winner_tie"), ("winner_a", "winner_b", "winner_tie"), ("winner_a", "winner_b", "tie"))
+
+def answer_pair(kinds: dict[str, str]) -> tuple[str, str] | None:
+    """Two answer columns: a known pair, else two reply columns whose names differ only in a/b, A/B or 1/2 (0/1).
+
+    Args:
+        kinds: `column_kinds` of the first rows.
+
+    Example:
+        >>> answer_pair({"post": "text", "reply_A": "text", "reply_B": "text", "pref": "label"})
+        ('reply_A', 'reply_B')
+        >>> answer_pair({"post": "text", "model_a": "short", "model_b": "short"}) is None
+        True
+    """
+    replies = [k for k, kind in kinds.items() if is_reply_kind(kind)]
+    for a, b in ANSWER_PAIRS:
+        if a in replies and b in replies:
+            return a, b
+    for a in replies:
+        m = re.fullmatch(r"(.*?)([aA]|\d)", a)
+        if not m:
+            continue
+        stem, tail = m.groups()
+        nxt = {"a": "b", "A": "B"}.get(tail) or (str(int(tail) + 1) if tail.isdigit() else None)
+        if nxt and stem + nxt in replies:
+            return a, stem + nxt
+    return None
+

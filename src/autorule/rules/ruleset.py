@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from .errors import describe
+from autorule.errors import describe
 
 
 class RulesFileError(Exception):
@@ -37,7 +37,7 @@ class CandidateRef(BaseModel):
 
 
 class LintFlag(BaseModel):
-    """One problem `autorule.lint` found in a rule: a short code and the reason in words."""
+    """One problem `autorule.rules.lint` found in a rule: a short code and the reason in words."""
 
     code: str
     reason: str
@@ -49,7 +49,7 @@ class Rule(BaseModel):
     Args:
         id: a stable id derived from the text; text: the rule; weight: its reward weight;
             support: distinct pairs behind it; pairs, candidates: its provenance;
-            stats: validation statistics; lint: problems the rule linter found (see `autorule.lint`).
+            stats: validation statistics; lint: problems the rule linter found (see `autorule.rules.lint`).
 
     Example:
         >>> rule = Rule(id=rule_id("The response should cite a source."), text="The response should cite a source.")

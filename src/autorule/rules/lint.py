@@ -16,7 +16,7 @@ from string import Template
 
 import numpy as np
 
-from ..rules import LintFlag, Rule, RuleSet
+from autorule.rules import LintFlag, Rule, RuleSet
 
 FRAGMENT, NAMES_RESPONSE, COMPOUND, VAGUE, NEAR_DUPLICATE, PROMPT_FORMAT, NOT_CHECKABLE = (
     "fragment", "names-response", "compound", "vague", "near-duplicate", "prompt-format", "not-checkable",
@@ -24,7 +24,7 @@ FRAGMENT, NAMES_RESPONSE, COMPOUND, VAGUE, NEAR_DUPLICATE, PROMPT_FORMAT, NOT_CH
 CODES = (FRAGMENT, NAMES_RESPONSE, COMPOUND, VAGUE, NEAR_DUPLICATE, PROMPT_FORMAT, NOT_CHECKABLE)
 NEAR_DUPLICATE_SIMILARITY = 0.85  # below the merge's folding threshold (0.92): close wordings it kept apart
 
-_PROMPTS = Path(__file__).parent
+_PROMPTS = Path(__file__).parent / "prompts"
 CHECKABLE = Template((_PROMPTS / "checkable.txt").read_text(encoding="utf-8"))
 CHECKABLE_QUESTION = (_PROMPTS / "question.txt").read_text(encoding="utf-8").strip()
 
@@ -66,6 +66,29 @@ _PROMPT_FORMAT = re.compile(
     r"|['\"]the assistant'?s (response|reply|answer) should",
     re.IGNORECASE,
 )
+
+
+
+def _word_ngrams(text: str, n: int = 4) -> set[tuple[str, ...]]:
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+# the extraction prompt is read as a file (it is data, not code: lint sits below extraction)
+_EXTRACTION_PROMPT = (Path(__file__).parents[1] / "extraction" / "prompts" / "rules.txt").read_text(encoding="utf-8")
+# four-word runs of the extraction prompt's own instructions, the required stem taken out:
+# a rule that shares one is the prompt echoed back, not a rule drawn from the reasoning
+_INSTRUCTION_NGRAMS = _word_ngrams(_EXTRACTION_PROMPT.replace("$justification", " ").replace("The assistant's response should", " | "))
+
+
+def repeats_instructions(rule: str) -> bool:
+    """Whether a rule shares a four-word run with the extraction prompt's own instructions.
+
+    Example:
+        >>> repeats_instructions("The assistant's response should describe general behaviour, not the specific topic.")
+        True
+    """
+    return bool(_word_ngrams(rule) & _INSTRUCTION_NGRAMS)
 
 
 def _demand(text: str) -> str:
@@ -131,8 +154,6 @@ def pattern_flags(text: str) -> list[LintFlag]:
     if m := _PROMPT_FORMAT.search(text):
         flags.append(LintFlag(code=PROMPT_FORMAT, reason=f"restates the extraction prompt's format ('{m.group(0)}'), not a property of responses"))
     else:
-        from ..extraction.rules import repeats_instructions  # here: extraction.rules imports this module
-
         if repeats_instructions(text):
             flags.append(LintFlag(code=PROMPT_FORMAT, reason="repeats the extraction prompt's instructions"))
     return flags
@@ -228,7 +249,7 @@ def lint_rules(rules: RuleSet, *, embed: Callable[[list[str]], np.ndarray] | Non
         r.lint = pattern_flags(r.text)
     if embed is not False:
         if embed is None:  # imported here: extraction imports this module (fragments are dropped while parsing)
-            from ..extraction.merge import load_embedder
+            from autorule.rules.embed import load_embedder
 
             embed = load_embedder()
         for i, (j, sim) in near_duplicates(linted.texts, embed, near_duplicate).items():

@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
-from .data import DataError, iter_rows
-from .llm import LLM, ChatRequest
+from autorule.data import DataError, iter_rows
+from autorule.llm import LLM, ChatRequest
 
 
 def _rows(path: str, limit: int | None = None) -> list[tuple[int, dict, str]]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .messages import Message
+from autorule.data.messages import Message
 
 # (opening, closing) marker patterns of a reasoning block
 REASONING_MARKERS: list[tuple[str, str]] = [

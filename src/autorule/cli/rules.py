@@ -1,5 +1,5 @@
 """`autorule rules lint|show|diff|export|import` and `autorule calibrate`: thin commands over
-`autorule.lint`, `autorule.show`, `autorule.compare`, `autorule.export` and `autorule.calibration`.
+`autorule.rules.lint`, `autorule.rules.show`, `autorule.rules.diff`, `autorule.rules.export` and `autorule.verifier.calibration`.
 
 Results go to stdout as plain text (or JSON with --json); errors and progress to stderr.
 """
@@ -11,20 +11,20 @@ import json
 import sys
 from pathlib import Path
 
-from .export import FORMATS
-from .settings import model_spec, number, whole
+from autorule.rules.export import FORMATS
+from autorule.cli.options import model_spec, number, whole
 
 
 def _verifier_llm(args: argparse.Namespace, spec: str):
-    from .cli import llm_options, open_cache
-    from .llm import load_llm
+    from autorule.cli.app import llm_options, open_cache
+    from autorule.llm import load_llm
 
     return load_llm(spec, cache=open_cache(args), **llm_options(args, spec))
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from .lint import lint_rules
-    from .rules import RuleSet
+    from autorule.rules.lint import lint_rules
+    from autorule.rules import RuleSet
 
     rules = RuleSet.load(args.rules)
     llm = _verifier_llm(args, args.model) if args.llm_lint else None
@@ -45,8 +45,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .rules import RuleSet
-    from .show import find_pairs, pairs_file_for, rule_detail, rule_sources, rules_listing
+    from autorule.rules import RuleSet
+    from autorule.rules.show import find_pairs, pairs_file_for, rule_detail, rule_sources, rules_listing
 
     rules = RuleSet.load(args.rules)
     if args.id is None:
@@ -69,14 +69,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .compare import add_agreement, diff_rules
-    from .rules import RuleSet
-    from .validation import both_sides
+    from autorule.rules.diff import add_agreement, diff_rules
+    from autorule.rules import RuleSet
+    from autorule.validation import both_sides
 
     a, b = RuleSet.load(args.a), RuleSet.load(args.b)
     diff = diff_rules(a, b, shared=args.shared, similar=args.similar)
     if args.data:
-        from .data import load_pairs
+        from autorule.data import load_pairs
 
         pairs = load_pairs(args.data, on_bad_row="skip", limit=args.limit).pairs
         add_agreement(diff, both_sides(pairs), _verifier_llm(args, args.verifier))
@@ -89,8 +89,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_rules
-    from .rules import RuleSet
+    from autorule.rules.export import export_rules
+    from autorule.rules import RuleSet
 
     text = export_rules(RuleSet.load(args.rules), args.as_, source=args.rules)
     if args.out:
@@ -102,8 +102,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .export import import_rules
-    from .rules import RulesFileError
+    from autorule.rules.export import import_rules
+    from autorule.rules import RulesFileError
 
     try:
         text = Path(args.file).read_text(encoding="utf-8")
@@ -117,7 +117,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibration import by_family, judge, load_gold, render
+    from autorule.verifier.calibration import by_family, judge, load_gold, render
 
     checks = load_gold(args.gold)
     p_yes = judge(checks, _verifier_llm(args, args.verifier), max_input_tokens=args.max_input_tokens, progress=not args.json)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, Message
+from autorule.data import DataError, Message
 
 _TRUE = {"yes", "true", "1", "y", "pass", "satisfied"}
 _FALSE = {"no", "false", "0", "n", "fail", "violated"}
@@ -118,13 +118,13 @@ def judge(checks: list[Check], llm, *, style: str = "default", max_input_tokens:
         progress: show a progress bar.
 
     Example:
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> judge([Check([], "Hi", "The response should be short.", True)], FakeLLM(p_yes=0.7)).tolist()
         [0.7]
     """
-    from .rules import RuleSet, rule_id
-    from .verifier import Verifier
-    from .verifier.verifier import QUESTIONS
+    from autorule.rules import RuleSet, rule_id
+    from autorule.verifier import Verifier
+    from autorule.verifier.verifier import QUESTIONS
 
     # one rule per id: texts that differ only in case or punctuation share an id, and a RuleSet refuses repeated ids
     rules = RuleSet.from_texts(list({rule_id(c.rule): c.rule for c in checks}.values()))

@@ -10,9 +10,9 @@ from pathlib import Path
 from string import Template
 from typing import Literal
 
-from ..rules import Rule, RuleSet, RulesFileError, rule_id
+from autorule.rules import Rule, RuleSet, RulesFileError, rule_id
 
-_HERE = Path(__file__).parent
+_HERE = Path(__file__).parent / "templates"
 JUDGE_PROMPT = Template((_HERE / "judge_prompt.txt").read_text(encoding="utf-8"))
 CONSTITUTION = Template((_HERE / "constitution.txt").read_text(encoding="utf-8"))
 Format = Literal["markdown", "constitution", "judge-prompt", "json"]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import __version__, jsonsafe
-from .bench.cli import add_bench_parsers
-from .settings import Parser, model_spec, number, prices, whole
+from autorule import __version__, jsonsafe
+from autorule.cli.bench import add_bench_parsers
+from autorule.cli.options import Parser, model_spec, number, prices, whole
 
 # errors and progress go to stderr; stdout stays machine-readable with --json
 err = Console(stderr=True)
@@ -25,7 +25,7 @@ EXIT_ALL_FAILED = 3
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    from .data import FORMATS
+    from autorule.data import FORMATS
 
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="input format (default: detect)")
     p.add_argument("--on-bad-row", default="error", choices=["error", "skip"], help="stop at the first bad row (default) or skip and count bad rows")
@@ -49,7 +49,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _label_meaning(text: str) -> str:
-    from .labels import LabelError, parse_label_meaning
+    from autorule.data.labels import LabelError, parse_label_meaning
 
     try:
         parse_label_meaning(text)
@@ -66,7 +66,7 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
 def load_data(args: argparse.Namespace, lazy: bool = True):
     """The command's pairs: read lazily (a `PairStream`, so a command never holds a whole
     file), or with `lazy=False` loaded (a `LoadResult`)."""
-    from .data import Columns, load_pairs, stream_pairs
+    from autorule.data import Columns, load_pairs, stream_pairs
 
     return (stream_pairs if lazy else load_pairs)(
         args.data,
@@ -81,7 +81,7 @@ def load_data(args: argparse.Namespace, lazy: bool = True):
 
 
 def open_cache(args: argparse.Namespace):
-    from .cache import DEFAULT_CACHE_PATH, Cache
+    from autorule.cache import DEFAULT_CACHE_PATH, Cache
 
     if args.no_cache:
         return None
@@ -191,7 +191,7 @@ def _short(text: str, n: int = 200) -> str:
 
 
 def cmd_llm_generate(args: argparse.Namespace) -> int:
-    from .llm import ChatRequest, load_llm
+    from autorule.llm import ChatRequest, load_llm
 
     llm = load_llm(args.model, cache=open_cache(args), **llm_options(args))
     req = ChatRequest([{"role": "user", "content": args.prompt}], max_tokens=args.max_tokens, temperature=args.temperature)
@@ -207,7 +207,7 @@ def cmd_llm_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_llm_score(args: argparse.Namespace) -> int:
-    from .llm import load_llm
+    from autorule.llm import load_llm
 
     llm = load_llm(args.model, cache=open_cache(args), **llm_options(args))
     probs = llm.score_yes_no(args.prefix, args.questions)
@@ -220,8 +220,8 @@ def cmd_llm_score(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from .extraction.run import ExtractConfig, print_summary, run_extract
-    from .llm import load_llm
+    from autorule.extraction.run import ExtractConfig, print_summary, run_extract
+    from autorule.llm import load_llm
 
     data = load_data(args)
     cache = open_cache(args)
@@ -239,7 +239,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         max_input_tokens=args.max_input_tokens,
         max_refused_share=args.max_refused_share,
     )
-    from .plan import plan_extract
+    from autorule.plan import plan_extract
 
     stop = _show_plan(lambda probe: plan_extract(data, llm, merge_llm, config, price_per_mtok=args.price_per_mtok, probe=probe), args)
     _report_skips(data)  # counted by the plan's pass over the data
@@ -273,9 +273,9 @@ def _add_reward_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_scorer(args: argparse.Namespace):
-    from .llm import load_llm
-    from .reward import RewardModel, RewardScorer
-    from .rules import RuleSet
+    from autorule.llm import load_llm
+    from autorule.reward import RewardModel, RewardScorer
+    from autorule.rules import RuleSet
 
     rules = RuleSet.load(args.rules)
     llm = load_llm(args.verifier, cache=open_cache(args), **llm_options(args, args.verifier))
@@ -301,10 +301,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from .data import chunked
-    from .llm.base import describe_llm_stats
-    from .plan import plan_checks
-    from .verifier import Verdicts
+    from autorule.data import chunked
+    from autorule.llm.base import describe_llm_stats
+    from autorule.plan import plan_checks
+    from autorule.verifier import Verdicts
 
     scorer = build_scorer(args)
     items = _ScoreItems(args)  # re-iterable (id, side, conversation), read lazily
@@ -437,7 +437,7 @@ class _ScoreItems:
     a JSONL of prompt + response, or preference pairs (both sides of each)."""
 
     def __init__(self, args: argparse.Namespace):
-        from .data import first_record, stream_pairs
+        from autorule.data import first_record, stream_pairs
 
         self.path = Path(args.data)
         first = first_record(self.path) if self.path.is_file() else None
@@ -451,9 +451,9 @@ class _ScoreItems:
         self.count = n
 
     def _items(self):
-        from .data import DataError, iter_rows
-        from .integrations.conversation import conversation, to_messages
-        from .messages import MessageError
+        from autorule.data import DataError, iter_rows
+        from autorule.integrations.conversation import conversation, to_messages
+        from autorule.data.messages import MessageError
 
         if self.pairs is not None:
             for p in self.pairs:
@@ -482,9 +482,9 @@ class _ScoreItems:
 def cmd_validate(args: argparse.Namespace) -> int:
     import copy
 
-    from .plan import plan_checks
-    from .rules import RuleSet
-    from .validation import both_sides, run_validation
+    from autorule.plan import plan_checks
+    from autorule.rules import RuleSet
+    from autorule.validation import both_sides, run_validation
 
     rules_path = Path(args.rules)
     data = load_data(args)
@@ -565,7 +565,7 @@ def _print_validation(report: dict) -> None:
     out.print(f"rule-set accuracy: {pct(acc['accuracy'])} ({acc['correct']} right, {acc['wrong']} wrong, {acc['ties']} ties); "
               f"without ties {pct(acc['accuracy_without_ties'])}")
     out.print(f"learned weights: {report['learned_weights']['folds']}-fold CV accuracy {pct(report['learned_weights']['cv_accuracy'])}")
-    from .llm.base import describe_llm_stats
+    from autorule.llm.base import describe_llm_stats
 
     if report.get("unparsed_checks") or report.get("refused_responses"):
         out.print(f"[yellow]{report['unparsed_checks']} checks had no readable Yes/No (left out of each rule's statistics); "
@@ -584,7 +584,7 @@ def _print_validation(report: dict) -> None:
 
 
 def cmd_train_rm(args: argparse.Namespace) -> int:
-    from .train.rm import RMConfig, train_reward_model
+    from autorule.train.rm import RMConfig, train_reward_model
 
     data = load_data(args, lazy=False)  # TRL's RewardTrainer takes the whole set
     _report_skips(data)
@@ -602,10 +602,10 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .plan import plan_train
-    from .train.config import TrainConfig, load_config
-    from .train.grpo import build_scorer as build_train_scorer
-    from .train.grpo import run_grpo
+    from autorule.plan import plan_train
+    from autorule.train.config import TrainConfig, load_config
+    from autorule.train.grpo import build_scorer as build_train_scorer
+    from autorule.train.grpo import run_grpo
 
     overrides = {name: getattr(args, name) for name in TrainConfig.model_fields}
     config = load_config(args.config, overrides)
@@ -622,8 +622,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import alpaca_eval_outputs, mt_bench_answers, write_outputs
-    from .llm import load_llm
+    from autorule.train.generate import alpaca_eval_outputs, mt_bench_answers, write_outputs
+    from autorule.llm import load_llm
 
     spec = args.model if (args.model.startswith(("openai:", "hf:", "gguf:")) or args.model == "embedded") else f"hf:{args.model}"
     llm = load_llm(spec, cache=open_cache(args), **llm_options(args, spec))
@@ -638,8 +638,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .reporting import build_report
-    from .reporting.build import ReportError
+    from autorule.reporting import build_report
+    from autorule.reporting.build import ReportError
 
     try:
         path = build_report(args.run_dir, args.out, compare=args.compare)
@@ -653,8 +653,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .data import DataError
-    from .integrations.server import create_app, load_policy_tokenizer
+    from autorule.data import DataError
+    from autorule.integrations.openrlhf import create_app, load_policy_tokenizer
 
     token = args.token or os.environ.get("AUTORULE_TOKEN")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
@@ -675,7 +675,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from .quickstart import run_quickstart
+    from autorule.quickstart import run_quickstart
 
     return run_quickstart(Path(args.out), cache=open_cache(args))
 
@@ -785,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
     trm.add_argument("--json", action="store_true")
     trm.set_defaults(func=cmd_train_rm)
 
-    from .train.config import add_config_flags
+    from autorule.train.config import add_config_flags
 
     tr = sub.add_parser("train", help="GRPO with reward model + rule rewards on TRL, with the reward-hacking monitor")
     tr.add_argument("--config", default=None, metavar="FILE.yaml", help="config file; every key is also a flag below")
@@ -831,7 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the policy's tokenizer (a directory or hub name): its special tokens are removed from what the verifier sees, and its chat template is checked against the ones autorule reads back")
     sv.set_defaults(func=cmd_serve)
 
-    from .rules_cli import add_rules_parsers
+    from autorule.cli.rules import add_rules_parsers
 
     add_rules_parsers(sub, _add_server_options, _add_cache_options)
 
@@ -858,11 +858,11 @@ def _show_progress_messages() -> None:
 def main(argv: list[str] | None = None) -> int:
     # the user's Hugging Face settings are respected (HF_HUB_OFFLINE, HF_HOME, HF_TOKEN); the
     # embedded model and the embedder load from installed packages without the hub
-    from .data import DataError
-    from .extraction.run import RunDirError
-    from .llm import LLMError
-    from .rules import RulesFileError
-    from .train.config import ConfigError
+    from autorule.data import DataError
+    from autorule.extraction.run import RunDirError
+    from autorule.llm import LLMError
+    from autorule.rules import RulesFileError
+    from autorule.train.config import ConfigError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -152,7 +152,7 @@ def create_app(
 
     Example:
         >>> from autorule import RuleSet, RewardScorer
-        >>> from autorule.llm.fake import FakeLLM
+        >>> from autorule.testing.fake_llm import FakeLLM
         >>> from fastapi.testclient import TestClient
         >>> app = create_app(RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.75)))
         >>> with TestClient(app) as client:
