@@ -1,6 +1,57 @@
-"""Extraction throughput, concurrency C vs 1 and a warm-cache rerun; the same as `autorule bench extraction ...` (see BENCHMARKS.md)."""
-import sys
+"""Extraction throughput against an OpenAI-compatible server with a fixed per-request latency.
 
-from autorule.cli.app import main
+The server is the deterministic mock (every answer takes `latency` seconds, as a remote
+model would), so the run measures autorule's request scheduling, not a model: with
+concurrency C, the stages' independent calls overlap and the run should approach C times
+the speed of one-at-a-time; a rerun with a warm cache should send no requests at all.
 
-sys.exit(main(["bench", "extraction", *sys.argv[1:]]))
+Three runs of the same extraction, one process:
+- `sequential`: concurrency 1, no cache (the baseline);
+- `concurrent`: concurrency C, an empty cache (filled by this run);
+- `warm`: concurrency C, the cache the `concurrent` run filled, a fresh run directory.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from autorule.cache import Cache
+from autorule.data import LoadResult, load_pairs
+from autorule.extraction.merge import load_embedder
+from autorule.extraction.run import ExtractConfig, run_extract
+from autorule.llm import load_llm
+from autorule.testing.mock_server import ScriptedServer, mock_judge
+
+
+def _run(server: ScriptedServer, data: LoadResult, out: Path, concurrency: int, cache: Cache | None, target_rules: int) -> tuple[dict, list[str]]:
+    """The run's figures, and its rules' texts (to compare runs)."""
+    llm = load_llm(f"openai:judge@{server.base_url}", cache=cache, concurrency=concurrency, max_retries=2, timeout=30)
+    sent = len(server.requests)
+    start = time.perf_counter()
+    result = run_extract(data, llm, llm, out, ExtractConfig(seed=0, target_rules=target_rules))
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "requests": len(server.requests) - sent, "rules": len(result.rules)}, [r.text for r in result.rules.rules]
+
+
+def run_extraction_benchmark(data_path: str, pairs: int = 32, latency: float = 0.2, concurrency: int = 8, target_rules: int = 4) -> dict:
+    data = load_pairs(data_path, on_bad_row="skip", limit=pairs)
+    load_embedder()  # the merge stage's embedder loads once per process; keep that out of the timings
+    with tempfile.TemporaryDirectory(prefix="autorule-bench-") as tmp, ScriptedServer(mock_judge(), latency=latency) as server:
+        root = Path(tmp)
+        cache = Cache(root / "cache.sqlite")
+        settings = {"sequential": (1, None), "concurrent": (concurrency, cache), "warm": (concurrency, cache)}
+        results = {name: _run(server, data, root / name, c, run_cache, target_rules) for name, (c, run_cache) in settings.items()}
+        max_active = server.max_active
+    runs = {name: figures for name, (figures, _) in results.items()}
+    same_rules = len({tuple(texts) for _, texts in results.values()}) == 1
+    sequential, concurrent, warm = (runs[k]["seconds"] for k in ("sequential", "concurrent", "warm"))
+    return {
+        "data": str(data.path), "pairs": len(data.pairs), "latency_s": latency, "concurrency": concurrency,
+        "runs": runs, "max_requests_in_flight": max_active,
+        "speedup": sequential / concurrent, "ideal_speedup": concurrency, "efficiency": sequential / concurrent / concurrency,
+        # one request at a time can go no faster than its requests' latency added up
+        "sequential_floor_s": runs["sequential"]["requests"] * latency,
+        "warm_vs_concurrent": warm / concurrent, "warm_requests": runs["warm"]["requests"], "same_rules": same_rules,
+    }

@@ -1,6 +1,58 @@
-"""The merge stage's clustering at growing candidate pools; the same as `autorule bench merge-scale ...` (see BENCHMARKS.md)."""
+"""The merge stage's clustering as the candidate pool grows: wall time and peak memory.
+
+Each size runs in a fresh process (peak RSS is per process), on synthetic unit vectors of
+MiniLM's width (384) drawn around as many centres as the merge asks clusters for, so the
+figures are the clustering's own (no embedding, no LLM calls).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import subprocess
 import sys
+import time
 
-from autorule.cli.app import main
+DIM = 384
 
-sys.exit(main(["bench", "merge-scale", *sys.argv[1:]]))
+
+def _one(n: int, target: int, shrink: float = 3.0) -> dict:
+    import numpy as np
+
+    from autorule.extraction.merge import cluster
+
+    rng = np.random.default_rng(0)
+    k = max(target, math.ceil(n / shrink))  # the first merge round's cluster count
+    centres = rng.normal(size=(max(k // 3, 1), DIM)).astype(np.float32)
+    vectors = np.empty((n, DIM), dtype=np.float32)  # made in chunks: the data's own peak stays n x 384 floats
+    for s in range(0, n, 10_000):
+        m = min(10_000, n - s)
+        chunk = centres[rng.integers(0, len(centres), size=m)] + 0.3 * rng.standard_normal((m, DIM), dtype=np.float32)
+        vectors[s : s + m] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    groups = cluster(vectors, k, 10)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert sorted(i for g in groups for i in g) == list(range(n))
+    return {"candidates": n, "clusters": len(groups), "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb), "rss_before_mb": round(before / 1024)}
+
+
+def run_merge_scale(sizes: list[int], target: int = 25) -> dict:
+    rows = []
+    for n in sizes:
+        out = subprocess.run([sys.executable, "-m", "autorule.bench.merge_scale", str(n), str(target)], capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if len(rows) >= 2:  # growth exponents between the two largest sizes
+        a, b = rows[-2], rows[-1]
+        scale = math.log(b["candidates"] / a["candidates"])
+        growth = {"time_exponent": round(math.log(b["seconds"] / a["seconds"]) / scale, 2),
+                  "memory_exponent": round(math.log((b["peak_rss_mb"] - b["rss_before_mb"] + 1) / (a["peak_rss_mb"] - a["rss_before_mb"] + 1)) / scale, 2)}
+    else:
+        growth = {}
+    return {"rows": rows, **growth}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_one(int(sys.argv[1]), int(sys.argv[2]))))

@@ -1,6 +1,62 @@
-"""The plan's time against the measured time; the same as `autorule bench plan ...` (see BENCHMARKS.md)."""
-import sys
+"""How close the plan's time is to the run's: the quickstart's stages on the embedded model,
+and hh-rlhf through the mock server (zero latency: autorule's own overhead)."""
 
-from autorule.cli.app import main
+from __future__ import annotations
 
-sys.exit(main(["bench", "plan", *sys.argv[1:]]))
+import tempfile
+import time
+from pathlib import Path
+
+from autorule.cache import Cache
+from autorule.data import LoadResult, load_pairs
+from autorule.extraction.run import ExtractConfig, run_extract
+from autorule.llm import load_llm
+from autorule.plan import plan_checks, plan_extract
+from autorule.reward import RewardScorer
+from autorule.validation import both_sides, run_validation
+
+
+def _timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _measure(name: str, extract_llm, verifier_llm, train: list, held_out: list, config: ExtractConfig, work: Path) -> list[dict]:
+    """Plan, then run, extraction and validation; one row per command."""
+    rows = []
+    data = LoadResult(path=name, format="pairs", pairs=train)
+    plan = plan_extract(train, extract_llm, extract_llm, config)
+    result = {}
+    seconds = _timed(lambda: result.update(r=run_extract(data, extract_llm, extract_llm, work / name, config)))
+    rows.append({"run": name, "command": "extract", "pairs": len(train), "planned_s": round(plan.seconds, 1), "measured_s": round(seconds, 1)})
+    rules = result["r"].rules
+    scorer = RewardScorer(rules, verifier_llm)
+    plan = plan_checks("verify both sides", scorer.verifier, both_sides(held_out))
+    seconds = _timed(lambda: run_validation(rules, None, held_out, scorer, warn=lambda m: None, progress=False))
+    rows.append({"run": name, "command": "validate", "pairs": len(held_out), "rules": len(rules), "planned_s": round(plan.seconds, 1), "measured_s": round(seconds, 1)})
+    for row in rows:
+        row["planned_over_measured"] = round(row["planned_s"] / row["measured_s"], 2)
+    return rows
+
+
+def run_plan_benchmark(sample_path: str, hh_path: str, server_pairs: int = 50) -> dict:
+    """Plans against measured times, each on an empty cache (every call is made)."""
+    from autorule.testing.mock_server import ScriptedServer, mock_judge, value_verifier
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        # hh-rlhf through the mock server at zero latency (first: the embedder loads as in a fresh run)
+        hh = load_pairs(hh_path, limit=2 * server_pairs, on_bad_row="skip").pairs
+        with ScriptedServer(mock_judge()) as judge, ScriptedServer(value_verifier) as verifier:
+            judge_llm = load_llm(f"openai:judge@{judge.base_url}", cache=Cache(work / "judge.sqlite"))
+            verifier_llm = load_llm(f"openai:value@{verifier.base_url}", cache=Cache(work / "value.sqlite"))
+            rows += _measure(f"hh-rlhf --limit {server_pairs} (mock server)", judge_llm, verifier_llm, hh[:server_pairs], hh[server_pairs:],
+                             ExtractConfig(seed=0), work)
+        # the quickstart's extraction and validation: 12 sample pairs each, its token budgets
+        sample = load_pairs(sample_path).pairs
+        llm = load_llm("embedded", cache=Cache(work / "embedded.sqlite"))
+        quick = ExtractConfig(seed=0, target_rules=8, reasoning_tokens=128, rules_tokens=96, merge_tokens=96)
+        rows += _measure("quickstart (embedded)", llm, llm, sample[:12], sample[12:], quick, work)
+    return {"rows": rows, "within_2x": all(0.5 <= r["planned_over_measured"] <= 2.0 for r in rows)}

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from autorule.errors import InputError
+
 Side = Literal["a", "b", "tie"]
 Kind = Literal["ab", "index0", "index1", "sign", "reverse-sign", "onehot", "map"]
 
@@ -28,7 +30,7 @@ MEANINGS_HELP = ("ab (A/B, model_a/model_b names; 1/2 too), index0 (0 = first an
                  "onehot (columns A,B[,TIE] holding 1 for the winner), or a map such as 1=a,0=b or 0=b,1=a,2=tie")
 
 
-class LabelError(ValueError):
+class LabelError(InputError, ValueError):
     """A label meaning that cannot be parsed, a value outside it, or values whose meaning is ambiguous."""
 
 

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from autorule.errors import InputError
+
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES = ("system", "user", "assistant", "tool")
 # other names APIs and chat templates use for the same roles
@@ -55,7 +57,7 @@ class Message(BaseModel):
     content: str
 
 
-class MessageError(ValueError):
+class MessageError(InputError, ValueError):
     """A chat message autorule cannot read; the text names the message and what is wrong.
 
     Args:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from autorule.errors import InputError
 from autorule.data.messages import Message, MessageError, Role, normalise_messages  # noqa: F401
 
 
@@ -51,7 +52,7 @@ class PreferencePair(BaseModel):
         return [*self.prompt, *history, Message(role="assistant", content=reply)]
 
 
-class DataError(Exception):
+class DataError(InputError):
     """Input that cannot be used; the message names the file, the row and the reason.
 
     Args:

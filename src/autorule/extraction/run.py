@@ -28,6 +28,7 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from autorule.data import LoadResult, PairStream, PreferencePair
+from autorule.errors import InputError
 from autorule.llm import LLM
 from autorule.rules.lint import FRAGMENT, LintReport, lint_rules
 from autorule.llm.base import describe_llm_stats
@@ -41,7 +42,7 @@ from autorule.extraction.refusals import RefusalLedger, describe_refusals, gener
 log = logging.getLogger("autorule.extract")  # quiet in library use; the CLI shows INFO
 
 
-class RunDirError(Exception):
+class RunDirError(InputError):
     """The run directory holds a different run."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from autorule.errors import AutoruleError
 from autorule.integrations.conversation import conversation
 from autorule.data.messages import MessageError
 from autorule.reward import RewardPreset, RewardScorer, Scores, check_reward_kind
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 MAX_FAILED_CALLS = 3
 
 
-class RewardFailed(RuntimeError):
+class RewardFailed(AutoruleError, RuntimeError):
     """The rule reward failed every completion of `max_failed_calls` calls in a row.
 
     Returning None for every completion forever would train on nothing while looking

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
+from autorule.errors import AutoruleError
 
 OnResult = Callable[[int, "Completion"], None]
 # called with an item's index once every question of that item is answered
@@ -17,7 +18,7 @@ OnItem = Callable[[int], None]
 UNPARSED = math.nan
 
 
-class LLMError(RuntimeError):
+class LLMError(AutoruleError, RuntimeError):
     """A call that failed for good (after retries, or a fault retrying cannot fix).
 
     Args:

@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 from string import Template
 
+from autorule.errors import InputError
 from autorule.rules import RuleSet
 from autorule.rules.show import find_pairs, pairs_file_for
 
 TEMPLATE = Template((Path(__file__).parent / "template.html").read_text(encoding="utf-8"))
 
 
-class ReportError(Exception):
+class ReportError(InputError):
     pass
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from autorule.errors import describe
+from autorule.errors import InputError, describe
 
 
-class RulesFileError(Exception):
+class RulesFileError(InputError):
     """A rules file that cannot be used; the message names the file and the problem."""
 
 

@@ -9,10 +9,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from autorule.errors import describe
+from autorule.errors import InputError, describe
 
 
-class ConfigError(Exception):
+class ConfigError(InputError):
     """A config that cannot be used; the message names the file and the key."""
 
 
