@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from autorule.data import to_conversation
 from autorule.llm.base import LLM, ChatRequest
+from autorule.llm.specs import spec_kind
 from autorule.llm.speed import Speed, measure
 
 # extraction stages whose inputs do not exist before the run are estimated from these
@@ -141,7 +142,7 @@ def _duration(seconds: float) -> str:
 
 
 def is_embedded(llm: LLM) -> bool:
-    return llm.backend.spec == "embedded"
+    return spec_kind(llm.backend.spec) == "embedded"
 
 
 def tokens_from(llm: LLM) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from autorule.llm.base import LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, Usage, split_reasoning
+from autorule.llm.specs import ModelSpec, SpecError, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +93,28 @@ def load_gguf(gguf: Path):
     return model, tokenizer
 
 
-def local_model_path(spec: str) -> Path:
+def local_model_path(spec: str | ModelSpec) -> Path:
     """A directory with a plain transformers checkpoint for a local model spec (for training).
 
     `embedded` and `gguf:FILE` are converted once into their plain copy; `hf:PATH` and bare
     directory paths are used as they are.
+
+    Raises:
+        SpecError: `spec` is not a model spec.
+        LLMError: it names no local model directory (a hub id, a server), or the copy could not be written.
     """
-    if spec == "embedded" or spec.startswith("gguf:"):
-        gguf = embedded_gguf() if spec == "embedded" else Path(spec[5:]).expanduser()
+    parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    if parsed.kind in ("embedded", "gguf"):
+        gguf = embedded_gguf() if parsed.kind == "embedded" else parsed.path
         plain = _plain_copy_dir(gguf)
         if not (plain / "config.json").is_file():
             load_gguf(gguf)
         if not (plain / "config.json").is_file():
             raise LLMError(f"could not write a plain copy of {gguf} to {plain}")
         return plain
-    path = Path(spec[3:] if spec.startswith("hf:") else spec).expanduser()
+    path = parsed.path if parsed.kind in ("hf", "dir") else Path(parsed.text)
     if not (path / "config.json").is_file():
-        raise LLMError(f"{spec!r} is not a local model directory (no config.json); use embedded, gguf:FILE, hf:DIR or a directory")
+        raise LLMError(f"{parsed.text!r} is not a local model directory (no config.json); use embedded, gguf:FILE, hf:DIR or a directory")
     return path
 
 
@@ -152,17 +158,24 @@ class LocalLLM(LLM):
             raise LLMError(f"{spec}: the tokenizer has no single-token Yes/No; yes/no scoring is not possible with it")
 
     @classmethod
-    def from_spec(cls, spec: str, **kwargs) -> LocalLLM:
+    def from_spec(cls, spec: str | ModelSpec, **kwargs) -> LocalLLM:
+        """The local model a spec names (embedded, gguf:FILE, hf:PATH_OR_ID, a directory); `kwargs` as for the constructor.
+
+        Raises:
+            SpecError: `spec` is not a local model spec.
+            LLMError: the model cannot be loaded.
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if spec == "embedded":
+        parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+        if parsed.kind == "embedded":
             model, tok = load_gguf(embedded_gguf())
             # the 135M default loops under greedy decoding; blocking repeated 4-grams keeps it usable
             kwargs.setdefault("no_repeat_ngram_size", 4)
-        elif spec.startswith("gguf:"):
-            model, tok = load_gguf(Path(spec[5:]).expanduser())
-        elif spec.startswith("hf:") or Path(spec).is_dir():
-            path = spec[3:] if spec.startswith("hf:") else spec
+        elif parsed.kind == "gguf":
+            model, tok = load_gguf(parsed.path)
+        elif parsed.kind in ("hf", "dir"):
+            path = parsed.model
             try:
                 with no_progress_bars():
                     tok = AutoTokenizer.from_pretrained(path)
@@ -170,8 +183,8 @@ class LocalLLM(LLM):
             except OSError as e:
                 raise LLMError(f"cannot load model '{path}': {e}") from e
         else:
-            raise LLMError(f"not a local model spec: {spec!r}")
-        return cls(spec, model, tok, **kwargs)
+            raise SpecError(f"not a local model spec: {parsed.text!r}")
+        return cls(parsed.text, model, tok, **kwargs)
 
     @property
     def identity(self) -> dict:

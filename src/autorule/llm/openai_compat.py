@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from autorule.llm.base import UNPARSED, LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, RequestRefused, Usage, parse_verdict, split_reasoning, yes_probability
 from autorule.llm.refusals import LogprobsRefusal, body_message, body_text, is_key_problem, logprobs_refusal
 from autorule.llm.serverinfo import ServerInfo, probe
+from autorule.llm.specs import OPENAI_EXAMPLE, ModelSpec, SpecError, parse_spec
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -148,15 +149,6 @@ async def _gather_or_cancel(coros: list[Awaitable[T]]) -> list[T]:
         raise
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """'openai:MODEL@BASE_URL' -> (model, base_url)."""
-    body = spec.removeprefix("openai:")
-    model, sep, base_url = body.rpartition("@")
-    if not sep or not model or not base_url.startswith(("http://", "https://")):
-        raise LLMError(f"bad model spec {spec!r}: expected openai:MODEL@BASE_URL, e.g. openai:Qwen/Qwen3-8B@http://127.0.0.1:8000/v1")
-    return model, base_url
-
-
 class OpenAICompatLLM(LLM):
     def __init__(
         self,
@@ -214,9 +206,16 @@ class OpenAICompatLLM(LLM):
         self._http: openai.AsyncOpenAI | None = None
 
     @classmethod
-    def from_spec(cls, spec: str, **kwargs) -> OpenAICompatLLM:
-        model, base_url = parse_spec(spec)
-        return cls(model, base_url, **kwargs)
+    def from_spec(cls, spec: str | ModelSpec, **kwargs) -> OpenAICompatLLM:
+        """The backend for an ``openai:MODEL@BASE_URL`` spec; `kwargs` as for the constructor.
+
+        Raises:
+            SpecError: `spec` is not of that form.
+        """
+        parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+        if parsed.kind != "openai":
+            raise SpecError(f"not a server spec: {parsed.text!r}; write openai:MODEL@BASE_URL, e.g. {OPENAI_EXAMPLE}")
+        return cls(parsed.model, parsed.base_url, **kwargs)
 
     @property
     def info(self) -> ServerInfo:

@@ -15,6 +15,7 @@ from autorule.data import DataError, first_record, iter_rows, load_pairs
 from autorule.integrations.conversation import conversation, to_messages
 from autorule.llm import load_llm
 from autorule.llm.local import local_model_path
+from autorule.llm.specs import parse_spec
 from autorule.reward import RewardModel, RewardScorer, get_preset
 from autorule.rules import RuleSet
 from autorule.train.config import ConfigError, TrainConfig
@@ -48,8 +49,7 @@ def load_prompts(path: str, fmt: str = "auto", limit: int | None = None) -> list
 
 def build_scorer(config: TrainConfig) -> RewardScorer:
     cache = None if config.no_cache else Cache(config.cache or DEFAULT_CACHE_PATH)
-    options = {"concurrency": config.verifier_concurrency} if config.verifier.startswith("openai:") else {}
-    llm = load_llm(config.verifier, cache=cache, **options)
+    llm = load_llm(config.verifier, cache=cache, **parse_spec(config.verifier).options(concurrency=config.verifier_concurrency))
     preset = get_preset(config.preset, rule_scale=config.rule_scale, length_penalty=config.length_penalty)
     rm = RewardModel(config.rm) if config.rm else None
     return RewardScorer(RuleSet.load(config.rules), llm, preset, rm=rm)
