@@ -89,16 +89,12 @@ def open_cache(args: argparse.Namespace):
 
 
 def llm_options(args: argparse.Namespace, spec: str | None = None) -> dict:
-    opts: dict = {}
-    if (spec or args.model).startswith("openai:"):
-        opts = {"concurrency": args.concurrency, "timeout": args.timeout, "max_retries": args.max_retries}
-        if args.api_key:
-            opts["api_key"] = args.api_key
-        if getattr(args, "extra_body", None):
-            opts["extra_body"] = args.extra_body
-        if getattr(args, "max_input_tokens", None):
-            opts["max_input_tokens"] = args.max_input_tokens
-    return opts
+    from autorule.llm.specs import parse_spec
+
+    # the server options (_add_server_options) that the spec's backend takes; none for a local model
+    return parse_spec(spec or args.model).options(concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
+                                                  api_key=args.api_key or None, extra_body=getattr(args, "extra_body", None) or None,
+                                                  max_input_tokens=getattr(args, "max_input_tokens", None))
 
 
 def _json_object(text: str) -> dict:
@@ -625,7 +621,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from autorule.train.generate import alpaca_eval_outputs, mt_bench_answers, write_outputs
     from autorule.llm import load_llm
 
-    spec = args.model if (args.model.startswith(("openai:", "hf:", "gguf:")) or args.model == "embedded") else f"hf:{args.model}"
+    from autorule.llm.specs import parse_spec
+
+    spec = parse_spec(args.model, bare="hf").text  # a name of no spec form is a hub id
     llm = load_llm(spec, cache=open_cache(args), **llm_options(args, spec))
     name = args.generator or Path(args.model.rstrip("/")).name or args.model
     if args.format == "alpaca_eval":

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from autorule.cli.options import number, whole
 
@@ -27,7 +28,27 @@ def _sample_convs(data_path: str | None, n: int) -> list:
     return convs
 
 
-def _emit(report: dict, as_json: bool, lines: list[str]) -> int:
+def emit(report: dict, as_json: bool, lines: list[str]) -> int:
+    """A benchmark's result on stdout: one JSON line (what BENCHMARKS.md records), or the readable lines.
+
+    The developer benchmarks in the repository's `benchmarks/` print through this too.
+
+    Args:
+        report: the figures, JSON-serialisable.
+        as_json: print `report` as one JSON line instead of `lines`.
+        lines: the readable summary, one string a line.
+
+    Returns:
+        0, the command's exit status.
+
+    Raises:
+        TypeError: `report` holds something JSON cannot write (only with `as_json`).
+
+    Example:
+        >>> emit({"speedup": 2.5}, True, ["speedup: 2.5x"])
+        {"speedup": 2.5}
+        0
+    """
     if as_json:
         print(json.dumps(report))
     else:
@@ -63,7 +84,7 @@ def cmd_verifier(args: argparse.Namespace) -> int:
         lines.append(f"packed passes vs the default: {report['packing_speedup']:.2f}x")
     if "tokens_vs_floor" in report:
         lines.append(f"autorule tokens vs floor: {report['tokens_vs_floor']:.2f}x")
-    return _emit(report, args.json, lines)
+    return emit(report, args.json, lines)
 
 
 def cmd_verifier_server(args: argparse.Namespace) -> int:
@@ -74,101 +95,11 @@ def cmd_verifier_server(args: argparse.Namespace) -> int:
     report = run_server_benchmark(llm, _sample_convs(args.data, args.conversations), args.rules)
     lines = [f"{mode:>16}: {report['checks_per_s'][mode]:8.2f} checks/s" for mode in report["checks_per_s"]]
     lines.append(f"speedup: {report['speedup']:.1f}x")
-    return _emit(report, args.json, lines)
-
-
-def cmd_extraction(args: argparse.Namespace) -> int:
-    from autorule.quickstart import SAMPLE_DATA
-    from autorule.bench.extraction import run_extraction_benchmark
-
-    report = run_extraction_benchmark(args.data or str(SAMPLE_DATA), args.pairs, args.latency, args.concurrency)
-    runs = report["runs"]
-    lines = [f"{name:>10}: {r['seconds']:6.2f} s, {r['requests']} requests, {r['rules']} rules" for name, r in runs.items()]
-    lines += [f"concurrency {report['concurrency']} vs 1: {report['speedup']:.2f}x (ideal {report['ideal_speedup']}x, efficiency {report['efficiency']:.0%}); "
-              f"at most {report['max_requests_in_flight']} requests in flight",
-              f"warm-cache rerun: {report['warm_vs_concurrent']:.3f}x the cold run's time, {report['warm_requests']} requests; same rules in all runs: {report['same_rules']}"]
-    return _emit(report, args.json, lines)
-
-
-def cmd_grpo(args: argparse.Namespace) -> int:
-    from autorule.quickstart import SAMPLE_DATA
-    from autorule.bench.grpo_steps import run_grpo_benchmark
-
-    report = run_grpo_benchmark(args.data or str(SAMPLE_DATA), args.steps, args.rules, args.batch, args.completion_tokens, args.rm)
-    lines = []
-    for mode, r in report["modes"].items():
-        m = r["mean"]
-        lines.append(f"{mode:>10}: step {m['step_s']:6.2f} s = generation {m['generation_s']:5.2f} + reward {m['reward_s']:5.2f} "
-                     f"(rules {m['reward_rules_s']:5.2f}, rm {m['reward_rm_s']:5.2f}) + update {m['update_s']:5.2f}; "
-                     f"{r['verifier_checks_computed']} checks computed, {r['verdict_cache_hits']} cache hits")
-    lines.append(f"rules' share of a step without cache: {report['rules_share_of_step']:.0%}; warm cache makes rule scoring {report['warm_cache_rules_speedup']:.0f}x faster")
-    return _emit(report, args.json, lines)
-
-
-def cmd_server(args: argparse.Namespace) -> int:
-    from autorule.bench.server_load import run_server_load
-
-    report = run_server_load(args.clients, args.requests, args.rules, args.verifier_latency, args.max_batch, args.workers)
-    lines = [f"{report['answered']}/{report['sent']} answered (statuses {', '.join(report['statuses'])}), {report['errors']} errors, "
-             f"{report['mismatched']} rewards not matching their request"]
-    if report["answered"]:
-        lines.append(f"latency p50 {report['p50_ms']:.1f} ms, p99 {report['p99_ms']:.1f} ms, max {report['max_ms']:.1f} ms; "
-                     f"{report['requests_per_s']:.0f} requests/s; mean batch {report['mean_batch']:.1f} samples")
-    _emit(report, args.json, lines)
-    return 0 if report["errors"] == 0 and report["mismatched"] == 0 else 1
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    from autorule.quickstart import SAMPLE_DATA
-    from autorule.bench.plan_accuracy import run_plan_benchmark
-
-    report = run_plan_benchmark(str(SAMPLE_DATA), args.hh, args.pairs)
-    lines = [f"{r['run']:>34} {r['command']:>8}: planned {r['planned_s']:7.1f} s, measured {r['measured_s']:7.1f} s, ratio {r['planned_over_measured']:.2f}"
-             for r in report["rows"]]
-    lines.append(f"every plan within 2x of its run: {report['within_2x']}")
-    return _emit(report, args.json, lines)
-
-
-def cmd_merge_scale(args: argparse.Namespace) -> int:
-    from autorule.bench.merge_scale import run_merge_scale
-
-    report = run_merge_scale([int(x) for x in args.sizes.split(",")])
-    lines = [f"{r['candidates']:>8} candidates: {r['seconds']:7.2f} s, peak RSS {r['peak_rss_mb']} MB ({r['clusters']} clusters)" for r in report["rows"]]
-    if "time_exponent" in report:
-        lines.append(f"growth between the two largest: time ~ n^{report['time_exponent']}, memory ~ n^{report['memory_exponent']}")
-    return _emit(report, args.json, lines)
-
-
-def cmd_scale(args: argparse.Namespace) -> int:
-    from autorule.bench.scale import run_scale
-
-    report = run_scale(args.pairs, args.candidates, args.validate_pairs)
-    lines = []
-    for stage, result in report["stages"].items():
-        lines.append(f"{stage} (target: {report['targets'][stage]})")
-        for r in result["rows"]:
-            parts = [f"{r['size']:>8,}: {r['seconds']:8.1f} s, peak RSS {r['peak_rss_mb']:,} MB (before the work {r['rss_before_mb']:,} MB)"]
-            if "stages" in r:
-                parts.append(", ".join(f"{k} {v['seconds']} s / {v['peak_rss_mb']} MB" for k, v in r["stages"].items()))
-            lines.append("; ".join(parts))
-        if result["time_exponent"] is not None:
-            lines.append(f"  growth: time ~ n^{result['time_exponent']}, added memory ~ n^{result['memory_exponent']}")
-    return _emit(report, args.json, lines)
-
-
-def _sizes(text: str) -> list[int]:
-    """A comma-separated list of sizes, each a whole number >= 1 (empty: none)."""
-    try:
-        sizes = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected sizes like 1000,10000") from None
-    if any(n < 1 for n in sizes):
-        raise argparse.ArgumentTypeError(f"{text!r}: every size must be at least 1")
-    return sizes
+    return emit(report, args.json, lines)
 
 
 def cmd_injection(args: argparse.Namespace) -> int:
-    from autorule.llm import load_llm
+    from autorule.llm import load_llm, parse_spec
     from autorule.bench.injection import ATTACKS_FILE, load_attacks, run_injection_benchmark
     from autorule.bench.verifier import bench_rules
 
@@ -180,31 +111,33 @@ def cmd_injection(args: argparse.Namespace) -> int:
             err.print(f"[red]error:[/red] unknown attack ids {unknown}; see {ATTACKS_FILE}")
             return 2
         attacks = [a for a in attacks if a.id in wanted]
-    options = {"concurrency": args.concurrency} if args.model.startswith("openai:") else {}
-    llm = load_llm(args.model, **options)
+    llm = load_llm(args.model, **parse_spec(args.model).options(concurrency=args.concurrency))
     report = run_injection_benchmark(llm, bench_rules(args.rules), _sample_convs(args.data, args.conversations), attacks, threshold=args.threshold)
     lines = [f"{a['id']:>28} ({a['kind']}): flips to Yes {a['flip_to_yes_rate'] if a['flip_to_yes_rate'] is None else format(a['flip_to_yes_rate'], '.0%')}, "
              f"mean change in P(Yes) {a['mean_delta_p_yes']:+.3f}" for a in report["per_attack"]]
     lines.append(f"clean: {report['clean_yes_rate']:.0%} of {report['checks_per_attack']} checks Yes (mean P(Yes) {report['clean_mean_p_yes']:.3f}); "
                  f"mean flip-to-Yes rate over attacks: {report['mean_flip_to_yes_rate']}")
-    return _emit(report, args.json, lines)
+    return emit(report, args.json, lines)
 
 
 def cmd_verifier_accuracy(args: argparse.Namespace) -> int:
     from autorule.verifier.calibration import by_family, judge, render
-    from autorule.llm import load_llm
-    from autorule.bench.verifier_accuracy import build_gold
+    from autorule.llm import load_llm, parse_spec
+    from autorule.bench.verifier_accuracy import MissingExtraError, build_gold
 
     for path, flag in ((args.hh, "--hh"), (args.alpaca, "--alpaca")):
         if not Path(path).is_file():
-            err.print(f"[red]error:[/red] {path}: no such file; pass {flag} PATH (the shared data, e.g. ../shared/data/)")
+            err.print(f"[red]error:[/red] {path}: no such file; pass {flag} PATH")
             return 2
-    gold = build_gold(args.hh, args.alpaca, n=args.replies, seed=args.seed)
+    try:
+        gold = build_gold(args.hh, args.alpaca, n=args.replies, seed=args.seed)
+    except MissingExtraError as e:  # its message holds "autorule[bench]": escaped, not read as markup
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        return e.exit_code
     if args.gold_out:
         Path(args.gold_out).write_text("".join(json.dumps(c.to_dict()) + "\n" for c in gold), encoding="utf-8")
-    options = {"concurrency": args.concurrency} if args.verifier.startswith("openai:") else {}
     start = time.perf_counter()
-    p_yes = judge(gold, load_llm(args.verifier, **options), progress=not args.json)
+    p_yes = judge(gold, load_llm(args.verifier, **parse_spec(args.verifier).options(concurrency=args.concurrency)), progress=not args.json)
     seconds = time.perf_counter() - start
     overall, families = by_family(gold, p_yes, args.threshold)
     labellers = {c.family: c.labeller for c in gold}
@@ -213,7 +146,7 @@ def cmd_verifier_accuracy(args: argparse.Namespace) -> int:
               "per_family": {k: v.to_dict() for k, v in families.items()}, "labellers": labellers}
     lines = [f"{report['checks']} checks ({report['replies']} replies x {len(families)} rules) judged by {args.verifier} in {seconds:.0f} s",
              *render(overall, families, labellers).splitlines()]
-    return _emit(report, args.json, lines)
+    return emit(report, args.json, lines)
 
 
 def add_bench_parsers(sub) -> None:
@@ -240,55 +173,11 @@ def add_bench_parsers(sub) -> None:
     common(bs)
     bs.set_defaults(func=cmd_verifier_server)
 
-    be = bench.add_parser("extraction", help="extraction throughput against a server with a fixed latency: concurrency C vs 1, warm-cache rerun")
-    be.add_argument("--pairs", type=whole(1), default=32)
-    be.add_argument("--latency", type=number(0), default=0.2, help="seconds each request takes at the mock server")
-    be.add_argument("--concurrency", type=whole(1), default=8)
-    common(be, "preference data (default: examples/pairs.jsonl)")
-    be.set_defaults(func=cmd_extraction)
-
-    bg = bench.add_parser("grpo", help="GRPO step breakdown on CPU, embedded model: generation, reward (rules, RM), update; with and without the verdict cache")
-    bg.add_argument("--steps", type=whole(1), default=3)
-    bg.add_argument("--rules", type=whole(1), default=4)
-    bg.add_argument("--batch", type=whole(1), default=4, help="completions per step (= generations per prompt)")
-    bg.add_argument("--completion-tokens", type=whole(1), default=32)
-    bg.add_argument("--rm", default=None, help="reward model directory (default: one trained for a step from the embedded model)")
-    common(bg, "prompts / preference data (default: examples/pairs.jsonl)")
-    bg.set_defaults(func=cmd_grpo)
-
-    bl = bench.add_parser("server", help="the reward server under load: concurrent clients, latency percentiles, rewards checked")
-    bl.add_argument("--clients", type=whole(1), default=64)
-    bl.add_argument("--requests", type=whole(1), default=50, help="requests per client, one after another")
-    bl.add_argument("--rules", type=whole(1), default=2)
-    bl.add_argument("--verifier-latency", type=number(0), default=0.0, help="seconds each verifier check takes at the mock verifier")
-    bl.add_argument("--max-batch", type=whole(1), default=64)
-    bl.add_argument("--workers", type=whole(1), default=None, help="batches the server scores at once (default: the server's, 1)")
-    bl.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
-    bl.set_defaults(func=cmd_server)
-
-    bp = bench.add_parser("plan", help="the plan's time against the measured time: quickstart stages (embedded) and hh-rlhf via the mock server")
-    bp.add_argument("--hh", required=True, metavar="PATH", help="hh-rlhf preference data (e.g. ../shared/data/hh-rlhf-harmless-dev.jsonl.gz)")
-    bp.add_argument("--pairs", type=whole(1), default=50, help="hh-rlhf pairs to extract from (and as many to validate on)")
-    bp.add_argument("--json", action="store_true")
-    bp.set_defaults(func=cmd_plan)
-
-    bm = bench.add_parser("merge-scale", help="the merge stage's clustering at growing candidate pools: time and peak memory")
-    bm.add_argument("--sizes", default="2000,10000,100000,300000", help="candidate pool sizes, comma-separated")
-    bm.add_argument("--json", action="store_true")
-    bm.set_defaults(func=cmd_merge_scale)
-
-    bs = bench.add_parser("scale", help="autorule's own time and memory as pairs and candidate pools grow (mock server, zero latency)")
-    bs.add_argument("--pairs", type=_sizes, default=[1000, 10000, 100000], help="pair counts through extraction stages 000-020 (default: 1000,10000,100000)")
-    bs.add_argument("--candidates", type=_sizes, default=[10000, 100000, 300000], help="candidate pools for the merge (default: 10000,100000,300000)")
-    bs.add_argument("--validate-pairs", type=_sizes, default=[1000, 10000], help="pair counts for validate with 20 rules (default: 1000,10000)")
-    bs.add_argument("--json", action="store_true")
-    bs.set_defaults(func=cmd_scale)
-
     ba = bench.add_parser("verifier-accuracy", help="the verifier's accuracy, AUC and calibration on rules whose truth a program decides (IFEval checkers)")
     ba.add_argument("--verifier", default="embedded", help="verifier spec: embedded, hf:, gguf: or openai:MODEL@BASE_URL (default: %(default)s)")
-    ba.add_argument("--hh", default="../shared/data/hh-rlhf-harmless-dev.jsonl.gz", metavar="PATH", help="hh-rlhf replies (default: %(default)s)")
-    ba.add_argument("--alpaca", default="../shared/data/alpacaeval-gpt4turbo-annotations-dev.jsonl.gz", metavar="PATH",
-                    help="AlpacaEval replies (default: %(default)s)")
+    # no default: the replies come from data a user brings (the repository's own runs use ../shared/data)
+    ba.add_argument("--hh", required=True, metavar="PATH", help="hh-rlhf replies, e.g. hh-rlhf-harmless-dev.jsonl.gz")
+    ba.add_argument("--alpaca", required=True, metavar="PATH", help="AlpacaEval replies, e.g. alpacaeval-gpt4turbo-annotations-dev.jsonl.gz")
     ba.add_argument("--replies", type=whole(1), default=48, help="natural replies sampled (rewritten ones come on top; default: %(default)s)")
     ba.add_argument("--seed", type=whole(0), default=0)
     ba.add_argument("--threshold", type=number(0, 1), default=0.5)

@@ -7,7 +7,6 @@ value exits with status 2 and a message naming the flag, the value and what is a
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def whole(low: int, high: int | None = None):
@@ -69,9 +68,6 @@ def _range(low, high, above: bool = False) -> str:
     return f"{'greater than' if above else 'from'} {low:g} {'and at most' if above else 'to'} {high:g}"
 
 
-MODEL_SPECS = "embedded, hf:PATH_OR_ID, gguf:FILE, openai:MODEL@BASE_URL or a model directory"
-
-
 def model_spec(text: str) -> str:
     """An argparse type: a model spec of a known form (the model itself is loaded later).
 
@@ -86,18 +82,13 @@ def model_spec(text: str) -> str:
         ...
         argparse.ArgumentTypeError: 'openai:foo' has no server address: write openai:MODEL@BASE_URL, e.g. openai:Qwen/Qwen3-8B@http://127.0.0.1:8000/v1
     """
-    if text == "embedded" or text.startswith(("hf:", "gguf:")) and len(text.split(":", 1)[1]) > 0:
-        return text
-    if text.startswith("openai:"):
-        model, _, url = text.removeprefix("openai:").rpartition("@")
-        if not model or not url:
-            raise argparse.ArgumentTypeError(f"{text!r} has no server address: write openai:MODEL@BASE_URL, e.g. openai:Qwen/Qwen3-8B@http://127.0.0.1:8000/v1")
-        if not url.startswith(("http://", "https://")):
-            raise argparse.ArgumentTypeError(f"{text!r}: the server address {url!r} must start with http:// or https://")
-        return text
-    if text.startswith("vllm:") or Path(text).expanduser().is_dir():
-        return text  # vllm: is refused later with advice; a directory is a local model
-    raise argparse.ArgumentTypeError(f"{text!r} is not a model spec: use {MODEL_SPECS}")
+    from autorule.llm.specs import SpecError, parse_spec
+
+    try:
+        parse_spec(text)  # vllm: parses: load_llm refuses it later, with advice
+    except SpecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def prices(text: str) -> tuple[float, float]:

@@ -24,6 +24,7 @@ import numpy as np
 from autorule.errors import AutoruleError
 from autorule.integrations.conversation import conversation
 from autorule.data.messages import MessageError
+from autorule.llm.specs import spec_kind
 from autorule.reward import RewardPreset, RewardScorer, Scores, check_reward_kind
 from autorule.rules import RuleSet
 
@@ -135,7 +136,7 @@ class RuleReward:
         if scorer is not None:
             llm = scorer.verifier.llm.backend
             # a copy in another process loads the same model from its spec (connections do not pickle)
-            loadable = llm.spec == "embedded" or llm.spec.startswith(("openai:", "hf:", "gguf:"))
+            loadable = spec_kind(llm.spec) not in (None, "vllm")
             rules, verifier, preset = scorer.rules, llm.spec if loadable else llm, scorer.preset
             rm = rm or (scorer.rm.path if scorer.rm is not None else None)
             self.judge_reasoning, self.empty_rule_reward = scorer.judge_reasoning, scorer.empty_rule_reward
