@@ -1,4 +1,7 @@
-"""Extraction throughput against an OpenAI-compatible server with a fixed per-request latency.
+"""Extraction throughput against an OpenAI-compatible server with a fixed per-request latency
+(a developer benchmark, see BENCHMARKS.md):
+
+    python benchmarks/extraction.py --pairs 24 --latency 0.2 --concurrency 8 --json
 
 The server is the deterministic mock (every answer takes `latency` seconds, as a remote
 model would), so the run measures autorule's request scheduling, not a model: with
@@ -13,12 +16,16 @@ Three runs of the same extraction, one process:
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from autorule.cache import Cache
+from autorule.cli.bench import emit
+from autorule.cli.options import Parser, number, whole
 from autorule.data import LoadResult, load_pairs
+from autorule.examples import SAMPLE_PAIRS
 from autorule.extraction.merge import load_embedder
 from autorule.extraction.run import ExtractConfig, run_extract
 from autorule.llm import load_llm
@@ -55,3 +62,25 @@ def run_extraction_benchmark(data_path: str, pairs: int = 32, latency: float = 0
         "sequential_floor_s": runs["sequential"]["requests"] * latency,
         "warm_vs_concurrent": warm / concurrent, "warm_requests": runs["warm"]["requests"], "same_rules": same_rules,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python benchmarks/extraction.py",
+               description="extraction throughput against a server with a fixed latency: concurrency C vs 1, warm-cache rerun")
+    p.add_argument("--pairs", type=whole(1), default=32)
+    p.add_argument("--latency", type=number(0), default=0.2, help="seconds each request takes at the mock server")
+    p.add_argument("--concurrency", type=whole(1), default=8)
+    p.add_argument("--data", default=None, help="preference data (default: examples/pairs.jsonl)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
+    args = p.parse_args(argv)
+    report = run_extraction_benchmark(args.data or str(SAMPLE_PAIRS), args.pairs, args.latency, args.concurrency)
+    runs = report["runs"]
+    lines = [f"{name:>10}: {r['seconds']:6.2f} s, {r['requests']} requests, {r['rules']} rules" for name, r in runs.items()]
+    lines += [f"concurrency {report['concurrency']} vs 1: {report['speedup']:.2f}x (ideal {report['ideal_speedup']}x, efficiency {report['efficiency']:.0%}); "
+              f"at most {report['max_requests_in_flight']} requests in flight",
+              f"warm-cache rerun: {report['warm_vs_concurrent']:.3f}x the cold run's time, {report['warm_requests']} requests; same rules in all runs: {report['same_rules']}"]
+    return emit(report, args.json, lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,8 @@
 """Where a GRPO step's time goes, on CPU with the embedded model: generation, reward (rules
 and reward model apart) and the policy update, with and without the verdict cache.
+A developer benchmark (see BENCHMARKS.md):
+
+    python benchmarks/grpo_steps.py --steps 3 --json
 
 Three runs of the same training, same seed, one process:
 - `no_cache`: every verdict computed;
@@ -19,17 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from autorule.bench.verifier import bench_rules
+from autorule.cli.bench import emit
+from autorule.cli.options import Parser, whole
 from autorule.data import load_pairs
+from autorule.examples import SAMPLE_PAIRS
 from autorule.llm import load_llm
 from autorule.train.config import TrainConfig
 from autorule.train.grpo import run_grpo
 from autorule.train.rm import RMConfig, train_reward_model
-from autorule.bench.verifier import bench_rules
 
 MODES = ("no_cache", "cold_cache", "warm_cache")
 
@@ -101,3 +108,29 @@ def run_grpo_benchmark(data_path: str, steps: int = 3, rules: int = 4, batch: in
     report["rules_share_of_step"] = no_cache["reward_rules_s"] / no_cache["step_s"]
     report["warm_cache_rules_speedup"] = no_cache["reward_rules_s"] / max(warm["reward_rules_s"], 1e-9)
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python benchmarks/grpo_steps.py",
+               description="GRPO step breakdown on CPU, embedded model: generation, reward (rules, RM), update; with and without the verdict cache")
+    p.add_argument("--steps", type=whole(1), default=3)
+    p.add_argument("--rules", type=whole(1), default=4)
+    p.add_argument("--batch", type=whole(1), default=4, help="completions per step (= generations per prompt)")
+    p.add_argument("--completion-tokens", type=whole(1), default=32)
+    p.add_argument("--rm", default=None, help="reward model directory (default: one trained for a step from the embedded model)")
+    p.add_argument("--data", default=None, help="prompts / preference data (default: examples/pairs.jsonl)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
+    args = p.parse_args(argv)
+    report = run_grpo_benchmark(args.data or str(SAMPLE_PAIRS), args.steps, args.rules, args.batch, args.completion_tokens, args.rm)
+    lines = []
+    for mode, r in report["modes"].items():
+        m = r["mean"]
+        lines.append(f"{mode:>10}: step {m['step_s']:6.2f} s = generation {m['generation_s']:5.2f} + reward {m['reward_s']:5.2f} "
+                     f"(rules {m['reward_rules_s']:5.2f}, rm {m['reward_rm_s']:5.2f}) + update {m['update_s']:5.2f}; "
+                     f"{r['verifier_checks_computed']} checks computed, {r['verdict_cache_hits']} cache hits")
+    lines.append(f"rules' share of a step without cache: {report['rules_share_of_step']:.0%}; warm cache makes rule scoring {report['warm_cache_rules_speedup']:.0f}x faster")
+    return emit(report, args.json, lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,17 +2,24 @@
 
 Each size runs in a fresh process (peak RSS is per process), on synthetic unit vectors of
 MiniLM's width (384) drawn around as many centres as the merge asks clusters for, so the
-figures are the clustering's own (no embedding, no LLM calls).
+figures are the clustering's own (no embedding, no LLM calls). A developer benchmark (see
+BENCHMARKS.md):
+
+    python benchmarks/merge_scale.py --sizes 2000,10000,100000,300000 --json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import resource
 import subprocess
 import sys
 import time
+
+from autorule.cli.bench import emit
+from autorule.cli.options import Parser
 
 DIM = 384
 
@@ -42,7 +49,7 @@ def _one(n: int, target: int, shrink: float = 3.0) -> dict:
 def run_merge_scale(sizes: list[int], target: int = 25) -> dict:
     rows = []
     for n in sizes:
-        out = subprocess.run([sys.executable, "-m", "autorule.bench.merge_scale", str(n), str(target)], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, "--one", str(n), str(target)], capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     if len(rows) >= 2:  # growth exponents between the two largest sizes
         a, b = rows[-2], rows[-1]
@@ -54,5 +61,22 @@ def run_merge_scale(sizes: list[int], target: int = 25) -> dict:
     return {"rows": rows, **growth}
 
 
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python benchmarks/merge_scale.py", description="the merge stage's clustering at growing candidate pools: time and peak memory")
+    p.add_argument("--sizes", default="2000,10000,100000,300000", help="candidate pool sizes, comma-separated")
+    p.add_argument("--json", action="store_true")
+    # one size in this process, as run_merge_scale starts it (peak RSS is per process): N TARGET
+    p.add_argument("--one", nargs=2, type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(_one(*args.one)))
+        return 0
+    report = run_merge_scale([int(x) for x in args.sizes.split(",")])
+    lines = [f"{r['candidates']:>8} candidates: {r['seconds']:7.2f} s, peak RSS {r['peak_rss_mb']} MB ({r['clusters']} clusters)" for r in report["rows"]]
+    if "time_exponent" in report:
+        lines.append(f"growth between the two largest: time ~ n^{report['time_exponent']}, memory ~ n^{report['memory_exponent']}")
+    return emit(report, args.json, lines)
+
+
 if __name__ == "__main__":
-    print(json.dumps(_one(int(sys.argv[1]), int(sys.argv[2]))))
+    sys.exit(main())

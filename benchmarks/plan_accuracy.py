@@ -1,14 +1,22 @@
 """How close the plan's time is to the run's: the quickstart's stages on the embedded model,
-and hh-rlhf through the mock server (zero latency: autorule's own overhead)."""
+and hh-rlhf through the mock server (zero latency: autorule's own overhead). A developer
+benchmark (see BENCHMARKS.md):
+
+    python benchmarks/plan_accuracy.py --hh ../shared/data/hh-rlhf-harmless-dev.jsonl.gz --json
+"""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from autorule.cache import Cache
+from autorule.cli.bench import emit
+from autorule.cli.options import Parser, whole
 from autorule.data import LoadResult, load_pairs
+from autorule.examples import SAMPLE_PAIRS
 from autorule.extraction.run import ExtractConfig, run_extract
 from autorule.llm import load_llm
 from autorule.plan import plan_checks, plan_extract
@@ -60,3 +68,21 @@ def run_plan_benchmark(sample_path: str, hh_path: str, server_pairs: int = 50) -
         quick = ExtractConfig(seed=0, target_rules=8, reasoning_tokens=128, rules_tokens=96, merge_tokens=96)
         rows += _measure("quickstart (embedded)", llm, llm, sample[:12], sample[12:], quick, work)
     return {"rows": rows, "within_2x": all(0.5 <= r["planned_over_measured"] <= 2.0 for r in rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python benchmarks/plan_accuracy.py",
+               description="the plan's time against the measured time: quickstart stages (embedded) and hh-rlhf via the mock server")
+    p.add_argument("--hh", required=True, metavar="PATH", help="hh-rlhf preference data (e.g. ../shared/data/hh-rlhf-harmless-dev.jsonl.gz)")
+    p.add_argument("--pairs", type=whole(1), default=50, help="hh-rlhf pairs to extract from (and as many to validate on)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    report = run_plan_benchmark(str(SAMPLE_PAIRS), args.hh, args.pairs)
+    lines = [f"{r['run']:>34} {r['command']:>8}: planned {r['planned_s']:7.1f} s, measured {r['measured_s']:7.1f} s, ratio {r['planned_over_measured']:.2f}"
+             for r in report["rows"]]
+    lines.append(f"every plan within 2x of its run: {report['within_2x']}")
+    return emit(report, args.json, lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,6 @@
-"""`autorule bench scale`: how autorule's own work grows with the data.
+"""How autorule's own work grows with the data. A developer benchmark (see BENCHMARKS.md):
+
+    python benchmarks/scale.py --pairs 1000,10000,100000 --candidates 10000,100000,300000 --validate-pairs 1000,10000 --json
 
 Every LLM call goes to the mock OpenAI-compatible server, in a process of its own, at zero
 latency, so the figures are autorule's overhead: reading and writing stage files, prompts,
@@ -17,6 +19,7 @@ with seeded edits to every text, so no two pairs are alike and nothing is dedupl
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import random
@@ -27,8 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from autorule.testing.mock_server import mock_judge
+from autorule.cli.bench import emit
+from autorule.cli.options import Parser
 from autorule.llm.base import LLM, Completion
+from autorule.testing.mock_server import mock_judge
 
 TARGETS = {  # the issue's targets on a 2-core machine
     "extract": "100k pairs through 000-020 with peak RSS under 2 GB",
@@ -49,7 +54,7 @@ def _base_pairs() -> list[dict]:
     from autorule.data import load_pairs
     from autorule.examples import SAMPLE_PAIRS
 
-    hh = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "hh-rlhf-harmless-dev.jsonl.gz"
+    hh = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf-harmless-dev.jsonl.gz"
     data = load_pairs(hh, on_bad_row="skip") if hh.is_file() else load_pairs(SAMPLE_PAIRS)
     return [{"prompt": [m.model_dump() for m in p.prompt], "chosen": p.chosen, "rejected": p.rejected} for p in data]
 
@@ -194,14 +199,14 @@ def run_scale(pairs: list[int], candidates: list[int], validate_pairs: list[int]
     for stage, sizes, reply in plan:
         rows = []
         for n in sizes:
-            cmd = [sys.executable, "-m", "autorule.bench.scale", stage, str(n)]
+            cmd = [sys.executable, __file__, "--measure", stage, str(n)]
             if reply:
                 with mock_server_process(reply) as url:
                     out = subprocess.run([*cmd, url], capture_output=True, text=True)
             else:
                 out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
-                raise RuntimeError(f"bench scale {stage} {n} failed:\n{out.stderr[-3000:]}")
+                raise RuntimeError(f"benchmarks/scale.py {stage} {n} failed:\n{out.stderr[-3000:]}")
             rows.append({"size": n, **json.loads(out.stdout.strip().splitlines()[-1])})
         report["stages"][stage] = {
             "rows": rows,
@@ -211,5 +216,44 @@ def run_scale(pairs: list[int], candidates: list[int], validate_pairs: list[int]
     return report
 
 
+def _sizes(text: str) -> list[int]:
+    """A comma-separated list of sizes, each a whole number >= 1 (empty: none)."""
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected sizes like 1000,10000") from None
+    if any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be at least 1")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python benchmarks/scale.py",
+               description="autorule's own time and memory as pairs and candidate pools grow (mock server, zero latency)")
+    p.add_argument("--pairs", type=_sizes, default=[1000, 10000, 100000], help="pair counts through extraction stages 000-020 (default: 1000,10000,100000)")
+    p.add_argument("--candidates", type=_sizes, default=[10000, 100000, 300000], help="candidate pools for the merge (default: 10000,100000,300000)")
+    p.add_argument("--validate-pairs", type=_sizes, default=[1000, 10000], help="pair counts for validate with 20 rules (default: 1000,10000)")
+    p.add_argument("--json", action="store_true")
+    # one (stage, size) in this process, as run_scale starts it: STAGE N [URL]
+    p.add_argument("--measure", nargs="+", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.measure:
+        stage, n, *url = args.measure
+        print(json.dumps(_one(stage, int(n), url[0] if url else "")))
+        return 0
+    report = run_scale(args.pairs, args.candidates, args.validate_pairs)
+    lines = []
+    for stage, result in report["stages"].items():
+        lines.append(f"{stage} (target: {report['targets'][stage]})")
+        for r in result["rows"]:
+            parts = [f"{r['size']:>8,}: {r['seconds']:8.1f} s, peak RSS {r['peak_rss_mb']:,} MB (before the work {r['rss_before_mb']:,} MB)"]
+            if "stages" in r:
+                parts.append(", ".join(f"{k} {v['seconds']} s / {v['peak_rss_mb']} MB" for k, v in r["stages"].items()))
+            lines.append("; ".join(parts))
+        if result["time_exponent"] is not None:
+            lines.append(f"  growth: time ~ n^{result['time_exponent']}, added memory ~ n^{result['memory_exponent']}")
+    return emit(report, args.json, lines)
+
+
 if __name__ == "__main__":
-    print(json.dumps(_one(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")))
+    sys.exit(main())

@@ -4,7 +4,10 @@ clients on 127.0.0.1, every answer checked against the reward its request should
 The verifier behind the server is the mock OpenAI-compatible server, answering each check
 with the P(Yes) written into the response being judged ("value=0.123456"), so every
 request's expected rule reward is known and unique: a reward delivered to the wrong
-request is caught. Latency is measured per request at the client.
+request is caught. Latency is measured per request at the client. A developer benchmark
+(see BENCHMARKS.md):
+
+    python benchmarks/server_load.py --clients 64 --requests 50 --json
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from autorule.testing.mock_server import mock_server_process
 from autorule.bench.verifier import bench_rules
+from autorule.cli.bench import emit
+from autorule.cli.options import Parser, number, whole
+from autorule.testing.mock_server import mock_server_process
+
 
 def expected_value(client: int, request: int, requests: int, clients: int) -> float:
     return round(0.01 + 0.98 * (client * requests + request) / max(clients * requests - 1, 1), 6)
@@ -36,7 +42,7 @@ def _free_port() -> int:
 def start_reward_server(rules_path: Path, verifier_url: str, token: str, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     """`autorule serve` in its own process; returns it and its URL once /health answers."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "autorule.cli.app", "serve", "--rules", str(rules_path), "--verifier", f"openai:mock@{verifier_url}",
+    cmd = [sys.executable, "-c", "import sys; from autorule.cli import main; sys.exit(main())", "serve", "--rules", str(rules_path), "--verifier", f"openai:mock@{verifier_url}",
            "--no-cache", "--port", str(port), "--token", token, "--concurrency", "64", *extra]
     with log.open("w") as stderr:  # the child keeps its own copy of the handle
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -110,3 +116,28 @@ def run_server_load(clients: int = 64, requests: int = 50, rules: int = 2, verif
         "requests_per_s": answered / wall, "client_errors": sorted({str(r["error"]) for r in results if "error" in r})[:5],
         "server_batches": health["batches"], "mean_batch": health["samples"] / max(health["batches"], 1),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python benchmarks/server_load.py",
+               description="the reward server under load: concurrent clients, latency percentiles, rewards checked")
+    p.add_argument("--clients", type=whole(1), default=64)
+    p.add_argument("--requests", type=whole(1), default=50, help="requests per client, one after another")
+    p.add_argument("--rules", type=whole(1), default=2)
+    p.add_argument("--verifier-latency", type=number(0), default=0.0, help="seconds each verifier check takes at the mock verifier")
+    p.add_argument("--max-batch", type=whole(1), default=64)
+    p.add_argument("--workers", type=whole(1), default=None, help="batches the server scores at once (default: the server's, 1)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
+    args = p.parse_args(argv)
+    report = run_server_load(args.clients, args.requests, args.rules, args.verifier_latency, args.max_batch, args.workers)
+    lines = [f"{report['answered']}/{report['sent']} answered (statuses {', '.join(report['statuses'])}), {report['errors']} errors, "
+             f"{report['mismatched']} rewards not matching their request"]
+    if report["answered"]:
+        lines.append(f"latency p50 {report['p50_ms']:.1f} ms, p99 {report['p99_ms']:.1f} ms, max {report['max_ms']:.1f} ms; "
+                     f"{report['requests_per_s']:.0f} requests/s; mean batch {report['mean_batch']:.1f} samples")
+    emit(report, args.json, lines)
+    return 0 if report["errors"] == 0 and report["mismatched"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,7 +19,8 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" >>"$log" 2
 pip install --upgrade pip
 # the CPU build of torch first, so nothing pulls in the CUDA wheels
 pip install "torch==2.13.0"
-pip install -e ".[test,frameworks]"
+# bench: what `autorule bench verifier-accuracy` needs (IFEval's checkers); its tests run it
+pip install -e ".[test,frameworks,bench]"
 # the trainers whose own loaders the tests drive; --no-deps because their full installs want
 # CUDA (flash-attn, deepspeed, vLLM); the `frameworks` extra has what they need to import
 pip install --no-deps "verl==0.9.1" "openrlhf==0.11.2"

@@ -1,4 +1,6 @@
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +13,23 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HH = SHARED_DATA / "hh-rlhf-harmless-dev.jsonl.gz"
 ALPACA = SHARED_DATA / "alpacaeval-gpt4turbo-annotations-dev.jsonl.gz"
 MT_BENCH_QUESTIONS = SHARED_DATA / "mt-bench-questions.jsonl"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark_env() -> dict[str, str]:
+    """The environment for a child Python process that imports the autorule these tests import, installed or not."""
+    import autorule
+
+    src = str(Path(autorule.__file__).parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+
+
+def run_benchmark(script: str, *args: str) -> tuple[int, dict]:
+    """A developer benchmark, `python benchmarks/SCRIPT.py ARGS --json`, in its own process (they are
+    scripts, not package modules): its exit status and its report, the last line of its stdout."""
+    out = subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--json"], capture_output=True, text=True, env=benchmark_env(), timeout=600)
+    assert out.stdout.strip(), f"benchmarks/{script} printed nothing (exit {out.returncode}):\n{out.stderr[-3000:]}"
+    return out.returncode, json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")

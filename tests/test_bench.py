@@ -1,6 +1,9 @@
 import json
+import subprocess
+import sys
 
 import pytest
+from conftest import BENCHMARKS, benchmark_env, run_benchmark
 
 from autorule.cli.app import main
 
@@ -25,9 +28,9 @@ def last_json(capsys) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_extraction_benchmark_runs_three_ways(capsys):
-    assert main(["bench", "extraction", "--pairs", "4", "--latency", "0.01", "--concurrency", "2", "--json"]) == 0
-    report = last_json(capsys)
+def test_extraction_benchmark_runs_three_ways():
+    status, report = run_benchmark("extraction.py", "--pairs", "4", "--latency", "0.01", "--concurrency", "2")
+    assert status == 0
     assert set(report["runs"]) == {"sequential", "concurrent", "warm"}
     assert report["warm_requests"] == 0 and report["same_rules"] is True  # the warm rerun is served by the cache
     # two requests were in flight at once (the bound, and reached), and the speedup is the timings' ratio
@@ -38,9 +41,9 @@ def test_extraction_benchmark_runs_three_ways(capsys):
 
 
 @pytest.mark.slow
-def test_grpo_breakdown_benchmark_runs(capsys):
-    assert main(["bench", "grpo", "--steps", "1", "--rules", "1", "--batch", "2", "--completion-tokens", "4", "--json"]) == 0
-    report = last_json(capsys)
+def test_grpo_breakdown_benchmark_runs():
+    status, report = run_benchmark("grpo_steps.py", "--steps", "1", "--rules", "1", "--batch", "2", "--completion-tokens", "4")
+    assert status == 0
     assert set(report["modes"]) == {"no_cache", "cold_cache", "warm_cache"}
     for mode in report["modes"].values():
         (step,) = mode["per_step"]
@@ -48,9 +51,9 @@ def test_grpo_breakdown_benchmark_runs(capsys):
     assert report["modes"]["warm_cache"]["verifier_checks_computed"] == 0  # every verdict came from the cache
 
 
-def test_server_benchmark_reports_latency_percentiles(capsys):
-    assert main(["bench", "server", "--clients", "4", "--requests", "3", "--json"]) == 0
-    report = last_json(capsys)
+def test_server_benchmark_reports_latency_percentiles():
+    status, report = run_benchmark("server_load.py", "--clients", "4", "--requests", "3")
+    assert status == 0
     # every request answered 200 with the reward of its own response, none failed
     assert (report["answered"], report["statuses"], report["errors"], report["mismatched"]) == (12, ["200"], 0, 0)
 
@@ -110,3 +113,37 @@ def test_verifier_accuracy_gold_set_labels_and_metrics(tmp_path, shared_data, ca
         if 0 < sum(labels) < len(labels):
             assert (m["balanced_accuracy"], m["auc"]) == (0.5, 0.5)
         assert sum(labels) >= 3 and len(labels) - sum(labels) >= 1, fam  # rare truths are represented
+
+
+DEVELOPER_BENCHMARKS = ("extraction", "grpo_steps", "merge_scale", "plan_accuracy", "scale", "server_load")
+
+
+def test_the_package_carries_no_developer_benchmark():
+    """They are scripts in the repository's benchmarks/, not modules of the wheel; the user-facing ones stay."""
+    import pkgutil
+
+    import autorule
+
+    modules = {m.name for m in pkgutil.walk_packages(autorule.__path__, "autorule.")}
+    assert {"autorule.bench.verifier", "autorule.bench.verifier_accuracy", "autorule.bench.injection", "autorule.testing.mock_server"} <= modules
+    shipped = sorted(modules & {f"autorule.bench.{name}" for name in DEVELOPER_BENCHMARKS})
+    assert not shipped, f"developer benchmarks in the package: {shipped}"
+    for name in DEVELOPER_BENCHMARKS:
+        assert (BENCHMARKS / f"{name}.py").is_file()
+    for command in ("extraction", "grpo", "server", "plan", "merge-scale", "scale"):  # their subcommands went with them
+        with pytest.raises(SystemExit) as exit_:
+            main(["bench", command])
+        assert exit_.value.code == 2
+
+
+def test_verifier_accuracy_names_the_extra_when_its_packages_are_missing(shared_data):
+    """Without lm-eval (the `bench` extra) the command says what to install, and needs its data named (no defaults)."""
+    from conftest import ALPACA, HH
+
+    code = ("import sys; sys.modules['lm_eval'] = None; from autorule.cli import main; "
+            f"sys.exit(main(['bench', 'verifier-accuracy', '--hh', {str(HH)!r}, '--alpaca', {str(ALPACA)!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=benchmark_env(), timeout=300)
+    assert out.returncode == 1 and "pip install 'autorule[bench]'" in out.stderr, out.stderr[-2000:]
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "verifier-accuracy"])
+    assert exit_.value.code == 2

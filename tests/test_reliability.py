@@ -11,13 +11,12 @@ from collections import Counter
 
 import httpx
 import pytest
-from conftest import HH
+from conftest import HH, run_benchmark
 from fake_llm import ScriptedLLM
 from test_integrations import RULES, Served, number_in_response
 
 from autorule.bench.injection import attacked, load_attacks, run_injection_benchmark
 from autorule.testing.mock_server import ScriptedServer, mock_judge
-from autorule.bench.server_load import run_server_load
 from autorule.bench.verifier import bench_rules
 from autorule.cli.app import main
 from autorule.data import Message, load_pairs
@@ -139,7 +138,8 @@ def test_sigkill_between_stages_then_rerun_repeats_no_finished_call(tmp_path, sh
 
 
 def test_reward_server_under_concurrent_load_answers_every_request_with_its_own_reward():
-    report = run_server_load(clients=8, requests=5, rules=2)
+    status, report = run_benchmark("server_load.py", "--clients", "8", "--requests", "5", "--rules", "2")
+    assert status == 0
     assert report["sent"] == report["answered"] == 40
     assert report["errors"] == 0 and report["mismatched"] == 0
     assert report["mean_batch"] > 1  # concurrent requests were scored together

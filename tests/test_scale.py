@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import HH
+from conftest import HH, run_benchmark
 from fake_llm import ScriptedLLM
 
 from autorule.testing.mock_server import ScriptedServer, mock_judge
@@ -97,7 +97,7 @@ def test_score_writes_rows_chunk_by_chunk_with_the_same_values(tmp_path, shared_
     outputs = []
     with ScriptedServer() as server:  # the echo verifier: Yes where the text before the question says yes
         for chunk in (1024, 6):
-            monkeypatch.setattr("autorule.cli.app.SCORE_CHUNK", chunk)
+            monkeypatch.setattr("autorule.api.SCORE_CHUNK", chunk)
             out = tmp_path / f"scores-{chunk}.jsonl"
             assert main(["score", "--rules", str(rules), "--data", str(HH), "--on-bad-row", "skip", "--limit", "9",
                          "--verifier", f"openai:scripted@{server.base_url}", "--no-cache", "--out", str(out), "--json"]) == 0
@@ -161,9 +161,9 @@ def test_embeddings_are_cached_by_content_across_runs(tmp_path):
     assert first.tolist() == [[1, 1], [2, 1], [1, 1]] and again.tolist() == [[2, 1], [1, 1], [3, 1]]
 
 
-def test_bench_scale_small_sizes(capsys):
-    assert main(["bench", "scale", "--pairs", "40", "--candidates", "300", "--validate-pairs", "10", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+def test_bench_scale_small_sizes():
+    status, report = run_benchmark("scale.py", "--pairs", "40", "--candidates", "300", "--validate-pairs", "10")
+    assert status == 0
     extract, merged, validate = (report["stages"][k]["rows"][0] for k in ("extract", "merge", "validate"))
     assert (extract["size"], extract["candidates"]) == (40, 80)  # the mock judge: two rules per pair
     assert merged["size"] == 300 and 1 <= merged["rules"] <= 25

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from autorule.verifier.calibration import Check
 from autorule.data import Message, stream_pairs
+from autorule.errors import AutoruleError
+from autorule.verifier.calibration import Check
 
 IFEVAL = "lm-eval IFEval"
 OURS = "autorule program"
@@ -43,17 +44,44 @@ class Family:
     check: Callable[[str], bool]
 
 
+class MissingExtraError(AutoruleError, ImportError):
+    """A package only this benchmark needs is not installed; the message says how to install it.
+
+    Args:
+        missing: the package's import name.
+
+    Example:
+        >>> raise MissingExtraError("nltk")
+        Traceback (most recent call last):
+        ...
+        autorule.bench.verifier_accuracy.MissingExtraError: the IFEval checkers need lm-eval, langdetect, immutabledict and nltk (nltk is missing): pip install 'autorule[bench]'
+    """
+
+    def __init__(self, missing: str):
+        super().__init__(f"the IFEval checkers need lm-eval, langdetect, immutabledict and nltk ({missing} is missing): pip install 'autorule[bench]'",
+                         name=missing)
+
+
 @functools.cache
 def _ifeval_registry() -> dict:
-    """lm-eval's IFEval instruction registry, imported once, quietly and offline."""
-    import langdetect
-    import nltk
+    """lm-eval's IFEval instruction registry, imported once, quietly and offline.
+
+    Raises:
+        MissingExtraError: lm-eval or what it imports is not installed (the `bench` extra).
+    """
+    try:
+        import langdetect
+        import nltk
+    except ImportError as e:
+        raise MissingExtraError(e.name or str(e)) from e
 
     download = nltk.download
     nltk.download = lambda *a, **k: False  # its import fetches sentence data from the web: never at run time here
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             from lm_eval.tasks.ifeval import instructions_registry
+    except ImportError as e:  # lm-eval itself, or immutabledict, which its checkers import
+        raise MissingExtraError(e.name or str(e)) from e
     finally:
         nltk.download = download
     # it logs an error for replies with no letters (e.g. only dots) and answers False: expected here

@@ -149,7 +149,7 @@ def cmd_verifier_accuracy(args: argparse.Namespace) -> int:
     return emit(report, args.json, lines)
 
 
-def add_bench_parsers(sub) -> None:
+def add_parsers(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)").add_subparsers(dest="bench_command", required=True)
 
     def common(p, data_help: str = "preference data whose chosen conversations are used (default: examples/pairs.jsonl)"):
