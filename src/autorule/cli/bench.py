@@ -19,9 +19,9 @@ out = Console(soft_wrap=True)
 
 def _sample_convs(data_path: str | None, n: int) -> list:
     from autorule.data import load_pairs
-    from autorule.quickstart import SAMPLE_DATA
+    from autorule.examples import SAMPLE_PAIRS
 
-    data = load_pairs(data_path or SAMPLE_DATA, on_bad_row="skip")
+    data = load_pairs(data_path or SAMPLE_PAIRS, on_bad_row="skip")
     convs = [p.conversation("chosen") for p in data.pairs[:n]]
     if len(convs) < n:
         err.print(f"[yellow]note:[/yellow] only {len(convs)} conversations in {data.path}")
@@ -60,7 +60,7 @@ def emit(report: dict, as_json: bool, lines: list[str]) -> int:
 def cmd_verifier(args: argparse.Namespace) -> int:
     from autorule.llm import load_llm
     from autorule.llm.local import LocalLLM
-    from autorule.quickstart import SAMPLE_DATA
+    from autorule.examples import SAMPLE_PAIRS
     from autorule.bench.verifier import run_benchmark
 
     llm = load_llm(args.model)
@@ -73,7 +73,7 @@ def cmd_verifier(args: argparse.Namespace) -> int:
         err.print(f"[red]error:[/red] --modes: unknown {', '.join(unknown)} (choose from autorule, packed, reference)")
         return 2
     report = run_benchmark(llm, _sample_convs(args.data, args.conversations), args.rules, modes)
-    report["data"] = str(args.data or SAMPLE_DATA)
+    report["data"] = str(args.data or SAMPLE_PAIRS)
     lines = [f"{mode:>16}: {report['checks_per_s'][mode]:8.2f} checks/s  {report['tokens_per_check'][mode]:8.1f} tokens/check  "
              f"{report['achieved_flops'][mode] / 1e9:7.2f} GFLOP/s ({report['achieved_flops'][mode] / report['matmul_peak_flops']:.1%} of matmul peak)"
              for mode in modes]
