@@ -1,9 +1,9 @@
 """`autorule bench verifier-accuracy`: how often a verifier judges rules correctly, on rules
 whose truth a program decides.
 
-The gold set: real replies from the shared hh-rlhf and AlpacaEval files (a seeded sample),
-a few of them rewritten (all capitals, all lowercase, wrapped in quotes, commas taken out)
-so that rare properties have positives too; every reply is checked against every rule
+The gold set: real replies from the hh-rlhf and AlpacaEval files named by `--hh` and
+`--alpaca` (a seeded sample), a few of them rewritten (all capitals, all lowercase, wrapped
+in quotes, commas taken out) so that rare properties have positives too; every reply is checked against every rule
 below. Each label comes from a program: lm-eval's IFEval instruction checkers where they
 cover the rule (code nobody here wrote), else a short rule of ours, named in the output.
 """
