@@ -15,7 +15,7 @@ from fake_llm import ScriptedLLM
 from autorule.cli.app import main
 from autorule.integrations import verl
 from autorule.integrations.openrlhf import create_app
-from autorule.integrations.trl import make_async_rule_reward, make_rule_reward
+from autorule.integrations.trl import AsyncRuleReward, RuleReward
 from autorule.reward import RewardScorer
 from autorule.rules import Rule, RuleSet, rule_id
 
@@ -42,7 +42,7 @@ def test_trl_reward_inside_a_real_grpo_step(embedded, tmp_path):
                       num_key_value_heads=1, max_position_embeddings=512, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     policy = LlamaForCausalLM(cfg)
-    reward = make_rule_reward(RewardScorer(RULES, embedded))
+    reward = RuleReward(scorer=RewardScorer(RULES, embedded), reward="rule")
     seen = {}
 
     def spy(prompts, completions, **kwargs):
@@ -66,7 +66,7 @@ def test_trl_reward_inside_a_real_grpo_step(embedded, tmp_path):
 
 
 def test_trl_reward_handles_text_and_conversational_shapes():
-    reward = make_rule_reward(RewardScorer(RULES, ScriptedLLM(number_in_response)))
+    reward = RuleReward(scorer=RewardScorer(RULES, ScriptedLLM(number_in_response)), reward="rule")
     metrics = {}
     text = reward(prompts=["Q1", "Q2"], completions=["score 0.9 yes", "score 0.2"], log_metric=metrics.__setitem__)
     chat = reward(prompts=[[{"role": "user", "content": "Q1"}]] * 2, completions=[[{"role": "assistant", "content": "score 0.9"}], [{"role": "assistant", "content": "score 0.2"}]])
@@ -79,11 +79,11 @@ def test_trl_async_variant_and_paper_composition():
     import asyncio
 
     scorer = RewardScorer(RULES, ScriptedLLM(number_in_response), "paper")
-    async_reward = make_async_rule_reward(scorer)
+    async_reward = AsyncRuleReward(scorer=scorer, reward="rule")
     assert inspect.iscoroutinefunction(async_reward.__call__)  # how TRL (is_async_callable) tells an async reward class
     got = asyncio.run(async_reward(prompts=["Q"] * 2, completions=["score 0.9", "score 0.2"]))
     assert got == pytest.approx([10 * (1.0 - 0.75), 10 * (0.0 - 0.75)])  # hard verdicts in the paper preset
-    full = make_rule_reward(scorer, include_rm=True)(prompts=["Q"], completions=["score 0.9"])
+    full = RuleReward(scorer=scorer, reward="total")(prompts=["Q"], completions=["score 0.9"])
     assert full == pytest.approx([2.5])
 
 

@@ -19,7 +19,7 @@ from autorule.data import LoadResult, load_pairs
 from autorule.extraction.run import ExtractConfig, print_summary, run_extract
 from autorule.llm import load_llm
 from autorule.reporting import build_report
-from autorule.reward import RewardScorer
+from autorule.reward import build_scorer
 from autorule.train.config import TrainConfig
 from autorule.train.grpo import run_grpo
 from autorule.train.rm import RMConfig, train_reward_model
@@ -45,7 +45,7 @@ def run_quickstart(out: Path, cache: Cache | None) -> int:
     extraction = run_extract(train, llm, llm, out / "extract", config, progress=True)
     print_summary(extraction.run_dir, extraction.summary, console)
 
-    scorer = RewardScorer(extraction.rules, llm)
+    scorer = build_scorer(extraction.rules, llm)
     rules_path = out / "extract" / "rules.yaml"
     result = run_validation(extraction.rules, rules_path, held_out, scorer, warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
     result.write_stats(extraction.rules, rules_path, str(SAMPLE_DATA))

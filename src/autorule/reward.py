@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -253,6 +254,53 @@ class Scores:
         return self.verdicts.unparsed_per_response()
 
 
+@dataclass(frozen=True)
+class SampleReward:
+    """One response's reward and what was cut, refused or unreadable: what every trainer adapter
+    maps to its trainer's own shape (TRL: a float or None; verl: a dict; OpenRLHF: lists).
+
+    Args:
+        score: the reward an adapter returns (the total, or the rule term alone: see
+            `RewardScorer.values`); NaN when there is none (refused by the verifier's
+            server, or malformed).
+        rule_reward: the rule reward (fraction satisfied); NaN when there is none.
+        unparsed_checks: rule checks with no readable verdict (left out of `rule_reward`).
+        error: why the verifier's server refused the response; None when it was judged.
+        reasoning_chars_stripped: characters of reasoning cut before judging.
+        empty_response: nothing was left to judge (not sent to the verifier).
+        rm_reward: the reward model's score; None without one.
+        malformed: the sample's messages could not be read (not judged).
+
+    Example:
+        >>> SampleReward.unreadable().malformed, SampleReward.unreadable().value, SampleReward(0.5, 0.5).value
+        (True, None, 0.5)
+    """
+
+    score: float
+    rule_reward: float
+    unparsed_checks: int = 0
+    error: str | None = None
+    reasoning_chars_stripped: int = 0
+    empty_response: bool = False
+    rm_reward: float | None = None
+    malformed: bool = False
+
+    @property
+    def value(self) -> float | None:
+        """`score`, or None where there is none (refused, malformed): what TRL takes, and leaves a None out."""
+        return None if math.isnan(self.score) else self.score
+
+    @property
+    def refused(self) -> bool:
+        """The verifier's server refused the response: it has no reward."""
+        return self.error is not None
+
+    @classmethod
+    def unreadable(cls) -> SampleReward:
+        """The result of a sample whose messages could not be read: no reward, `malformed`."""
+        return cls(score=float("nan"), rule_reward=float("nan"), malformed=True)
+
+
 class RewardScorer:
     """Verifier + optional reward model + preset: conversations in, rewards out.
 
@@ -307,6 +355,28 @@ class RewardScorer:
         """
         return scores.total if check_reward_kind(kind) == "total" else self.preset.rule_term(scores.rule)
 
+    def samples(self, scores: Scores, kind: str = "total") -> list[SampleReward]:
+        """`scores` per response, the reward being `values(scores, kind)`.
+
+        Args:
+            scores: what `score` returned.
+            kind: "total" or "rule" (see `check_reward_kind`).
+
+        Example:
+            >>> from autorule.testing.fake_llm import FakeLLM
+            >>> scorer = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.8))
+            >>> scorer.samples(scorer.score(["<think>Hm.</think>Hi"]))
+            [SampleReward(score=0.8, rule_reward=0.8, unparsed_checks=0, error=None, reasoning_chars_stripped=18, empty_response=False, rm_reward=None, malformed=False)]
+        """
+        values = self.values(scores, kind)
+        unparsed = scores.unparsed_per_response()
+        return [
+            SampleReward(score=float(values[i]), rule_reward=float(scores.rule[i]), unparsed_checks=int(unparsed[i]), error=scores.errors.get(i),
+                         reasoning_chars_stripped=int(scores.reasoning_chars[i]), empty_response=bool(scores.empty[i]),
+                         rm_reward=None if scores.rm is None else float(scores.rm[i]))
+            for i in range(len(values))
+        ]
+
     def score(self, conversations: list, desc: str | None = None, on_item: Callable[[], None] | None = None) -> Scores:
         """Rewards for conversations that end with the response to reward.
 
@@ -359,3 +429,38 @@ class RewardScorer:
                 applies[judged] = part.p_applies
             errors = {judged[i]: why for i, why in part.errors.items()}
         return Verdicts([r.id for r in self.rules.rules], p, applies, self.verifier.threshold, errors)
+
+
+def build_scorer(rules: RuleSet | str | Path, verifier="embedded", preset: RewardPreset | str = "default", *,
+                 rm: RewardModel | str | Path | None = None, cache=None, llm_options: dict | None = None, **scorer_options) -> RewardScorer:
+    """A `RewardScorer` from settings: how every adapter (TRL, verl, the reward server, `autorule
+    score`, training, the quickstart) makes one.
+
+    Args:
+        rules: a RuleSet or the path of a rules file.
+        verifier: a model spec (`autorule.llm.specs`) or an LLM object (used as it is).
+        preset: a preset name ("default", "ternary", "paper") or a `RewardPreset`.
+        rm: a `RewardModel`, or the path of one; None or "": none.
+        cache: the verdict cache for a verifier loaded from its spec (as for `load_llm`).
+        llm_options: backend options for a verifier loaded from its spec (as for `load_llm`).
+        **scorer_options: `RewardScorer` options (``judge_reasoning``, ``empty_rule_reward``)
+            and `Verifier` options (``threshold``, ``max_input_tokens``, ``max_unparsed``).
+
+    Raises:
+        RulesFileError: a rules file that cannot be read.
+        LLMError: a verifier spec that cannot be loaded (`SpecError`: not a spec).
+        ValueError: an unknown preset, a reward model that cannot be loaded, a bad option.
+
+    Example:
+        >>> from autorule.testing.fake_llm import FakeLLM
+        >>> scorer = build_scorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.6), "paper", threshold=0.7)
+        >>> scorer.preset.name, scorer.verifier.threshold, scorer.score(["Hi"]).total.tolist()
+        ('paper', 0.7, [-7.5])
+    """
+    from autorule.llm import load_llm
+
+    ruleset = rules if isinstance(rules, RuleSet) else RuleSet.load(rules)
+    llm = load_llm(verifier, cache=cache, **(llm_options or {})) if isinstance(verifier, str) else verifier
+    if isinstance(rm, (str, Path)):
+        rm = RewardModel(str(rm)) if str(rm) else None
+    return RewardScorer(ruleset, llm, preset, rm=rm, **scorer_options)

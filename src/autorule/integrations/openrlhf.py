@@ -15,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import time
 from collections import Counter
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,8 +25,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from autorule.data import Message
+from autorule.integrations.batching import RequestBatcher
 from autorule.integrations.templates import ReadQuery, TemplateReader
-from autorule.reward import RewardScorer, check_reward_kind
+from autorule.reward import RewardScorer, SampleReward, check_reward_kind
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +36,6 @@ class RewardRequest(BaseModel):
     query: list[str] = Field(..., max_length=4096)
     prompts: list[str] | None = None
     labels: list[Any] | None = None
-
-
-@dataclass
-class _Job:
-    conversations: list[list[Message]]
-    future: asyncio.Future
-    enqueued: float = field(default_factory=time.monotonic)
 
 
 # the policy's chat template, read back (templates.py): OpenRLHF applies it to the prompt, and its
@@ -161,55 +153,23 @@ def create_app(
     """
     check_reward_kind(reward)
     reader = TemplateReader(load_policy_tokenizer(policy_tokenizer)) if policy_tokenizer is not None else _READER
-    state: dict[str, Any] = {"queue": None, "workers": [], "batches": 0, "samples": 0, "unparsed_checks": 0, "refused": 0, "unknown_template": 0,
-                             "refusal_reasons": Counter()}
+    state: dict[str, Any] = {"unparsed_checks": 0, "refused": 0, "unknown_template": 0, "refusal_reasons": Counter()}
 
-    async def worker() -> None:
-        queue: asyncio.Queue = state["queue"]
-        while True:
-            jobs = [await queue.get()]
-            deadline = time.monotonic() + max_wait_ms / 1000
-            size = len(jobs[0].conversations)
-            while size < max_batch:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
-                jobs.append(job)
-                size += len(job.conversations)
-            convs = [c for j in jobs for c in j.conversations]
-            try:
-                scores = await asyncio.to_thread(scorer.score, convs)
-            except Exception as e:  # every waiting request learns of it; the worker lives on
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(e)
-                continue
-            state["batches"] += 1
-            state["samples"] += len(convs)
-            state["unparsed_checks"] += scores.verdicts.unparsed
-            state["refused"] += len(scores.errors)
-            if scores.errors:  # they get reward 0: say so, with the reason, never a silent 0
-                state["refusal_reasons"].update(scores.errors.values())
-                log.warning("%d of %d samples failed and get reward 0 with refused=1 in extra_logs; first reason: %s",
-                            len(scores.errors), len(convs), next(iter(scores.errors.values())))
-            start = 0
-            for j in jobs:
-                n = len(j.conversations)
-                if not j.future.done():
-                    j.future.set_result((scores, start, start + n))
-                start += n
+    def score_batch(conversations: list[list[Message]]) -> list[SampleReward]:
+        scores = scorer.score(conversations)
+        if scores.errors:  # they get reward 0: say so, with the reason, never a silent 0
+            log.warning("%d of %d samples failed and get reward 0 with refused=1 in extra_logs; first reason: %s",
+                        len(scores.errors), len(conversations), next(iter(scores.errors.values())))
+        return scorer.samples(scores, reward)
+
+    batcher: RequestBatcher[list[Message], SampleReward] = RequestBatcher(score_batch, max_wait_ms=max_wait_ms, max_batch=max_batch,
+                                                                            max_queue=max_queue, workers=workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["queue"] = asyncio.Queue(maxsize=max_queue)
-        state["workers"] = [asyncio.create_task(worker()) for _ in range(workers)]
+        batcher.start()
         yield
-        for task in state["workers"]:
-            task.cancel()
+        batcher.stop()
 
     app = FastAPI(title="autorule reward server", lifespan=lifespan)
 
@@ -226,7 +186,6 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
-        queue = state["queue"]
         return {
             "status": "ok",
             "rules": len(scorer.rules),
@@ -234,9 +193,9 @@ def create_app(
             "preset": scorer.preset.name,
             "reward": reward,
             "workers": workers,
-            "queued": queue.qsize() if queue else 0,
-            "batches": state["batches"],
-            "samples": state["samples"],
+            "queued": batcher.queued,
+            "batches": batcher.batches,
+            "samples": batcher.samples,
             "unparsed_checks": state["unparsed_checks"],
             "refused": state["refused"],
             "unknown_template": state["unknown_template"],
@@ -252,31 +211,47 @@ def create_app(
         prompts = body.prompts or [None] * len(body.query)
         read = [reader.read(q, p) for q, p in zip(body.query, prompts)]
         _note_unknown(read, state)
-        job = _Job([r.messages for r in read], asyncio.get_running_loop().create_future())
         try:
-            state["queue"].put_nowait(job)
+            samples = await batcher.submit([r.messages for r in read])
         except asyncio.QueueFull:
             raise HTTPException(503, "reward server is at capacity; retry later", headers={"Retry-After": "1"}) from None
-        try:
-            scores, start, end = await job.future
         except Exception as e:
             raise HTTPException(503, f"scoring failed: {type(e).__name__}: {e}") from None
-        # a response the verifier's server refused has no reward; OpenRLHF needs a number: 0,
-        # flagged in extra_logs["refused"]
-        total = np.nan_to_num(scorer.values(scores, reward)[start:end]).tolist()
-        extra = {
-            "rule_reward": np.nan_to_num(scores.rule[start:end]).tolist(),
-            "unparsed_checks": [float(n) for n in scores.unparsed_per_response()[start:end]],
-            "refused": [float(i in scores.errors) for i in range(start, end)],
-            "reasoning_chars_stripped": [float(n) for n in scores.reasoning_chars[start:end]],
-            "empty_response": [float(e) for e in scores.empty[start:end]],
-            "unknown_template": [float(r.template is None) for r in read],
-            "text_after_end_chars": [float(r.chars_after_end) for r in read],
-        }
-        if scores.rm is not None:
-            extra["rm_reward"] = [float(x) for x in scores.rm[start:end]]
-        return {"rewards": total, "scores": total, "extra_logs": extra}
+        state["unparsed_checks"] += sum(s.unparsed_checks for s in samples)
+        state["refused"] += sum(s.refused for s in samples)
+        state["refusal_reasons"].update(s.error for s in samples if s.error is not None)
+        return openrlhf_response(samples, read)
 
     app.post("/")(get_reward)
     app.post("/get_reward")(get_reward)
     return app
+
+
+def openrlhf_response(samples: list[SampleReward], read: list[ReadQuery]) -> dict:
+    """One request's rewards as OpenRLHF takes them: `rewards` and `scores` numbers, the rest in `extra_logs`.
+
+    A response the verifier's server refused has no reward; OpenRLHF needs a number: 0,
+    flagged in ``extra_logs["refused"]``.
+
+    Args:
+        samples: the request's `SampleReward`s, in order.
+        read: its queries as read back (`TemplateReader`), in the same order.
+
+    Example:
+        >>> from autorule.reward import SampleReward
+        >>> openrlhf_response([SampleReward(0.75, 0.75)], [_READER.read("Q A", "Q ")])["extra_logs"]["refused"]
+        [0.0]
+    """
+    total = [float(np.nan_to_num(s.score)) for s in samples]
+    extra = {
+        "rule_reward": [float(np.nan_to_num(s.rule_reward)) for s in samples],
+        "unparsed_checks": [float(s.unparsed_checks) for s in samples],
+        "refused": [float(s.refused) for s in samples],
+        "reasoning_chars_stripped": [float(s.reasoning_chars_stripped) for s in samples],
+        "empty_response": [float(s.empty_response) for s in samples],
+        "unknown_template": [float(r.template is None) for r in read],
+        "text_after_end_chars": [float(r.chars_after_end) for r in read],
+    }
+    if any(s.rm_reward is not None for s in samples):
+        extra["rm_reward"] = [float(s.rm_reward) for s in samples]  # type: ignore[arg-type]
+    return {"rewards": total, "scores": total, "extra_logs": extra}

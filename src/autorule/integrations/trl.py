@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from autorule.errors import AutoruleError
 from autorule.integrations.conversation import conversation
 from autorule.data.messages import MessageError
 from autorule.llm.specs import spec_kind
-from autorule.reward import RewardPreset, RewardScorer, Scores, check_reward_kind
+from autorule.reward import RewardPreset, RewardScorer, Scores, build_scorer, check_reward_kind
 from autorule.rules import RuleSet
 
 log = logging.getLogger(__name__)
@@ -156,13 +155,7 @@ class RuleReward:
     def scorer(self) -> RewardScorer:
         """The RewardScorer behind the reward, built on first use in each process."""
         if self._scorer is None:
-            from autorule.llm import load_llm
-            from autorule.reward import RewardModel
-
-            llm = self.verifier
-            if isinstance(llm, str):
-                llm = load_llm(llm, cache=self.cache, **self.llm_options)
-            self._scorer = RewardScorer(self.rules, llm, self.preset, rm=RewardModel(self.rm) if self.rm else None,
+            self._scorer = build_scorer(self.rules, self.verifier, self.preset, rm=self.rm, cache=self.cache, llm_options=self.llm_options,
                                         judge_reasoning=self.judge_reasoning, empty_rule_reward=self.empty_rule_reward)
         return self._scorer
 
@@ -178,8 +171,8 @@ class RuleReward:
             log_metric(f"{self.__name__}/logprobs_refused", float(scorer.verifier.llm.stats.get("logprobs_refused", 0)))
         self._watch_failures(scores, len(ok))
         rewards: list[float | None] = [None] * len(convs)
-        for i, x in zip(ok, scorer.values(scores, self.reward)):
-            rewards[i] = None if math.isnan(x) else float(x)
+        for i, sample in zip(ok, scorer.samples(scores, self.reward)):
+            rewards[i] = sample.value  # None when refused: TRL leaves it out
         return rewards
 
     def _conversation(self, i: int, prompt: Any, completion: Any) -> list | None:
@@ -226,35 +219,3 @@ class AsyncRuleReward(RuleReward):
     async def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:  # type: ignore[override]
         return await asyncio.to_thread(RuleReward.__call__, self, prompts, completions, **kwargs)
 
-
-def make_rule_reward(scorer: RewardScorer, *, include_rm: bool = False, name: str = "rule_reward") -> RuleReward:
-    """A `RuleReward` for an existing scorer (the earlier API; kept for compatibility).
-
-    Args:
-        scorer: the RewardScorer to use.
-        include_rm: True returns the scorer's total (reward="total"); False the rule term.
-        name: the name TRL logs the reward under.
-
-    Example:
-        >>> from autorule.testing.fake_llm import FakeLLM
-        >>> scorer = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.5), "paper")
-        >>> make_rule_reward(scorer)(prompts=["Q"], completions=["A"])  # the rule term, 10 x (1 - 0.75): P(Yes) 0.5 counts as a pass
-        [2.5]
-    """
-    return RuleReward(scorer=scorer, reward="total" if include_rm else "rule", name=name)
-
-
-def make_async_rule_reward(scorer: RewardScorer, *, include_rm: bool = False, name: str = "rule_reward") -> AsyncRuleReward:
-    """`make_rule_reward` as a coroutine function.
-
-    Args:
-        scorer, include_rm, name: as for `make_rule_reward`.
-
-    Example:
-        >>> import asyncio
-        >>> from autorule.testing.fake_llm import FakeLLM
-        >>> scorer = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.25))
-        >>> asyncio.run(make_async_rule_reward(scorer)(prompts=["Q"], completions=["A"]))
-        [0.25]
-    """
-    return AsyncRuleReward(scorer=scorer, reward="total" if include_rm else "rule", name=name)

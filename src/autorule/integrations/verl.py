@@ -40,7 +40,6 @@ clipped per the preset); with no RM in autorule that is the rule term.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -49,9 +48,10 @@ from typing import Any
 import numpy as np
 
 from autorule.data import Message
-from autorule.integrations.conversation import to_messages
 from autorule.data.messages import MessageError
-from autorule.reward import RewardScorer, Scores, check_reward_kind
+from autorule.integrations.batching import RequestBatcher
+from autorule.integrations.conversation import to_messages
+from autorule.reward import RewardScorer, SampleReward, Scores, build_scorer, check_reward_kind
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,7 @@ def load_scorer(options: dict | None = None) -> RewardScorer:
            float(_setting(options, "empty_rule_reward", "0")))
     with _SCORERS_LOCK:  # verl's reward loop calls from many threads at once
         if key not in _SCORERS:
-            from autorule.llm import load_llm
-            from autorule.reward import RewardModel
-            from autorule.rules import RuleSet
-
-            llm = load_llm(key[1], cache=not key[3])
-            _SCORERS[key] = RewardScorer(RuleSet.load(rules), llm, key[2], rm=RewardModel(key[4]) if key[4] else None,
-                                         judge_reasoning=key[5], empty_rule_reward=key[6])
+            _SCORERS[key] = build_scorer(rules, key[1], key[2], rm=key[4], cache=not key[3], judge_reasoning=key[5], empty_rule_reward=key[6])
         return _SCORERS[key]
 
 
@@ -123,17 +117,27 @@ def sample_results(scores: Scores, scorer: RewardScorer, kind: str) -> list[dict
         >>> sample_results(scorer.score(["Hi!"]), scorer, "total")
         [{'score': 0.8, 'rule_reward': 0.8, 'unparsed_checks': 0.0, 'refused': 0.0, 'reasoning_chars_stripped': 0.0, 'empty_response': 0.0, 'malformed': 0.0}]
     """
-    values = scorer.values(scores, kind)
-    unparsed = scores.unparsed_per_response()
+    samples = scorer.samples(scores, kind)
     if scores.errors:
         log.warning("autorule: %d of %d samples failed and score 0 with refused=1 (no judged reward); first reason: %s",
-                    len(scores.errors), len(values), next(iter(scores.errors.values())))
-    return [
-        {"score": float(np.nan_to_num(values[i])), "rule_reward": float(np.nan_to_num(scores.rule[i])),
-         "unparsed_checks": float(unparsed[i]), "refused": float(i in scores.errors),
-         "reasoning_chars_stripped": float(scores.reasoning_chars[i]), "empty_response": float(scores.empty[i]), "malformed": 0.0}
-        for i in range(len(values))
-    ]
+                    len(scores.errors), len(samples), next(iter(scores.errors.values())))
+    return [verl_result(s) for s in samples]
+
+
+def verl_result(sample: SampleReward) -> dict:
+    """A sample's reward as verl takes it: `score` a number (0 where there is none), the rest logged.
+
+    Args:
+        sample: the sample's `SampleReward`.
+
+    Example:
+        >>> verl_result(SampleReward(score=float("nan"), rule_reward=float("nan"), error="400 Bad Request"))["refused"]
+        1.0
+    """
+    return {"score": float(np.nan_to_num(sample.score)), "rule_reward": float(np.nan_to_num(sample.rule_reward)),
+            "unparsed_checks": float(sample.unparsed_checks), "refused": float(sample.refused),
+            "reasoning_chars_stripped": float(sample.reasoning_chars_stripped), "empty_response": float(sample.empty_response),
+            "malformed": float(sample.malformed)}
 
 
 def malformed_result() -> dict:
@@ -143,8 +147,7 @@ def malformed_result() -> dict:
         >>> malformed_result()["malformed"], malformed_result()["score"]
         (1.0, 0.0)
     """
-    return {"score": 0.0, "rule_reward": 0.0, "unparsed_checks": 0.0, "refused": 0.0,
-            "reasoning_chars_stripped": 0.0, "empty_response": 0.0, "malformed": 1.0}
+    return verl_result(SampleReward.unreadable())
 
 
 def _score_samples(scorer: RewardScorer, convs: list, kind: str) -> list[dict]:
@@ -239,9 +242,6 @@ def compute_score(
     return _score_samples(scorer, [_sample(info, text) for text, info in zip(solution_strs, extra_infos)], kind)
 
 
-compute_score_single = compute_score  # the name earlier versions documented
-
-
 try:  # verl is an optional dependency: without it the manager below still imports (for docs and tests)
     from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase as _Base
 except Exception:  # noqa: BLE001 - any import failure means "no usable verl"
@@ -267,6 +267,7 @@ class AutoRuleRewardManager(_Base):
         max_wait_ms: how long the first call waits for others to join its batch.
 
     Example:
+        >>> import asyncio
         >>> from autorule import RuleSet, RewardScorer
         >>> from autorule.testing.fake_llm import FakeLLM
         >>> scorer = RewardScorer(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.25))
@@ -290,9 +291,7 @@ class AutoRuleRewardManager(_Base):
         self.options = options or {}
         self.kind = _reward_kind(self.options)
         self.scorer = scorer
-        self.max_wait = max_wait_ms / 1000
-        self._pending: list[tuple[list[Message], asyncio.Future]] = []
-        self._flush: asyncio.Task | None = None
+        self._batcher: RequestBatcher[list[Message], dict] = RequestBatcher(self._score_batch, max_wait_ms=max_wait_ms)
 
     def _decode(self, data) -> list[Message]:
         item = data[-1]  # multi-sequence outputs: the last sequence, as verl's own managers do
@@ -320,29 +319,11 @@ class AutoRuleRewardManager(_Base):
 
     async def score_conversations(self, conversations: list[list[Message]]) -> list[dict]:
         """Score conversations, batched with every other call made within `max_wait_ms`."""
-        loop = asyncio.get_running_loop()
-        futures = []
-        for conv in conversations:
-            future = loop.create_future()
-            self._pending.append((conv, future))
-            futures.append(future)
-        if self._flush is None:
-            self._flush = loop.create_task(self._score_pending())
-        return list(await asyncio.gather(*futures))
+        return await self._batcher.submit(conversations)
 
-    async def _score_pending(self) -> None:
-        await asyncio.sleep(self.max_wait)
-        batch, self._pending, self._flush = self._pending, [], None
-        try:
-            scorer = self.scorer or load_scorer(self.options)
-            scores = await asyncio.get_running_loop().run_in_executor(None, scorer.score, [c for c, _ in batch])
-            results = sample_results(scores, scorer, self.kind)
-        except Exception as e:  # every waiting sample learns of it
-            for _, future in batch:
-                future.set_exception(e)
-            return
-        for (_, future), result in zip(batch, results):
-            future.set_result(result)
+    def _score_batch(self, conversations: list[list[Message]]) -> list[dict]:
+        scorer = self.scorer or load_scorer(self.options)
+        return sample_results(scorer.score(conversations), scorer, self.kind)
 
 
 try:  # so that `reward.reward_manager.name=autorule` works in processes that imported this module

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from autorule import reward
 from autorule.cache import DEFAULT_CACHE_PATH, Cache
 from autorule.data import DataError, first_record, iter_rows, load_pairs
 from autorule.integrations.conversation import conversation, to_messages
-from autorule.llm import load_llm
 from autorule.llm.local import local_model_path
 from autorule.llm.specs import parse_spec
-from autorule.reward import RewardModel, RewardScorer, get_preset
-from autorule.rules import RuleSet
+from autorule.reward import RewardScorer, get_preset
 from autorule.train.config import ConfigError, TrainConfig
 from autorule.train.monitor import RewardMonitor, console
 
@@ -48,11 +47,11 @@ def load_prompts(path: str, fmt: str = "auto", limit: int | None = None) -> list
 
 
 def build_scorer(config: TrainConfig) -> RewardScorer:
-    cache = None if config.no_cache else Cache(config.cache or DEFAULT_CACHE_PATH)
-    llm = load_llm(config.verifier, cache=cache, **parse_spec(config.verifier).options(concurrency=config.verifier_concurrency))
+    """The training run's reward: its rules, verifier, preset (with the config's overrides) and RM."""
     preset = get_preset(config.preset, rule_scale=config.rule_scale, length_penalty=config.length_penalty)
-    rm = RewardModel(config.rm) if config.rm else None
-    return RewardScorer(RuleSet.load(config.rules), llm, preset, rm=rm)
+    cache = None if config.no_cache else Cache(config.cache or DEFAULT_CACHE_PATH)
+    return reward.build_scorer(config.rules, config.verifier, preset, rm=config.rm, cache=cache,
+                               llm_options=parse_spec(config.verifier).options(concurrency=config.verifier_concurrency))
 
 
 # settings a resumed run may change: how long and how often, not what is trained
@@ -117,7 +116,7 @@ def run_grpo(config: TrainConfig, scorer: RewardScorer | None = None) -> dict:
         if log_metric is not None:  # checks left out of the reward, and responses with none
             log_metric("rule_reward/unparsed_checks", float(scores.verdicts.unparsed))
             log_metric("rule_reward/refused", float(len(scores.errors)))
-        return [None if np.isnan(x) else float(x) for x in scores.total]  # refused by the verifier's server: no reward
+        return [s.value for s in scorer.samples(scores)]  # refused by the verifier's server: no reward (None)
 
     policy_path = local_model_path(config.policy)
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
