@@ -7,6 +7,9 @@ value exits with status 2 and a message naming the flag, the value and what is a
 from __future__ import annotations
 
 import argparse
+import json
+
+from rich.console import Console
 
 
 def whole(low: int, high: int | None = None):
@@ -128,3 +131,168 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- shared option groups and helpers
+
+# errors and progress go to stderr; stdout stays machine-readable with --json
+err = Console(stderr=True)
+out = Console()
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    from autorule.data import FORMATS
+
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="input format (default: detect)")
+    p.add_argument("--on-bad-row", default="error", choices=["error", "skip"], help="stop at the first bad row (default) or skip and count bad rows")
+    p.add_argument("--prompt-column", default="prompt", help="column holding the prompt (pairs format)")
+    p.add_argument("--chosen-column", default="chosen", help="column holding the chosen reply")
+    p.add_argument("--rejected-column", default="rejected", help="column holding the rejected reply")
+    p.add_argument("--answer-a-column", default=None, help="two answers and a label (--format ab): the first answer's column (default: found from names and values)")
+    p.add_argument("--answer-b-column", default=None, help="two answers and a label: the second answer's column")
+    p.add_argument("--label-column", default=None,
+                   help="the column that says which answer won (or one-hot columns A,B[,TIE]); e.g. safer_response_id for PKU-SafeRLHF; "
+                        "'none': a pairs file's label-like column is not a preference label")
+    p.add_argument("--label-meaning", type=label_meaning, default=None, metavar="MEANING",
+                   help="what the label's values say: ab (A/B names), index0 (0 = first answer), index1 (1 = first answer), "
+                        "sign (negative = first answer, 0 = tie), reverse-sign, onehot, or a map such as 0=b,1=a,2=tie "
+                        "(default: the named layout's; a column of only 0 and 1 must be told)")
+    p.add_argument("--ranked-pairs", default="best-vs-rest", choices=["best-vs-rest", "adjacent", "all"],
+                   help="pairs from ranked answers (Nectar): the best against each other (default), each against the next, or all")
+    p.add_argument("--tie-threshold", type=number(0, 0.5), default=0.1, help="AlpacaEval: skip pairs with |preference - 1.5| below this")
+    p.add_argument("--split", default="train", help="split, for Hugging Face dataset names")
+    p.add_argument("--limit", type=whole(1), default=None, help="stop after this many pairs")
+
+
+def label_meaning(text: str) -> str:
+    from autorule.data.labels import LabelError, parse_label_meaning
+
+    try:
+        parse_label_meaning(text)
+    except LabelError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def add_cache_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", default=None, help="SQLite cache file (default: ~/.cache/autorule/cache.sqlite or $AUTORULE_CACHE)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the LLM cache")
+
+
+def load_data(args: argparse.Namespace, lazy: bool = True):
+    """The command's pairs: read lazily (a `PairStream`, so a command never holds a whole
+    file), or with `lazy=False` loaded (a `LoadResult`)."""
+    from autorule.data import Columns, load_pairs, stream_pairs
+
+    return (stream_pairs if lazy else load_pairs)(
+        args.data,
+        args.format,
+        columns=Columns(args.prompt_column, args.chosen_column, args.rejected_column, answer_a=args.answer_a_column, answer_b=args.answer_b_column,
+                        label=args.label_column, label_meaning=args.label_meaning, ranked_pairs=args.ranked_pairs),
+        on_bad_row=args.on_bad_row,
+        tie_threshold=args.tie_threshold,
+        limit=args.limit,
+        split=args.split,
+    )
+
+
+def open_cache(args: argparse.Namespace):
+    from autorule.cache import DEFAULT_CACHE_PATH, Cache
+
+    if args.no_cache:
+        return None
+    return Cache(args.cache or DEFAULT_CACHE_PATH)
+
+
+def llm_options(args: argparse.Namespace, spec: str | None = None) -> dict:
+    from autorule.llm.specs import parse_spec
+
+    # the server options (add_server_options) that the spec's backend takes; none for a local model
+    return parse_spec(spec or args.model).options(concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
+                                                  api_key=args.api_key or None, extra_body=getattr(args, "extra_body", None) or None,
+                                                  max_input_tokens=getattr(args, "max_input_tokens", None))
+
+
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": false}}'")
+    return value
+
+
+def add_server_options(p: argparse.ArgumentParser, what: str) -> None:
+    """Options for openai: specs, the same in every command."""
+    p.add_argument("--api-key", default=None, help=f"API key for an openai: {what} (default: $OPENAI_API_KEY)")
+    p.add_argument("--concurrency", type=whole(1), default=None,
+                   help="most requests in flight to a server (default: the server's slot count where it reports one, as llama-server does, else 16); lowered automatically while the server is overloaded")
+    p.add_argument("--timeout", type=number(0, above=True), default=None,
+                   help="seconds per request to a server, time queued in the server included (default: 600, enough for a CPU server)")
+    p.add_argument("--max-retries", type=whole(0, 100), default=6, help="retries per request on transient faults, with backoff and jitter (default: %(default)s)")
+    p.add_argument("--extra-body", type=json_object, default=None, metavar="JSON",
+                   help='JSON fields sent with every request, e.g. \'{"chat_template_kwargs": {"enable_thinking": false}}\' (Qwen3 on vLLM/SGLang)')
+
+
+def add_plan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plan", action="store_true",
+                   help="print the plan (LLM calls per stage, tokens, cache hits, estimated time and cost) and stop; every run prints it before it starts")
+    p.add_argument("--price-per-mtok", type=prices, default=None, metavar="IN,OUT", help="API prices per million input and output tokens, for the plan's cost")
+
+
+def show_plan(make_plan, args: argparse.Namespace) -> bool:
+    """Print the plan before work; True when the command should stop there (--plan)."""
+    plan = make_plan(probe=args.plan)
+    plan.render(err)
+    if args.plan and getattr(args, "json", False):
+        print(json.dumps(plan.to_dict()))
+    return args.plan
+
+
+def add_model_options(p: argparse.ArgumentParser, default: str = "embedded") -> None:
+    p.add_argument("--model", type=model_spec, default=default, help="model spec: embedded, hf:PATH, gguf:FILE or openai:MODEL@BASE_URL (default: %(default)s)")
+    add_server_options(p, "model")
+
+
+def report_skips(data) -> None:
+    if data.skipped:
+        what = ", ".join(f"{n} {reason}" for reason, n in data.skipped.most_common())
+        err.print(f"[yellow]skipped {sum(data.skipped.values())} of {data.rows} rows:[/yellow] {what}")
+
+
+def add_reward_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rules", required=True, metavar="RULES", help="rules file (rules.yaml from `autorule extract`)")
+    p.add_argument("--verifier", type=model_spec, default="embedded", help="verifier model spec (default: %(default)s)")
+    p.add_argument("--preset", default="default", choices=["default", "ternary", "paper"], help="reward preset (paper: RM + 10 x (fraction - 0.75), clipped)")
+    p.add_argument("--rm", default=None, metavar="DIR", help="reward model (Hugging Face sequence-classification directory)")
+    p.add_argument("--threshold", type=number(0, 1), default=0.5, help="P(Yes) at or above which a verdict counts as satisfied")
+    add_server_options(p, "verifier")
+    p.add_argument("--max-unparsed", type=number(0, 1), default=0.2, metavar="SHARE",
+                   help="stop when more than this share of rule checks get no readable Yes/No, e.g. from a verifier that thinks first (default: %(default)s); unparsed checks are always left out of rewards and counted")
+    p.add_argument("--max-input-tokens", type=whole(64), default=None, metavar="N",
+                   help="prompt tokens one verifier request may hold; longer conversations are cut in the middle (default: the server's context per slot where it reports one, else 8192)")
+    add_cache_options(p)
+
+
+def build_scorer(args: argparse.Namespace):
+    from autorule.reward import build_scorer as build
+    from autorule.rules import RuleSet
+
+    rules = RuleSet.load(args.rules)  # a bad rules file is named before the cache is opened
+    return build(rules, args.verifier, args.preset, rm=args.rm, cache=open_cache(args), llm_options=llm_options(args, args.verifier),
+                 threshold=args.threshold, max_input_tokens=args.max_input_tokens, max_unparsed=args.max_unparsed,
+                 judge_reasoning=getattr(args, "judge_reasoning", False), empty_rule_reward=getattr(args, "empty_rule_reward", 0.0))
+
+
+def add_completion_options(p: argparse.ArgumentParser) -> None:
+    """How a response is read before it is judged (`score`, `serve`)."""
+    p.add_argument("--judge-reasoning", action="store_true",
+                   help="judge a response's reasoning too (<think>...</think> and the like); by default only the answer after it is judged, and the characters cut are counted")
+    p.add_argument("--empty-rule-reward", type=number(0, 1), default=0.0, metavar="FRACTION",
+                   help="rule reward (fraction satisfied, before the preset composes it) of a response with nothing to judge: empty, whitespace, or cut off while reasoning (default: %(default)s, the lowest); not sent to the verifier, counted")
+
+
+def short(text: str, n: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
