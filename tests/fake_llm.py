@@ -38,5 +38,5 @@ class ScriptedLLM(LLM):
 def use_in_cli(monkeypatch, llm: LLM) -> LLM:
     """Make the CLI's `--verifier` (any spec) load `llm`, and skip the plan (it times real backends)."""
     monkeypatch.setattr("autorule.llm.load_llm", lambda spec, **kwargs: llm)
-    monkeypatch.setattr("autorule.cli.app._show_plan", lambda make_plan, args: False)
+    monkeypatch.setattr("autorule.cli.options.show_plan", lambda make_plan, args: False)
     return llm

@@ -261,7 +261,8 @@ def test_cli_score_against_a_server_that_refuses_logprobs(tmp_path, capsys, monk
 
 
 def test_cli_score_in_which_every_response_fails_exits_3_with_the_reasons_and_strict_json(tmp_path, capsys, monkeypatch):
-    from autorule.cli.app import EXIT_ALL_FAILED, main
+    from autorule.cli.app import main
+    from autorule.errors import EXIT_ALL_FAILED
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     rules_path, data, _ = write_inputs(tmp_path)

@@ -8,12 +8,17 @@ thresholded where a statistic needs a yes/no verdict.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from autorule import jsonsafe
+from autorule.rules import RuleSet
 
 Z95 = 1.959963984540054
 
@@ -256,6 +261,24 @@ class Validation:
     report: dict  # what validation.json holds
     weights: np.ndarray | None  # reward weights learned from the data (None: none positive)
     selected: list[str] | None  # rule ids picked by --select, in order
+    select: int | None = None  # the K --select asked for (names RULES.topK.yaml)
+
+    @property
+    def all_refused(self) -> bool:
+        """Every response was refused by the verifier's server: nothing was judged."""
+        return bool(self.report["refused_responses"]) and self.report["refused_responses"] == 2 * self.report["pairs"]
+
+    def to_json(self, indent: int | None = None) -> str:
+        """The report as strict JSON: undefined statistics are null, paths text.
+
+        Args:
+            indent: as for `json.dumps` (None: one line).
+
+        Example:
+            >>> Validation({"pairs": 2, "kappa": float("nan"), "data": Path("held-out.jsonl")}, None, None).to_json()
+            '{"pairs": 2, "kappa": null, "data": "held-out.jsonl"}'
+        """
+        return jsonsafe.dumps(self.report, indent=indent, ensure_ascii=False, default=_json_default)
 
     def write_stats(self, rules, rules_path, data: str) -> None:
         """Each rule's statistics into its `stats.validation`, saved back to the rules file."""
@@ -264,6 +287,74 @@ class Validation:
             stats = {k: v for k, v in by_id[rule.id].items() if k not in ("id", "text")}
             rule.stats = {**rule.stats, "validation": {**stats, "pairs": self.report["pairs"], "data": data}}
         rules.save(rules_path)
+
+    def save(self, rules, rules_path: str | Path, *, data: str, out: str | Path | None = None, fit_weights: bool = False,
+             weights_out: str | Path | None = None, select_out: str | Path | None = None) -> dict[str, str]:
+        """Write what `autorule validate` writes: the report, each rule's statistics into the rules file,
+        and, when asked, the rules with their learned weights and the selected rules.
+
+        When every response was refused nothing was judged: only the report is written (it says
+        why) and the rules file and its statistics stay as they were. The report's ``outputs``
+        name the files written; the returned ones name the report too. With ``fit_weights``, the
+        rules a weight of 0 switches off (they did not favour the chosen replies) are listed in
+        the report's ``rules_switched_off``; no weights are written when none is positive.
+
+        Args:
+            rules: the RuleSet validated; rules_path: its file.
+            data: the held-out data's name, recorded with each rule's statistics.
+            out: the report (default: validation.json beside the rules).
+            fit_weights: also write the rules with their learned weights.
+            weights_out: where (default: RULES.weighted.yaml).
+            select_out: where the selected rules go (default: RULES.topK.yaml).
+
+        Returns:
+            The paths written, by name: ``rules_file``, ``weighted_rules_file``, ``selected_rules_file``, ``report``.
+
+        Raises:
+            OSError: a file that cannot be written.
+
+        Example:
+            >>> import tempfile
+            >>> from autorule.rules import RuleSet
+            >>> rules = RuleSet.from_texts(["The response should be polite."])
+            >>> report = {"pairs": 1, "refused_responses": 2, "rules": []}
+            >>> with tempfile.TemporaryDirectory() as tmp:
+            ...     outputs = Validation(report, None, None).save(rules, Path(tmp) / "rules.yaml", data="held-out.jsonl")
+            ...     sorted(outputs), sorted(p.name for p in Path(tmp).iterdir())
+            (['report'], ['validation.json'])
+        """
+        rules_path = Path(rules_path)
+        report = self.report
+        out_path = Path(out or rules_path.with_name("validation.json"))
+        if self.all_refused:
+            report["outputs"] = {"report": str(out_path)}
+            out_path.write_text(self.to_json(indent=2))
+            return dict(report["outputs"])
+        self.write_stats(rules, rules_path, data)
+        outputs = {"rules_file": str(rules_path)}
+        if fit_weights and self.weights is not None:
+            weighted = copy.deepcopy(rules)
+            for rule, w in zip(weighted.rules, self.weights):
+                rule.weight = round(float(w), 6)
+            path = Path(weights_out or rules_path.with_name(rules_path.stem + ".weighted.yaml"))
+            weighted.save(path)
+            outputs["weighted_rules_file"] = str(path)
+            report["rules_switched_off"] = [r.id for r in weighted.rules if r.weight == 0]
+        if self.selected:
+            subset = RuleSet(meta={**rules.meta, "selected_from": str(rules_path)}, rules=[r for r in rules.rules if r.id in set(self.selected)])
+            subset.rules.sort(key=lambda r: self.selected.index(r.id))
+            path = Path(select_out or rules_path.with_name(rules_path.stem + f".top{self.select}.yaml"))
+            subset.save(path)
+            outputs["selected_rules_file"] = str(path)
+        report["outputs"] = outputs
+        out_path.write_text(self.to_json(indent=2))
+        outputs["report"] = str(out_path)  # after writing: the report names the files beside it, not itself
+        return dict(outputs)
+
+
+def _json_default(value):
+    """What strict JSON cannot hold as is: a float left (NaN) is null, anything else (a path) its text."""
+    return None if isinstance(value, float) else str(value)
 
 
 def both_sides(pairs) -> list:
@@ -373,4 +464,4 @@ def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0,
         selection = greedy_select(diffs, signs, select, folds=folds, seed=seed)
         report["selection"] = {"rules": [ids[j] for j in selection.order], "cv_accuracy": selection.cv_accuracy}
     report["rules"] = [{"text": r.text, **s.to_dict()} for r, s in zip(rules.rules, per_rule)]
-    return Validation(_json_safe(report), learned_rule_weights(weight_fit.weights), report.get("selection", {}).get("rules"))
+    return Validation(_json_safe(report), learned_rule_weights(weight_fit.weights), report.get("selection", {}).get("rules"), select)

@@ -11,12 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+from autorule.cli.options import add_cache_options, add_server_options, llm_options, model_spec, number, open_cache, whole
+from autorule.errors import EXIT_FAILED, EXIT_OK
 from autorule.rules.export import FORMATS
-from autorule.cli.options import model_spec, number, whole
 
 
 def _verifier_llm(args: argparse.Namespace, spec: str):
-    from autorule.cli.app import llm_options, open_cache
     from autorule.llm import load_llm
 
     return load_llm(spec, cache=open_cache(args), **llm_options(args, spec))
@@ -41,7 +41,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
                 print(f"  {f.code}: {f.reason}")
         counts = ", ".join(f"{k} {v}" for k, v in report.counts.items()) or "nothing"
         print(f"{len(rules)} rules, {len(report.flagged)} flagged: {counts}" + (f"; flags written to {args.rules}" if args.write else ""))
-    return 1 if args.strict and report.flagged else 0
+    return EXIT_FAILED if args.strict and report.flagged else EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -132,8 +132,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_rules_parsers(sub, server_options, cache_options) -> None:
-    """The `rules` command group and `calibrate` (the CLI's shared option helpers passed in)."""
+def add_parsers(sub) -> None:
+    """The `rules` command group and `calibrate`."""
     rules = sub.add_parser("rules", help="lint, inspect, compare, export and import rule sets").add_subparsers(dest="rules_command", required=True)
 
     li = rules.add_parser("lint", help="flag fragments, rules naming Assistant A/B, compound, vague, near-duplicate and prompt-format rules")
@@ -144,8 +144,8 @@ def add_rules_parsers(sub, server_options, cache_options) -> None:
     li.add_argument("--llm-lint", action="store_true", help="also ask --model whether each rule is objectively checkable")
     li.add_argument("--model", type=model_spec, default="embedded", help="model for --llm-lint (default: %(default)s)")
     li.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    server_options(li, "model")
-    cache_options(li)
+    add_server_options(li, "model")
+    add_cache_options(li)
     li.set_defaults(func=cmd_lint)
 
     sh = rules.add_parser("show", help="list the rules, or one rule with its statistics and the preference pairs it came from")
@@ -165,8 +165,8 @@ def add_rules_parsers(sub, server_options, cache_options) -> None:
     di.add_argument("--limit", type=whole(1), default=50, help="pairs read from --data (default: %(default)s)")
     di.add_argument("--verifier", type=model_spec, default="embedded", help="verifier for --data (default: %(default)s)")
     di.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    server_options(di, "verifier")
-    cache_options(di)
+    add_server_options(di, "verifier")
+    add_cache_options(di)
     di.set_defaults(func=cmd_diff)
 
     ex = rules.add_parser("export", help="write rules as markdown, a constitution, a pairwise judge prompt, or JSON")
@@ -186,6 +186,6 @@ def add_rules_parsers(sub, server_options, cache_options) -> None:
     ca.add_argument("--threshold", type=number(0, 1), default=0.5, help="P(Yes) cut for accuracy (default: %(default)s)")
     ca.add_argument("--max-input-tokens", type=whole(64), default=None, metavar="N", help="prompt tokens one verifier request may hold")
     ca.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    server_options(ca, "verifier")
-    cache_options(ca)
+    add_server_options(ca, "verifier")
+    add_cache_options(ca)
     ca.set_defaults(func=cmd_calibrate)

@@ -1,0 +1,23 @@
+"""`autorule quickstart`: the pipeline on the sample data with the embedded model (over `autorule.quickstart`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from autorule.cli.options import add_cache_options, open_cache
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from autorule.quickstart import run_quickstart
+
+    return run_quickstart(Path(args.out), cache=open_cache(args))
+
+
+def add_parsers(sub) -> None:
+    """`quickstart`."""
+    qs = sub.add_parser("quickstart", help="run what exists of the pipeline on the sample data with the embedded model")
+    qs.add_argument("--out", default="runs/quickstart", help="run directory (default: %(default)s)")
+    add_cache_options(qs)
+    qs.set_defaults(func=cmd_quickstart)
+

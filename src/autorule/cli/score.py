@@ -1,0 +1,64 @@
+"""`autorule score`: rewards and verdicts for responses or both sides of preference pairs (over `autorule.api.score`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from autorule import jsonsafe
+from autorule.cli import options
+from autorule.cli.options import add_completion_options, add_plan_options, add_reward_options, build_scorer, err, report_skips, whole
+from autorule.errors import AllFailed
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from autorule.api import Responses, score
+    from autorule.llm.base import describe_llm_stats
+    from autorule.plan import plan_checks
+
+    scorer = build_scorer(args)
+    items = Responses(args.data, args.format, on_bad_row=args.on_bad_row, limit=args.limit)  # re-iterable, read lazily
+    if options.show_plan(lambda probe: plan_checks("verify", scorer.verifier, (c for _, _, c in items), price_per_mtok=args.price_per_mtok, probe=probe), args):
+        return 0
+    if items.pairs is not None:
+        report_skips(items.pairs)
+    # the rows go to --out, else to stdout unless it holds the --json summary
+    result = score(scorer.rules, items, scorer=scorer, out=args.out or (None if args.json else sys.stdout), keep_rows=False, progress=True)
+    summary, errors = result.summary, result.verdicts.errors
+    if args.json:
+        print(jsonsafe.dumps(summary))
+    else:
+        mean = "-" if summary["mean_rule_reward"] is None else f"{summary['mean_rule_reward']:.3f}"
+        err.print(f"scored {summary['responses'] - summary['failed']} of {summary['responses']} responses against {len(scorer.rules)} rules; mean rule reward {mean}"
+                  + (f"; written to {result.out}" if result.out else ""), soft_wrap=True)
+        if errors:
+            first = next(iter(errors.values()))
+            err.print(f"[yellow]{len(errors)} responses failed[/yellow] (rows with an \"error\"), e.g.: {first}", soft_wrap=True)
+        if summary["unparsed_checks"]:
+            err.print(f"[yellow]{summary['unparsed_checks']} checks had no readable Yes/No[/yellow]; they are left out of the rule reward", soft_wrap=True)
+        if summary["reasoning_chars_stripped"] or summary["empty_responses"]:
+            err.print(f"judged the answers only: {summary['reasoning_chars_stripped']} characters of reasoning cut from "
+                      f"{summary['responses_with_reasoning_cut']} responses (--judge-reasoning keeps them); {summary['empty_responses']} "
+                      f"responses had nothing to judge (rule reward {scorer.empty_rule_reward}, not sent to the verifier)", soft_wrap=True)
+        if summary.get("pairs"):
+            err.print(f"chosen side has the higher rule reward in {summary['chosen_preferred']:.1%} of {summary['pairs']} pairs ({summary['ties']:.1%} ties)")
+        err.print(f"verifier: {describe_llm_stats(summary['llm_stats'])}", soft_wrap=True)
+    if result.all_failed:
+        raise AllFailed(summary["responses"], summary["failure_reasons"])
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """`score`."""
+    sc = sub.add_parser("score", help="score responses (or both sides of preference pairs) against a rule set")
+    add_reward_options(sc)
+    sc.add_argument("--data", required=True, metavar="FILE", help="JSONL with 'prompt' and 'response', or preference data")
+    sc.add_argument("--format", default="auto", help="preference data format (when --data holds pairs)")
+    sc.add_argument("--on-bad-row", default="error", choices=["error", "skip"])
+    sc.add_argument("--limit", type=whole(1), default=None, help="at most this many pairs")
+    sc.add_argument("--out", default=None, metavar="FILE", help="write per-response verdicts and rewards as JSONL here (default: stdout)")
+    sc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    add_completion_options(sc)
+    add_plan_options(sc)
+    sc.set_defaults(func=cmd_score)
+
