@@ -59,7 +59,32 @@ def test_library_calls_print_nothing(capsys):
     llm = FakeLLM(p_yes=0.5, reply=json.dumps(["The assistant's response should greet the user by name."]))
     rules = autorule.extract([{"prompt": "Hi, I am Ann.", "chosen": "Hello Ann!", "rejected": "Hello."}], llm, cache=False)
     autorule.validate(rules, [{"prompt": "Q", "chosen": "A", "rejected": "B"}], llm, folds=2)
+    autorule.score(rules, [{"prompt": "Q", "chosen": "A", "rejected": "B"}], llm, cache=False)
     out = capsys.readouterr()
     assert out.out == ""
     # only the logged note that FakeLLM gave no reasoning trace (a warning, via logging)
     assert "%" not in out.err and "it/s" not in out.err
+
+
+def test_score_reads_rows_pairs_and_conversations_and_writes_what_it_keeps(tmp_path):
+    import json
+
+    from fake_llm import ScriptedLLM
+
+    rules = ["The assistant's response should be polite."]
+    llm = ScriptedLLM(lambda prefix, question: 0.9 if "please" in prefix.lower() else 0.2)
+    pairs = [{"prompt": "Ask me.", "chosen": "Could you please say it?", "rejected": "Say it."}]
+    kept = autorule.score(rules, pairs, llm, cache=False)
+    written = autorule.score(rules, pairs, llm, cache=False, out=tmp_path / "rows" / "scores.jsonl")
+    assert written.rows is None and written.out == tmp_path / "rows" / "scores.jsonl"
+    assert [json.loads(line) for line in written.out.read_text().splitlines()] == kept.rows
+    assert [r["side"] for r in kept.rows] == ["chosen", "rejected"] and kept.summary["chosen_preferred"] == 1.0
+    assert {k: v for k, v in kept.summary.items() if k != "llm_stats"} == {k: v for k, v in written.summary.items() if k != "llm_stats"}
+    # responses with prompts (rows or bare conversations): no sides, no pair statistics
+    rows = autorule.score(rules, [{"id": "a", "prompt": "Ask me.", "response": "Please."}], llm, cache=False)
+    convs = autorule.score(rules, [[{"role": "user", "content": "Ask me."}, {"role": "assistant", "content": "Please."}], "Say it."], llm, cache=False)
+    assert [r["id"] for r in rows.rows] == ["a"] and [r["id"] for r in convs.rows] == ["0", "1"]
+    assert "side" not in rows.rows[0] and "pairs" not in convs.summary
+    assert [r["rule_reward"] for r in convs.rows] == [0.9, 0.2]
+    with pytest.raises(autorule.DataError, match="expected a 'response'"):
+        autorule.score(rules, [{"response": "ok"}, {"prompt": "no response"}], llm, cache=False)

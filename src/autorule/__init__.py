@@ -6,6 +6,7 @@ The public API (imported lazily, so `import autorule` stays fast)::
     pairs = autorule.load_pairs("prefs.jsonl")                 # or a list of dict rows
     rules = autorule.extract(pairs, model="openai:Qwen/Qwen3-8B@http://127.0.0.1:8000/v1")
     result = autorule.validate(rules, held_out, verifier="openai:...")
+    autorule.score(rules, "responses.jsonl", verifier="openai:...", out="scores.jsonl").summary
     scorer = autorule.RewardScorer(rules, autorule.load_llm("openai:..."))
     scorer.score([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]]).total
     autorule.lint_rules(rules).flagged                          # rule quality: lint, diff, export, calibrate
@@ -27,6 +28,7 @@ _EXPORTS = {
     "PreferencePair": "autorule.data",
     "Message": "autorule.data",
     "LoadResult": "autorule.data",
+    "AutoruleError": "autorule.errors",
     "DataError": "autorule.data",
     "load_llm": "autorule.llm",
     "LLM": "autorule.llm",
@@ -36,6 +38,8 @@ _EXPORTS = {
     "extract": "autorule.api",
     "verify": "autorule.api",
     "validate": "autorule.api",
+    "score": "autorule.api",
+    "ScoreResult": "autorule.api",
     "report": "autorule.api",
     "Verdicts": "autorule.verifier",
     "Verifier": "autorule.verifier",
@@ -72,12 +76,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from autorule.api import extract, report, validate, verify
+    from autorule.api import ScoreResult, extract, report, score, validate, verify
     from autorule.verifier.calibration import calibrate, load_gold
     from autorule.rules.diff import diff_rules
     from autorule.rules.export import export_rules, import_rules
     from autorule.rules.lint import lint_rules
     from autorule.examples import SAMPLE_PAIRS
+    from autorule.errors import AutoruleError
     from autorule.data import DataError, LoadResult, Message, PreferencePair, load_pairs
     from autorule.integrations.trl import AsyncRuleReward, RuleReward
     from autorule.llm import LLM, LLMError, load_llm
