@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from autorule import jsonsafe
+from autorule.data.pairs import chosen_first
 from autorule.rules import RuleSet
 
 Z95 = 1.959963984540054
@@ -40,7 +40,7 @@ def ab_signs(pair_ids: list[str], seed: int) -> np.ndarray:
     The preference label is always 'chosen', which leaves kappa and logistic regression
     nothing to tell apart; presenting each pair in a random order gives a balanced label.
     """
-    return np.array([1 if random.Random(f"{seed}:{pid}").random() < 0.5 else -1 for pid in pair_ids])
+    return np.array([1 if chosen_first(pid, seed) else -1 for pid in pair_ids])
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:

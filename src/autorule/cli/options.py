@@ -141,6 +141,17 @@ out = Console()
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
+    """The flags that say how preference data is read (`data inspect`, `extract`, `validate`, `train-rm`).
+
+    Args:
+        p: the command's parser.
+
+    Example:
+        >>> p = Parser(prog="autorule data inspect")
+        >>> add_data_options(p)
+        >>> p.parse_args(["--on-bad-row", "skip"]).on_bad_row
+        'skip'
+    """
     from autorule.data import FORMATS
 
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="input format (default: detect)")
@@ -165,6 +176,18 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def label_meaning(text: str) -> str:
+    """An argparse type: what a label column's values say, as `autorule.data.labels.parse_label_meaning` reads it.
+
+    Args:
+        text: a meaning's name or a map such as 0=b,1=a.
+
+    Raises:
+        argparse.ArgumentTypeError: a meaning it cannot read.
+
+    Example:
+        >>> label_meaning("0=b,1=a")
+        '0=b,1=a'
+    """
     from autorule.data.labels import LabelError, parse_label_meaning
 
     try:
@@ -175,13 +198,41 @@ def label_meaning(text: str) -> str:
 
 
 def add_cache_options(p: argparse.ArgumentParser) -> None:
+    """The LLM cache's flags (`--cache`, `--no-cache`); `open_cache` reads them.
+
+    Args:
+        p: the command's parser.
+
+    Example:
+        >>> p = Parser(prog="autorule llm generate")
+        >>> add_cache_options(p)
+        >>> p.parse_args(["--no-cache"]).no_cache
+        True
+    """
     p.add_argument("--cache", default=None, help="SQLite cache file (default: ~/.cache/autorule/cache.sqlite or $AUTORULE_CACHE)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the LLM cache")
 
 
 def load_data(args: argparse.Namespace, lazy: bool = True):
     """The command's pairs: read lazily (a `PairStream`, so a command never holds a whole
-    file), or with `lazy=False` loaded (a `LoadResult`)."""
+    file), or with `lazy=False` loaded (a `LoadResult`).
+
+    Args:
+        args: the parsed flags of `add_data_options`, and ``data`` (the file or dataset name).
+        lazy: stream the pairs (True) or load them all.
+
+    Raises:
+        DataError: a source that cannot be read (at once for a missing file; else while reading).
+
+    Example:
+        >>> from autorule.examples import SAMPLE_PAIRS
+        >>> p = Parser(prog="autorule data inspect")
+        >>> add_data_options(p)
+        >>> args = p.parse_args(["--limit", "3"])
+        >>> args.data = str(SAMPLE_PAIRS)
+        >>> len(load_data(args, lazy=False))
+        3
+    """
     from autorule.data import Columns, load_pairs, stream_pairs
 
     return (stream_pairs if lazy else load_pairs)(
@@ -197,6 +248,15 @@ def load_data(args: argparse.Namespace, lazy: bool = True):
 
 
 def open_cache(args: argparse.Namespace):
+    """The cache the command's LLM calls go through: `--cache`, the default file, or none (`--no-cache`).
+
+    Args:
+        args: the parsed flags of `add_cache_options`.
+
+    Example:
+        >>> open_cache(argparse.Namespace(cache=None, no_cache=True)) is None
+        True
+    """
     from autorule.cache import DEFAULT_CACHE_PATH, Cache
 
     if args.no_cache:
@@ -205,6 +265,17 @@ def open_cache(args: argparse.Namespace):
 
 
 def llm_options(args: argparse.Namespace, spec: str | None = None) -> dict:
+    """The `load_llm` options the server flags (`add_server_options`) give the spec's backend.
+
+    Args:
+        args: the parsed flags.
+        spec: the model spec loaded (default: ``args.model``).
+
+    Example:
+        >>> args = argparse.Namespace(model="openai:m@http://127.0.0.1:8000/v1", concurrency=4, timeout=None, max_retries=6, api_key=None)
+        >>> llm_options(args), llm_options(args, "embedded")
+        ({'concurrency': 4, 'max_retries': 6}, {})
+    """
     from autorule.llm.specs import parse_spec
 
     # the server options (add_server_options) that the spec's backend takes; none for a local model
@@ -214,6 +285,18 @@ def llm_options(args: argparse.Namespace, spec: str | None = None) -> dict:
 
 
 def json_object(text: str) -> dict:
+    """An argparse type: a JSON object (`--extra-body`).
+
+    Args:
+        text: the JSON text.
+
+    Raises:
+        argparse.ArgumentTypeError: not JSON, or JSON that is not an object.
+
+    Example:
+        >>> json_object('{"chat_template_kwargs": {"enable_thinking": false}}')
+        {'chat_template_kwargs': {'enable_thinking': False}}
+    """
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
@@ -224,7 +307,18 @@ def json_object(text: str) -> dict:
 
 
 def add_server_options(p: argparse.ArgumentParser, what: str) -> None:
-    """Options for openai: specs, the same in every command."""
+    """Options for openai: specs, the same in every command.
+
+    Args:
+        p: the command's parser.
+        what: the model the flags are for, as the help names it ("model", "verifier").
+
+    Example:
+        >>> p = Parser(prog="autorule calibrate")
+        >>> add_server_options(p, "verifier")
+        >>> p.parse_args(["--concurrency", "4"]).concurrency
+        4
+    """
     p.add_argument("--api-key", default=None, help=f"API key for an openai: {what} (default: $OPENAI_API_KEY)")
     p.add_argument("--concurrency", type=whole(1), default=None,
                    help="most requests in flight to a server (default: the server's slot count where it reports one, as llama-server does, else 16); lowered automatically while the server is overloaded")
@@ -236,13 +330,39 @@ def add_server_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_plan_options(p: argparse.ArgumentParser) -> None:
+    """`--plan` and `--price-per-mtok`: what `show_plan` reads.
+
+    Args:
+        p: the command's parser.
+
+    Example:
+        >>> p = Parser(prog="autorule extract")
+        >>> add_plan_options(p)
+        >>> p.parse_args(["--plan", "--price-per-mtok", "0.15,0.6"]).price_per_mtok
+        (0.15, 0.6)
+    """
     p.add_argument("--plan", action="store_true",
                    help="print the plan (LLM calls per stage, tokens, cache hits, estimated time and cost) and stop; every run prints it before it starts")
     p.add_argument("--price-per-mtok", type=prices, default=None, metavar="IN,OUT", help="API prices per million input and output tokens, for the plan's cost")
 
 
 def show_plan(make_plan, args: argparse.Namespace) -> bool:
-    """Print the plan before work; True when the command should stop there (--plan)."""
+    """Print the plan before work (on stderr; with --plan --json also as JSON on stdout).
+
+    Args:
+        make_plan: called with ``probe`` (time the backend: only with --plan); returns an `autorule.plan.Plan`.
+        args: the parsed flags of `add_plan_options`.
+
+    Returns:
+        True when the command should stop there (--plan).
+
+    Example:
+        >>> class Plan:
+        ...     def render(self, console): pass
+        >>> show_plan(lambda probe: Plan(), argparse.Namespace(plan=False))
+        False
+    """
+
     plan = make_plan(probe=args.plan)
     plan.render(err)
     if args.plan and getattr(args, "json", False):
@@ -251,17 +371,50 @@ def show_plan(make_plan, args: argparse.Namespace) -> bool:
 
 
 def add_model_options(p: argparse.ArgumentParser, default: str = "embedded") -> None:
+    """`--model` (a model spec) and the server flags that go with it.
+
+    Args:
+        p: the command's parser.
+        default: the spec used without --model.
+
+    Example:
+        >>> p = Parser(prog="autorule llm generate")
+        >>> add_model_options(p)
+        >>> p.parse_args([]).model
+        'embedded'
+    """
     p.add_argument("--model", type=model_spec, default=default, help="model spec: embedded, hf:PATH, gguf:FILE or openai:MODEL@BASE_URL (default: %(default)s)")
     add_server_options(p, "model")
 
 
 def report_skips(data) -> None:
+    """Say on stderr how many rows gave no pair, and why (nothing when none).
+
+    Args:
+        data: pairs read (a `PairStream` after a pass, or a `LoadResult`): their ``skipped`` and ``rows``.
+
+    Example:
+        >>> from autorule.data import load_pairs
+        >>> report_skips(load_pairs([{"prompt": "Q", "chosen": "A", "rejected": "B"}]))
+    """
     if data.skipped:
         what = ", ".join(f"{n} {reason}" for reason, n in data.skipped.most_common())
         err.print(f"[yellow]skipped {sum(data.skipped.values())} of {data.rows} rows:[/yellow] {what}")
 
 
 def add_reward_options(p: argparse.ArgumentParser) -> None:
+    """The rule set, its verifier and the reward's settings (`score`, `validate`, `serve`): what `build_scorer` reads.
+
+    Args:
+        p: the command's parser.
+
+    Example:
+        >>> p = Parser(prog="autorule score")
+        >>> add_reward_options(p)
+        >>> args = p.parse_args(["--rules", "rules.yaml"])
+        >>> args.verifier, args.preset, args.threshold
+        ('embedded', 'default', 0.5)
+    """
     p.add_argument("--rules", required=True, metavar="RULES", help="rules file (rules.yaml from `autorule extract`)")
     p.add_argument("--verifier", type=model_spec, default="embedded", help="verifier model spec (default: %(default)s)")
     p.add_argument("--preset", default="default", choices=["default", "ternary", "paper"], help="reward preset (paper: RM + 10 x (fraction - 0.75), clipped)")
@@ -276,6 +429,23 @@ def add_reward_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_scorer(args: argparse.Namespace):
+    """The command's `RewardScorer` (`autorule.reward.build_scorer`) from the flags of `add_reward_options`.
+
+    Args:
+        args: the parsed flags (and `add_completion_options`' where the command has them).
+
+    Raises:
+        RulesFileError: a rules file that cannot be read (before the cache is opened).
+        LLMError: a verifier that cannot be loaded.
+
+    Example:
+        >>> p = Parser(prog="autorule score")
+        >>> add_reward_options(p)
+        >>> build_scorer(p.parse_args(["--rules", "/no/such/rules.yaml"]))
+        Traceback (most recent call last):
+        ...
+        autorule.rules.ruleset.RulesFileError: /no/such/rules.yaml: no such rules file
+    """
     from autorule.reward import build_scorer as build
     from autorule.rules import RuleSet
 
@@ -286,7 +456,17 @@ def build_scorer(args: argparse.Namespace):
 
 
 def add_completion_options(p: argparse.ArgumentParser) -> None:
-    """How a response is read before it is judged (`score`, `serve`)."""
+    """How a response is read before it is judged (`score`, `serve`).
+
+    Args:
+        p: the command's parser.
+
+    Example:
+        >>> p = Parser(prog="autorule score")
+        >>> add_completion_options(p)
+        >>> p.parse_args(["--judge-reasoning"]).judge_reasoning
+        True
+    """
     p.add_argument("--judge-reasoning", action="store_true",
                    help="judge a response's reasoning too (<think>...</think> and the like); by default only the answer after it is judged, and the characters cut are counted")
     p.add_argument("--empty-rule-reward", type=number(0, 1), default=0.0, metavar="FRACTION",
@@ -294,5 +474,16 @@ def add_completion_options(p: argparse.ArgumentParser) -> None:
 
 
 def short(text: str, n: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+    """Text on one line, cut to `n` characters with an ellipsis: for a table or a list on the terminal.
+
+    Args:
+        text: the text.
+        n: the most characters kept.
+
+    Example:
+        >>> short("Be  brief.\nAlways."), short("abcdef", 4)
+        ('Be brief. Always.', 'abc…')
+    """
+    from autorule.display import clip
+
+    return clip(" ".join(text.split()), n)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from autorule.cli import options
 from autorule.cli.options import add_data_options, add_plan_options, add_reward_options, build_scorer, err, load_data, number, out, report_skips, short, whole
+from autorule.display import percent
 from autorule.errors import AllFailed
 
 
@@ -52,7 +53,7 @@ def _print_validation(report: dict) -> None:
     from rich.table import Table
 
     def pct(x):
-        return "-" if x is None or x != x else f"{x:.1%}"
+        return percent(x, 1)
 
     table = Table(title=f"rule validation on {report['pairs']} pairs ({report['verifier']})")
     for col in ("rule", "agreement [95% CI]", "n", "coverage", "kappa", "weight"):

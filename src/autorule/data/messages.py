@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from autorule.display import clip
 from autorule.errors import InputError
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -71,9 +72,9 @@ class MessageError(InputError, ValueError):
     """
 
 
-def _short(value: Any, n: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= n else text[: n - 3] + "..."
+def _short(value: Any) -> str:
+    """`value`'s repr, cut to 60 characters: errors quote what they could not read."""
+    return clip(repr(value), 60, ellipsis="...")
 
 
 def content_text(content: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -182,3 +183,19 @@ def pair_id(prompt: list[Message], chosen: str, rejected: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+
+def chosen_first(pair_id: str, seed: int) -> bool:
+    """Whether a pair is shown with its chosen side first (as A): a coin per pair, reproducible.
+
+    Judges favour one position, so every stage that shows a pair as A and B (reasoning,
+    validation's agreement) shows it in this order; it depends only on the seed and the pair's id.
+
+    Args:
+        pair_id: the pair's id (`PreferencePair.id`).
+        seed: the run's seed.
+
+    Example:
+        >>> [chosen_first("x", seed) for seed in range(4)]  # the same every run
+        [False, False, True, False]
+    """
+    return random.Random(f"{seed}:{pair_id}").random() < 0.5

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import random
-
 from pydantic import BaseModel
 
 from autorule.data import Message, PreferencePair
+from autorule.data.pairs import chosen_first
 from autorule.llm.fitting import Fitted
 from autorule.llm import ChatRequest, Completion
 from autorule.extraction import prompt
@@ -36,7 +35,7 @@ def render_conversation(messages: list[Message]) -> str:
 
 def chosen_label(pair: PreferencePair, seed: int) -> str:
     """A/B order per pair, randomised but reproducible: depends only on the seed and pair id."""
-    return "A" if random.Random(f"{seed}:{pair.id}").random() < 0.5 else "B"
+    return "A" if chosen_first(pair.id, seed) else "B"
 
 
 def reasoning_request(pair: PreferencePair, seed: int, max_tokens: int, context: Context | None = None) -> tuple[ChatRequest, str, Fitted]:

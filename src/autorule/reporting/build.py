@@ -12,11 +12,11 @@ import base64
 import html
 import io
 import json
-import math
 import time
 from pathlib import Path
 from string import Template
 
+from autorule.display import clip, percent
 from autorule.errors import InputError
 from autorule.rules import RuleSet
 from autorule.rules.show import find_pairs, pairs_file_for
@@ -41,7 +41,7 @@ def _e(value) -> str:
 
 
 def _pct(x) -> str:
-    return "&ndash;" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0%}"
+    return percent(x, missing="&ndash;")
 
 
 def _png(fig) -> str:
@@ -57,10 +57,6 @@ def _figure(fig, caption: str, ident: str) -> str:
     return f'<figure id="{ident}"><img alt="{_e(caption)}" src="data:image/png;base64,{_png(fig)}"><figcaption>{_e(caption)}</figcaption></figure>'
 
 
-def _short(text: str, n: int = 60) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 def agreement_chart(rules: RuleSet, stats: dict[str, dict]) -> str | None:
     import matplotlib.pyplot as plt
 
@@ -69,7 +65,7 @@ def agreement_chart(rules: RuleSet, stats: dict[str, dict]) -> str | None:
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
-    labels = [_short(r.text.removeprefix("The assistant's response should "), 55) for r, _ in rows]
+    labels = [clip(r.text.removeprefix("The assistant's response should "), 55) for r, _ in rows]
     values = [s["agreement"] for _, s in rows]
     low = [s["agreement"] - (s.get("ci_low") if s.get("ci_low") is not None else s["agreement"]) for _, s in rows]
     high = [(s.get("ci_high") if s.get("ci_high") is not None else s["agreement"]) - s["agreement"] for _, s in rows]
@@ -149,7 +145,7 @@ def rules_table(rules: RuleSet, stats: dict[str, dict], pairs: dict[str, dict] |
         sources = _source_html(rule_sources(r, pairs or {}))
         sources_html = f"<div>source pairs:</div><ul class='sources'>{sources}</ul>" if sources else ""
         prov = "".join(
-            f"<li>pair <code>{_e(c.pair_id)}</code>: &ldquo;{_e(c.text)}&rdquo;<br><small>reasoning: {_e(_short(c.excerpt, 300))}</small></li>"
+            f"<li>pair <code>{_e(c.pair_id)}</code>: &ldquo;{_e(c.text)}&rdquo;<br><small>reasoning: {_e(clip(c.excerpt, 300))}</small></li>"
             for c in r.candidates[:20]
         )
         more = f"<li>&hellip; and {len(r.candidates) - 20} more candidates</li>" if len(r.candidates) > 20 else ""

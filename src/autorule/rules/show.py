@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from autorule.display import percent
 from autorule.rules import Rule, RuleSet
 
 PAIRS_FILE = "000_pairs.jsonl"  # an extraction run's copy of its pairs, beside its rules.yaml
@@ -119,10 +120,6 @@ def rule_sources(rule: Rule, pairs: dict[str, dict], limit: int = 3) -> list[Sou
     return out
 
 
-def _pct(x) -> str:
-    return "-" if x is None else f"{x:.0%}"
-
-
 def rules_listing(rules: RuleSet) -> str:
     """Every rule on one line: number, id, support, weight, held-out agreement, lint flags, text.
 
@@ -138,7 +135,7 @@ def rules_listing(rules: RuleSet) -> str:
     width = max([4, *map(len, flags)])
     lines = [f"{'#':>2}  {'id':<10}  {'support':>7}  {'weight':>6}  {'agreement':<9}  {'lint':<{width}}  rule"]
     for i, (r, flag) in enumerate(zip(rules.rules, flags), start=1):
-        agreement = _pct(r.stats.get("validation", {}).get("agreement"))
+        agreement = percent(r.stats.get("validation", {}).get("agreement"))
         lines.append(f"{i:>2}  {r.id:<10}  {r.support:>7}  {r.weight:>6.2f}  {agreement:<9}  {flag:<{width}}  {r.text}")
     return "\n".join(lines)
 
@@ -170,9 +167,9 @@ def rule_detail(rule: Rule, sources: list[SourcePair], width: int = 240, note: s
     lines = [f"{rule.id}  {rule.text}", f"  weight {rule.weight:.2f} · support {rule.support} pairs"]
     if v:
         lines.append(
-            f"  validation: agreement {_pct(v.get('agreement'))} [{_pct(v.get('ci_low'))}, {_pct(v.get('ci_high'))}] on {v.get('n')} "
-            f"discriminating pairs; coverage {_pct(v.get('coverage'))}; pass rate chosen {_pct(v.get('pass_rate_chosen'))}, "
-            f"rejected {_pct(v.get('pass_rate_rejected'))}; {v.get('pairs')} held-out pairs"
+            f"  validation: agreement {percent(v.get('agreement'))} [{percent(v.get('ci_low'))}, {percent(v.get('ci_high'))}] on {v.get('n')} "
+            f"discriminating pairs; coverage {percent(v.get('coverage'))}; pass rate chosen {percent(v.get('pass_rate_chosen'))}, "
+            f"rejected {percent(v.get('pass_rate_rejected'))}; {v.get('pairs')} held-out pairs"
         )
     else:
         lines.append("  validation: none (run `autorule validate`)")

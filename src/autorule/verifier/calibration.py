@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from autorule.data import DataError, Message
+from autorule.display import percent
 
 _TRUE = {"yes", "true", "1", "y", "pass", "satisfied"}
 _FALSE = {"no", "false", "0", "n", "fail", "violated"}
@@ -235,7 +236,7 @@ def render(overall: Calibration, families: dict[str, Calibration] | None = None,
         overall: over all checks; families: per family; labellers: family -> who labelled it.
     """
     def pct(x):
-        return "-" if x is None else f"{x:.1%}"
+        return percent(x, 1)
 
     def num(x):
         return "-" if x is None else f"{x:.3f}"
