@@ -362,7 +362,6 @@ def show_plan(make_plan, args: argparse.Namespace) -> bool:
         >>> show_plan(lambda probe: Plan(), argparse.Namespace(plan=False))
         False
     """
-
     plan = make_plan(probe=args.plan)
     plan.render(err)
     if args.plan and getattr(args, "json", False):
@@ -481,7 +480,7 @@ def short(text: str, n: int = 200) -> str:
         n: the most characters kept.
 
     Example:
-        >>> short("Be  brief.\nAlways."), short("abcdef", 4)
+        >>> short("Be  brief.\\nAlways."), short("abcdef", 4)
         ('Be brief. Always.', 'abc…')
     """
     from autorule.display import clip
