@@ -9,6 +9,7 @@ from autorule.cli.options import add_data_options, load_data, out, short, whole
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
+    """`autorule data inspect PATH`: what was read and skipped, and a sample of pairs (or one JSON object)."""
     from rich.markup import escape
 
     result = load_data(args)
@@ -48,7 +49,18 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    """The `data` command group: `data inspect`."""
+    """Add the `data` command group (`data inspect`) to the `autorule` parser.
+
+    Args:
+        sub: the top parser's subparsers (`autorule.cli.app.build_parser`).
+
+    Example:
+        >>> from autorule.cli.options import Parser
+        >>> sub = Parser(prog="autorule").add_subparsers(dest="command")
+        >>> add_parsers(sub)
+        >>> sorted(sub.choices)
+        ['data']
+    """
     data = sub.add_parser("data", help="preference data").add_subparsers(dest="data_command", required=True)
     inspect = data.add_parser("inspect", help="load a preference file and show what was read and skipped")
     inspect.add_argument("data", metavar="PATH", help="file (.jsonl/.json/.csv/.parquet, optionally .gz), dataset directory or Hugging Face dataset name")

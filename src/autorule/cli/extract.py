@@ -12,6 +12,7 @@ from autorule.cli.options import (add_cache_options, add_data_options, add_model
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    """`autorule extract`: the plan, then reasoning -> candidate rules -> merged rules in the run directory."""
     from autorule.extraction.run import ExtractConfig, print_summary, run_extract
     from autorule.llm import load_llm
 
@@ -45,7 +46,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    """`extract`."""
+    """Add `extract` to the `autorule` parser.
+
+    Args:
+        sub: the top parser's subparsers (`autorule.cli.app.build_parser`).
+
+    Example:
+        >>> from autorule.cli.options import Parser
+        >>> sub = Parser(prog="autorule").add_subparsers(dest="command")
+        >>> add_parsers(sub)
+        >>> sorted(sub.choices)
+        ['extract']
+    """
     ex = sub.add_parser("extract", help="learn rules from preference data: reasoning -> candidate rules -> merged rule set")
     ex.add_argument("--data", required=True, metavar="PATH", help="preference data (any format `autorule data inspect` reads)")
     add_data_options(ex)

@@ -10,6 +10,7 @@ from autorule.cli.options import add_cache_options, add_model_options, err, llm_
 
 
 def cmd_llm_generate(args: argparse.Namespace) -> int:
+    """`autorule llm generate PROMPT`: one chat completion from the model spec."""
     from autorule.llm import ChatRequest, load_llm
 
     llm = load_llm(args.model, cache=open_cache(args), **llm_options(args))
@@ -26,6 +27,7 @@ def cmd_llm_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_llm_score(args: argparse.Namespace) -> int:
+    """`autorule llm score --prefix TEXT QUESTION...`: P(Yes) of each question after the prefix."""
     from autorule.llm import load_llm
 
     llm = load_llm(args.model, cache=open_cache(args), **llm_options(args))
@@ -39,7 +41,18 @@ def cmd_llm_score(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    """The `llm` command group: `llm generate`, `llm score`."""
+    """Add the `llm` command group (`llm generate`, `llm score`) to the `autorule` parser.
+
+    Args:
+        sub: the top parser's subparsers (`autorule.cli.app.build_parser`).
+
+    Example:
+        >>> from autorule.cli.options import Parser
+        >>> sub = Parser(prog="autorule").add_subparsers(dest="command")
+        >>> add_parsers(sub)
+        >>> sorted(sub.choices)
+        ['llm']
+    """
     llm = sub.add_parser("llm", help="try a model spec directly").add_subparsers(dest="llm_command", required=True)
     gen = llm.add_parser("generate", help="one chat completion")
     gen.add_argument("prompt")

@@ -8,6 +8,7 @@ from autorule.cli.options import err
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """`autorule report RUN_DIR`: report.html (`autorule.reporting`)."""
     from autorule.reporting import build_report
 
     path = build_report(args.run_dir, args.out, compare=args.compare)  # a ReportError is bad input (exit 2)
@@ -16,7 +17,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    """`report`."""
+    """Add `report` to the `autorule` parser.
+
+    Args:
+        sub: the top parser's subparsers (`autorule.cli.app.build_parser`).
+
+    Example:
+        >>> from autorule.cli.options import Parser
+        >>> sub = Parser(prog="autorule").add_subparsers(dest="command")
+        >>> add_parsers(sub)
+        >>> sorted(sub.choices)
+        ['report']
+    """
     rp = sub.add_parser("report", help="write a self-contained report.html for a run directory")
     rp.add_argument("run_dir", metavar="RUN_DIR", help="a quickstart, extract or train output directory")
     rp.add_argument("--out", default=None, metavar="FILE", help="default: RUN_DIR/report.html")

@@ -133,7 +133,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    """The `rules` command group and `calibrate`."""
+    """Add the `rules` command group and `calibrate` to the `autorule` parser.
+
+    Args:
+        sub: the top parser's subparsers (`autorule.cli.app.build_parser`).
+
+    Example:
+        >>> from autorule.cli.options import Parser
+        >>> sub = Parser(prog="autorule").add_subparsers(dest="command")
+        >>> add_parsers(sub)
+        >>> sorted(sub.choices)
+        ['calibrate', 'rules']
+    """
     rules = sub.add_parser("rules", help="lint, inspect, compare, export and import rule sets").add_subparsers(dest="rules_command", required=True)
 
     li = rules.add_parser("lint", help="flag fragments, rules naming Assistant A/B, compound, vague, near-duplicate and prompt-format rules")

@@ -12,6 +12,7 @@ from autorule.errors import AllFailed
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    """`autorule score`: the plan, then `autorule.api.score`'s rows (to --out or stdout) and its summary."""
     from autorule.api import Responses, score
     from autorule.llm.base import describe_llm_stats
     from autorule.plan import plan_checks
@@ -49,7 +50,18 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    """`score`."""
+    """Add `score` to the `autorule` parser.
+
+    Args:
+        sub: the top parser's subparsers (`autorule.cli.app.build_parser`).
+
+    Example:
+        >>> from autorule.cli.options import Parser
+        >>> sub = Parser(prog="autorule").add_subparsers(dest="command")
+        >>> add_parsers(sub)
+        >>> sorted(sub.choices)
+        ['score']
+    """
     sc = sub.add_parser("score", help="score responses (or both sides of preference pairs) against a rule set")
     add_reward_options(sc)
     sc.add_argument("--data", required=True, metavar="FILE", help="JSONL with 'prompt' and 'response', or preference data")

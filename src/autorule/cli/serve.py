@@ -9,6 +9,7 @@ from autorule.cli.options import add_completion_options, add_reward_options, bui
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """`autorule serve`: the reward server (`autorule.integrations.openrlhf.create_app`) under uvicorn."""
     import uvicorn
 
     from autorule.data import DataError
@@ -33,7 +34,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    """`serve`."""
+    """Add `serve` to the `autorule` parser.
+
+    Args:
+        sub: the top parser's subparsers (`autorule.cli.app.build_parser`).
+
+    Example:
+        >>> from autorule.cli.options import Parser
+        >>> sub = Parser(prog="autorule").add_subparsers(dest="command")
+        >>> add_parsers(sub)
+        >>> sorted(sub.choices)
+        ['serve']
+    """
     sv = sub.add_parser("serve", help="OpenRLHF-compatible reward server (POST / or /get_reward)")
     add_reward_options(sv)
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, this machine only)")

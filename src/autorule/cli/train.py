@@ -12,6 +12,7 @@ from autorule.cli.options import (add_cache_options, add_data_options, add_plan_
 
 
 def cmd_train_rm(args: argparse.Namespace) -> int:
+    """`autorule train-rm`: a Bradley-Terry reward model (`autorule.train.rm`)."""
     from autorule.train.rm import RMConfig, train_reward_model
 
     data = load_data(args, lazy=False)  # TRL's RewardTrainer takes the whole set
@@ -30,6 +31,7 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """`autorule train`: the config's plan, then GRPO (`autorule.train.grpo.run_grpo`)."""
     from autorule.plan import plan_train
     from autorule.train.config import TrainConfig, load_config
     from autorule.train.grpo import build_scorer as build_train_scorer
@@ -50,6 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """`autorule generate`: AlpacaEval or MT-Bench answers (`autorule.train.generate`)."""
     from autorule.train.generate import alpaca_eval_outputs, mt_bench_answers, write_outputs
     from autorule.llm import load_llm
 
@@ -68,7 +71,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    """`train-rm`, `train` and `generate`."""
+    """Add `train-rm`, `train` and `generate` to the `autorule` parser.
+
+    Args:
+        sub: the top parser's subparsers (`autorule.cli.app.build_parser`).
+
+    Example:
+        >>> from autorule.cli.options import Parser
+        >>> sub = Parser(prog="autorule").add_subparsers(dest="command")
+        >>> add_parsers(sub)
+        >>> sorted(sub.choices)
+        ['generate', 'train', 'train-rm']
+    """
     trm = sub.add_parser("train-rm", help="train a Bradley-Terry reward model (TRL RewardTrainer)")
     trm.add_argument("--data", required=True, metavar="PATH", help="preference data")
     add_data_options(trm)

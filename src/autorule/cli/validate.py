@@ -12,6 +12,7 @@ from autorule.errors import AllFailed
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """`autorule validate`: the plan, then `run_validation` and `Validation.save`; the report's table (or JSON)."""
     from autorule.plan import plan_checks
     from autorule.validation import both_sides, run_validation
 
@@ -86,7 +87,18 @@ def _print_validation(report: dict) -> None:
 
 
 def add_parsers(sub) -> None:
-    """`validate`."""
+    """Add `validate` to the `autorule` parser.
+
+    Args:
+        sub: the top parser's subparsers (`autorule.cli.app.build_parser`).
+
+    Example:
+        >>> from autorule.cli.options import Parser
+        >>> sub = Parser(prog="autorule").add_subparsers(dest="command")
+        >>> add_parsers(sub)
+        >>> sorted(sub.choices)
+        ['validate']
+    """
     va = sub.add_parser("validate", help="test rules against held-out preference pairs: agreement, coverage, kappa, accuracy, weights")
     add_reward_options(va)
     va.add_argument("--data", required=True, metavar="PATH", help="held-out preference data")
