@@ -19,7 +19,6 @@ from autorule.llm.speed import Speed, measure
 
 # extraction stages whose inputs do not exist before the run are estimated from these
 CANDIDATES_PER_PAIR = 3  # rules one pair's reasoning yields, on average
-MERGE_SHRINK = 3.0  # as merge_rules: each round leaves about a third of the rules
 RULE_TOKENS = 30  # tokens of one candidate rule in a merge prompt
 # token counts are exact on up to this many requests, then extrapolated
 SAMPLE_LOCAL, SAMPLE_SERVER = 200, 30
@@ -266,6 +265,7 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
     from autorule.extraction import reason as reason_stage
     from autorule.extraction import candidates as rules_stage
     from autorule.extraction.context import resolve_context
+    from autorule.extraction.run import CHUNK
 
     # prompts as the run will send them: fitted to the model's context
     context = resolve_context(llm, getattr(config, "max_input_tokens", None))
@@ -281,7 +281,7 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
             request, _, fitted = reason_stage.reasoning_request(p, config.seed, config.reasoning_tokens, context)
             cut += fitted.omitted > 0
             chunk.append(request)
-            if len(chunk) == 1024:
+            if len(chunk) == CHUNK:  # looked up a chunk at a time, as the run does
                 cached, chunk = cached + _cached_generations(llm, chunk), []
             yield request
 
@@ -300,11 +300,11 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
                                    note="the prompt holds the reasoning: counted at its maximum; up to one repair call per pair that gives no list (not counted)"))
     # merging: about CANDIDATES_PER_PAIR candidates per pair, clustered and merged until target_rules remain
     rules_left, merge_calls, rounds = CANDIDATES_PER_PAIR * n, 0, 0
-    while rules_left > config.target_rules and rounds < 10:
-        groups = max(config.target_rules, math.ceil(rules_left / MERGE_SHRINK))
+    while rules_left > config.target_rules and rounds < merge_stage.MAX_ROUNDS:
+        groups = max(config.target_rules, math.ceil(rules_left / merge_stage.SHRINK))
         merge_calls += min(groups, rules_left - groups)
         rules_left, rounds = groups, rounds + 1
-    cluster = min(config.max_cluster, MERGE_SHRINK)
+    cluster = min(config.max_cluster, merge_stage.SHRINK)
     example = merge_stage.merge_request(["x " * RULE_TOKENS] * int(cluster), int(cluster) - 1, config.merge_tokens, config.seed)
     merge = generation_stage("030 merge", merge_llm, merge_speed, [example] * merge_calls, cached=0,
                              prompt_tokens=request_tokens(merge_llm, example) * merge_calls,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from autorule import jsonsafe
 from autorule.cli import options
+from autorule.extraction.reason import REASONING_TOKENS
 from autorule.cli.options import (add_cache_options, add_data_options, add_model_options, add_plan_options, err, llm_options, load_data,
                                   model_spec, number, open_cache, report_skips, whole)
 
@@ -69,7 +70,7 @@ def add_parsers(sub) -> None:
     ex.add_argument("--extract-from", default="reasoning", choices=["reasoning", "explanation", "both"], help="text rules are drawn from (paper: reasoning)")
     ex.add_argument("--target-rules", type=whole(1), default=25, help="merge until at most this many rules remain")
     ex.add_argument("--max-cluster", type=whole(2), default=10, help="most rules in one merge prompt")
-    ex.add_argument("--reasoning-tokens", type=whole(1), default=1024, help="max new tokens for each reasoning call")
+    ex.add_argument("--reasoning-tokens", type=whole(1), default=REASONING_TOKENS, help="max new tokens for each reasoning call")
     ex.add_argument("--rules-tokens", type=whole(1), default=512, help="max new tokens for each rule-extraction call")
     ex.add_argument("--merge-tokens", type=whole(1), default=512, help="max new tokens for each merge call")
     ex.add_argument("--max-input-tokens", type=whole(64), default=None, metavar="N",

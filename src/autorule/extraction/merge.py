@@ -101,13 +101,20 @@ def dedupe(rules: list[Rule]) -> tuple[list[Rule], int]:
     return out, len(rules) - len(out)
 
 
+# cosine similarity at or above which two rules' wordings are folded into one (see collapse_near_duplicates)
+NEAR_DUPLICATE = 0.92
+# each merge round clusters the rules into about 1/SHRINK as many groups, for at most MAX_ROUNDS rounds
+SHRINK = 3.0
+MAX_ROUNDS = 10
+
+
 def collapse_near_duplicates(rules: list[Rule], embed: Embed, threshold: float) -> tuple[list[Rule], int]:
     """Fold each rule whose embedding is within `threshold` cosine of a kept one into it.
 
     Rules are visited by support (then text), so the best-supported wording survives and
     the others' provenance joins it. No LLM call: this runs whatever the rule count, so
     near-duplicates never survive just because the set is already small. The default
-    threshold (0.92) was set on MiniLM: rephrasings of one demand score 0.93-0.96, while
+    threshold (`NEAR_DUPLICATE`, 0.92) was set on MiniLM: rephrasings of one demand score 0.93-0.96, while
     "should be concise" and "should be detailed" (opposites) score 0.90.
 
     Past `BUCKET` rules the pass runs inside the mini-batch k-means buckets that `cluster`
@@ -118,7 +125,7 @@ def collapse_near_duplicates(rules: list[Rule], embed: Embed, threshold: float) 
     Example:
         >>> vectors = {"be brief": [1.0, 0.0], "be short": [0.99, 0.14], "use lists": [0.0, 1.0]}
         >>> embed = lambda texts: np.array([vectors[t] for t in texts]) / np.linalg.norm([vectors[t] for t in texts], axis=1, keepdims=True)
-        >>> kept, folded = collapse_near_duplicates([Rule.from_candidates(t, []) for t in vectors], embed, 0.92)
+        >>> kept, folded = collapse_near_duplicates([Rule.from_candidates(t, []) for t in vectors], embed, NEAR_DUPLICATE)
         >>> [r.text for r in kept], folded
         (['be brief', 'use lists'], 1)
     """
@@ -271,11 +278,11 @@ def merge_rules(
     *,
     target: int = 25,
     max_cluster: int = 10,
-    shrink: float = 3.0,
-    max_rounds: int = 10,
+    shrink: float = SHRINK,
+    max_rounds: int = MAX_ROUNDS,
     max_tokens: int = 512,
     seed: int = 0,
-    near_duplicate: float = 0.92,
+    near_duplicate: float = NEAR_DUPLICATE,
     progress: bool = False,
     context: Context | None = None,
 ) -> tuple[list[Rule], MergeLog]:

@@ -27,6 +27,10 @@ class Reasoning(BaseModel):
     omitted_chars: int = 0  # characters cut from the middle of long turns to fit the context
 
 
+# max new tokens of one reasoning call (the run's and the command's default)
+REASONING_TOKENS = 1024
+
+
 def render_conversation(messages: list[Message]) -> str:
     """Every turn, whole, with role labels; multi-turn conversations are kept entire."""
     names = {"system": "System", "user": "User", "assistant": "Assistant"}

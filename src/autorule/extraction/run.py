@@ -52,8 +52,8 @@ class ExtractConfig:
     extract_from: Literal["reasoning", "explanation", "both"] = "reasoning"
     target_rules: int = 25
     max_cluster: int = 10
-    near_duplicate: float = 0.92
-    reasoning_tokens: int = 1024
+    near_duplicate: float = merge_stage.NEAR_DUPLICATE
+    reasoning_tokens: int = reason_stage.REASONING_TOKENS
     rules_tokens: int = 512
     merge_tokens: int = 512
     # the model's context in tokens, prompt and answer together (None: what the server or

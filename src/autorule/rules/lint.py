@@ -22,7 +22,7 @@ FRAGMENT, NAMES_RESPONSE, COMPOUND, VAGUE, NEAR_DUPLICATE, PROMPT_FORMAT, NOT_CH
     "fragment", "names-response", "compound", "vague", "near-duplicate", "prompt-format", "not-checkable",
 )
 CODES = (FRAGMENT, NAMES_RESPONSE, COMPOUND, VAGUE, NEAR_DUPLICATE, PROMPT_FORMAT, NOT_CHECKABLE)
-NEAR_DUPLICATE_SIMILARITY = 0.85  # below the merge's folding threshold (0.92): close wordings it kept apart
+NEAR_DUPLICATE_SIMILARITY = 0.85  # below the merge's folding threshold (extraction.merge.NEAR_DUPLICATE): close wordings it kept apart
 
 _PROMPTS = Path(__file__).parent / "prompts"
 CHECKABLE = Template((_PROMPTS / "checkable.txt").read_text(encoding="utf-8"))
