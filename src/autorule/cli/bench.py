@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from autorule.cli.options import number, whole
+from autorule.errors import InputError
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -65,13 +66,11 @@ def cmd_verifier(args: argparse.Namespace) -> int:
 
     llm = load_llm(args.model)
     if not isinstance(llm, LocalLLM):  # it reads the model's parameters and counts its tokens
-        err.print("[red]error:[/red] the verifier benchmark measures a local model (embedded, hf:, gguf:); for servers use `autorule bench verifier-server`")
-        return 2
+        raise InputError("the verifier benchmark measures a local model (embedded, hf:, gguf:); for servers use `autorule bench verifier-server`")
     modes = tuple(args.modes.split(","))
     unknown = sorted(set(modes) - {"autorule", "packed", "reference"})
     if unknown:
-        err.print(f"[red]error:[/red] --modes: unknown {', '.join(unknown)} (choose from autorule, packed, reference)")
-        return 2
+        raise InputError(f"--modes: unknown {', '.join(unknown)} (choose from autorule, packed, reference)")
     report = run_benchmark(llm, _sample_convs(args.data, args.conversations), args.rules, modes)
     report["data"] = str(args.data or SAMPLE_PAIRS)
     lines = [f"{mode:>16}: {report['checks_per_s'][mode]:8.2f} checks/s  {report['tokens_per_check'][mode]:8.1f} tokens/check  "
@@ -108,8 +107,7 @@ def cmd_injection(args: argparse.Namespace) -> int:
         wanted = args.attacks.split(",")
         unknown = sorted(set(wanted) - {a.id for a in attacks})
         if unknown:
-            err.print(f"[red]error:[/red] unknown attack ids {unknown}; see {ATTACKS_FILE}")
-            return 2
+            raise InputError(f"unknown attack ids {unknown}; see {ATTACKS_FILE}")
         attacks = [a for a in attacks if a.id in wanted]
     llm = load_llm(args.model, **parse_spec(args.model).options(concurrency=args.concurrency))
     report = run_injection_benchmark(llm, bench_rules(args.rules), _sample_convs(args.data, args.conversations), attacks, threshold=args.threshold)
@@ -127,8 +125,7 @@ def cmd_verifier_accuracy(args: argparse.Namespace) -> int:
 
     for path, flag in ((args.hh, "--hh"), (args.alpaca, "--alpaca")):
         if not Path(path).is_file():
-            err.print(f"[red]error:[/red] {path}: no such file; pass {flag} PATH")
-            return 2
+            raise InputError(f"{path}: no such file; pass {flag} PATH")
     try:
         gold = build_gold(args.hh, args.alpaca, n=args.replies, seed=args.seed)
     except MissingExtraError as e:  # its message holds "autorule[bench]": escaped, not read as markup
