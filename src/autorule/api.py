@@ -155,7 +155,7 @@ def verify(
         if sum(cut):
             log.info("judged the answers only: %d characters of reasoning cut from %d replies (judge_reasoning=True keeps them)",
                      sum(cut), sum(1 for n in cut if n))
-    return Verifier(verifier_llm, _rules(rules), **verifier_options).verify(conversations, desc="verifying" if progress else None)
+    return Verifier(verifier_llm, _rules(rules), **verifier_options).verify_messages(conversations, desc="verifying" if progress else None)
 
 
 def validate(

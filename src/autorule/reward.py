@@ -414,7 +414,7 @@ class RewardScorer:
         """Verdicts for every conversation; empty responses are not sent: they follow no rule (0)."""
         judged = [i for i in range(len(conversations)) if not empty[i]]
         if len(judged) == len(conversations):
-            return self.verifier.verify(conversations, desc=desc, on_item=on_item)
+            return self.verifier.verify_messages(conversations, desc=desc, on_item=on_item)
         for _ in range(len(conversations) - len(judged)):
             if on_item:
                 on_item()
@@ -423,7 +423,7 @@ class RewardScorer:
         applies = np.ones((len(conversations), k)) if self.verifier.applicability else None
         errors: dict[int, str] = {}
         if judged:
-            part = self.verifier.verify([conversations[i] for i in judged], desc=desc, on_item=on_item)
+            part = self.verifier.verify_messages([conversations[i] for i in judged], desc=desc, on_item=on_item)
             p[judged] = part.p_satisfied
             if applies is not None:
                 applies[judged] = part.p_applies

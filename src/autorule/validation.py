@@ -404,7 +404,7 @@ def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0,
         for chunk in chunked(pairs, chunk_size):
             pair_ids.extend(p.id for p in chunk)
             convs = both_sides(chunk)
-            verdicts = scorer.verifier.verify(convs, on_item=lambda: bar.update(1))
+            verdicts = scorer.verifier.verify_messages(convs, on_item=lambda: bar.update(1))
             m = len(chunk)
             chosen.append(_rows(verdicts, 0, m))
             rejected.append(_rows(verdicts, m, 2 * m))

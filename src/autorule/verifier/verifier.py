@@ -251,8 +251,32 @@ class Verifier:
         Raises `UnparsedVerdicts` when more than `max_unparsed` of the checks had no
         readable answer. `on_item()` is called as each conversation is judged (a caller's
         own progress bar over many calls).
+
+        Raises:
+            MessageError: a message `to_conversation` cannot read.
+            UnparsedVerdicts: too many checks with no readable answer.
         """
-        conversations = [to_conversation(c) for c in conversations]
+        return self.verify_messages([to_conversation(c) for c in conversations], desc=desc, batch=batch, on_item=on_item)
+
+    def verify_messages(self, conversations: list[list[Message]], desc: str | None = None, batch: int = 64,
+                        on_item: Callable[[], None] | None = None) -> Verdicts:
+        """`verify` for conversations already read into `Message` lists (the scorer's, the API's):
+        a conversation is read once, where it enters autorule.
+
+        Args:
+            conversations: lists of `Message`, each ending with the response to judge.
+            desc, batch, on_item: as for `verify`.
+
+        Raises:
+            UnparsedVerdicts: too many checks with no readable answer.
+
+        Example:
+            >>> from autorule.rules import RuleSet
+            >>> from autorule.testing.fake_llm import FakeLLM
+            >>> verifier = Verifier(FakeLLM(p_yes=0.9), RuleSet.from_texts(["The response should be short."]))
+            >>> verifier.verify_messages([[Message(role="assistant", content="Hi")]]).p_satisfied.tolist()
+            [[0.9]]
+        """
         rows: list[list[float]] = []
         errors: dict[int, str] = {}
         stats = self.llm.stats
