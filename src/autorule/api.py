@@ -435,7 +435,7 @@ def score(
                 chars.append(scores.reasoning_chars)
                 empty.append(scores.empty)
                 sides.extend(side for _, side, _ in chunk)
-                chunk_rows = _score_rows(chunk, scores)
+                chunk_rows = _score_rows(chunk, scores, scorer.samples(scores))
                 if sink is not None:
                     sink.write("".join(jsonsafe.dumps(row, ensure_ascii=False) + "\n" for row in chunk_rows))
                 elif rows is not None:
@@ -472,27 +472,26 @@ def score(
     return ScoreResult(summary, verdicts, rows, out_path)
 
 
-def _score_rows(chunk: list, scores) -> list[dict]:
-    """One output row per response: rewards and verdicts, or its error."""
-    unparsed = scores.unparsed_per_response()
+def _score_rows(chunk: list, scores, samples: list) -> list[dict]:
+    """One output row per response: its `SampleReward` and verdicts, or its error."""
     ids = scores.verdicts.rule_ids
     rows = []
-    for i, (item_id, side, _) in enumerate(chunk):
+    for i, ((item_id, side, _), sample) in enumerate(zip(chunk, samples)):
         head = {"id": item_id, **({"side": side} if side else {})}
-        if i in scores.errors:  # refused by the verifier's server: a failed row with its reason
-            rows.append({**head, "error": scores.errors[i]})
+        if sample.refused:  # refused by the verifier's server: a failed row with its reason
+            rows.append({**head, "error": sample.error})
             continue
         rows.append({
             **head,
-            "reward": float(scores.total[i]),
-            "rule_reward": float(scores.rule[i]),
-            **({"rm": float(scores.rm[i])} if scores.rm is not None else {}),
+            "reward": sample.score,
+            "rule_reward": sample.rule_reward,
+            **({"rm": sample.rm_reward} if sample.rm_reward is not None else {}),
             # null: no readable verdict; left out of the rule reward
             "verdicts": {rid: None if p != p else round(float(p), 6) for rid, p in zip(ids, scores.verdicts.p_satisfied[i])},
             **({"applies": {rid: None if p != p else round(float(p), 6) for rid, p in zip(ids, scores.verdicts.p_applies[i])}} if scores.verdicts.p_applies is not None else {}),
-            **({"unparsed": unparsed[i]} if unparsed[i] else {}),
-            **({"reasoning_chars_stripped": int(scores.reasoning_chars[i])} if scores.reasoning_chars[i] else {}),
-            **({"empty": True} if scores.empty[i] else {}),
+            **({"unparsed": sample.unparsed_checks} if sample.unparsed_checks else {}),
+            **({"reasoning_chars_stripped": sample.reasoning_chars_stripped} if sample.reasoning_chars_stripped else {}),
+            **({"empty": True} if sample.empty_response else {}),
         })
     return rows
 
