@@ -14,7 +14,7 @@ SRC = Path(autorule.__file__).parent
 DOC = Path(__file__).parent.parent / "docs" / "ARCHITECTURE.md"
 
 # the layers, low to high: nothing in LOWER imports anything in HIGHER (the root package is the front door, above all)
-LOWER = ("autorule.data", "autorule.llm", "autorule.cache", "autorule.rules", "autorule.errors", "autorule.jsonsafe")
+LOWER = ("autorule.data", "autorule.llm", "autorule.cache", "autorule.rules", "autorule.errors", "autorule.jsonsafe", "autorule.display")
 HIGHER = ("autorule.extraction", "autorule.verifier", "autorule.validation", "autorule.reward", "autorule.integrations", "autorule.train",
           "autorule.api", "autorule.cli", "autorule.reporting", "autorule.bench", "autorule.quickstart", "autorule.plan")
 
