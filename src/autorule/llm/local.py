@@ -100,10 +100,19 @@ def local_model_path(spec: str | ModelSpec) -> Path:
     directory paths are used as they are.
 
     Raises:
-        SpecError: `spec` is not a model spec.
-        LLMError: it names no local model directory (a hub id, a server), or the copy could not be written.
+        LLMError: it names no local model directory (a hub id, a server, a directory that
+            is not there), or the copy could not be written.
+
+    Example:
+        >>> local_model_path("runs/no-such-model")
+        Traceback (most recent call last):
+        ...
+        autorule.llm.base.LLMError: 'runs/no-such-model' is not a local model directory (no config.json); use embedded, gguf:FILE, hf:DIR or a directory
     """
-    parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    try:
+        parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    except SpecError:  # most often a directory that is not there (yet)
+        parsed = ModelSpec("dir", str(spec), str(spec))
     if parsed.kind in ("embedded", "gguf"):
         gguf = embedded_gguf() if parsed.kind == "embedded" else parsed.path
         plain = _plain_copy_dir(gguf)
