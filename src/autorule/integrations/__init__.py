@@ -1,1 +1,9 @@
-"""Adapters for the trainers people already use: TRL, verl, OpenRLHF (reward server)."""
+"""Adapters for the trainers people already use: TRL, verl, OpenRLHF (reward server).
+
+One contract: each adapter builds its scorer with `autorule.reward.build_scorer`, gets one
+`autorule.reward.SampleReward` per response from `RewardScorer.samples`, and maps it to its
+trainer's shape (`trl`: a float or None; `verl`: a dict; `openrlhf`: rewards, scores and
+extra_logs). `batching` gathers concurrent requests into one verifier pass (verl's reward
+manager, the OpenRLHF server); `conversation` reads trainers' prompt and completion shapes;
+`templates` reads chat templates back into turns.
+"""
