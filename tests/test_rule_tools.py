@@ -239,7 +239,8 @@ def test_diff_with_the_real_embedder(tmp_path, capsys):
 
 
 def test_diff_behavioural_agreement_counts_matching_verdicts():
-    from autorule.rules.diff import add_agreement, diff_rules
+    from autorule.rules.diff import diff_rules
+    from autorule.verifier.agreement import add_agreement
 
     vec = {"The response should be short.": [1.0, 0.0], "The reply should be brief.": [0.8, 0.6]}
     d = diff_rules(RuleSet.from_texts(["The response should be short."]), RuleSet.from_texts(["The reply should be brief."]),

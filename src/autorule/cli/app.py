@@ -12,6 +12,8 @@ import logging
 import sys
 
 from autorule import __version__
+from rich.markup import escape
+
 from autorule.cli import bench, data, extract, llm, quickstart, report, rules, score, serve, train, validate
 from autorule.cli.options import Parser, err
 from autorule.errors import EXIT_INTERRUPTED, exit_code
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         code = exit_code(e)
         if code is None:  # not an error autorule expects: a bug, shown with its traceback
             raise
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets (autorule[bench], [image]) that are text, not markup
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         return code
 
 

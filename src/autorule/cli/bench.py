@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
 from autorule.cli.options import number, whole
 from autorule.errors import InputError
@@ -121,16 +120,12 @@ def cmd_injection(args: argparse.Namespace) -> int:
 def cmd_verifier_accuracy(args: argparse.Namespace) -> int:
     from autorule.verifier.calibration import by_family, judge, render
     from autorule.llm import load_llm, parse_spec
-    from autorule.bench.verifier_accuracy import MissingExtraError, build_gold
+    from autorule.bench.verifier_accuracy import build_gold
 
     for path, flag in ((args.hh, "--hh"), (args.alpaca, "--alpaca")):
         if not Path(path).is_file():
             raise InputError(f"{path}: no such file; pass {flag} PATH")
-    try:
-        gold = build_gold(args.hh, args.alpaca, n=args.replies, seed=args.seed)
-    except MissingExtraError as e:  # its message holds "autorule[bench]": escaped, not read as markup
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
-        return e.exit_code
+    gold = build_gold(args.hh, args.alpaca, n=args.replies, seed=args.seed)  # MissingExtraError: main() shows it, escaped
     if args.gold_out:
         Path(args.gold_out).write_text("".join(json.dumps(c.to_dict()) + "\n" for c in gold), encoding="utf-8")
     start = time.perf_counter()

@@ -69,7 +69,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from autorule.rules.diff import add_agreement, diff_rules
+    from autorule.rules.diff import diff_rules
+    from autorule.verifier.agreement import add_agreement
     from autorule.rules import RuleSet
     from autorule.validation import both_sides
 

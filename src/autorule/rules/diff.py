@@ -121,38 +121,3 @@ def diff_rules(a: RuleSet, b: RuleSet, embed: Callable[[list[str]], np.ndarray] 
     matches += [RuleMatch("only-a", r, None) for i, r in enumerate(a.rules) if i not in used_a]
     matches += [RuleMatch("only-b", None, r) for j, r in enumerate(b.rules) if j not in used_b]
     return RuleDiff(matches, shared, similar)
-
-
-def add_agreement(diff: RuleDiff, conversations: list, llm, **verifier_options) -> RuleDiff:
-    """Judge `conversations` against both sides of every matched pair of rules and record,
-    per match, how often the two rules gave the same verdict (unreadable checks left out).
-
-    Args:
-        diff: from `diff_rules`; conversations: responses to judge (e.g. both sides of
-            held-out pairs); llm: the verifier's LLM; verifier_options: passed to `Verifier`.
-
-    Example:
-        >>> import numpy as np
-        >>> from autorule.testing.fake_llm import FakeLLM
-        >>> d = diff_rules(RuleSet.from_texts(["The response should be short."]), RuleSet.from_texts(["The reply should be brief."]),
-        ...                lambda ts: np.ones((len(ts), 1)))
-        >>> m = add_agreement(d, ["Hi", "Hello"], FakeLLM(p_yes=0.8)).matches[0]
-        >>> m.agreement, m.n
-        (1.0, 2)
-    """
-    from autorule.verifier import Verifier
-
-    paired = [m for m in diff.matches if m.a is not None and m.b is not None]
-    if not paired or not conversations:
-        return diff
-    # one column per distinct text: the two sets may give one text different ids, or the reverse
-    texts = list(dict.fromkeys(t for m in paired for t in (m.a.text, m.b.text)))
-    judged = RuleSet(rules=[Rule(id=f"c{j}", text=t) for j, t in enumerate(texts)])
-    verdicts = Verifier(llm, judged, **verifier_options).verify(conversations)
-    column = {t: j for j, t in enumerate(texts)}
-    for m in paired:
-        ja, jb = column[m.a.text], column[m.b.text]
-        both = verdicts.parsed[:, ja] & verdicts.parsed[:, jb]
-        m.n = int(both.sum())
-        m.agreement = float((verdicts.hard[both, ja] == verdicts.hard[both, jb]).mean()) if m.n else None
-    return diff

@@ -66,12 +66,13 @@ class TrainConfig(BaseModel):
     @field_validator("policy", "verifier")
     @classmethod
     def _known_spec(cls, value: str) -> str:
-        from autorule.cli.options import model_spec
+        from autorule.llm.specs import SpecError, parse_spec
 
         try:
-            return model_spec(value)
-        except argparse.ArgumentTypeError as e:
+            parse_spec(value)  # the form only: the model is loaded later
+        except SpecError as e:
             raise ValueError(str(e)) from None
+        return value
 
     def report_to_list(self) -> list[str]:
         """`report_to` as the list TRL's `report_to` takes ([] for none)."""
