@@ -186,7 +186,7 @@ def test_sigkill_mid_stage_then_rerun_loses_nothing_and_repeats_nothing(tmp_path
     with ScriptedServer(slow) as server:
         args = ["extract", "--data", str(HH), "--on-bad-row", "skip", "--limit", "10", "--model", f"openai:judge@{server.base_url}",
                 "--out", str(run), "--target-rules", "4", "--concurrency", "1", "--cache", str(tmp_path / "cache.sqlite")]
-        proc = subprocess.Popen([sys.executable, "-m", "autorule.cli.app", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-m", "autorule", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
         partial = run / "010_reasoning.jsonl.partial"
         deadline = time.time() + 120

@@ -184,7 +184,7 @@ def test_openrlhf_remote_reward_client_calls_autorule_serve_as_the_readme_says(r
     args = command.split()[1:]
     assert args[0] == "serve"
     log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "autorule.cli.app", *args, "--no-cache"], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "autorule", *args, "--no-cache"], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -118,7 +118,7 @@ def test_sigkill_between_stages_then_rerun_repeats_no_finished_call(tmp_path, sh
     run = tmp_path / "run"
     with ScriptedServer(mock_judge(), latency=0.15) as server:
         args = extract_args(server, run, "--concurrency", "1", "--cache", str(tmp_path / "cache.sqlite"), limit=6)
-        proc = subprocess.Popen([sys.executable, "-m", "autorule.cli.app", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-m", "autorule", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
         deadline = time.time() + 120
         while time.time() < deadline and not (run / "010_reasoning.jsonl").is_file():

@@ -120,7 +120,7 @@ def test_data_inspect_streams_a_large_parquet(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "autorule.cli.app", "data", "inspect", str(path), "--on-bad-row", "skip", "--json", "--sample", "2"],
+    out = subprocess.run([sys.executable, "-m", "autorule", "data", "inspect", str(path), "--on-bad-row", "skip", "--json", "--sample", "2"],
                          capture_output=True, text=True, check=True)
     summary = json.loads(out.stdout)
     assert (summary["rows"], summary["pairs"], summary["format"]) == (n, n, "pairs")
