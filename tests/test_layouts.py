@@ -196,6 +196,46 @@ def test_an_unlabelled_file_still_gets_the_pairs_hint(tmp_path, capsys):
     assert "read it with --format pairs --prompt-column prompt --chosen-column good_reply --rejected-column bad_reply" in refused([str(path)], capsys)
 
 
+# ------------------------------------------------------------------ ids are not labels; every printed hint reads its file
+
+QA = [("What is 2+2?", "It is 4.", "It is 5, I think."), ("Capital of Peru?", "Lima is the capital.", "Quito, surely."),
+      ("Boil an egg how long?", "About nine minutes for hard.", "An hour or so."), ("Is the sun a star?", "Yes, a G-type star.", "No, a planet.")]
+
+
+def _qa_rows(**extra_by_row):
+    """Four rows of question/good_answer/bad_answer, each with the extra columns given per row (lists of 4)."""
+    return [{**{k: v[i] for k, v in extra_by_row.items()}, "question": q, "good_answer": g, "bad_answer": b} for i, (q, g, b) in enumerate(QA)]
+
+
+PAIRS_HINT = "read it with --format pairs --prompt-column question --chosen-column good_answer --rejected-column bad_answer"
+
+
+@pytest.mark.parametrize("extra", [
+    {"id": [3, 4, 5, 6]},            # an id by name and by values beyond a label's
+    {"row": [0, 1, 2, 3]},           # a row number: four distinct rising values
+    {"question_id": [1, 2, 1, 2]},   # *_id by name, whatever its values
+    {"n": [0, 1, 2, 3]},             # no id name: rising values
+    {"votes": [5, 0, 7, 1]},         # a count beyond any two-answer label
+    {"questionId": ["1", "2", "1", "2"]},
+])
+def test_an_id_like_column_is_not_a_label_and_the_pairs_hint_shows(tmp_path, capsys, extra):
+    (name,) = extra
+    path = write_jsonl(tmp_path / "d.jsonl", _qa_rows(**extra))
+    err = refused([str(path)], capsys)
+    assert PAIRS_HINT in err and "--label-column" not in err and "closest is pairs" in err
+    result = load_pairs(path, columns=Columns(prompt="question", chosen="good_answer", rejected="bad_answer"))
+    assert [p.chosen for p in result] == ["It is 4.", "Lima is the capital.", "About nine minutes for hard.", "Yes, a G-type star."]
+
+
+@pytest.mark.parametrize("name, values, kind", [
+    ("id", [3, 4], "number"), ("row", [0, 1], "number"), ("n", [0, 1, 2, 3], "number"), ("questionId", [1, 2], "number"),
+    ("Unnamed: 0", ["0", "1"], "number"), ("votes", [5, 0], "number"), ("pref", [1, 2, 1], "label"), ("valid", [1, 0], "label"),
+    ("overall_preference", [0, 1, 2, 3], "label"), ("strength", [-2, 1, 3], "label"),
+])
+def test_id_like_columns_from_names_and_values(name, values, kind):
+    assert column_kind(name, values) == kind
+
+
 @pytest.mark.parametrize("argv, label, instead", [
     (["shp.jsonl", "--chosen-column", "human_ref_A", "--rejected-column", "human_ref_B"], "'labels' (values 0, 1)", "--format shp"),
     (["pku-saferlhf.jsonl", "--format", "pairs", "--chosen-column", "response_0", "--rejected-column", "response_1"],
