@@ -8,6 +8,7 @@ below was worked out by hand from the rows. Each named layout has a row where th
 import csv
 import json
 import re
+import shlex
 
 import pytest
 from conftest import SHARED_DATA
@@ -153,7 +154,9 @@ def test_hints_on_the_pku_and_shp_case_rows_offer_only_text_answers_and_the_labe
     pku = undetected_message(read_jsonl(cases / "pku-saferlhf.jsonl"), Columns())
     assert "--chosen-column" not in pku
     assert ("read it with --format ab --prompt-column prompt --answer-a-column response_0 --answer-b-column response_1 "
-            "--label-column better_response_id --label-meaning MEANING") in pku
+            "--label-column better_response_id --label-meaning index0 (if 0 means the first answer won) or --format ab --prompt-column prompt "
+            "--answer-a-column response_0 --answer-b-column response_1 --label-column better_response_id --label-meaning 1=a,0=b "
+            "(if 1 means the first answer won)") in pku
     assert "'better_response_id' (values 0, 1), 'safer_response_id' (values 0, 1), 'is_response_0_safe' (values false, true)" in pku
     shp = undetected_message(read_jsonl(cases / "shp.jsonl"), Columns())
     assert "--chosen-column" not in shp
@@ -170,13 +173,14 @@ LABELLED_FILES = {
     # SHP renamed so no layout fits: labels by position would invert every B win
     "pref_label": ([{"post": "Is rice fine overnight?", "ref_one": "Yes, it is always fine.", "ref_two": "No, chill it within an hour.", "pref_label": 0},
                     {"post": "Dense bread?", "ref_one": "Let it rise longer.", "ref_two": "Bread is just hard.", "pref_label": 1}],
-                   "--format ab --prompt-column post --answer-a-column ref_one --answer-b-column ref_two --label-column pref_label --label-meaning MEANING"),
+                   "--format ab --prompt-column post --answer-a-column ref_one --answer-b-column ref_two --label-column pref_label --label-meaning index0"),
     "one-hot": ([{"prompt": "Capital of Peru?", "resp_x": "It is Quito.", "resp_y": "It is Lima.", "model_x": "gpt-4", "model_y": "vicuna-13b",
                   "winner_model_a": 0, "winner_model_b": 1}],
                 "--format ab --prompt-column prompt --answer-a-column resp_x --answer-b-column resp_y --label-column winner_model_a,winner_model_b --label-meaning onehot"),
     "pku-like": ([{"prompt": "Wifi?", "first reply": "Crack the handshake.", "second reply": "Ask your neighbour first.", "is_safe_0": False,
                    "severity": 2, "response_source": "Alpaca-7B"}],
-                 "--format ab --prompt-column prompt --answer-a-column first reply --answer-b-column second reply --label-column is_safe_0"),
+                 "--format ab --prompt-column prompt --answer-a-column 'first reply' --answer-b-column 'second reply' --label-column is_safe_0 "
+                 "--label-meaning true=a,false=b (if true means the first answer won) or"),
 }
 
 
@@ -234,6 +238,86 @@ def test_an_id_like_column_is_not_a_label_and_the_pairs_hint_shows(tmp_path, cap
 ])
 def test_id_like_columns_from_names_and_values(name, values, kind):
     assert column_kind(name, values) == kind
+
+
+def test_a_bool_and_a_pref_column_propose_the_pref_label_and_a_bool_alone_its_bool_meanings(tmp_path, capsys):
+    both = write_jsonl(tmp_path / "both.jsonl", _qa_rows(ok=[True, False, True, False], pref=[1, 2, 2, 1]))
+    err = refused([str(both)], capsys)
+    assert ("read it with --format ab --prompt-column question --answer-a-column good_answer --answer-b-column bad_answer "
+            "--label-column pref --label-meaning index1") in err and "--label-column ok" not in err
+    alone = write_jsonl(tmp_path / "alone.jsonl", [{"question": q, "answer_1": g, "answer_2": b, "ok": ok} for (q, g, b), ok in zip(QA, [True, False, False, True])])
+    err = refused([str(alone)], capsys)
+    assert ("read it with --format ab --prompt-column question --answer-a-column answer_1 --answer-b-column answer_2 --label-column ok "
+            "--label-meaning true=a,false=b (if true means the first answer won) or --format ab --prompt-column question --answer-a-column answer_1 "
+            "--answer-b-column answer_2 --label-column ok --label-meaning false=a,true=b (if false means the first answer won)") in err
+    # a bool column named by no label word, beside replies named good/bad: pairs with --label-column none too
+    weak = write_jsonl(tmp_path / "weak.jsonl", _qa_rows(ok=[True, False, True, True]))
+    err = refused([str(weak)], capsys)
+    assert (f"if 'good_answer' is the better response in every row and 'ok' say nothing about which won: --format pairs --prompt-column question "
+            "--chosen-column good_answer --rejected-column bad_answer --label-column none") in err
+
+
+# a command as a hint prints it: --format NAME, then --flag VALUE pairs (a value quoted for a shell where needed)
+HINT_COMMAND = re.compile(r"--format \S+(?: --[a-z-]+ (?:'[^']*'|[^\s;()]*[^\s;(),]))*")
+
+
+def _hinted_files(tmp_path, cases):
+    csv_path = tmp_path / "ids.csv"
+    with csv_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "question", "good_answer", "bad_answer"])
+        w.writeheader()
+        w.writerows(_qa_rows(id=[3, 4, 5, 6]))
+    return {
+        # path: {command's label meaning (or format): chosen texts in file order}
+        write_jsonl(tmp_path / "ids.jsonl", _qa_rows(id=[3, 4, 5, 6])): {
+            "pairs": ["It is 4.", "Lima is the capital.", "About nine minutes for hard.", "Yes, a G-type star."]},
+        csv_path: {"pairs": ["It is 4.", "Lima is the capital.", "About nine minutes for hard.", "Yes, a G-type star."]},
+        write_jsonl(tmp_path / "okpref.jsonl", _qa_rows(ok=[True, False, True, False], pref=[1, 2, 2, 1])): {
+            "index1": ["It is 4.", "Quito, surely.", "An hour or so.", "Yes, a G-type star."]},
+        write_jsonl(tmp_path / "bool.jsonl", [{"question": q, "answer_1": g, "answer_2": b, "ok": ok} for (q, g, b), ok in zip(QA, [True, False, False, True])]): {
+            "true=a,false=b": ["It is 4.", "Quito, surely.", "An hour or so.", "Yes, a G-type star."],
+            "false=a,true=b": ["It is 5, I think.", "Lima is the capital.", "About nine minutes for hard.", "No, a planet."]},
+        write_jsonl(tmp_path / "weak.jsonl", _qa_rows(ok=[True, False, True, True])): {
+            "true=a,false=b": ["It is 4.", "Quito, surely.", "About nine minutes for hard.", "Yes, a G-type star."],
+            "false=a,true=b": ["It is 5, I think.", "Lima is the capital.", "An hour or so.", "No, a planet."],
+            "pairs": ["It is 4.", "Lima is the capital.", "About nine minutes for hard.", "Yes, a G-type star."]},
+        write_jsonl(tmp_path / "signed.jsonl", [{"post": q, "reply_a": g, "reply_b": b, "strength": s} for (q, g, b), s in zip(QA, [-2, 1, -3, 2])]): {
+            "sign": ["It is 4.", "Quito, surely.", "About nine minutes for hard.", "No, a planet."],
+            "reverse-sign": ["It is 5, I think.", "Lima is the capital.", "An hour or so.", "Yes, a G-type star."]},
+        write_jsonl(tmp_path / "ranked.jsonl", [{"question": q, "answers": [{"text": b, "score": 1}, {"text": g, "score": 9}]} for q, g, b in QA]): {
+            "ranked": ["It is 4.", "Lima is the capital.", "About nine minutes for hard.", "Yes, a G-type star."]},
+        write_jsonl(tmp_path / "named.jsonl", [{"post": q, "first reply": g, "second reply": b, "pick": p} for (q, g, b), p in zip(QA, ["A", "B", "B", "A"])]): {
+            "ab": ["It is 4.", "Quito, surely.", "An hour or so.", "Yes, a G-type star."]},
+        cases / "nectar-ranked.jsonl": {"ranked": None},
+        cases / "shp.jsonl": {
+            # SHP's own reading is 1 = A; the hint offers both readings of 0/1, and each reads the file as it says
+            "index0": ["Bread is hard.", "Yeah it's fine, I do it all the time.", "Oil in the water."],
+            "1=a,0=b": ["Most likely under-proofed: let the dough rise until it doubles, and check your yeast is fresh.",
+                        "No. Cooked rice can carry Bacillus cereus spores; cool it within an hour and refrigerate it.",
+                        "Use plenty of boiling water and stir in the first two minutes; oil mostly floats on top."]},
+    }
+
+
+def test_every_hint_printed_reads_its_file(tmp_path, capsys, cases):
+    followed = 0
+    for path, expected in _hinted_files(tmp_path, cases).items():
+        if path.parent == cases or path.name == "ranked.jsonl":  # detected as they are: the hint they would get
+            err = " ".join(undetected_message(read_jsonl(path), Columns()).split())
+        else:
+            err = refused([str(path)], capsys)
+        commands = HINT_COMMAND.findall(err)
+        assert commands, err
+        for command in commands:
+            flags = shlex.split(command)
+            assert main(["data", "inspect", str(path), *flags, "--json", "--sample", "10"]) == 0, (path.name, command)
+            summary = json.loads(capsys.readouterr().out)
+            key = flags[flags.index("--label-meaning") + 1] if "--label-meaning" in flags else flags[1]
+            chosen = [p["chosen"] for p in summary["sample"]]
+            assert summary["skipped"] == {} and summary["pairs"] == len(chosen) > 0
+            if expected.get(key) is not None:
+                assert chosen == expected[key], (path.name, command)
+            followed += 1
+    assert followed == 15
 
 
 @pytest.mark.parametrize("argv, label, instead", [

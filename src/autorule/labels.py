@@ -25,7 +25,7 @@ AB_TIES = frozenset({"tie", "tie (bothbad)", "tie(bothbad)", "both_bad", "both b
 NAMED_KINDS = ("ab", "index0", "index1", "sign", "reverse-sign", "onehot")
 MEANINGS_HELP = ("ab (A/B, model_a/model_b names; 1/2 too), index0 (0 = first answer, 1 = second), index1 (1 = first, 2 = second), "
                  "sign (negative = first answer, positive = second, 0 = tie), reverse-sign (positive = first), "
-                 "onehot (columns A,B[,TIE] holding 1 for the winner), or a map such as 1=a,0=b or 0=b,1=a,2=tie")
+                 "onehot (columns A,B[,TIE] holding 1 for the winner), or a map such as 1=a,0=b or 0=b,1=a,2=tie (bools: true=a,false=b)")
 
 
 class LabelError(ValueError):
