@@ -331,6 +331,85 @@ def test_the_pairs_format_refuses_to_ignore_a_label_column(cases, capsys, argv, 
     assert f"read it with {instead}" in err and "--label-column none" in err
 
 
+# ------------------------------------------------------------------ a forced format that does not fit; loads that give no pair
+
+
+@pytest.mark.parametrize("file, fmt, missing, fit", [
+    ("shp.jsonl", "pku-saferlhf", "better_response_id", "shp"),
+    ("shp.jsonl", "helpsteer3", "overall_preference", "shp"),
+    ("shp.jsonl", "hh-rlhf", "chosen", "shp"),
+    ("nectar-ranked.jsonl", "pairs", "chosen", "nectar"),
+    ("ultrafeedback-binarized.jsonl", "shp", "labels", "ultrafeedback"),
+    ("pku-saferlhf.jsonl", "alpacaeval", "instruction", "pku-saferlhf"),
+])
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_forced_format_that_does_not_fit_names_the_one_that_does_and_never_suggests_skipping(cases, capsys, file, fmt, missing, fit, skip):
+    err = refused([str(cases / file), "--format", fmt, *(["--on-bad-row", "skip"] if skip else [])], capsys)
+    assert f"{file}, line 1: --format {fmt} does not fit this file: its first row has no column '{missing}'" in err
+    assert err.endswith(f"the first rows read as --format {fit} (leave --format out to detect it)")
+    assert "--on-bad-row" not in err
+
+
+def test_a_forced_format_on_a_file_no_format_fits_says_so(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "Q?", "response": "A reply here."}])
+    err = refused([str(path), "--format", "shp"], capsys)
+    assert "--format shp does not fit this file: its first row has no column 'labels'" in err
+    assert "; no format fits them as they are: the columns ['question', 'response'] hold one response per prompt" in err
+
+
+@pytest.mark.parametrize("rows, argv, reasons", [
+    ([{"prompt": "Q", "chosen": "Same.", "rejected": "Same."}, {"prompt": "R", "chosen": "Also.", "rejected": "Also."}], ["--on-bad-row", "skip"],
+     "no pairs: all 2 rows were skipped (2 chosen identical to rejected; e.g. row 1: chosen identical to rejected); "
+     "rows skipped as bad usually mean the wrong --format or column options, not bad rows"),
+    ([{"prompt": "Q", "chosen": "A.", "rejected": "B.", "score_chosen": 5, "score_rejected": 5}] * 3, [],
+     "no pairs: all 3 rows were skipped (3 tie (score_chosen = score_rejected))"),
+    ([{"question": "Q", "x": "One.", "y": "Two.", "v": "tie"}, {"question": "Q", "x": "One.", "y": "Two.", "v": 7}],
+     ["--answer-a-column", "x", "--answer-b-column", "y", "--label-column", "v", "--label-meaning", "ab", "--on-bad-row", "skip"],
+     "no pairs: all 2 rows were skipped (1 tie, 1 bad 'v'; e.g. row 2: bad 'v': 7 is not a value of meaning ab"),
+])
+def test_a_load_in_which_every_row_is_skipped_exits_2_with_the_reasons(tmp_path, capsys, rows, argv, reasons):
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    err = refused([str(path), *argv], capsys)
+    assert f"error: {path}: {reasons}" in err
+    if not argv or argv == ["--on-bad-row", "skip"]:  # the library says it too
+        with pytest.raises(DataError, match="no pairs: all"):
+            load_pairs(path, on_bad_row="skip")
+
+
+def test_every_command_that_loads_pairs_exits_2_when_every_row_is_skipped(tmp_path, capsys, monkeypatch):
+    from autorule.bench.mock_server import ScriptedServer
+    from autorule.rules import Rule, RuleSet
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Q", "chosen": "Same.", "rejected": "Same."}] * 2)
+    rules = tmp_path / "rules.yaml"
+    RuleSet(rules=[Rule(id="r1", text="The response is polite.")]).save(rules)
+    with ScriptedServer(lambda messages, body: {"content": "Yes"}) as server:
+        model = f"openai:scripted@{server.base_url}"
+        commands = [["extract", "--data", str(path), "--model", model, "--out", str(tmp_path / "run")],
+                    ["validate", "--rules", str(rules), "--data", str(path), "--verifier", model],
+                    ["score", "--rules", str(rules), "--data", str(path), "--verifier", model]]
+        for argv in commands:
+            assert main([*argv, "--no-cache", "--on-bad-row", "skip"]) == 2, argv[0]
+            err = " ".join(capsys.readouterr().err.split())
+            assert f"{path}: no pairs: all 2 rows were skipped (2 chosen identical to rejected" in err, argv[0]
+        assert server.count == 0  # refused before any request
+
+
+def test_a_label_meaning_that_does_not_fit_the_labels_is_refused_without_suggesting_skips(tmp_path, capsys, cases):
+    err = refused([str(cases / "pku-saferlhf.jsonl"), "--format", "ab", "--label-meaning", "ab"], capsys)
+    assert ("label meaning ab (A/B or model_a/model_b names the winner) does not fit column 'better_response_id': it does not read 0 in the first rows; "
+            "readings that fit its values: --label-meaning index0 or --label-meaning 1=a,0=b") in err and "--on-bad-row" not in err
+    err = refused([str(cases / "shp.jsonl"), "--label-meaning", "index1"], capsys)
+    assert "label meaning index1 (1 = first answer, 2 = second) does not fit column 'labels': it does not read 0 in the first rows" in err
+    # past the first rows: a label value the meaning does not know is the meaning's fault, not the row's
+    rows = [{"question": f"Q{i}?", "answer_a": f"A{i}.", "answer_b": f"B{i}.", "label": 1 + i % 2} for i in range(20)]
+    rows.append({"question": "Q20?", "answer_a": "A20.", "answer_b": "B20.", "label": 0})
+    err = refused([str(write_jsonl(tmp_path / "d.jsonl", rows))], capsys)
+    assert err.endswith("line 21: bad 'label': 0 is not a value of meaning index1 (1 = first answer, 2 = second); "
+                        "the label meaning does not fit this file's labels: say what they mean with --label-meaning")
+
+
 def test_label_column_none_reads_pairs_as_the_user_says(cases):
     result = load_pairs(cases / "shp.jsonl", columns=Columns(prompt="history", chosen="human_ref_A", rejected="human_ref_B", label="none"))
     assert result.format == "pairs" and [p.chosen for p in result][1] == "Yeah it's fine, I do it all the time."
@@ -527,11 +606,13 @@ def test_every_label_meaning_picks_the_side_it_names(meaning, label, chosen):
 
 
 def test_label_meanings_ties_and_values_outside(tmp_path):
-    rows = [{"q": "Q?", "x": "One.", "y": "Two.", "v": 2}, {"q": "Q?", "x": "One.", "y": "Two.", "v": 7}]
+    rows = [{"q": "Q?", "x": "One.", "y": "Two.", "v": 2}, {"q": "Q?", "x": "One.", "y": "Two.", "v": 7}, {"q": "Q?", "x": "One.", "y": "Two.", "v": 0}]
     columns = Columns(prompt="q", answer_a="x", answer_b="y", label="v", label_meaning="0=b,1=a,2=tie")
-    with pytest.raises(DataError, match=r"<rows>, row 2: bad 'v': 7 is not a value of meaning 0=b,1=a,2=tie"):
+    # 7 is no label value (a bad row, which may be skipped), not a sign that the meaning is wrong
+    with pytest.raises(DataError, match=r"<rows>, row 2: bad 'v': 7 is not a value of meaning 0=b,1=a,2=tie \(use --on-bad-row skip"):
         load_pairs(rows, columns=columns)
-    assert dict(load_pairs(rows, columns=columns, on_bad_row="skip").skipped) == {"tie": 1, "bad 'v'": 1}
+    result = load_pairs(rows, columns=columns, on_bad_row="skip")
+    assert dict(result.skipped) == {"tie": 1, "bad 'v'": 1} and [p.chosen for p in result] == ["Two."]
 
 
 def test_general_reader_detected_from_names_and_values(tmp_path):

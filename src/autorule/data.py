@@ -117,10 +117,16 @@ class DataError(Exception):
 
 
 class BadRow(Exception):
-    """A row that cannot become a pair; `reason` is a short, countable label."""
+    """A row that cannot become a pair; `reason` is a short, countable label.
 
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
+    Args:
+        reason: the countable label; detail: the rest of the message; skippable: False when
+            skipping would hide a mistake in the options (a label meaning the file's labels do
+            not fit), so the error does not suggest ``--on-bad-row skip``.
+    """
+
+    def __init__(self, reason: str, detail: str = "", skippable: bool = True):
+        self.reason, self.skippable = reason, skippable
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
@@ -695,7 +701,8 @@ class PairStream:
             self.skipped[outcome.reason] += 1
             return
         if self.on_bad_row == "error":
-            raise DataError(shown, f"{outcome} (use --on-bad-row skip to skip such rows)", row, unit) from None
+            advice = " (use --on-bad-row skip to skip such rows)" if getattr(outcome, "skippable", True) else ""
+            raise DataError(shown, f"{outcome}{advice}", row, unit) from None
         self.skipped[outcome.reason] += 1  # type: ignore[attr-defined]
         if len(self.examples) < 5:
             self.examples.append((row, str(outcome)))
@@ -742,6 +749,8 @@ class PairStream:
                     return
         if self.rows == 0:
             raise DataError(shown, "no rows found")
+        if self.pairs_read == 0:
+            raise DataError(shown, no_pairs_message(self.rows, self.skipped, self.examples, self.on_bad_row))
 
     def chunks(self, size: int) -> Iterator[list[PreferencePair]]:
         """The pairs in lists of at most `size`, in file order."""
@@ -754,6 +763,27 @@ class PairStream:
         if self.notes:
             out["notes"] = dict(self.notes)
         return out
+
+
+def no_pairs_message(rows: int, skipped: Counter, examples: list[tuple[int, str]], on_bad_row: str) -> str:
+    """Why a load gave no pair: every row skipped, with the reasons and the first examples.
+
+    A load of zero pairs is an error, never an empty success: a command that went on would
+    report nothing learned, scored or checked, with exit 0.
+
+    Args:
+        rows: rows read; skipped: skipped rows by reason; examples: (row, reason) of the first
+            bad rows; on_bad_row: "error" or "skip".
+
+    Example:
+        >>> no_pairs_message(2, Counter({"missing column 'chosen'": 2}), [(1, "missing column 'chosen': columns present: ['q']")], "skip")
+        "no pairs: all 2 rows were skipped (2 missing column 'chosen'; e.g. row 1: missing column 'chosen': columns present: ['q']); rows skipped as bad usually mean the wrong --format or column options, not bad rows"
+    """
+    reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
+    example = f"; e.g. row {examples[0][0]}: {examples[0][1]}" if examples else ""
+    advice = ("; rows skipped as bad usually mean the wrong --format or column options, not bad rows"
+              if on_bad_row == "skip" and examples else "")
+    return f"no pairs: all {rows} rows were skipped ({reasons}{example}){advice}"
 
 
 def _peek(rows: Iterator[tuple[int, Any]], n: int) -> tuple[list[tuple[int, Any]], Iterator[tuple[int, Any]]]:
