@@ -410,6 +410,19 @@ def test_a_label_meaning_that_does_not_fit_the_labels_is_refused_without_suggest
                         "the label meaning does not fit this file's labels: say what they mean with --label-meaning")
 
 
+def test_data_inspect_json_always_has_notes_as_it_has_skipped(tmp_path, capsys, cases):
+    plain = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go."}])
+    for path, skipped, notes in ((plain, {}, {}),
+                                 (cases / "ultrafeedback-binarized.jsonl", {"tie (score_chosen = score_rejected)": 1},
+                                  {"prompt already at the start of the replies (not repeated)": 2})):
+        assert main(["data", "inspect", str(path), "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert (summary["skipped"], summary["notes"]) == (skipped, notes)
+    stream = stream_pairs(plain)
+    list(stream)
+    assert stream.summary()["notes"] == {} and load_pairs(plain).summary()["notes"] == {}
+
+
 def test_label_column_none_reads_pairs_as_the_user_says(cases):
     result = load_pairs(cases / "shp.jsonl", columns=Columns(prompt="history", chosen="human_ref_A", rejected="human_ref_B", label="none"))
     assert result.format == "pairs" and [p.chosen for p in result][1] == "Yeah it's fine, I do it all the time."

@@ -216,9 +216,8 @@ class LoadResult:
             "rows": self.rows,
             "pairs": len(self.pairs),
             "skipped": dict(self.skipped),
+            "notes": dict(self.notes),  # always there, as skipped is: a reader of the JSON need not guess
         }
-        if self.notes:
-            out["notes"] = dict(self.notes)
         return out
 
 
@@ -674,7 +673,7 @@ class PairStream:
         >>> [len(chunk) for chunk in stream.chunks(2)]
         [2, 1]
         >>> stream.summary()
-        {'path': '<rows>', 'format': 'pairs', 'rows': 4, 'pairs': 3, 'skipped': {'chosen identical to rejected': 1}}
+        {'path': '<rows>', 'format': 'pairs', 'rows': 4, 'pairs': 3, 'skipped': {'chosen identical to rejected': 1}, 'notes': {}}
     """
 
     def __init__(self, source, format: str = "auto", *, columns: Columns | None = None, on_bad_row: Literal["error", "skip"] = "error",
@@ -758,11 +757,8 @@ class PairStream:
 
     def summary(self) -> dict[str, Any]:
         """What the last full pass read, as `LoadResult.summary` gives it."""
-        out = {"path": self.path, "format": self.format if self.format != "auto" else "unknown", "rows": self.rows,
-               "pairs": self.pairs_read, "skipped": dict(self.skipped)}
-        if self.notes:
-            out["notes"] = dict(self.notes)
-        return out
+        return {"path": self.path, "format": self.format if self.format != "auto" else "unknown", "rows": self.rows,
+                "pairs": self.pairs_read, "skipped": dict(self.skipped), "notes": dict(self.notes)}
 
 
 def no_pairs_message(rows: int, skipped: Counter, examples: list[tuple[int, str]], on_bad_row: str) -> str:
