@@ -103,6 +103,19 @@ def split_answer(text: str) -> SplitAnswer:
     return SplitAnswer(current.strip(), stripped, unclosed)
 
 
+def has_reasoning(text: str) -> bool:
+    """Whether a text holds a reasoning marker (an opening or closing one of `REASONING_MARKERS`).
+
+    Args:
+        text: a completion or a reply.
+
+    Example:
+        >>> has_reasoning("<think>Let me check"), has_reasoning("so it is fine.</think>"), has_reasoning("The response is polite")
+        (True, True, False)
+    """
+    return any(o.search(text) or c.search(text) for o, c in _PAIRS)
+
+
 def answer_only(conversation: list[Message]) -> tuple[list[Message], int]:
     """The conversation with its final assistant turn's reasoning cut, and the characters cut.
 

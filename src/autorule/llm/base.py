@@ -199,6 +199,26 @@ class LLM(ABC):
     def __init__(self) -> None:
         # counts a run reports: requests, retries, faults by kind, unparsed yes/no answers
         self.stats: Counter = Counter()
+        # the starts of the first generated yes/no answers that held no Yes/No and showed no
+        # reasoning: an error quotes them rather than guess at the cause
+        self.unparsed_replies: list[str] = []
+
+    def note_unparsed_reply(self, text: str | None, keep: int = 3, chars: int = 80) -> None:
+        """Keep the start of a generated yes/no answer that held no Yes/No (the first `keep` of a run).
+
+        Args:
+            text: the answer's text; keep: how many to keep; chars: how much of each.
+
+        Example:
+            >>> from autorule.llm.fake import FakeLLM
+            >>> llm = FakeLLM()
+            >>> llm.note_unparsed_reply("The response  is polite because it thanks the user for waiting patiently", chars=30)
+            >>> llm.unparsed_replies
+            ['The response is polite becaus…']
+        """
+        line = " ".join((text or "").split())
+        if len(self.unparsed_replies) < keep:
+            self.unparsed_replies.append(line if len(line) <= chars else line[: chars - 1].rstrip() + "…")
 
     @property
     def identity(self) -> dict:

@@ -276,15 +276,33 @@ class Verifier:
         unparsed = int(np.isnan(np.delete(probs, list(errors), axis=0)).sum())
         if judged and unparsed / judged > self.max_unparsed:
             thinking = stats["yes_no_thinking"] - thinking_before
-            cause = (
-                f"{thinking} answers began with a reasoning block (<think>): the verifier thinks before it answers"
-                if thinking
-                else "the verifier answered with neither Yes nor No"
-            )
-            raise UnparsedVerdicts(
-                f"{unparsed} of {judged} rule checks had no readable Yes/No ({cause}). Unparsed checks are left out of the "
-                "reward, but at this share it rests on too little. Use a model that answers directly, or turn thinking off "
-                "for the verifier: --extra-body '{\"chat_template_kwargs\": {\"enable_thinking\": false}}' (Qwen3 on vLLM or "
-                "SGLang; llama-server: start it with --reasoning-budget 0)."
-            )
+            raise UnparsedVerdicts(unparsed_message(unparsed, judged, thinking, getattr(self.llm.backend, "unparsed_replies", [])))
         return verdicts
+
+
+def unparsed_message(unparsed: int, judged: int, thinking: int, replies: list[str]) -> str:
+    """Why too many checks had no readable Yes/No. Thinking is named (with the switch that turns it off)
+    only when replies showed reasoning (a <think> tag or reasoning_content); otherwise the replies are quoted.
+
+    Args:
+        unparsed: checks with no verdict; judged: checks asked; thinking: replies that showed reasoning;
+        replies: the starts of replies with neither Yes/No nor reasoning.
+
+    Example:
+        >>> unparsed_message(4, 4, 0, ["The response is polite because"])
+        "4 of 4 rule checks had no readable Yes/No (the verifier answered with text that has no Yes or No, e.g. 'The response is polite because'). Unparsed checks are left out of the reward, but at this share it rests on too little. Use a verifier that answers the question with Yes or No (an instruction-tuned model; check the server's chat template)."
+    """
+    causes, advice = [], []
+    if thinking:
+        causes.append(f"{thinking} answers began with a reasoning block (<think>): the verifier thinks before it answers")
+        advice.append("Use a model that answers directly, or turn thinking off for the verifier: "
+                      "--extra-body '{\"chat_template_kwargs\": {\"enable_thinking\": false}}' (Qwen3 on vLLM or "
+                      "SGLang; llama-server: start it with --reasoning-budget 0).")
+    if replies:
+        causes.append(f"the verifier answered with text that has no Yes or No, e.g. {replies[0]!r}")
+    if not causes:
+        causes.append("the verifier answered with neither Yes nor No")
+    if replies or not thinking:
+        advice.append("Use a verifier that answers the question with Yes or No (an instruction-tuned model; check the server's chat template).")
+    return (f"{unparsed} of {judged} rule checks had no readable Yes/No ({'; '.join(causes)}). Unparsed checks are left out of the "
+            f"reward, but at this share it rests on too little. {' '.join(advice)}")
