@@ -288,6 +288,7 @@ _SHOWN = [
     ("yes_no_unparsed", "unparsed verdicts"), ("yes_no_thinking", "thinking-first verdicts"),
     ("logprobs_refused", "logprobs refused (verdicts read from short answers)"), ("top_logprobs_lowered", "top_logprobs lowered to the server's limit"),
     ("yes_no_from_reasoning", "verdicts read from reasoning_content"),
+    ("context_learned", "context learned from the server's refusal"), ("context_retried", "requests refitted to it and retried"),
 ]
 
 
