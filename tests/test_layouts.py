@@ -423,6 +423,66 @@ def test_data_inspect_json_always_has_notes_as_it_has_skipped(tmp_path, capsys, 
     assert stream.summary()["notes"] == {} and load_pairs(plain).summary()["notes"] == {}
 
 
+# ------------------------------------------------------------------ score --data reads pairs as data inspect does
+
+
+def _keyword_judge(words):
+    """A judge that says Yes when the final response (inside its nonce-tagged markers) holds one of `words`."""
+    def reply(messages, body):
+        text = messages[-1]["content"]
+        final = re.search(r'-final-response id="[0-9a-f]+">\n(.*)\n</[a-z]+-final-response', text, re.DOTALL).group(1)
+        return {"content": "Yes" if any(w in final for w in words) else "No"}
+    return reply
+
+
+def _score(tmp_path, data, *flags):
+    from autorule.bench.mock_server import ScriptedServer
+    from autorule.rules import RuleSet
+
+    rules = tmp_path / "rules.yaml"
+    RuleSet.from_texts(["The response gives a useful, specific answer."]).save(rules)
+    out = tmp_path / "rows.jsonl"
+    out.unlink(missing_ok=True)
+    judge = _keyword_judge(["under-proofed", "Bacillus", "boiling water", "ZZ plants", "Pothos and snake"])
+    with ScriptedServer(judge, logprobs=False) as server:  # short answers: Yes 1.0, No 0.0
+        code = main(["score", "--rules", str(rules), "--data", str(data), "--verifier", f"openai:scripted@{server.base_url}", "--no-cache",
+                     "--json", "--out", str(out), *flags])
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else None
+    return code, rows, server.count
+
+
+@pytest.mark.parametrize("flags", [
+    [],  # detected: shp
+    ["--format", "shp"],
+    # the same reading through the general reader's flags, answers named the other way round
+    ["--format", "ab", "--prompt-column", "history", "--answer-a-column", "human_ref_B", "--answer-b-column", "human_ref_A",
+     "--label-column", "labels", "--label-meaning", "0=a,1=b"],
+])
+def test_score_data_reads_a_preference_layout_with_the_data_options_and_scores_chosen_and_rejected(tmp_path, capsys, cases, flags, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    code, rows, _ = _score(tmp_path, cases / "shp.jsonl", *flags)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0
+    # rows 2 and 3: B wins; by position (A as chosen) two of three pairs would have the rejected side ahead
+    assert [(r["side"], r["rule_reward"]) for r in rows] == [("chosen", 1.0), ("rejected", 0.0)] * 3
+    assert (summary["responses"], summary["pairs"], summary["chosen_preferred"], summary["ties"]) == (6, 3, 1.0, 0.0)
+
+
+def test_score_data_takes_ranked_pairs_and_refuses_an_ambiguous_label_as_data_inspect_does(tmp_path, capsys, cases, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    # Nectar: ranks 1, 2, 3 ('ZZ plants...', 'Pothos and snake...', 'Cactus.'); adjacent: 1>2, 2>3
+    code, rows, _ = _score(tmp_path, cases / "nectar-ranked.jsonl", "--ranked-pairs", "adjacent")
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and [(r["side"], r["rule_reward"]) for r in rows] == [("chosen", 1.0), ("rejected", 1.0), ("chosen", 1.0), ("rejected", 0.0)]
+    assert (summary["pairs"], summary["chosen_preferred"], summary["ties"]) == (2, 0.5, 0.5)
+    # a 0/1 label with no meaning: refused with the flag that picks one, before any request
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "Q?", "answer_a": "Bacillus.", "answer_b": "Rice.", "label": 0},
+                                              {"question": "R?", "answer_a": "One.", "answer_b": "Two.", "label": 1}])
+    assert _score(tmp_path, path) == (2, None, 0)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "label column 'label' holds only 0 and 1 in its first rows" in err and "--label-meaning index0" in err
+
+
 def test_label_column_none_reads_pairs_as_the_user_says(cases):
     result = load_pairs(cases / "shp.jsonl", columns=Columns(prompt="history", chosen="human_ref_A", rejected="human_ref_B", label="none"))
     assert result.format == "pairs" and [p.chosen for p in result][1] == "Yeah it's fine, I do it all the time."

@@ -432,16 +432,23 @@ def _score_rows(chunk: list, scores) -> list[dict]:
     return rows
 
 
+def _pair_options_given(args: argparse.Namespace) -> bool:
+    """Whether the data options say the file holds preference pairs (a format or a pair column was named)."""
+    named = (args.answer_a_column, args.answer_b_column, args.label_column, args.label_meaning)
+    return args.format != "auto" or any(v is not None for v in named) or (args.chosen_column, args.rejected_column) != ("chosen", "rejected")
+
+
 class _ScoreItems:
     """(id, side, conversation) of every response to score, read lazily on each pass:
     a JSONL of prompt + response, or preference pairs (both sides of each)."""
 
     def __init__(self, args: argparse.Namespace):
-        from .data import first_record, stream_pairs
+        from .data import first_record
 
         self.path = Path(args.data)
         first = first_record(self.path) if self.path.is_file() else None
-        self.pairs = None if first is not None and "response" in first else stream_pairs(self.path, args.format, on_bad_row=args.on_bad_row, limit=args.limit)
+        responses = first is not None and "response" in first and not _pair_options_given(args)
+        self.pairs = None if responses else load_data(args)  # pairs read as data inspect reads them
         self.count: int | None = None  # known after the first pass
 
     def __iter__(self):
@@ -742,10 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="score responses (or both sides of preference pairs) against a rule set")
     _add_reward_options(sc)
-    sc.add_argument("--data", required=True, metavar="FILE", help="JSONL with 'prompt' and 'response', or preference data")
-    sc.add_argument("--format", default="auto", help="preference data format (when --data holds pairs)")
-    sc.add_argument("--on-bad-row", default="error", choices=["error", "skip"])
-    sc.add_argument("--limit", type=whole(1), default=None, help="at most this many pairs")
+    sc.add_argument("--data", required=True, metavar="FILE", help="JSONL with 'prompt' and 'response', or preference data (any layout `autorule data inspect` reads)")
+    _add_data_options(sc)  # the same options as data inspect / extract / validate: every layout scores both sides
     sc.add_argument("--out", default=None, metavar="FILE", help="write per-response verdicts and rewards as JSONL here (default: stdout)")
     sc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     _add_completion_options(sc)
