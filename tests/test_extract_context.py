@@ -462,3 +462,26 @@ def test_over_http_a_context_too_small_even_refitted_leaves_error_rows_after_one
         verdicts = Verifier(llm, RuleSet.from_texts([POLITE])).verify([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go away."}]])
     assert list(verdicts.errors) == [0] and "content filter" in verdicts.errors[0]
     assert (llm.stats["context_learned"], llm.stats["context_retried"], server.count) == (0, 0, 1)
+
+
+# ----------------------------------------------------------------------------- run.json is strict JSON
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN / Infinity, as jq and JavaScript do."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_run_json_and_the_stage_records_are_strict_json_with_null_for_an_undefined_number(tmp_path, pairs, capsys):
+    llm = ContextLimitedLLM(20_000)
+    llm.stats["mean_wait_s"] = float("nan")  # an undefined number a backend may count
+    out = tmp_path / "run"
+    result = run(pairs, llm, out)
+    meta = strict_json((out / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["llm_stats"]["model"]["mean_wait_s"] is None
+    assert result.summary["llm_stats"]["model"]["mean_wait_s"] != result.summary["llm_stats"]["model"]["mean_wait_s"]  # NaN in Python
+    for name in ("010_reasoning.jsonl", "020_candidates.jsonl"):
+        assert [strict_json(line)["pair_id"] for line in (out / name).read_text().splitlines()] == ["7364e2000f474f2c", LONG_ID, ESSAY_ID]

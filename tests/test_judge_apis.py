@@ -460,3 +460,38 @@ def test_llm_score_json_writes_an_unread_verdict_as_null(capsys, monkeypatch):
         code = main(["llm", "score", "--prefix", "Rule: ", "say yes", "--model", f"openai:scripted@{server.base_url}", "--no-cache", "--json"])
     assert code == 0
     assert strict_json(capsys.readouterr().out.strip().splitlines()[-1]) == {"p_yes": [None]}
+
+
+# ---------------------------------------------------------------------------- every JSON output through jsonsafe
+
+# json.dumps left in the package, each for a reason other than an output a person or tool reads
+NOT_OUTPUT = {
+    "messages.py": "tool-call arguments rendered as text",
+    "calibration.py": "a content key",
+    "llm/speed.py": "a cache key, and the machine's speed figures kept between runs (read back as floats)",
+    "llm/refusals.py": "a server's error body quoted in a message",
+    "data.py": "the pair id hash",
+    "train/grpo.py": "a prompt key",
+    "api.py": "a doctest's fake reply",
+    "cache.py": "cache keys and values (NaN is never stored)",
+    "bench/mock_server.py": "the test double server's own replies",
+    "bench/scale.py": "synthetic pairs of text written as data",
+    "verifier/verifier.py": "the conversation nonce hash",
+}
+
+
+def test_every_json_output_and_file_is_written_through_jsonsafe():
+    import re
+    from pathlib import Path
+
+    import autorule
+
+    root = Path(autorule.__file__).parent
+    found = {}
+    for path in root.rglob("*.py"):
+        if path.name == "jsonsafe.py":
+            continue
+        text = path.read_text()
+        if re.search(r"(?<![\w.])json\.dump", text):
+            found[path.relative_to(root).as_posix()] = True
+    assert sorted(found) == sorted(NOT_OUTPUT)

@@ -134,7 +134,7 @@ def _show_plan(make_plan, args: argparse.Namespace) -> bool:
     plan = make_plan(probe=args.plan)
     plan.render(err)
     if args.plan and getattr(args, "json", False):
-        print(json.dumps(plan.to_dict()))
+        print(jsonsafe.dumps(plan.to_dict()))
     return args.plan
 
 
@@ -159,7 +159,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
         summary["skipped_examples"] = [{"row": r, "reason": why} for r, why in result.examples]
     if args.json:
         summary["sample"] = [p.model_dump() for p in sample]
-        print(json.dumps(summary, ensure_ascii=False))
+        print(jsonsafe.dumps(summary, ensure_ascii=False))
         return 0
     out.print(f"[bold]{result.path}[/bold]")
     out.print(f"format: [cyan]{summary['format']}[/cyan]   rows read: {result.rows}   pairs: [green]{summary['pairs']}[/green]")
@@ -197,7 +197,7 @@ def cmd_llm_generate(args: argparse.Namespace) -> int:
     req = ChatRequest([{"role": "user", "content": args.prompt}], max_tokens=args.max_tokens, temperature=args.temperature)
     c = llm.generate([req])[0]
     if args.json:
-        print(json.dumps(c.to_dict(), ensure_ascii=False))
+        print(jsonsafe.dumps(c.to_dict(), ensure_ascii=False))
     else:
         if c.reasoning:
             out.print(f"[dim]reasoning:[/dim] {c.reasoning}")
@@ -599,7 +599,7 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, max_length=args.max_length, eval_fraction=args.eval_fraction, seed=args.seed, bf16=args.bf16)
     report = train_reward_model(data.pairs, config)
     if args.json:
-        print(json.dumps(report))
+        print(jsonsafe.dumps(report))
     else:
         acc = report["eval_accuracy"]
         held = f"{acc['accuracy']:.1%} ({acc['correct']}/{acc['correct'] + acc['wrong'] + acc['ties']}, {acc['ties']} ties)" if acc else "no held-out pairs"
@@ -621,7 +621,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     summary = run_grpo(config, scorer=scorer)
     if args.json:
-        print(json.dumps(summary))
+        print(jsonsafe.dumps(summary))
     else:
         err.print(f"trained {summary['steps']} steps in {summary['seconds']} s; model: {summary['final_model']}; metrics: {summary['metrics']}"
                   + (f"; {len(summary['warnings'])} reward-hacking warnings" if summary["warnings"] else ""))

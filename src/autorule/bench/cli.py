@@ -4,12 +4,12 @@ object as the last line of stdout (what BENCHMARKS.md records)."""
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+from .. import jsonsafe
 from ..settings import number, whole
 
 err = Console(stderr=True, soft_wrap=True)
@@ -29,7 +29,7 @@ def _sample_convs(data_path: str | None, n: int) -> list:
 
 def _emit(report: dict, as_json: bool, lines: list[str]) -> int:
     if as_json:
-        print(json.dumps(report))
+        print(jsonsafe.dumps(report))
     else:
         for line in lines:
             out.print(line)
@@ -201,7 +201,7 @@ def cmd_verifier_accuracy(args: argparse.Namespace) -> int:
             return 2
     gold = build_gold(args.hh, args.alpaca, n=args.replies, seed=args.seed)
     if args.gold_out:
-        Path(args.gold_out).write_text("".join(json.dumps(c.to_dict()) + "\n" for c in gold), encoding="utf-8")
+        Path(args.gold_out).write_text("".join(jsonsafe.dumps(c.to_dict()) + "\n" for c in gold), encoding="utf-8")
     options = {"concurrency": args.concurrency} if args.verifier.startswith("openai:") else {}
     start = time.perf_counter()
     p_yes = judge(gold, load_llm(args.verifier, **options), progress=not args.json)

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from .. import jsonsafe
+
 DIM = 384
 
 
@@ -55,4 +57,4 @@ def run_merge_scale(sizes: list[int], target: int = 25) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_one(int(sys.argv[1]), int(sys.argv[2]))))
+    print(jsonsafe.dumps(_one(int(sys.argv[1]), int(sys.argv[2]))))

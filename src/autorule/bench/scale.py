@@ -29,6 +29,7 @@ from pathlib import Path
 
 from autorule.bench.mock_server import mock_judge
 from autorule.llm.base import LLM, Completion
+from .. import jsonsafe
 
 TARGETS = {  # the targets on a 2-core machine
     "extract": "100k pairs through 000-020 with peak RSS under 2 GB",
@@ -212,4 +213,4 @@ def run_scale(pairs: list[int], candidates: list[int], validate_pairs: list[int]
 
 
 if __name__ == "__main__":
-    print(json.dumps(_one(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")))
+    print(jsonsafe.dumps(_one(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")))
