@@ -9,6 +9,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
+from ..reasoning import split_answer
+
 
 OnResult = Callable[[int, "Completion"], None]
 # called with an item's index once every question of that item is answered
@@ -75,24 +77,26 @@ class Completion:
         return d
 
 
-_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
-
-
 def split_reasoning(text: str) -> tuple[str | None, str]:
-    """Split `<think>...</think>` out of a reply: (reasoning trace or None, final text).
+    """Split the reasoning out of a reply: (reasoning trace or None, final text).
 
-    An unclosed `<think>` (a reply cut off mid-thought) is all reasoning, no answer.
-    Some servers drop the opening tag and keep only `</think>`; that is handled too.
+    The one reader of reasoning markers (`autorule.reasoning.split_answer`) serves the judge's
+    replies too: ``<think>``, ``<thinking>``, ``<reasoning>``, ``<seed:think>``, ``[THINK]``,
+    ``<|begin_of_thought|>``. An unclosed block (a reply cut off mid-thought) is all
+    reasoning, no answer; a reply with only the closing marker (the template opened the
+    block) is reasoning up to it.
+
+    Args:
+        text: the generated reply.
+
+    Example:
+        >>> split_reasoning("<think>A is longer.</think>A wins")
+        ('A is longer.', 'A wins')
+        >>> split_reasoning("plan</think>answer"), split_reasoning("<reasoning>B is kinder.</reasoning> B"), split_reasoning("plain")
+        (('plan', 'answer'), ('B is kinder.', 'B'), (None, 'plain'))
     """
-    if "<think>" in text:
-        parts = _THINK.findall(text)
-        reasoning = "\n".join(p.strip() for p in parts).strip()
-        answer = _THINK.sub("", text).strip()
-        return (reasoning or None), answer
-    if "</think>" in text:
-        reasoning, _, answer = text.partition("</think>")
-        return (reasoning.strip() or None), answer.strip()
-    return None, text.strip()
+    split = split_answer(text)
+    return (split.reasoning or None), split.answer.strip()
 
 
 def is_yes_token(token: str) -> bool:
