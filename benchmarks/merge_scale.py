@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+from autorule import jsonsafe
 from autorule.cli.bench import emit
 from autorule.cli.options import Parser
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--one", nargs=2, type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(_one(*args.one)))
+        print(jsonsafe.dumps(_one(*args.one)))
         return 0
     report = run_merge_scale([int(x) for x in args.sizes.split(",")])
     lines = [f"{r['candidates']:>8} candidates: {r['seconds']:7.2f} s, peak RSS {r['peak_rss_mb']} MB ({r['clusters']} clusters)" for r in report["rows"]]

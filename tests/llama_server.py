@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-DEFAULT_BINARY = Path.home() / ".cache" / "autorule" / "llama-server" / "11434.0.0" / "bin" / "llama-server"
+DEFAULT_BINARY = Path.home() / ".cache" / "autorule" / "llama-server" / "11434.0.0-noamx1" / "bin" / "llama-server"
 
 
 def binary() -> Path:

@@ -354,8 +354,8 @@ class ContextLimitedServer(ScriptedServer):
     """vLLM as it behaves: reports no context size, and answers a request longer than its
     context with HTTP 400 and its error body; `refuse`: a text it rejects outright."""
 
-    def __init__(self, context: int, refuse: str | None = None):
-        super().__init__(mock_judge())
+    def __init__(self, context: int, refuse: str | None = None, reply=None):
+        super().__init__(reply or mock_judge())
         self.context, self.refuse = context, refuse
         self.refused: list[str] = []
 
@@ -405,3 +405,83 @@ def test_over_http_a_refused_pair_stops_the_run_past_the_share_and_resume_skips_
         assert any(ESSAY in body["messages"][-1]["content"] for body in server.requests)
     meta = json.loads((out / "run.json").read_text())
     assert meta["counts"]["refused"]["pairs"] == 0 and meta["retried_refused"] == 1
+
+
+# ----------------------------------------------------------------------------- the verifier learns the context too (score)
+
+POLITE = "The response is polite."
+
+
+def always_yes(messages, body):
+    return {"content": "Yes"}
+
+
+def score_cli(server, tmp_path, *extra):
+    from autorule.rules import RuleSet
+
+    rules = tmp_path / "rules.yaml"
+    RuleSet.from_texts([POLITE]).save(rules)
+    return main(["score", "--rules", str(rules), "--data", str(CASE), "--verifier", f"openai:judge@{server.base_url}", "--no-cache",
+                 "--max-retries", "1", "--timeout", "10", "--json", "--out", str(tmp_path / "rows.jsonl"), *extra])
+
+
+def test_over_http_score_learns_the_context_from_the_vllm_400_refits_and_retries_once(tmp_path, capsys):
+    with ContextLimitedServer(2000, reply=always_yes) as server:
+        assert score_cli(server, tmp_path) == 0
+    # the 34,346-character answer (row 2's chosen) was cut to fit the 8192 tokens assumed, refused once, then cut to fit 2000
+    assert server.count == 7  # six responses, one retried
+    cut = [b["messages"][-1]["content"] for b in server.requests if MARKER.search(b["messages"][-1]["content"])]
+    assert len(cut) == 2 and server.refused == cut[:1]
+    first, retried = (int(MARKER.search(text).group(1)) for text in cut)
+    assert first < retried and len(cut[1].encode()) // 2 + 1 + 1 <= 2000 < len(cut[0].encode()) // 2 + 1
+    assert cut[1].startswith("You check whether an AI assistant's final response") and cut[1].rstrip().endswith("Answer Yes or No.")
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["responses"], summary["failed"], summary["pairs"]) == (6, 0, 3)
+    assert summary["mean_rule_reward"] == pytest.approx(0.8)  # the server's P(Yes) for its "Yes"
+    assert (summary["llm_stats"]["context_learned"], summary["llm_stats"]["context_retried"], summary["llm_stats"]["refused"]) == (1, 1, 1)
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [("error" in r, r["rule_reward"]) for r in rows] == [(False, pytest.approx(0.8))] * 6
+
+
+def test_over_http_a_context_too_small_even_refitted_leaves_error_rows_after_one_retry(tmp_path, capsys):
+    from autorule.llm.openai_compat import OpenAICompatLLM
+    from autorule.rules import RuleSet
+    from autorule.verifier import Verifier
+
+    with ContextLimitedServer(300, reply=always_yes) as server:
+        llm = OpenAICompatLLM("judge", server.base_url, api_key="sk-test", backoff_base=0.01, timeout=5.0, max_retries=1)
+        verifier = Verifier(llm, RuleSet.from_texts([POLITE]))
+        verdicts = verifier.verify([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there."}]] * 2)
+    # the instructions alone are over 300 tokens: each conversation is refused, refitted to 300, refused again, and left
+    assert verifier.learned == [300] and verifier.max_input_tokens == 300
+    assert sorted(verdicts.errors) == [0, 1] and all("maximum context length is 300 tokens" in why for why in verdicts.errors.values())
+    assert (llm.stats["context_learned"], llm.stats["context_retried"], server.count, len(server.refused)) == (1, 2, 4, 4)
+    # a refusal that names no context is not retried
+    with ContextLimitedServer(20_000, refuse="Go away", reply=always_yes) as server:
+        llm = OpenAICompatLLM("judge", server.base_url, api_key="sk-test", backoff_base=0.01, timeout=5.0, max_retries=1)
+        verdicts = Verifier(llm, RuleSet.from_texts([POLITE])).verify([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go away."}]])
+    assert list(verdicts.errors) == [0] and "content filter" in verdicts.errors[0]
+    assert (llm.stats["context_learned"], llm.stats["context_retried"], server.count) == (0, 0, 1)
+
+
+# ----------------------------------------------------------------------------- run.json is strict JSON
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN / Infinity, as jq and JavaScript do."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_run_json_and_the_stage_records_are_strict_json_with_null_for_an_undefined_number(tmp_path, pairs, capsys):
+    llm = ContextLimitedLLM(20_000)
+    llm.stats["mean_wait_s"] = float("nan")  # an undefined number a backend may count
+    out = tmp_path / "run"
+    result = run(pairs, llm, out)
+    meta = strict_json((out / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["llm_stats"]["model"]["mean_wait_s"] is None
+    assert result.summary["llm_stats"]["model"]["mean_wait_s"] != result.summary["llm_stats"]["model"]["mean_wait_s"]  # NaN in Python
+    for name in ("010_reasoning.jsonl", "020_candidates.jsonl"):
+        assert [strict_json(line)["pair_id"] for line in (out / name).read_text().splitlines()] == ["7364e2000f474f2c", LONG_ID, ESSAY_ID]

@@ -218,6 +218,40 @@ def test_a_403_that_names_another_cause_is_not_called_a_key_problem():
     assert llm.stats["retries"] == 0
 
 
+# ---------------------------------------------------------------------------- short answers with no Yes/No: thinking only when shown
+
+
+PROSE = "The response is polite because it says please and thanks the user."
+
+
+@pytest.mark.parametrize("reply, thinking, cause", [
+    # a non-reasoning model that answers with prose: quoted, never called thinking
+    ({"content": PROSE}, 0, "the verifier answered with text that has no Yes or No, e.g. 'The response is polite because it says please and thanks the user.'"),
+    ({"content": "Certainly! Let me evaluate the response against this rule in detail now please"}, 0,
+     "e.g. 'Certainly! Let me evaluate the response against this rule in detail now please'"),
+    # a reasoning model: its <think> (at the start or not) or its reasoning_content shows it
+    ({"content": "<think>\nOkay, the user wants"}, 6, "6 answers began with a reasoning block (<think>)"),
+    ({"content": "Hmm.</think>"}, 6, "6 answers began with a reasoning block (<think>)"),
+    ({"content": None, "reasoning_content": "First, is it polite? It says please, so", "finish_reason": "length"}, 6,
+     "6 answers began with a reasoning block (<think>)"),
+])
+def test_unparsed_short_answers_blame_thinking_only_when_the_reply_shows_reasoning(reply, thinking, cause):
+    from autorule.verifier import UnparsedVerdicts, Verifier
+
+    with ScriptedServer(lambda messages, body: dict(reply), refuse_logprobs=GEMINI_400) as server:
+        llm = client(server)
+        with pytest.raises(UnparsedVerdicts) as e:
+            Verifier(llm, rules()).verify(conversations())
+    message = " ".join(str(e.value).split())
+    assert message.startswith("6 of 6 rule checks had no readable Yes/No (") and cause in message
+    assert (llm.stats["yes_no_unparsed"], llm.stats["yes_no_thinking"], llm.stats["yes_no_fallback"]) == (6, thinking, 6)
+    if thinking:
+        assert "enable_thinking" in message and "text that has no Yes or No" not in message and llm.unparsed_replies == []
+    else:
+        assert "enable_thinking" not in message and "thinks" not in message and "reasoning block" not in message
+        assert "Use a verifier that answers the question with Yes or No" in message and len(llm.unparsed_replies) == 3
+
+
 # ---------------------------------------------------------------------------- rewards from a server that refuses logprobs
 
 
@@ -427,3 +461,38 @@ def test_llm_score_json_writes_an_unread_verdict_as_null(capsys, monkeypatch):
         code = main(["llm", "score", "--prefix", "Rule: ", "say yes", "--model", f"openai:scripted@{server.base_url}", "--no-cache", "--json"])
     assert code == 0
     assert strict_json(capsys.readouterr().out.strip().splitlines()[-1]) == {"p_yes": [None]}
+
+
+# ---------------------------------------------------------------------------- every JSON output through jsonsafe
+
+# json.dumps left in the package, each for a reason other than an output a person or tool reads
+NOT_OUTPUT = {
+    "data/messages.py": "tool-call arguments rendered as text",
+    "verifier/calibration.py": "a content key",
+    "llm/speed.py": "a cache key, and the machine's speed figures kept between runs (read back as floats)",
+    "llm/refusals.py": "a server's error body quoted in a message",
+    "data/pairs.py": "the pair id hash",
+    "train/grpo.py": "a prompt key",
+    "api.py": "a doctest's fake reply",
+    "cache.py": "cache keys and values (NaN is never stored)",
+    "testing/mock_server.py": "the test double server's own replies",
+    "validation.py": "a docstring naming json.dumps's indent",
+    "verifier/verifier.py": "the conversation nonce hash",
+}
+
+
+def test_every_json_output_and_file_is_written_through_jsonsafe():
+    import re
+    from pathlib import Path
+
+    import autorule
+
+    root = Path(autorule.__file__).parent
+    found = {}
+    for path in root.rglob("*.py"):
+        if path.name == "jsonsafe.py":
+            continue
+        text = path.read_text()
+        if re.search(r"(?<![\w.])json\.dump", text):
+            found[path.relative_to(root).as_posix()] = True
+    assert sorted(found) == sorted(NOT_OUTPUT)

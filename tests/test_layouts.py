@@ -8,6 +8,7 @@ below was worked out by hand from the rows. Each named layout has a row where th
 import csv
 import json
 import re
+import shlex
 
 import pytest
 from conftest import SHARED_DATA
@@ -153,7 +154,9 @@ def test_hints_on_the_pku_and_shp_case_rows_offer_only_text_answers_and_the_labe
     pku = undetected_message(read_jsonl(cases / "pku-saferlhf.jsonl"), Columns())
     assert "--chosen-column" not in pku
     assert ("read it with --format ab --prompt-column prompt --answer-a-column response_0 --answer-b-column response_1 "
-            "--label-column better_response_id --label-meaning MEANING") in pku
+            "--label-column better_response_id --label-meaning index0 (if 0 means the first answer won) or --format ab --prompt-column prompt "
+            "--answer-a-column response_0 --answer-b-column response_1 --label-column better_response_id --label-meaning 1=a,0=b "
+            "(if 1 means the first answer won)") in pku
     assert "'better_response_id' (values 0, 1), 'safer_response_id' (values 0, 1), 'is_response_0_safe' (values false, true)" in pku
     shp = undetected_message(read_jsonl(cases / "shp.jsonl"), Columns())
     assert "--chosen-column" not in shp
@@ -170,13 +173,14 @@ LABELLED_FILES = {
     # SHP renamed so no layout fits: labels by position would invert every B win
     "pref_label": ([{"post": "Is rice fine overnight?", "ref_one": "Yes, it is always fine.", "ref_two": "No, chill it within an hour.", "pref_label": 0},
                     {"post": "Dense bread?", "ref_one": "Let it rise longer.", "ref_two": "Bread is just hard.", "pref_label": 1}],
-                   "--format ab --prompt-column post --answer-a-column ref_one --answer-b-column ref_two --label-column pref_label --label-meaning MEANING"),
+                   "--format ab --prompt-column post --answer-a-column ref_one --answer-b-column ref_two --label-column pref_label --label-meaning index0"),
     "one-hot": ([{"prompt": "Capital of Peru?", "resp_x": "It is Quito.", "resp_y": "It is Lima.", "model_x": "gpt-4", "model_y": "vicuna-13b",
                   "winner_model_a": 0, "winner_model_b": 1}],
                 "--format ab --prompt-column prompt --answer-a-column resp_x --answer-b-column resp_y --label-column winner_model_a,winner_model_b --label-meaning onehot"),
     "pku-like": ([{"prompt": "Wifi?", "first reply": "Crack the handshake.", "second reply": "Ask your neighbour first.", "is_safe_0": False,
                    "severity": 2, "response_source": "Alpaca-7B"}],
-                 "--format ab --prompt-column prompt --answer-a-column first reply --answer-b-column second reply --label-column is_safe_0"),
+                 "--format ab --prompt-column prompt --answer-a-column 'first reply' --answer-b-column 'second reply' --label-column is_safe_0 "
+                 "--label-meaning true=a,false=b (if true means the first answer won) or"),
 }
 
 
@@ -196,6 +200,126 @@ def test_an_unlabelled_file_still_gets_the_pairs_hint(tmp_path, capsys):
     assert "read it with --format pairs --prompt-column prompt --chosen-column good_reply --rejected-column bad_reply" in refused([str(path)], capsys)
 
 
+# ------------------------------------------------------------------ ids are not labels; every printed hint reads its file
+
+QA = [("What is 2+2?", "It is 4.", "It is 5, I think."), ("Capital of Peru?", "Lima is the capital.", "Quito, surely."),
+      ("Boil an egg how long?", "About nine minutes for hard.", "An hour or so."), ("Is the sun a star?", "Yes, a G-type star.", "No, a planet.")]
+
+
+def _qa_rows(**extra_by_row):
+    """Four rows of question/good_answer/bad_answer, each with the extra columns given per row (lists of 4)."""
+    return [{**{k: v[i] for k, v in extra_by_row.items()}, "question": q, "good_answer": g, "bad_answer": b} for i, (q, g, b) in enumerate(QA)]
+
+
+PAIRS_HINT = "read it with --format pairs --prompt-column question --chosen-column good_answer --rejected-column bad_answer"
+
+
+@pytest.mark.parametrize("extra", [
+    {"id": [3, 4, 5, 6]},            # an id by name and by values beyond a label's
+    {"row": [0, 1, 2, 3]},           # a row number: four distinct rising values
+    {"question_id": [1, 2, 1, 2]},   # *_id by name, whatever its values
+    {"n": [0, 1, 2, 3]},             # no id name: rising values
+    {"votes": [5, 0, 7, 1]},         # a count beyond any two-answer label
+    {"questionId": ["1", "2", "1", "2"]},
+])
+def test_an_id_like_column_is_not_a_label_and_the_pairs_hint_shows(tmp_path, capsys, extra):
+    (name,) = extra
+    path = write_jsonl(tmp_path / "d.jsonl", _qa_rows(**extra))
+    err = refused([str(path)], capsys)
+    assert PAIRS_HINT in err and "--label-column" not in err and "closest is pairs" in err
+    result = load_pairs(path, columns=Columns(prompt="question", chosen="good_answer", rejected="bad_answer"))
+    assert [p.chosen for p in result] == ["It is 4.", "Lima is the capital.", "About nine minutes for hard.", "Yes, a G-type star."]
+
+
+@pytest.mark.parametrize("name, values, kind", [
+    ("id", [3, 4], "number"), ("row", [0, 1], "number"), ("n", [0, 1, 2, 3], "number"), ("questionId", [1, 2], "number"),
+    ("Unnamed: 0", ["0", "1"], "number"), ("votes", [5, 0], "number"), ("pref", [1, 2, 1], "label"), ("valid", [1, 0], "label"),
+    ("overall_preference", [0, 1, 2, 3], "label"), ("strength", [-2, 1, 3], "label"),
+])
+def test_id_like_columns_from_names_and_values(name, values, kind):
+    assert column_kind(name, values) == kind
+
+
+def test_a_bool_and_a_pref_column_propose_the_pref_label_and_a_bool_alone_its_bool_meanings(tmp_path, capsys):
+    both = write_jsonl(tmp_path / "both.jsonl", _qa_rows(ok=[True, False, True, False], pref=[1, 2, 2, 1]))
+    err = refused([str(both)], capsys)
+    assert ("read it with --format ab --prompt-column question --answer-a-column good_answer --answer-b-column bad_answer "
+            "--label-column pref --label-meaning index1") in err and "--label-column ok" not in err
+    alone = write_jsonl(tmp_path / "alone.jsonl", [{"question": q, "answer_1": g, "answer_2": b, "ok": ok} for (q, g, b), ok in zip(QA, [True, False, False, True])])
+    err = refused([str(alone)], capsys)
+    assert ("read it with --format ab --prompt-column question --answer-a-column answer_1 --answer-b-column answer_2 --label-column ok "
+            "--label-meaning true=a,false=b (if true means the first answer won) or --format ab --prompt-column question --answer-a-column answer_1 "
+            "--answer-b-column answer_2 --label-column ok --label-meaning false=a,true=b (if false means the first answer won)") in err
+    # a bool column named by no label word, beside replies named good/bad: pairs with --label-column none too
+    weak = write_jsonl(tmp_path / "weak.jsonl", _qa_rows(ok=[True, False, True, True]))
+    err = refused([str(weak)], capsys)
+    assert (f"if 'good_answer' is the better response in every row and 'ok' say nothing about which won: --format pairs --prompt-column question "
+            "--chosen-column good_answer --rejected-column bad_answer --label-column none") in err
+
+
+# a command as a hint prints it: --format NAME, then --flag VALUE pairs (a value quoted for a shell where needed)
+HINT_COMMAND = re.compile(r"--format \S+(?: --[a-z-]+ (?:'[^']*'|[^\s;()]*[^\s;(),]))*")
+
+
+def _hinted_files(tmp_path, cases):
+    csv_path = tmp_path / "ids.csv"
+    with csv_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "question", "good_answer", "bad_answer"])
+        w.writeheader()
+        w.writerows(_qa_rows(id=[3, 4, 5, 6]))
+    return {
+        # path: {command's label meaning (or format): chosen texts in file order}
+        write_jsonl(tmp_path / "ids.jsonl", _qa_rows(id=[3, 4, 5, 6])): {
+            "pairs": ["It is 4.", "Lima is the capital.", "About nine minutes for hard.", "Yes, a G-type star."]},
+        csv_path: {"pairs": ["It is 4.", "Lima is the capital.", "About nine minutes for hard.", "Yes, a G-type star."]},
+        write_jsonl(tmp_path / "okpref.jsonl", _qa_rows(ok=[True, False, True, False], pref=[1, 2, 2, 1])): {
+            "index1": ["It is 4.", "Quito, surely.", "An hour or so.", "Yes, a G-type star."]},
+        write_jsonl(tmp_path / "bool.jsonl", [{"question": q, "answer_1": g, "answer_2": b, "ok": ok} for (q, g, b), ok in zip(QA, [True, False, False, True])]): {
+            "true=a,false=b": ["It is 4.", "Quito, surely.", "An hour or so.", "Yes, a G-type star."],
+            "false=a,true=b": ["It is 5, I think.", "Lima is the capital.", "About nine minutes for hard.", "No, a planet."]},
+        write_jsonl(tmp_path / "weak.jsonl", _qa_rows(ok=[True, False, True, True])): {
+            "true=a,false=b": ["It is 4.", "Quito, surely.", "About nine minutes for hard.", "Yes, a G-type star."],
+            "false=a,true=b": ["It is 5, I think.", "Lima is the capital.", "An hour or so.", "No, a planet."],
+            "pairs": ["It is 4.", "Lima is the capital.", "About nine minutes for hard.", "Yes, a G-type star."]},
+        write_jsonl(tmp_path / "signed.jsonl", [{"post": q, "reply_a": g, "reply_b": b, "strength": s} for (q, g, b), s in zip(QA, [-2, 1, -3, 2])]): {
+            "sign": ["It is 4.", "Quito, surely.", "About nine minutes for hard.", "No, a planet."],
+            "reverse-sign": ["It is 5, I think.", "Lima is the capital.", "An hour or so.", "Yes, a G-type star."]},
+        write_jsonl(tmp_path / "ranked.jsonl", [{"question": q, "answers": [{"text": b, "score": 1}, {"text": g, "score": 9}]} for q, g, b in QA]): {
+            "ranked": ["It is 4.", "Lima is the capital.", "About nine minutes for hard.", "Yes, a G-type star."]},
+        write_jsonl(tmp_path / "named.jsonl", [{"post": q, "first reply": g, "second reply": b, "pick": p} for (q, g, b), p in zip(QA, ["A", "B", "B", "A"])]): {
+            "ab": ["It is 4.", "Quito, surely.", "An hour or so.", "Yes, a G-type star."]},
+        cases / "nectar-ranked.jsonl": {"ranked": None},
+        cases / "shp.jsonl": {
+            # SHP's own reading is 1 = A; the hint offers both readings of 0/1, and each reads the file as it says
+            "index0": ["Bread is hard.", "Yeah it's fine, I do it all the time.", "Oil in the water."],
+            "1=a,0=b": ["Most likely under-proofed: let the dough rise until it doubles, and check your yeast is fresh.",
+                        "No. Cooked rice can carry Bacillus cereus spores; cool it within an hour and refrigerate it.",
+                        "Use plenty of boiling water and stir in the first two minutes; oil mostly floats on top."]},
+    }
+
+
+def test_every_hint_printed_reads_its_file(tmp_path, capsys, cases):
+    followed = 0
+    for path, expected in _hinted_files(tmp_path, cases).items():
+        if path.parent == cases or path.name == "ranked.jsonl":  # detected as they are: the hint they would get
+            err = " ".join(undetected_message(read_jsonl(path), Columns()).split())
+        else:
+            err = refused([str(path)], capsys)
+        commands = HINT_COMMAND.findall(err)
+        assert commands, err
+        for command in commands:
+            flags = shlex.split(command)
+            assert main(["data", "inspect", str(path), *flags, "--json", "--sample", "10"]) == 0, (path.name, command)
+            summary = json.loads(capsys.readouterr().out)
+            key = flags[flags.index("--label-meaning") + 1] if "--label-meaning" in flags else flags[1]
+            chosen = [p["chosen"] for p in summary["sample"]]
+            assert summary["skipped"] == {} and summary["pairs"] == len(chosen) > 0
+            if expected.get(key) is not None:
+                assert chosen == expected[key], (path.name, command)
+            followed += 1
+    assert followed == 15
+
+
 @pytest.mark.parametrize("argv, label, instead", [
     (["shp.jsonl", "--chosen-column", "human_ref_A", "--rejected-column", "human_ref_B"], "'labels' (values 0, 1)", "--format shp"),
     (["pku-saferlhf.jsonl", "--format", "pairs", "--chosen-column", "response_0", "--rejected-column", "response_1"],
@@ -205,6 +329,158 @@ def test_the_pairs_format_refuses_to_ignore_a_label_column(cases, capsys, argv, 
     err = refused([str(cases / argv[0]), *argv[1:]], capsys)
     assert f"column {label} says which answer won, but the pairs format takes '{argv[-3]}' as the winner in every row" in err
     assert f"read it with {instead}" in err and "--label-column none" in err
+
+
+# ------------------------------------------------------------------ a forced format that does not fit; loads that give no pair
+
+
+@pytest.mark.parametrize("file, fmt, missing, fit", [
+    ("shp.jsonl", "pku-saferlhf", "better_response_id", "shp"),
+    ("shp.jsonl", "helpsteer3", "overall_preference", "shp"),
+    ("shp.jsonl", "hh-rlhf", "chosen", "shp"),
+    ("nectar-ranked.jsonl", "pairs", "chosen", "nectar"),
+    ("ultrafeedback-binarized.jsonl", "shp", "labels", "ultrafeedback"),
+    ("pku-saferlhf.jsonl", "alpacaeval", "instruction", "pku-saferlhf"),
+])
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_forced_format_that_does_not_fit_names_the_one_that_does_and_never_suggests_skipping(cases, capsys, file, fmt, missing, fit, skip):
+    err = refused([str(cases / file), "--format", fmt, *(["--on-bad-row", "skip"] if skip else [])], capsys)
+    assert f"{file}, line 1: --format {fmt} does not fit this file: its first row has no column '{missing}'" in err
+    assert err.endswith(f"the first rows read as --format {fit} (leave --format out to detect it)")
+    assert "--on-bad-row" not in err
+
+
+def test_a_forced_format_on_a_file_no_format_fits_says_so(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "Q?", "response": "A reply here."}])
+    err = refused([str(path), "--format", "shp"], capsys)
+    assert "--format shp does not fit this file: its first row has no column 'labels'" in err
+    assert "; no format fits them as they are: the columns ['question', 'response'] hold one response per prompt" in err
+
+
+@pytest.mark.parametrize("rows, argv, reasons", [
+    ([{"prompt": "Q", "chosen": "Same.", "rejected": "Same."}, {"prompt": "R", "chosen": "Also.", "rejected": "Also."}], ["--on-bad-row", "skip"],
+     "no pairs: all 2 rows were skipped (2 chosen identical to rejected; e.g. row 1: chosen identical to rejected); "
+     "rows skipped as bad usually mean the wrong --format or column options, not bad rows"),
+    ([{"prompt": "Q", "chosen": "A.", "rejected": "B.", "score_chosen": 5, "score_rejected": 5}] * 3, [],
+     "no pairs: all 3 rows were skipped (3 tie (score_chosen = score_rejected))"),
+    ([{"question": "Q", "x": "One.", "y": "Two.", "v": "tie"}, {"question": "Q", "x": "One.", "y": "Two.", "v": 7}],
+     ["--answer-a-column", "x", "--answer-b-column", "y", "--label-column", "v", "--label-meaning", "ab", "--on-bad-row", "skip"],
+     "no pairs: all 2 rows were skipped (1 tie, 1 bad 'v'; e.g. row 2: bad 'v': 7 is not a value of meaning ab"),
+])
+def test_a_load_in_which_every_row_is_skipped_exits_2_with_the_reasons(tmp_path, capsys, rows, argv, reasons):
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    err = refused([str(path), *argv], capsys)
+    assert f"error: {path}: {reasons}" in err
+    if not argv or argv == ["--on-bad-row", "skip"]:  # the library says it too
+        with pytest.raises(DataError, match="no pairs: all"):
+            load_pairs(path, on_bad_row="skip")
+
+
+def test_every_command_that_loads_pairs_exits_2_when_every_row_is_skipped(tmp_path, capsys, monkeypatch):
+    from autorule.testing.mock_server import ScriptedServer
+    from autorule.rules import Rule, RuleSet
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Q", "chosen": "Same.", "rejected": "Same."}] * 2)
+    rules = tmp_path / "rules.yaml"
+    RuleSet(rules=[Rule(id="r1", text="The response is polite.")]).save(rules)
+    with ScriptedServer(lambda messages, body: {"content": "Yes"}) as server:
+        model = f"openai:scripted@{server.base_url}"
+        commands = [["extract", "--data", str(path), "--model", model, "--out", str(tmp_path / "run")],
+                    ["validate", "--rules", str(rules), "--data", str(path), "--verifier", model],
+                    ["score", "--rules", str(rules), "--data", str(path), "--verifier", model]]
+        for argv in commands:
+            assert main([*argv, "--no-cache", "--on-bad-row", "skip"]) == 2, argv[0]
+            err = " ".join(capsys.readouterr().err.split())
+            assert f"{path}: no pairs: all 2 rows were skipped (2 chosen identical to rejected" in err, argv[0]
+        assert server.count == 0  # refused before any request
+
+
+def test_a_label_meaning_that_does_not_fit_the_labels_is_refused_without_suggesting_skips(tmp_path, capsys, cases):
+    err = refused([str(cases / "pku-saferlhf.jsonl"), "--format", "ab", "--label-meaning", "ab"], capsys)
+    assert ("label meaning ab (A/B or model_a/model_b names the winner) does not fit column 'better_response_id': it does not read 0 in the first rows; "
+            "readings that fit its values: --label-meaning index0 or --label-meaning 1=a,0=b") in err and "--on-bad-row" not in err
+    err = refused([str(cases / "shp.jsonl"), "--label-meaning", "index1"], capsys)
+    assert "label meaning index1 (1 = first answer, 2 = second) does not fit column 'labels': it does not read 0 in the first rows" in err
+    # past the first rows: a label value the meaning does not know is the meaning's fault, not the row's
+    rows = [{"question": f"Q{i}?", "answer_a": f"A{i}.", "answer_b": f"B{i}.", "label": 1 + i % 2} for i in range(20)]
+    rows.append({"question": "Q20?", "answer_a": "A20.", "answer_b": "B20.", "label": 0})
+    err = refused([str(write_jsonl(tmp_path / "d.jsonl", rows))], capsys)
+    assert err.endswith("line 21: bad 'label': 0 is not a value of meaning index1 (1 = first answer, 2 = second); "
+                        "the label meaning does not fit this file's labels: say what they mean with --label-meaning")
+
+
+def test_data_inspect_json_always_has_notes_as_it_has_skipped(tmp_path, capsys, cases):
+    plain = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go."}])
+    for path, skipped, notes in ((plain, {}, {}),
+                                 (cases / "ultrafeedback-binarized.jsonl", {"tie (score_chosen = score_rejected)": 1},
+                                  {"prompt already at the start of the replies (not repeated)": 2})):
+        assert main(["data", "inspect", str(path), "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert (summary["skipped"], summary["notes"]) == (skipped, notes)
+    stream = stream_pairs(plain)
+    list(stream)
+    assert stream.summary()["notes"] == {} and load_pairs(plain).summary()["notes"] == {}
+
+
+# ------------------------------------------------------------------ score --data reads pairs as data inspect does
+
+
+def _keyword_judge(words):
+    """A judge that says Yes when the final response (inside its nonce-tagged markers) holds one of `words`."""
+    def reply(messages, body):
+        text = messages[-1]["content"]
+        final = re.search(r'-final-response id="[0-9a-f]+">\n(.*)\n</[a-z]+-final-response', text, re.DOTALL).group(1)
+        return {"content": "Yes" if any(w in final for w in words) else "No"}
+    return reply
+
+
+def _score(tmp_path, data, *flags):
+    from autorule.testing.mock_server import ScriptedServer
+    from autorule.rules import RuleSet
+
+    rules = tmp_path / "rules.yaml"
+    RuleSet.from_texts(["The response gives a useful, specific answer."]).save(rules)
+    out = tmp_path / "rows.jsonl"
+    out.unlink(missing_ok=True)
+    judge = _keyword_judge(["under-proofed", "Bacillus", "boiling water", "ZZ plants", "Pothos and snake"])
+    with ScriptedServer(judge, logprobs=False) as server:  # short answers: Yes 1.0, No 0.0
+        code = main(["score", "--rules", str(rules), "--data", str(data), "--verifier", f"openai:scripted@{server.base_url}", "--no-cache",
+                     "--json", "--out", str(out), *flags])
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else None
+    return code, rows, server.count
+
+
+@pytest.mark.parametrize("flags", [
+    [],  # detected: shp
+    ["--format", "shp"],
+    # the same reading through the general reader's flags, answers named the other way round
+    ["--format", "ab", "--prompt-column", "history", "--answer-a-column", "human_ref_B", "--answer-b-column", "human_ref_A",
+     "--label-column", "labels", "--label-meaning", "0=a,1=b"],
+])
+def test_score_data_reads_a_preference_layout_with_the_data_options_and_scores_chosen_and_rejected(tmp_path, capsys, cases, flags, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    code, rows, _ = _score(tmp_path, cases / "shp.jsonl", *flags)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0
+    # rows 2 and 3: B wins; by position (A as chosen) two of three pairs would have the rejected side ahead
+    assert [(r["side"], r["rule_reward"]) for r in rows] == [("chosen", 1.0), ("rejected", 0.0)] * 3
+    assert (summary["responses"], summary["pairs"], summary["chosen_preferred"], summary["ties"]) == (6, 3, 1.0, 0.0)
+
+
+def test_score_data_takes_ranked_pairs_and_refuses_an_ambiguous_label_as_data_inspect_does(tmp_path, capsys, cases, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    # Nectar: ranks 1, 2, 3 ('ZZ plants...', 'Pothos and snake...', 'Cactus.'); adjacent: 1>2, 2>3
+    code, rows, _ = _score(tmp_path, cases / "nectar-ranked.jsonl", "--ranked-pairs", "adjacent")
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and [(r["side"], r["rule_reward"]) for r in rows] == [("chosen", 1.0), ("rejected", 1.0), ("chosen", 1.0), ("rejected", 0.0)]
+    assert (summary["pairs"], summary["chosen_preferred"], summary["ties"]) == (2, 0.5, 0.5)
+    # a 0/1 label with no meaning: refused with the flag that picks one, before any request
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "Q?", "answer_a": "Bacillus.", "answer_b": "Rice.", "label": 0},
+                                              {"question": "R?", "answer_a": "One.", "answer_b": "Two.", "label": 1}])
+    assert _score(tmp_path, path) == (2, None, 0)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "label column 'label' holds only 0 and 1 in its first rows" in err and "--label-meaning index0" in err
 
 
 def test_label_column_none_reads_pairs_as_the_user_says(cases):
@@ -403,11 +679,13 @@ def test_every_label_meaning_picks_the_side_it_names(meaning, label, chosen):
 
 
 def test_label_meanings_ties_and_values_outside(tmp_path):
-    rows = [{"q": "Q?", "x": "One.", "y": "Two.", "v": 2}, {"q": "Q?", "x": "One.", "y": "Two.", "v": 7}]
+    rows = [{"q": "Q?", "x": "One.", "y": "Two.", "v": 2}, {"q": "Q?", "x": "One.", "y": "Two.", "v": 7}, {"q": "Q?", "x": "One.", "y": "Two.", "v": 0}]
     columns = Columns(prompt="q", answer_a="x", answer_b="y", label="v", label_meaning="0=b,1=a,2=tie")
-    with pytest.raises(DataError, match=r"<rows>, row 2: bad 'v': 7 is not a value of meaning 0=b,1=a,2=tie"):
+    # 7 is no label value (a bad row, which may be skipped), not a sign that the meaning is wrong
+    with pytest.raises(DataError, match=r"<rows>, row 2: bad 'v': 7 is not a value of meaning 0=b,1=a,2=tie \(use --on-bad-row skip"):
         load_pairs(rows, columns=columns)
-    assert dict(load_pairs(rows, columns=columns, on_bad_row="skip").skipped) == {"tie": 1, "bad 'v'": 1}
+    result = load_pairs(rows, columns=columns, on_bad_row="skip")
+    assert dict(result.skipped) == {"tie": 1, "bad 'v'": 1} and [p.chosen for p in result] == ["Two."]
 
 
 def test_general_reader_detected_from_names_and_values(tmp_path):

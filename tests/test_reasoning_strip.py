@@ -60,6 +60,41 @@ def test_split_answer(text, answer, chars, unclosed):
     assert split_answer(text) == SplitAnswer(answer, chars, unclosed)
 
 
+@pytest.mark.parametrize("text, reasoning, answer", [
+    # the judge's reply parser keeps its behaviour on <think> ...
+    ("<think>A is longer.</think>A wins", "A is longer.", "A wins"),
+    ("<think>cut off mid-thought", "cut off mid-thought", ""),
+    ("plan</think>answer", "plan", "answer"),
+    ("<think></think>  Yes ", None, "Yes"),
+    ("<think>one</think>B<think>two</think>D", "one\ntwo", "BD"),
+    ("plain", None, "plain"),
+    # ... and reads every other marker the policies' reader does
+    ("<thinking>It says please.</thinking> Yes", "It says please.", "Yes"),
+    ("<reasoning>Is it rude? no.</reasoning>\nYes", "Is it rude? no.", "Yes"),
+    ("<seed:think>ab</seed:think>Done", "ab", "Done"),
+    ("[THINK]Short wins.[/THINK]Assistant B is better.", "Short wins.", "Assistant B is better."),
+    ("<|begin_of_thought|>x<|end_of_thought|><|begin_of_solution|>No<|end_of_solution|>", "x", "No"),
+])
+def test_the_judges_reply_parser_is_the_same_reader(text, reasoning, answer):
+    from autorule.llm.base import parse_yes_no, split_reasoning
+
+    assert split_reasoning(text) == (reasoning, answer)
+    if answer in ("Yes", "No"):  # a "no" inside the reasoning is never read as the verdict
+        assert parse_yes_no(text) == (1.0 if answer == "Yes" else 0.0)
+
+
+def test_a_judge_reply_with_another_marker_is_split_over_http():
+    from autorule.testing.mock_server import ScriptedServer
+    from autorule.llm import ChatRequest
+    from autorule.llm.openai_compat import OpenAICompatLLM
+
+    reply = {"content": "[THINK]B cites a source; A does not.[/THINK]Assistant B is better."}
+    with ScriptedServer(lambda messages, body: dict(reply)) as server:
+        llm = OpenAICompatLLM("scripted", server.base_url, api_key="sk-test", timeout=5.0)
+        (c,) = llm.generate([ChatRequest([{"role": "user", "content": "Which is better?"}])])
+    assert (c.reasoning, c.text) == ("B cites a source; A does not.", "Assistant B is better.")
+
+
 # ------------------------------------------------------------------ the scorer: one depth for every entry point
 
 COMPLETIONS = [

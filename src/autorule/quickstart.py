@@ -8,12 +8,12 @@ so it takes minutes on two CPU cores.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+from autorule import jsonsafe
 from autorule.cache import Cache
 from autorule.data import LoadResult, load_pairs
 from autorule.extraction.run import ExtractConfig, print_summary, run_extract
@@ -50,7 +50,7 @@ def run_quickstart(out: Path, cache: Cache | None) -> int:
     result = run_validation(extraction.rules, rules_path, held_out, scorer, warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
     result.write_stats(extraction.rules, rules_path, str(SAMPLE_DATA))
     validation = result.report
-    (out / "extract" / "validation.json").write_text(json.dumps(validation, indent=2))
+    (out / "extract" / "validation.json").write_text(jsonsafe.dumps(validation, indent=2))
     acc = validation["rule_set"]
     cv = validation["learned_weights"]["cv_accuracy"]
     console.print(f"[bold]validation[/bold]: on {len(held_out)} held-out pairs the rule reward picks the chosen reply in {acc['accuracy']:.0%} "
@@ -66,7 +66,7 @@ def run_quickstart(out: Path, cache: Cache | None) -> int:
     ))
     seconds = round(time.time() - start, 1)
     held_acc = rm_report["eval_accuracy"]
-    (out / "quickstart.json").write_text(json.dumps({"seconds": seconds, "validation": validation, "reward_model": rm_report, "grpo": grpo}, indent=2, default=str))
+    (out / "quickstart.json").write_text(jsonsafe.dumps({"seconds": seconds, "validation": validation, "reward_model": rm_report, "grpo": grpo}, indent=2, default=str))
     report = build_report(out)
     console.print(f"\ndone in {seconds} s. Artefacts:")
     for path, what in (

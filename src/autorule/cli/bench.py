@@ -4,12 +4,12 @@ object as the last line of stdout (what BENCHMARKS.md records)."""
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+from autorule import jsonsafe
 from autorule.cli.options import number, whole
 from autorule.errors import InputError
 
@@ -50,7 +50,7 @@ def emit(report: dict, as_json: bool, lines: list[str]) -> int:
         0
     """
     if as_json:
-        print(json.dumps(report))
+        print(jsonsafe.dumps(report))
     else:
         for line in lines:
             out.print(line)
@@ -127,7 +127,7 @@ def cmd_verifier_accuracy(args: argparse.Namespace) -> int:
             raise InputError(f"{path}: no such file; pass {flag} PATH")
     gold = build_gold(args.hh, args.alpaca, n=args.replies, seed=args.seed)  # MissingExtraError: main() shows it, escaped
     if args.gold_out:
-        Path(args.gold_out).write_text("".join(json.dumps(c.to_dict()) + "\n" for c in gold), encoding="utf-8")
+        Path(args.gold_out).write_text("".join(jsonsafe.dumps(c.to_dict()) + "\n" for c in gold), encoding="utf-8")
     start = time.perf_counter()
     p_yes = judge(gold, load_llm(args.verifier, **parse_spec(args.verifier).options(concurrency=args.concurrency)), progress=not args.json)
     seconds = time.perf_counter() - start

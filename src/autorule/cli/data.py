@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from autorule import jsonsafe
 from autorule.cli.options import add_data_options, load_data, out, short, whole
 
 
@@ -22,7 +22,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
         summary["skipped_examples"] = [{"row": r, "reason": why} for r, why in result.examples]
     if args.json:
         summary["sample"] = [p.model_dump() for p in sample]
-        print(json.dumps(summary, ensure_ascii=False))
+        print(jsonsafe.dumps(summary, ensure_ascii=False))
         return 0
     out.print(f"[bold]{result.path}[/bold]")
     out.print(f"format: [cyan]{summary['format']}[/cyan]   rows read: {result.rows}   pairs: [green]{summary['pairs']}[/green]")

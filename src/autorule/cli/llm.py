@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from autorule import jsonsafe
 from autorule.cli.options import add_cache_options, add_model_options, err, llm_options, number, open_cache, out, whole
@@ -17,7 +16,7 @@ def cmd_llm_generate(args: argparse.Namespace) -> int:
     req = ChatRequest([{"role": "user", "content": args.prompt}], max_tokens=args.max_tokens, temperature=args.temperature)
     c = llm.generate([req])[0]
     if args.json:
-        print(json.dumps(c.to_dict(), ensure_ascii=False))
+        print(jsonsafe.dumps(c.to_dict(), ensure_ascii=False))
     else:
         if c.reasoning:
             out.print(f"[dim]reasoning:[/dim] {c.reasoning}")

@@ -11,6 +11,8 @@ import json
 
 from rich.console import Console
 
+from autorule import jsonsafe
+
 
 def whole(low: int, high: int | None = None):
     """An argparse type: a whole number in [low, high].
@@ -365,7 +367,7 @@ def show_plan(make_plan, args: argparse.Namespace) -> bool:
     plan = make_plan(probe=args.plan)
     plan.render(err)
     if args.plan and getattr(args, "json", False):
-        print(json.dumps(plan.to_dict()))
+        print(jsonsafe.dumps(plan.to_dict()))
     return args.plan
 
 

@@ -7,10 +7,10 @@ Results go to stdout as plain text (or JSON with --json); errors and progress to
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from autorule import jsonsafe
 from autorule.cli.options import add_cache_options, add_server_options, llm_options, model_spec, number, open_cache, whole
 from autorule.errors import EXIT_FAILED, EXIT_OK
 from autorule.rules.export import FORMATS
@@ -32,8 +32,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
     if args.write:
         report.rules.save(args.rules)
     if args.json:
-        print(json.dumps({"rules": len(rules), "flagged": len(report.flagged), "counts": report.counts,
-                          "flags": [{"id": r.id, "text": r.text, "lint": [f.model_dump() for f in r.lint]} for r in report.flagged]}))
+        print(jsonsafe.dumps({"rules": len(rules), "flagged": len(report.flagged), "counts": report.counts,
+                              "flags": [{"id": r.id, "text": r.text, "lint": [f.model_dump() for f in r.lint]} for r in report.flagged]}))
     else:
         for r in report.flagged:
             print(f"{r.id}  {r.text}")
@@ -82,7 +82,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         pairs = load_pairs(args.data, on_bad_row="skip", limit=args.limit).pairs
         add_agreement(diff, both_sides(pairs), _verifier_llm(args, args.verifier))
     if args.json:
-        print(json.dumps({"a": args.a, "b": args.b, **diff.to_dict()}))
+        print(jsonsafe.dumps({"a": args.a, "b": args.b, **diff.to_dict()}))
     else:
         print(f"A: {args.a} ({len(a)} rules)\nB: {args.b} ({len(b)} rules)")
         print(diff.render())
@@ -125,8 +125,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     overall, families = by_family(checks, p_yes, args.threshold)
     labellers = {c.family: c.labeller for c in checks if c.family and c.labeller}
     if args.json:
-        print(json.dumps({"gold": args.gold, "verifier": args.verifier, "checks": len(checks), "overall": overall.to_dict(),
-                          "families": {k: v.to_dict() for k, v in families.items()}, "labellers": labellers}))
+        print(jsonsafe.dumps({"gold": args.gold, "verifier": args.verifier, "checks": len(checks), "overall": overall.to_dict(),
+                              "families": {k: v.to_dict() for k, v in families.items()}, "labellers": labellers}))
     else:
         print(f"{len(checks)} labelled checks from {args.gold}; verifier {args.verifier}")
         print(render(overall, families, labellers))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from autorule import jsonsafe
 from autorule.cli import options
-from autorule.cli.options import add_completion_options, add_plan_options, add_reward_options, build_scorer, err, report_skips, whole
+from autorule.cli.options import add_completion_options, add_data_options, add_plan_options, add_reward_options, build_scorer, err, load_data, report_skips
 from autorule.errors import AllFailed
 
 
@@ -18,7 +19,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from autorule.plan import plan_checks
 
     scorer = build_scorer(args)
-    items = Responses(args.data, args.format, on_bad_row=args.on_bad_row, limit=args.limit)  # re-iterable, read lazily
+    # re-iterable, read lazily: responses with their prompts, or preference pairs read as data inspect reads them
+    items = Responses(args.data if _holds_responses(args) else load_data(args))
     if options.show_plan(lambda probe: plan_checks("verify", scorer.verifier, (c for _, _, c in items), price_per_mtok=args.price_per_mtok, probe=probe), args):
         return 0
     if items.pairs is not None:
@@ -49,6 +51,17 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _holds_responses(args: argparse.Namespace) -> bool:
+    """Whether --data holds responses (rows with a 'response') and no data option says it holds preference pairs."""
+    from autorule.data import first_record
+
+    named = (args.answer_a_column, args.answer_b_column, args.label_column, args.label_meaning)
+    pair_options = args.format != "auto" or any(v is not None for v in named) or (args.chosen_column, args.rejected_column) != ("chosen", "rejected")
+    path = Path(args.data)
+    first = first_record(path) if path.is_file() else None
+    return first is not None and "response" in first and not pair_options
+
+
 def add_parsers(sub) -> None:
     """Add `score` to the `autorule` parser.
 
@@ -64,10 +77,8 @@ def add_parsers(sub) -> None:
     """
     sc = sub.add_parser("score", help="score responses (or both sides of preference pairs) against a rule set")
     add_reward_options(sc)
-    sc.add_argument("--data", required=True, metavar="FILE", help="JSONL with 'prompt' and 'response', or preference data")
-    sc.add_argument("--format", default="auto", help="preference data format (when --data holds pairs)")
-    sc.add_argument("--on-bad-row", default="error", choices=["error", "skip"])
-    sc.add_argument("--limit", type=whole(1), default=None, help="at most this many pairs")
+    sc.add_argument("--data", required=True, metavar="FILE", help="JSONL with 'prompt' and 'response', or preference data (any layout `autorule data inspect` reads)")
+    add_data_options(sc)  # the same options as data inspect / extract / validate: every layout scores both sides
     sc.add_argument("--out", default=None, metavar="FILE", help="write per-response verdicts and rewards as JSONL here (default: stdout)")
     sc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     add_completion_options(sc)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from autorule import jsonsafe
 from autorule.cli import options
 from autorule.cli.options import (add_cache_options, add_data_options, add_plan_options, add_server_options, err, llm_options, load_data,
                                   model_spec, number, open_cache, report_skips, whole)
@@ -21,7 +21,7 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, max_length=args.max_length, eval_fraction=args.eval_fraction, seed=args.seed, bf16=args.bf16)
     report = train_reward_model(data.pairs, config)
     if args.json:
-        print(json.dumps(report))
+        print(jsonsafe.dumps(report))
     else:
         acc = report["eval_accuracy"]
         held = f"{acc['accuracy']:.1%} ({acc['correct']}/{acc['correct'] + acc['wrong'] + acc['ties']}, {acc['ties']} ties)" if acc else "no held-out pairs"
@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     summary = run_grpo(config, scorer=scorer)
     if args.json:
-        print(json.dumps(summary))
+        print(jsonsafe.dumps(summary))
     else:
         err.print(f"trained {summary['steps']} steps in {summary['seconds']} s; model: {summary['final_model']}; metrics: {summary['metrics']}"
                   + (f"; {len(summary['warnings'])} reward-hacking warnings" if summary["warnings"] else ""))

@@ -9,7 +9,7 @@ message content), `reasoning` (a completion's reasoning block cut from its answe
 """
 
 from autorule.data.formats import FORMATS
-from autorule.data.layouts import detect_format
+from autorule.data.hints import detect_format
 from autorule.data.messages import Message, to_conversation
 from autorule.data.pairs import BadRow, Columns, DataError, LoadResult, NotPreferenceData, PreferencePair, SkipRow, pair_id
 from autorule.data.readers import first_record, iter_rows

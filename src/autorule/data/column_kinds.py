@@ -25,14 +25,19 @@ REPLY_WORDS = ("chosen", "rejected", "prefer", "better", "worse", "good", "bad",
 # names that never hold a reply whatever their values (model names, sources, ids)
 NOT_REPLY_WORDS = ("model", "source", "name", "category", "domain", "lang", "tag", "judge", "sha", "hash", "url", "date", "time")
 # names of label columns: a column so named and holding label values says which answer won
-LABEL_NAME = re.compile(r"winner|label|prefer|choice|better|safer|verdict")
+LABEL_NAME = re.compile(r"winner|label|pref|choice|better|safer|verdict")  # pref: pref, preference, preferred_id
 RANK_KEYS = ("rank",)  # lower is better
 SCORE_KEYS = ("score", "overall_score", "rating")  # higher is better
 RANKED_TEXT_KEYS = ("answer", "response", "text", "completion", "output", "content")
 # score columns beside chosen/rejected (UltraFeedback-binarized and its variants): the scores are the label
 SCORE_PAIRS = (("score_chosen", "score_rejected"), ("chosen_score", "rejected_score"), ("chosen_rating", "rejected_rating"),
                ("chosen-rating", "rejected-rating"))
-SMALL = 10  # label values are small integers (ids, classes, signed preference strengths)
+# a label of two answers holds at most ~3 distinct values: 0/1/2, 1/2, or a signed strength -3..3
+# (HelpSteer3); a whole number outside that is a count, an id or a score, never such a label
+SMALL = 3
+# names of ids and row numbers: never a label, whatever their values (unless the name says label,
+# as PKU-SafeRLHF's better_response_id does)
+ID_NAME = re.compile(r"(.*[_\-\s.])?(id|ids|idx|index|row|rownum|row_num|uid|uuid)|(id|idx|row)[_\-\s].*|unnamed: ?\d+")
 
 
 def decode_turns(value: Any) -> Any:
@@ -108,6 +113,55 @@ def _value_kind(value: Any) -> str:
     return "mixed"
 
 
+def is_id_name(name: str) -> bool:
+    """Whether a column's name says it holds ids or row numbers (id, *_id, idx, index, row, ...), not a label.
+
+    Args:
+        name: the column.
+
+    Example:
+        >>> [is_id_name(n) for n in ("id", "question_id", "row", "questionId", "better_response_id", "valid")]
+        [True, True, True, True, False, False]
+    """
+    if LABEL_NAME.search(name.lower()):
+        return False
+    return bool(ID_NAME.fullmatch(name.lower()) or re.search(r"[a-z]Id$", name))
+
+
+def _whole_numbers(values: list[Any]) -> list[float] | None:
+    """The cells as numbers when every one is a number (or number text), else None (bools are not numbers here)."""
+    out = []
+    for v in values:
+        if isinstance(v, bool):
+            return None
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            return None
+    return out
+
+
+def is_id_values(values: list[Any]) -> bool:
+    """Whether numeric cells read as ids or counts, not as a two-answer label: more than three
+    distinct non-negative values, or four or more rising one after another (1, 2, 3, 4).
+
+    A label of two answers holds at most ~3 distinct values (0/1/2, 1/2; a signed strength
+    -3..3 holds more, but has negatives and does not rise row after row).
+
+    Args:
+        values: a column's first cells (None left out).
+
+    Example:
+        >>> is_id_values([3, 4, 5]), is_id_values([0, 1, 2, 3]), is_id_values([1, 2, 1, 2]), is_id_values([-2, 3, 0, 1])
+        (False, True, False, False)
+    """
+    numbers = _whole_numbers(values)
+    if not numbers:
+        return False
+    rising = len(numbers) >= 4 and all(a < b for a, b in zip(numbers, numbers[1:]))
+    return rising or (len(set(numbers)) > 3 and min(numbers) >= 0)
+
+
 def column_kind(name: str, values: Iterable[Any]) -> Kind:
     """What a column holds, from its name and first values.
 
@@ -127,6 +181,8 @@ def column_kind(name: str, values: Iterable[Any]) -> Kind:
     lower = name.lower()
     if not kinds:
         return "empty"
+    if kinds <= {"label", "number"} and _whole_numbers(values) is not None and (is_id_name(name) or (not LABEL_NAME.search(lower) and is_id_values(values))):
+        return "number"  # ids, row numbers, counts: a label proposed from them fails on the first value it cannot map
     if kinds & {"text", "short", "turns"} and any(w in lower for w in NOT_REPLY_WORDS):
         return "short"
     if all(isinstance(v, str) for v in values) and kinds <= {"text", "short", "label", "number"}:

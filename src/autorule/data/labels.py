@@ -27,7 +27,7 @@ AB_TIES = frozenset({"tie", "tie (bothbad)", "tie(bothbad)", "both_bad", "both b
 NAMED_KINDS = ("ab", "index0", "index1", "sign", "reverse-sign", "onehot")
 MEANINGS_HELP = ("ab (A/B, model_a/model_b names; 1/2 too), index0 (0 = first answer, 1 = second), index1 (1 = first, 2 = second), "
                  "sign (negative = first answer, positive = second, 0 = tie), reverse-sign (positive = first), "
-                 "onehot (columns A,B[,TIE] holding 1 for the winner), or a map such as 1=a,0=b or 0=b,1=a,2=tie")
+                 "onehot (columns A,B[,TIE] holding 1 for the winner), or a map such as 1=a,0=b or 0=b,1=a,2=tie (bools: true=a,false=b)")
 
 
 class LabelError(InputError, ValueError):
@@ -242,3 +242,59 @@ def infer_label_meaning(values: Iterable[Any], column: str) -> LabelMeaning:
             f"label column '{column}' holds signed numbers ({shown}) in its first rows: say which sign names the first answer "
             "with --label-meaning sign (negative = first answer, e.g. HelpSteer3 overall_preference) or --label-meaning reverse-sign")
     raise LabelError(f"cannot tell what label column '{column}' means from its first values ({shown}); say it with {flag}: {MEANINGS_HELP}")
+
+def label_readings(records: list[dict], column: str) -> list[tuple[str, str]]:
+    """The meanings a label column's first values can have, each as (``--label-meaning`` value, what it says).
+
+    One reading where the values allow only one (A/B names, 1/2); both readings of bools, of 0/1,
+    of 0/1/2, of signed numbers and of any two values; none where the values fit no two-answer
+    label. Only readings that read every first value are given.
+
+    Args:
+        records: the first rows; column: the label column.
+
+    Example:
+        >>> label_readings([{"ok": True}, {"ok": False}], "ok")
+        [('true=a,false=b', 'true means the first answer won'), ('false=a,true=b', 'false means the first answer won')]
+        >>> label_readings([{"pref": 1}, {"pref": 2}], "pref")
+        [('index1', '')]
+    """
+    values = [r.get(column) for r in records if r.get(column) is not None]
+    seen = sorted({normalize(v) for v in values})
+    try:
+        return [(infer_label_meaning(values, column).kind, "")]  # the values allow one reading only
+    except LabelError:
+        pass
+    found = set(seen)
+    numbers = [_number(v) for v in seen]
+    if found <= {"true", "false"}:
+        readings = [("true=a,false=b", "true means the first answer won"), ("false=a,true=b", "false means the first answer won")]
+    elif found <= {"0", "1"}:
+        readings = [("index0", "0 means the first answer won"), ("1=a,0=b", "1 means the first answer won")]
+    elif found <= {"0", "1", "2"}:
+        readings = [("0=a,1=b,2=tie", "0 means the first answer won, 2 a tie"), ("0=tie,1=a,2=b", "1 means the first answer won, 0 a tie")]
+    elif all(n is not None for n in numbers) and any(n < 0 for n in numbers):  # type: ignore[operator]
+        readings = [("sign", "negative means the first answer won"), ("reverse-sign", "positive means the first answer won")]
+    elif len(seen) == 2 and not any("," in v or "=" in v for v in seen):
+        x, y = seen
+        readings = [(f"{x}=a,{y}=b", f"{x} means the first answer won"), (f"{y}=a,{x}=b", f"{y} means the first answer won")]
+    else:
+        readings = []
+    return [(m, why) for m, why in readings if _reads_all(m, values)]
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _reads_all(meaning: str, values: list) -> bool:
+    try:
+        reading = parse_label_meaning(meaning)
+        for v in values:
+            reading.side(v)
+    except LabelError:
+        return False
+    return True

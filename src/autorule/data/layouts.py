@@ -26,8 +26,7 @@ from autorule.data.column_kinds import (
     ranked_keys,
     strong_label_columns,
 )
-from autorule.data.column_kinds import ONE_HOT, answer_pair
-from autorule.data.hints import undetected_message
+from autorule.data.column_kinds import ONE_HOT, _value_kind, answer_pair
 from autorule.data.messages import Message
 from autorule.data.pairs import BadRow, Columns, NotPreferenceData, SkipRow
 from autorule.data.formats import (
@@ -43,7 +42,7 @@ from autorule.data.formats import (
     parse_mt_bench_human_row,
     parse_pairs_row,
 )
-from autorule.data.labels import LabelError, LabelMeaning, infer_label_meaning, parse_label_meaning
+from autorule.data.labels import MEANINGS_HELP, LabelError, LabelMeaning, infer_label_meaning, label_readings, parse_label_meaning
 
 # rows looked at to tell the format and a label's meaning
 PEEK_ROWS = 20
@@ -58,6 +57,24 @@ SIGNATURES: dict[str, frozenset[str]] = {
 LABEL_NAMES = ("label", "labels", "winner", "preference", "choice", "preferred", "better")
 ARENA_ONLY = frozenset({"tstamp", "anony", "language"})  # Chatbot Arena columns MT-Bench judgements lack
 Parser = Callable[[dict, Columns], Any]
+
+
+class Undetected(NotPreferenceData):
+    """No format fits the first rows; the message says the closest format and the flags that read them.
+
+    The message comes from `autorule.data.hints`, which sits above this module (it tries each
+    proposal with `reader`) and sets `explain` when it is imported (`autorule.data` imports it).
+
+    Args:
+        records: the first rows; columns: the column options given.
+    """
+
+    explain: Callable[[list[dict], Columns], str] | None = None
+
+    def __init__(self, records: list[dict], columns: Columns):
+        self.records, self.columns = records, columns
+        explain = Undetected.explain
+        super().__init__(explain(records, columns) if explain else f"cannot tell the format from the columns {sorted(_first_keys(records))}")
 
 
 # --------------------------------------------------------------------------- conversations
@@ -158,6 +175,9 @@ class TwoAnswers:
         try:
             side = self.meaning.side(value)
         except LabelError as e:
+            if _label_like(value):  # a label value the meaning does not know: the meaning is wrong, skipping would hide it
+                raise BadRow(f"bad '{name}'", f"{e}; the label meaning does not fit this file's labels: say what they mean with --label-meaning",
+                             skippable=False) from None
             raise BadRow(f"bad '{name}'", str(e)) from None
         if side == "tie":
             raise SkipRow("tie")
@@ -300,7 +320,7 @@ def detect(records: list[dict], columns: Columns) -> str:
         return "nectar" if ranked == "answers" and keys_of and keys_of[1] == "rank" else "ranked"
     if _find_two_answers(records, columns, strict=False) is not None:
         return "ab"
-    raise NotPreferenceData(undetected_message(records, columns))
+    raise Undetected(records, columns)
 
 
 def _prompt_column(records: list[dict], columns: Columns) -> str | None:
@@ -422,6 +442,63 @@ def _refuse_ignored_label(records: list[dict], columns: Columns) -> None:
         f"or pass --label-column none if '{labels[0]}' is not a preference label")
 
 
+def _label_like(value: Any) -> bool:
+    """Whether a label cell holds a value some two-answer label has (a small number, a bool, an A/B name, a tie)."""
+    if isinstance(value, tuple):  # one-hot cells
+        return all(v is None or _value_kind(v) == "label" for v in value)
+    return _value_kind(value) == "label"
+
+
+def _check_meaning(records: list[dict], parse: TwoAnswers) -> None:
+    """Refuse a label meaning that does not read the label values of the first rows: the meaning is wrong for the file,
+    not the rows (a value no label holds, such as "?", stays a bad row)."""
+    if parse.meaning.kind == "onehot":
+        return
+    column = parse.label[0]
+    values = [rec.get(column) for rec in records if rec.get(column) is not None]
+    unread = []
+    for v in values:
+        try:
+            parse.meaning.side(v)
+        except LabelError:
+            if _label_like(v) and v not in unread:
+                unread.append(v)
+    if not unread:
+        return
+    readings = [m for m, _ in label_readings(records, column)]
+    fits = (f"; readings that fit its values: {' or '.join('--label-meaning ' + m for m in readings)}" if readings
+            else f"; say what its values mean with --label-meaning ({MEANINGS_HELP})")
+    raise NotPreferenceData(f"label meaning {parse.meaning.describe()} does not fit column '{column}': it does not read "
+                            f"{', '.join(repr(v) for v in unread[:6])} in the first rows{fits}")
+
+
+def _fitting(records: list[dict], columns: Columns, name: str, said: str = "") -> str:
+    """What the first rows read as, told by detection, for a message about a --format that does not fit
+    ("" where detection agrees, or the message already names it)."""
+    try:
+        fit = detect(records, columns)
+    except NotPreferenceData as e:
+        return f"; no format fits them as they are: {e}"
+    if fit == name or f"--format {fit}" in said:
+        return ""
+    return f"; the first rows read as --format {fit} (leave --format out to detect it)"
+
+
+def _check_fits(name: str, parse: Parser, records: list[dict], columns: Columns) -> None:
+    """Refuse a requested format whose columns the first row lacks: every row would be a bad row, and skipping them
+    would give no pairs."""
+    try:
+        out = parse(records[0], columns)
+    except SkipRow:
+        return
+    except BadRow as e:
+        out = [e]
+    for item in out if isinstance(out, list) else [out]:
+        if isinstance(item, BadRow) and item.reason.startswith("missing column"):
+            raise NotPreferenceData(f"--format {name} does not fit this file: its first row has no {item.reason[len('missing '):]} "
+                                    f"(columns: {sorted(records[0])}){_fitting(records, columns, name)}")
+
+
 def reader(fmt: str, records: list[dict], columns: Columns, tie_threshold: float = 0.1) -> tuple[str, Parser]:
     """(format name, row parser) for a format name or "auto", told from the first rows.
 
@@ -451,42 +528,40 @@ def reader(fmt: str, records: list[dict], columns: Columns, tie_threshold: float
         raise NotPreferenceData(f"--label-meaning does not apply to the {name} format (it reads two answers and a label: --format ab or a named layout)")
     if not uses_label and columns.label not in (None, "none"):
         raise NotPreferenceData(f"--label-column does not apply to the {name} format (it reads two answers and a label: --format ab or a named layout)")
+    try:
+        parse = _parser(name, records, columns, tie_threshold)
+    except NotPreferenceData as e:
+        if fmt == "auto" or not records:
+            raise
+        raise NotPreferenceData(f"{e}{_fitting(records, columns, name, str(e))}") from None
+    if records and isinstance(parse, TwoAnswers):
+        _check_meaning(records, parse)
+    if records and fmt != "auto":
+        _check_fits(name, parse, records, columns)
+    return name, parse
+
+
+def _parser(name: str, records: list[dict], columns: Columns, tie_threshold: float) -> Parser:
+    """The row parser of a format, set up from the first rows (see `reader`)."""
     if name in ("pairs", "ultrafeedback"):
         if records:
             _refuse_ignored_label(records, columns)
-        return name, parse_pairs_row
+        return parse_pairs_row
     simple: dict[str, Parser] = {"hh-rlhf": parse_hh_row, "alpacaeval": make_alpacaeval_parser(tie_threshold), "mt-bench-human": parse_mt_bench_human_row}
     if name in simple:
-        return name, simple[name]
+        return simple[name]
     if name in (*SIGNATURES, "arena"):
-        return name, _named_reader(name, records, columns)
+        return _named_reader(name, records, columns)
     if name in ("nectar", "ranked"):
         answers = _ranked_column(records)
         prompt = _prompt_column(records, columns)
         if answers is None or prompt is None:
             raise NotPreferenceData(f"--format {name} needs a prompt column and a column of ranked answers "
                                     "([{answer, rank}, ...] or a score, higher better); columns: " + str(sorted(_first_keys(records))))
-        return name, Ranked(prompt, answers, columns.ranked_pairs)
-    return name, _find_two_answers(records, columns, strict=True)  # type: ignore[return-value]
+        return Ranked(prompt, answers, columns.ranked_pairs)
+    return _find_two_answers(records, columns, strict=True)  # type: ignore[return-value]
 
 
-__all__ = ["FORMATS", "PEEK_ROWS", "Ranked", "TwoAnswers", "answer_pair", "detect", "detect_format", "named_layout", "prompt_turns",
+__all__ = ["FORMATS", "PEEK_ROWS", "Ranked", "TwoAnswers", "Undetected", "answer_pair", "detect", "named_layout", "prompt_turns",
            "reader", "score_columns", "two_conversations"]
-
-
-def detect_format(rec: dict | list[dict], columns: Columns) -> str:
-    """The format of a file from its first row or rows: names and values (see `autorule.data.layouts.detect`).
-
-    Args:
-        rec: the first row, or the first rows; columns: the column options given.
-
-    Raises:
-        NotPreferenceData: no format fits; the message names the closest and the flags that read it.
-
-    Example:
-        >>> detect_format({"history": "Q?", "human_ref_A": "x y", "human_ref_B": "z w", "labels": 0}, Columns())
-        'shp'
-    """
-    return detect([rec] if isinstance(rec, dict) else list(rec), columns)
-
 

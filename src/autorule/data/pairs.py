@@ -75,10 +75,16 @@ class DataError(InputError):
 
 
 class BadRow(Exception):
-    """A row that cannot become a pair; `reason` is a short, countable label."""
+    """A row that cannot become a pair; `reason` is a short, countable label.
 
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
+    Args:
+        reason: the countable label; detail: the rest of the message; skippable: False when
+            skipping would hide a mistake in the options (a label meaning the file's labels do
+            not fit), so the error does not suggest ``--on-bad-row skip``.
+    """
+
+    def __init__(self, reason: str, detail: str = "", skippable: bool = True):
+        self.reason, self.skippable = reason, skippable
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
@@ -170,9 +176,8 @@ class LoadResult:
             "rows": self.rows,
             "pairs": len(self.pairs),
             "skipped": dict(self.skipped),
+            "notes": dict(self.notes),  # always there, as skipped is: a reader of the JSON need not guess
         }
-        if self.notes:
-            out["notes"] = dict(self.notes)
         return out
 
 

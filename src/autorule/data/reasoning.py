@@ -24,7 +24,7 @@ function as separate fields or not at all.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from autorule.data.messages import Message
 
@@ -53,24 +53,31 @@ class SplitAnswer:
             answer-wrapper markers (whitespace around the answer not counted).
         unclosed: a reasoning block was opened and never closed (the completion was
             cut off while thinking).
+        reasoning: the text of the reasoning blocks, each stripped, joined by newlines
+            ("" when none); what a judge's reply parser keeps as the trace (left out of
+            comparisons and the repr: the answer and the counts say what was cut).
     """
 
     answer: str
     chars_stripped: int = 0
     unclosed: bool = False
+    reasoning: str = field(default="", compare=False, repr=False)
 
 
-def _cut_pair(text: str, opening: re.Pattern, closing: re.Pattern) -> tuple[str, bool]:
-    """`text` without the blocks of one marker pair; True when a block was never closed."""
+def _cut_pair(text: str, opening: re.Pattern, closing: re.Pattern, thoughts: list[str]) -> tuple[str, bool]:
+    """`text` without the blocks of one marker pair (their texts appended to `thoughts`); True when a block was never closed."""
     kept, pos = [], 0
     first_close, first_open = closing.search(text), opening.search(text)
     if first_close and (first_open is None or first_open.start() > first_close.start()):
+        thoughts.append(text[: first_close.start()])
         pos = first_close.end()  # the template opened the block: all before the close is reasoning
     while (start := opening.search(text, pos)) is not None:
         kept.append(text[pos : start.start()])
         end = closing.search(text, start.end())
         if end is None:  # cut off while thinking: the rest is reasoning
+            thoughts.append(text[start.end() :])
             return "".join(kept), True
+        thoughts.append(text[start.end() : end.start()])
         pos = end.end()
     kept.append(text[pos:])
     return "".join(kept), False
@@ -91,16 +98,32 @@ def split_answer(text: str) -> SplitAnswer:
         SplitAnswer(answer='', chars_stripped=25, unclosed=True)
         >>> split_answer("No reasoning here.")
         SplitAnswer(answer='No reasoning here.', chars_stripped=0, unclosed=False)
+        >>> split_answer("[THINK]Short is better.[/THINK]B").reasoning
+        'Short is better.'
     """
-    current, unclosed = text, False
+    current, unclosed, thoughts = text, False, []
     for opening, closing in _PAIRS:
-        current, cut = _cut_pair(current, opening, closing)
+        current, cut = _cut_pair(current, opening, closing, thoughts)
         unclosed = unclosed or cut
     current = _ANSWER_WRAPPERS.sub("", current)
     stripped = len(text) - len(current)
     if not stripped:
         return SplitAnswer(text)
-    return SplitAnswer(current.strip(), stripped, unclosed)
+    reasoning = "\n".join(t.strip() for t in thoughts if t.strip())
+    return SplitAnswer(current.strip(), stripped, unclosed, reasoning)
+
+
+def has_reasoning(text: str) -> bool:
+    """Whether a text holds a reasoning marker (an opening or closing one of `REASONING_MARKERS`).
+
+    Args:
+        text: a completion or a reply.
+
+    Example:
+        >>> has_reasoning("<think>Let me check"), has_reasoning("so it is fine.</think>"), has_reasoning("The response is polite")
+        (True, True, False)
+    """
+    return any(o.search(text) or c.search(text) for o, c in _PAIRS)
 
 
 def answer_only(conversation: list[Message]) -> tuple[list[Message], int]:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 
 from autorule.data.formats import FORMATS
+from autorule.data import hints  # noqa: F401 (it explains Undetected: the closest format and the flags that read the file)
 from autorule.data.layouts import PEEK_ROWS, reader
 from autorule.data.pairs import BadRow, Columns, DataError, LoadResult, NotPreferenceData, PreferencePair, SkipRow
 from autorule.data.readers import _open_source
@@ -35,7 +36,7 @@ class PairStream:
         >>> [len(chunk) for chunk in stream.chunks(2)]
         [2, 1]
         >>> stream.summary()
-        {'path': '<rows>', 'format': 'pairs', 'rows': 4, 'pairs': 3, 'skipped': {'chosen identical to rejected': 1}}
+        {'path': '<rows>', 'format': 'pairs', 'rows': 4, 'pairs': 3, 'skipped': {'chosen identical to rejected': 1}, 'notes': {}}
     """
 
     def __init__(self, source, format: str = "auto", *, columns: Columns | None = None, on_bad_row: Literal["error", "skip"] = "error",
@@ -62,7 +63,8 @@ class PairStream:
             self.skipped[outcome.reason] += 1
             return
         if self.on_bad_row == "error":
-            raise DataError(shown, f"{outcome} (use --on-bad-row skip to skip such rows)", row, unit) from None
+            advice = " (use --on-bad-row skip to skip such rows)" if getattr(outcome, "skippable", True) else ""
+            raise DataError(shown, f"{outcome}{advice}", row, unit) from None
         self.skipped[outcome.reason] += 1  # type: ignore[attr-defined]
         if len(self.examples) < 5:
             self.examples.append((row, str(outcome)))
@@ -107,6 +109,8 @@ class PairStream:
                     return
         if self.rows == 0:
             raise DataError(shown, "no rows found")
+        if self.pairs_read == 0:
+            raise DataError(shown, no_pairs_message(self.rows, self.skipped, self.examples, self.on_bad_row))
 
     def chunks(self, size: int) -> Iterator[list[PreferencePair]]:
         """The pairs in lists of at most `size`, in file order."""
@@ -114,11 +118,29 @@ class PairStream:
 
     def summary(self) -> dict[str, Any]:
         """What the last full pass read, as `LoadResult.summary` gives it."""
-        out = {"path": self.path, "format": self.format if self.format != "auto" else "unknown", "rows": self.rows,
-               "pairs": self.pairs_read, "skipped": dict(self.skipped)}
-        if self.notes:
-            out["notes"] = dict(self.notes)
-        return out
+        return {"path": self.path, "format": self.format if self.format != "auto" else "unknown", "rows": self.rows,
+                "pairs": self.pairs_read, "skipped": dict(self.skipped), "notes": dict(self.notes)}
+
+
+def no_pairs_message(rows: int, skipped: Counter, examples: list[tuple[int, str]], on_bad_row: str) -> str:
+    """Why a load gave no pair: every row skipped, with the reasons and the first examples.
+
+    A load of zero pairs is an error, never an empty success: a command that went on would
+    report nothing learned, scored or checked, with exit 0.
+
+    Args:
+        rows: rows read; skipped: skipped rows by reason; examples: (row, reason) of the first
+            bad rows; on_bad_row: "error" or "skip".
+
+    Example:
+        >>> no_pairs_message(2, Counter({"missing column 'chosen'": 2}), [(1, "missing column 'chosen': columns present: ['q']")], "skip")
+        "no pairs: all 2 rows were skipped (2 missing column 'chosen'; e.g. row 1: missing column 'chosen': columns present: ['q']); rows skipped as bad usually mean the wrong --format or column options, not bad rows"
+    """
+    reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
+    example = f"; e.g. row {examples[0][0]}: {examples[0][1]}" if examples else ""
+    advice = ("; rows skipped as bad usually mean the wrong --format or column options, not bad rows"
+              if on_bad_row == "skip" and examples else "")
+    return f"no pairs: all {rows} rows were skipped ({reasons}{example}){advice}"
 
 
 def _peek(rows: Iterator[tuple[int, Any]], n: int) -> tuple[list[tuple[int, Any]], Iterator[tuple[int, Any]]]:

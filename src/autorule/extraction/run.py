@@ -27,6 +27,7 @@ from rich.table import Table
 
 from tqdm.auto import tqdm
 
+from autorule import jsonsafe
 from autorule.data import LoadResult, PairStream, PreferencePair
 from autorule.errors import InputError
 from autorule.llm import LLM
@@ -139,7 +140,7 @@ class StageFile:
         if self._writer is None:
             self._writer = self.partial.open("ab")
         offset = self._writer.tell()
-        self._writer.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        self._writer.write((jsonsafe.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
         self._writer.flush()
         return offset
 
@@ -255,7 +256,7 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
         log.info("sending the %d refused pairs again (--retry-refused)", retried)
     meta = {"status": "running", "fingerprint": fingerprint, "config": asdict(config), "data": data.summary(), "started": start, "attempts": attempts,
             "context": context.to_dict(), **({"retried_refused": retried} if retried else {})}
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
+    (run_dir / "run.json").write_text(jsonsafe.dumps(meta, indent=2))
 
     failures: Counter = Counter()
     stages = {"000_pairs": _stage_mark(start)}  # wall time and the process's peak memory at each stage's end
@@ -270,7 +271,7 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         meta.update(context=context.to_dict(), refused=ledger.summary())
         _record_attempt(meta, attempts, status, _stats(llm, merge_llm), start, error=str(e))
-        (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
+        (run_dir / "run.json").write_text(jsonsafe.dumps(meta, indent=2))
         raise
 
     tokens = {
@@ -298,7 +299,7 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
     _record_attempt(meta, attempts, "complete", _stats(llm, merge_llm), start)
     summary["llm_stats"] = meta["llm_stats"]
     meta.update(counts=summary, merge_rounds=merge_log.rounds, context=context.to_dict(), refused=summary["refused"])
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
+    (run_dir / "run.json").write_text(jsonsafe.dumps(meta, indent=2))
     return ExtractResult(run_dir, rules, summary)
 
 

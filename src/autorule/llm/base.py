@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
+from autorule.data.reasoning import split_answer
 from autorule.errors import AutoruleError
 
 OnResult = Callable[[int, "Completion"], None]
@@ -76,24 +77,26 @@ class Completion:
         return d
 
 
-_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
-
-
 def split_reasoning(text: str) -> tuple[str | None, str]:
-    """Split `<think>...</think>` out of a reply: (reasoning trace or None, final text).
+    """Split the reasoning out of a reply: (reasoning trace or None, final text).
 
-    An unclosed `<think>` (a reply cut off mid-thought) is all reasoning, no answer.
-    Some servers drop the opening tag and keep only `</think>`; that is handled too.
+    The one reader of reasoning markers (`autorule.data.reasoning.split_answer`) serves the judge's
+    replies too: ``<think>``, ``<thinking>``, ``<reasoning>``, ``<seed:think>``, ``[THINK]``,
+    ``<|begin_of_thought|>``. An unclosed block (a reply cut off mid-thought) is all
+    reasoning, no answer; a reply with only the closing marker (the template opened the
+    block) is reasoning up to it.
+
+    Args:
+        text: the generated reply.
+
+    Example:
+        >>> split_reasoning("<think>A is longer.</think>A wins")
+        ('A is longer.', 'A wins')
+        >>> split_reasoning("plan</think>answer"), split_reasoning("<reasoning>B is kinder.</reasoning> B"), split_reasoning("plain")
+        (('plan', 'answer'), ('B is kinder.', 'B'), (None, 'plain'))
     """
-    if "<think>" in text:
-        parts = _THINK.findall(text)
-        reasoning = "\n".join(p.strip() for p in parts).strip()
-        answer = _THINK.sub("", text).strip()
-        return (reasoning or None), answer
-    if "</think>" in text:
-        reasoning, _, answer = text.partition("</think>")
-        return (reasoning.strip() or None), answer.strip()
-    return None, text.strip()
+    split = split_answer(text)
+    return (split.reasoning or None), split.answer.strip()
 
 
 def is_yes_token(token: str) -> bool:
@@ -200,6 +203,26 @@ class LLM(ABC):
     def __init__(self) -> None:
         # counts a run reports: requests, retries, faults by kind, unparsed yes/no answers
         self.stats: Counter = Counter()
+        # the starts of the first generated yes/no answers that held no Yes/No and showed no
+        # reasoning: an error quotes them rather than guess at the cause
+        self.unparsed_replies: list[str] = []
+
+    def note_unparsed_reply(self, text: str | None, keep: int = 3, chars: int = 80) -> None:
+        """Keep the start of a generated yes/no answer that held no Yes/No (the first `keep` of a run).
+
+        Args:
+            text: the answer's text; keep: how many to keep; chars: how much of each.
+
+        Example:
+            >>> from autorule.testing.fake_llm import FakeLLM
+            >>> llm = FakeLLM()
+            >>> llm.note_unparsed_reply("The response  is polite because it thanks the user for waiting patiently", chars=30)
+            >>> llm.unparsed_replies
+            ['The response is polite becaus…']
+        """
+        line = " ".join((text or "").split())
+        if len(self.unparsed_replies) < keep:
+            self.unparsed_replies.append(line if len(line) <= chars else line[: chars - 1].rstrip() + "…")
 
     @property
     def identity(self) -> dict:
@@ -269,6 +292,7 @@ _SHOWN = [
     ("yes_no_unparsed", "unparsed verdicts"), ("yes_no_thinking", "thinking-first verdicts"),
     ("logprobs_refused", "logprobs refused (verdicts read from short answers)"), ("top_logprobs_lowered", "top_logprobs lowered to the server's limit"),
     ("yes_no_from_reasoning", "verdicts read from reasoning_content"),
+    ("context_learned", "context learned from the server's refusal"), ("context_retried", "requests refitted to it and retried"),
 ]
 
 

@@ -479,8 +479,10 @@ class OpenAICompatLLM(LLM):
                     p = parse_verdict(content, reasoning, cut=choice.finish_reason == "length")
                     if p is not None and not (content or "").strip():
                         self.stats["yes_no_from_reasoning"] += 1
-                    if p is None and _thinks_first(reply):
+                    if p is None and _shows_reasoning(reply):
                         self.stats["yes_no_thinking"] += 1
+                    elif p is None:  # text with no Yes/No and no reasoning: quoted in the error, never called thinking
+                        self.note_unparsed_reply(content)
                 if p is None:
                     self.stats["yes_no_unparsed"] += 1
                     return UNPARSED
@@ -540,6 +542,14 @@ def _thinks_first(response: Any) -> bool:
     content = _logprob_tokens(response)
     first = content[0].token if content else (choice.message.content or "")
     return first.strip().startswith(("<think", "<|think", "<reasoning")) or bool(_reasoning_of(choice.message))
+
+
+def _shows_reasoning(response: Any) -> bool:
+    """The reply shows reasoning: it opens with one, holds a reasoning marker (<think>, </think>, ...) or
+    came with reasoning_content. Only then is a missing verdict put down to thinking."""
+    from autorule.data.reasoning import has_reasoning
+
+    return _thinks_first(response) or has_reasoning(response.choices[0].message.content or "")
 
 
 def _first_line(text: str, n: int = 300) -> str:

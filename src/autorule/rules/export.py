@@ -4,12 +4,12 @@ judge prompt, JSON; and plain or markdown lists back into a rules file.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from string import Template
 from typing import Literal
 
+from autorule import jsonsafe
 from autorule.rules import Rule, RuleSet, RulesFileError, rule_id
 
 _HERE = Path(__file__).parent / "templates"
@@ -74,8 +74,8 @@ def export_rules(rules: RuleSet, fmt: Format, source: str = "") -> str:
         listing = "\n".join(f"{i}. {r.text} (weight {r.weight:.2f})" for i, r in enumerate(_active(rules), start=1))
         return JUDGE_PROMPT.substitute(rules=listing.replace("{", "{{").replace("}", "}}"))
     if fmt == "json":
-        return json.dumps([{"id": r.id, "text": r.text, "weight": r.weight, "support": r.support, "agreement": _agreement(r),
-                            "lint": [f.code for f in r.lint]} for r in rules.rules], indent=2, ensure_ascii=False) + "\n"
+        return jsonsafe.dumps([{"id": r.id, "text": r.text, "weight": r.weight, "support": r.support, "agreement": _agreement(r),
+                                "lint": [f.code for f in r.lint]} for r in rules.rules], indent=2, ensure_ascii=False) + "\n"
     raise ValueError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 

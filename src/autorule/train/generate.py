@@ -4,12 +4,12 @@ so users can run those benchmarks with their own judge."""
 from __future__ import annotations
 
 import itertools
-import json
 import time
 import uuid
 from pathlib import Path
 from typing import Literal
 
+from autorule import jsonsafe
 from autorule.data import DataError, iter_rows
 from autorule.llm import LLM, ChatRequest
 
@@ -63,7 +63,7 @@ def write_outputs(records: list[dict], out: str, fmt: Literal["alpaca_eval", "mt
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "alpaca_eval":
-        path.write_text(json.dumps(records, indent=2, ensure_ascii=False))
+        path.write_text(jsonsafe.dumps(records, indent=2, ensure_ascii=False))
     else:
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        path.write_text("".join(jsonsafe.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return path

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autorule import jsonsafe
 from autorule import reward
 from autorule.cache import DEFAULT_CACHE_PATH, Cache
 from autorule.data import DataError, first_record, iter_rows, load_pairs
@@ -194,7 +195,7 @@ def run_grpo(config: TrainConfig, scorer: RewardScorer | None = None) -> dict:
         console.print(f"no checkpoint in {out}; starting from the beginning")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     # TRL's own per-step logs (loss, KL, step_time, ...) beside the monitor's metrics
-    (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    (out / "trainer_log.json").write_text(jsonsafe.dumps(trainer.state.log_history, indent=1))
     final = out / "final"
     policy = trainer.model.merge_and_unload() if config.lora else trainer.model
     policy.save_pretrained(final)
@@ -208,5 +209,5 @@ def run_grpo(config: TrainConfig, scorer: RewardScorer | None = None) -> dict:
         "last": monitor.history[-1] if monitor.history else None,
         "seconds": round(time.time() - start, 1),
     }
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "train_summary.json").write_text(jsonsafe.dumps(summary, indent=2))
     return summary

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from autorule import jsonsafe
+
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -46,7 +48,7 @@ class RewardMonitor:
         if resume_step is not None and self.path.is_file():  # a resumed run continues its file
             rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
             self.history = [r for r in rows if r["step"] <= resume_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
+        self.path.write_text("".join(jsonsafe.dumps(r) + "\n" for r in self.history), encoding="utf-8")
 
     def record_batch(self, *, rm: np.ndarray | None, rule: np.ndarray, total: np.ndarray, lengths: np.ndarray, pass_rates: dict[str, float], log_metric: Callable | None,
                      seconds: dict[str, float] | None = None) -> None:
@@ -90,7 +92,7 @@ class RewardMonitor:
         row["warnings"] = self._check(row)
         self.history.append(row)
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(jsonsafe.dumps(row) + "\n")
         return row
 
     def _check(self, row: dict) -> list[str]:

@@ -7,11 +7,11 @@ merged), with `autorule_rm.json` beside it: the score mean and std on the traini
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from autorule import jsonsafe
 from autorule.data import PreferencePair
 from autorule.llm.local import local_model_path
 from autorule.reward import RM_STATS_FILE, RewardModel
@@ -110,5 +110,5 @@ def train_reward_model(pairs: list[PreferencePair], config: RMConfig) -> dict:
         "train_loss": float(result.training_loss),
         "config": asdict(config),
     }
-    (out / RM_STATS_FILE).write_text(json.dumps(report, indent=2))
+    (out / RM_STATS_FILE).write_text(jsonsafe.dumps(report, indent=2))
     return report

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from autorule.data import Message, to_conversation
 # the truncation moved to a shared module (extraction fits its prompts the same way); old names kept
-from autorule.llm.fitting import CHAT_TEMPLATE_RESERVE, DEFAULT_CONTEXT, OMITTED, fit_messages, fit_prompt, truncate_middle  # noqa: F401
+from autorule.llm.fitting import CHAT_TEMPLATE_RESERVE, DEFAULT_CONTEXT, OMITTED, context_limit, fit_messages, fit_prompt, truncate_middle  # noqa: F401
 from autorule.llm import LLM, LLMError
 from autorule.rules import RuleSet
 
@@ -34,6 +35,7 @@ APPLIES = Template(_TEXTS["applies"])
 TEMPLATE_VERSION = "verify@" + hashlib.sha256("".join(_TEXTS.values()).encode()).hexdigest()[:8]
 
 Style = Literal["default", "paper"]
+log = logging.getLogger("autorule.verifier")
 
 
 def _nonce(messages: list[Message]) -> str:
@@ -227,6 +229,7 @@ class Verifier:
         self.applicability, self.threshold = applicability, threshold
         self.max_unparsed = max_unparsed
         self.max_input_tokens = max_input_tokens or getattr(llm.backend, "max_context", None) or DEFAULT_CONTEXT
+        self.learned: list[int] = []  # each smaller context a server's refusal named, in order
         self.questions = [QUESTIONS[style].substitute(rule=r.text) for r in rules.rules]
         if applicability:
             self.questions += [APPLIES.substitute(rule=r.text) for r in rules.rules]
@@ -241,13 +244,58 @@ class Verifier:
 
         return fit_prompt(render, [m.content for m in messages], budget, self.llm.count_tokens).text
 
+    def learn_context(self, reason: str) -> bool:
+        """Take a smaller context from a refusal that names one ("maximum context length is N tokens");
+        True when it did: prefixes are fitted to it from now on.
+
+        Args:
+            reason: the refusal (status and body) of one request.
+
+        Example:
+            >>> from autorule.testing.fake_llm import FakeLLM
+            >>> verifier = Verifier(FakeLLM(), RuleSet.from_texts(["The response should be short."]), max_input_tokens=8192)
+            >>> verifier.learn_context("400: This model's maximum context length is 2000 tokens. However, you requested 9000 tokens"), verifier.max_input_tokens
+            (True, 2000)
+            >>> verifier.learn_context("400: The prompt was rejected by the content filter."), verifier.learned
+            (False, [2000])
+        """
+        n = context_limit(reason)
+        if n is None or n >= self.max_input_tokens:
+            return False
+        log.warning("the verifier's server has a context of %d tokens (from its refusal; %d assumed): conversations are fitted to it from now on",
+                    n, self.max_input_tokens)
+        self.max_input_tokens = n
+        self.learned.append(n)
+        self.llm.stats["context_learned"] += 1
+        return True
+
+    def _retry_with_learned_context(self, chunk: list[list[Message]], scored: list[list[float]], errors: dict[int, str]) -> None:
+        """Conversations refused as longer than the server's context, when the refusal taught a smaller one:
+        refitted (cut in the middle) and sent once more; `scored` and `errors` are updated in place."""
+        too_long = [i for i, why in errors.items() if context_limit(why) is not None]
+        if not too_long or not any([self.learn_context(errors[i]) for i in too_long]):
+            return  # no refusal named a context smaller than the one fitted to: a refit would be the same
+        self.llm.stats["context_retried"] += len(too_long)
+        again: dict[int, str] = {}
+        redone = self.llm.score_yes_no_batch([(self.prefix(chunk[i]), self.questions) for i in too_long], errors=again)
+        for t, i in enumerate(too_long):
+            scored[i] = redone[t]
+            if t in again:
+                errors[i] = again[t]  # still refused: an error row with the new reason
+            else:
+                del errors[i]
+
     def verify(self, conversations: list, desc: str | None = None, batch: int = 64, on_item: Callable[[], None] | None = None) -> Verdicts:
         """Every conversation (ending with the response to judge) against every rule.
 
         Conversations are lists of `Message` or OpenAI-style dicts, or bare reply strings.
 
-        A conversation the server refuses (e.g. still too long for it) gets NaN verdicts
-        and its reason in `Verdicts.errors`; every other conversation is still judged.
+        A conversation the server refuses as longer than its context, when the refusal
+        names the context ("maximum context length is N tokens", as vLLM says), teaches
+        that context (`learn_context`): it is refitted and sent once more, and later ones
+        are fitted to it (counted: ``llm.stats["context_learned"]``, ``["context_retried"]``).
+        A conversation the server still refuses gets NaN verdicts and its reason in
+        `Verdicts.errors`; every other conversation is still judged.
         Raises `UnparsedVerdicts` when more than `max_unparsed` of the checks had no
         readable answer. `on_item()` is called as each conversation is judged (a caller's
         own progress bar over many calls).
@@ -285,7 +333,9 @@ class Verifier:
             for start in range(0, len(conversations), batch):
                 chunk = conversations[start : start + batch]
                 chunk_errors: dict[int, str] = {}
-                rows.extend(self.llm.score_yes_no_batch([(self.prefix(c), self.questions) for c in chunk], on_item=lambda _: (bar.update(1), on_item and on_item()), errors=chunk_errors))
+                scored = self.llm.score_yes_no_batch([(self.prefix(c), self.questions) for c in chunk], on_item=lambda _: (bar.update(1), on_item and on_item()), errors=chunk_errors)
+                self._retry_with_learned_context(chunk, scored, chunk_errors)
+                rows.extend(scored)
                 errors.update({start + i: why for i, why in chunk_errors.items()})
         probs = np.array(rows, dtype=float).reshape(len(conversations), len(self.questions))
         k = len(self.rules.rules)
@@ -300,15 +350,33 @@ class Verifier:
         unparsed = int(np.isnan(np.delete(probs, list(errors), axis=0)).sum())
         if judged and unparsed / judged > self.max_unparsed:
             thinking = stats["yes_no_thinking"] - thinking_before
-            cause = (
-                f"{thinking} answers began with a reasoning block (<think>): the verifier thinks before it answers"
-                if thinking
-                else "the verifier answered with neither Yes nor No"
-            )
-            raise UnparsedVerdicts(
-                f"{unparsed} of {judged} rule checks had no readable Yes/No ({cause}). Unparsed checks are left out of the "
-                "reward, but at this share it rests on too little. Use a model that answers directly, or turn thinking off "
-                "for the verifier: --extra-body '{\"chat_template_kwargs\": {\"enable_thinking\": false}}' (Qwen3 on vLLM or "
-                "SGLang; llama-server: start it with --reasoning-budget 0)."
-            )
+            raise UnparsedVerdicts(unparsed_message(unparsed, judged, thinking, getattr(self.llm.backend, "unparsed_replies", [])))
         return verdicts
+
+
+def unparsed_message(unparsed: int, judged: int, thinking: int, replies: list[str]) -> str:
+    """Why too many checks had no readable Yes/No. Thinking is named (with the switch that turns it off)
+    only when replies showed reasoning (a <think> tag or reasoning_content); otherwise the replies are quoted.
+
+    Args:
+        unparsed: checks with no verdict; judged: checks asked; thinking: replies that showed reasoning;
+        replies: the starts of replies with neither Yes/No nor reasoning.
+
+    Example:
+        >>> unparsed_message(4, 4, 0, ["The response is polite because"])
+        "4 of 4 rule checks had no readable Yes/No (the verifier answered with text that has no Yes or No, e.g. 'The response is polite because'). Unparsed checks are left out of the reward, but at this share it rests on too little. Use a verifier that answers the question with Yes or No (an instruction-tuned model; check the server's chat template)."
+    """
+    causes, advice = [], []
+    if thinking:
+        causes.append(f"{thinking} answers began with a reasoning block (<think>): the verifier thinks before it answers")
+        advice.append("Use a model that answers directly, or turn thinking off for the verifier: "
+                      "--extra-body '{\"chat_template_kwargs\": {\"enable_thinking\": false}}' (Qwen3 on vLLM or "
+                      "SGLang; llama-server: start it with --reasoning-budget 0).")
+    if replies:
+        causes.append(f"the verifier answered with text that has no Yes or No, e.g. {replies[0]!r}")
+    if not causes:
+        causes.append("the verifier answered with neither Yes nor No")
+    if replies or not thinking:
+        advice.append("Use a verifier that answers the question with Yes or No (an instruction-tuned model; check the server's chat template).")
+    return (f"{unparsed} of {judged} rule checks had no readable Yes/No ({'; '.join(causes)}). Unparsed checks are left out of the "
+            f"reward, but at this share it rests on too little. {' '.join(advice)}")
