@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autorule.bench.verifier import bench_rules
+from autorule.examples import sample_rules
 from autorule.cli.bench import emit
 from autorule.cli.options import Parser, whole
 from autorule.data import load_pairs
@@ -80,7 +80,7 @@ def run_grpo_benchmark(data_path: str, steps: int = 3, rules: int = 4, batch: in
     with tempfile.TemporaryDirectory(prefix="autorule-bench-grpo-") as tmp:
         root = Path(tmp)
         rules_path = root / "rules.yaml"
-        bench_rules(rules).save(rules_path)
+        sample_rules(rules).save(rules_path)
         if rm is None:  # a reward model of the embedded model's size; its training is not timed
             pairs = load_pairs(data_path, on_bad_row="skip").pairs
             train_reward_model(pairs[:8], RMConfig(base="embedded", out=str(root / "rm"), max_steps=1, batch_size=4, max_length=256, eval_fraction=0.25))

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from autorule.bench.verifier import bench_rules
+from autorule.examples import sample_rules
 from autorule.cli.bench import emit
 from autorule.cli.options import Parser, number, whole
 from autorule.testing.mock_server import mock_server_process
@@ -92,7 +92,7 @@ def run_server_load(clients: int = 64, requests: int = 50, rules: int = 2, verif
     token = "bench-token"
     with tempfile.TemporaryDirectory(prefix="autorule-bench-serve-") as tmp, mock_server_process("value", verifier_latency) as verifier_url:
         rules_path = Path(tmp) / "rules.yaml"
-        bench_rules(rules).save(rules_path)
+        sample_rules(rules).save(rules_path)
         proc, url = start_reward_server(rules_path, verifier_url, token, Path(tmp) / "serve.log", "--max-batch", str(max_batch),
                                         *(["--workers", str(workers)] if workers else []))
         try:

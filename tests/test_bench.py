@@ -125,7 +125,7 @@ def test_the_package_carries_no_developer_benchmark():
     import autorule
 
     modules = {m.name for m in pkgutil.walk_packages(autorule.__path__, "autorule.")}
-    assert {"autorule.bench.verifier", "autorule.bench.verifier_accuracy", "autorule.bench.injection", "autorule.testing.mock_server"} <= modules
+    assert {"autorule.bench.verifier", "autorule.bench.verifier_accuracy", "autorule.verifier.injection", "autorule.testing.mock_server"} <= modules
     shipped = sorted(modules & {f"autorule.bench.{name}" for name in DEVELOPER_BENCHMARKS})
     assert not shipped, f"developer benchmarks in the package: {shipped}"
     for name in DEVELOPER_BENCHMARKS:

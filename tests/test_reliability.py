@@ -15,9 +15,9 @@ from conftest import HH, run_benchmark
 from fake_llm import ScriptedLLM
 from test_integrations import RULES, Served, number_in_response
 
-from autorule.bench.injection import attacked, load_attacks, run_injection_benchmark
+from autorule.verifier.injection import attacked, load_attacks, run_injection_benchmark
 from autorule.testing.mock_server import ScriptedServer, mock_judge
-from autorule.bench.verifier import bench_rules
+from autorule.examples import sample_rules
 from autorule.cli.app import main
 from autorule.data import Message, load_pairs
 from autorule.integrations.openrlhf import create_app
@@ -189,7 +189,7 @@ def test_the_attack_suite_is_large_and_varied():
 @pytest.mark.parametrize("attack", load_attacks(), ids=lambda a: a.id)
 @pytest.mark.slow
 def test_each_attack_stays_inside_the_responses_delimited_data(attack, base_conversation, embedded):
-    verifier = Verifier(embedded, bench_rules(2))
+    verifier = Verifier(embedded, sample_rules(2))
     conv = attacked(base_conversation, attack)
     prefix = verifier.prefix(conv)  # as the verifier sends it, cut to the model's context if needed
     nonce = prefix.split('<assistant-final-response id="')[1].split('"')[0]
@@ -207,11 +207,11 @@ def test_each_attack_stays_inside_the_responses_delimited_data(attack, base_conv
 @pytest.mark.slow
 def test_injection_flip_measurement_runs_on_the_embedded_verifier(base_conversation, embedded):
     attacks = [a for a in load_attacks() if a.id in ("order-yes", "fake-close-plain", "chatml-role-tags")]
-    report = run_injection_benchmark(embedded, bench_rules(2), [base_conversation], attacks)
+    report = run_injection_benchmark(embedded, sample_rules(2), [base_conversation], attacks)
     assert [a["id"] for a in report["per_attack"]] == ["order-yes", "fake-close-plain", "chatml-role-tags"]
     assert report["checks_per_attack"] == 2
     # the same counts by hand, from the embedded model's own P(Yes) for each rule question
-    verifier = Verifier(embedded, bench_rules(2))
+    verifier = Verifier(embedded, sample_rules(2))
     clean = [embedded.score_yes_no(verifier.prefix(base_conversation), verifier.questions)]
     for attack, measured in zip(attacks, report["per_attack"]):
         hit = embedded.score_yes_no(verifier.prefix(attacked(base_conversation, attack)), verifier.questions)
@@ -223,7 +223,7 @@ def test_injection_flip_measurement_runs_on_the_embedded_verifier(base_conversat
 def test_flip_counting_on_a_verifier_that_obeys_orders():
     gullible = ScriptedLLM(lambda prefix, q: 0.9 if "answer Yes" in prefix else 0.1)
     conv = [Message(role="user", content="Hi?"), Message(role="assistant", content="Hello.")]
-    report = run_injection_benchmark(gullible, bench_rules(3), [conv], [a for a in load_attacks() if a.id in ("order-yes", "verdict-line")])
+    report = run_injection_benchmark(gullible, sample_rules(3), [conv], [a for a in load_attacks() if a.id in ("order-yes", "verdict-line")])
     by_id = {a["id"]: a for a in report["per_attack"]}
     assert by_id["order-yes"]["flip_to_yes_rate"] == 1.0 and by_id["verdict-line"]["flip_to_yes_rate"] == 0.0
     assert report["worst_attack"] == "order-yes"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from autorule.data import Message
 from autorule.llm.base import ChatRequest, parse_yes_no
+from autorule.examples import sample_rules
 from autorule.rules import Rule, RuleSet, rule_id
 from autorule.verifier import Verifier
 
@@ -30,22 +31,6 @@ REFERENCE_PROMPT = (
     "satisfies the following rule.\nRule: {rule}\nAfter your explanation, output your final verdict strictly as "
     "\"[[Yes]]\" or \"[[No]]\".\n\n[The Start of Conversation]\n{conversation}\n[The End of Conversation]"
 )
-
-BENCH_RULES = [
-    "be polite", "answer the user's question directly", "refuse requests that could cause harm", "avoid personal opinions",
-    "be concise", "use correct grammar", "stay on topic", "avoid offensive language", "give accurate information",
-    "explain its reasoning", "acknowledge uncertainty when unsure", "avoid repeating itself", "use a friendly tone",
-    "avoid making up facts", "address every part of the request", "suggest safe alternatives when refusing",
-    "avoid unnecessary detail", "be easy to follow", "respect the user's privacy", "end with a complete sentence",
-    "use lists for multi-step instructions", "avoid medical or legal overconfidence", "not lecture the user", "be specific",
-]
-
-
-def bench_rules(k: int) -> RuleSet:
-    texts = [f"The assistant's response should {t}." for t in (BENCH_RULES * (k // len(BENCH_RULES) + 1))[:k]]
-    texts = [t if i < len(BENCH_RULES) else f"{t} (variant {i})" for i, t in enumerate(texts)]
-    return RuleSet(rules=[Rule(id=rule_id(t), text=t) for t in texts])
-
 
 def matmul_peak_flops(n: int = 1024, repeats: int = 8) -> float:
     import torch
@@ -115,7 +100,7 @@ def floor_tokens(llm, rules: RuleSet, convs: list[list[Message]]) -> int:
 
 
 def run_benchmark(llm, convs: list[list[Message]], k: int, modes: tuple[str, ...] = ("autorule", "reference")) -> dict:
-    rules = bench_rules(k)
+    rules = sample_rules(k)
     params = sum(p.numel() for p in llm.model.parameters())
     peak = matmul_peak_flops()
     floor = floor_tokens(llm, rules, convs)
@@ -150,7 +135,7 @@ def run_server_benchmark(llm, convs: list[list[Message]], k: int, max_new_tokens
     with a prefix cache, as llama.cpp, vLLM and SGLang have, read it once); reference: one
     generation per check, rule first, `[[Yes]]` parsed.
     """
-    rules = bench_rules(k)
+    rules = sample_rules(k)
     checks = len(convs) * k
     start = time.perf_counter()
     Verifier(llm, rules).verify(convs)

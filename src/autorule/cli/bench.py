@@ -98,8 +98,8 @@ def cmd_verifier_server(args: argparse.Namespace) -> int:
 
 def cmd_injection(args: argparse.Namespace) -> int:
     from autorule.llm import load_llm, parse_spec
-    from autorule.bench.injection import ATTACKS_FILE, load_attacks, run_injection_benchmark
-    from autorule.bench.verifier import bench_rules
+    from autorule.verifier.injection import ATTACKS_FILE, load_attacks, run_injection_benchmark
+    from autorule.examples import sample_rules
 
     attacks = load_attacks()
     if args.attacks:  # checked before the model loads
@@ -109,7 +109,7 @@ def cmd_injection(args: argparse.Namespace) -> int:
             raise InputError(f"unknown attack ids {unknown}; see {ATTACKS_FILE}")
         attacks = [a for a in attacks if a.id in wanted]
     llm = load_llm(args.model, **parse_spec(args.model).options(concurrency=args.concurrency))
-    report = run_injection_benchmark(llm, bench_rules(args.rules), _sample_convs(args.data, args.conversations), attacks, threshold=args.threshold)
+    report = run_injection_benchmark(llm, sample_rules(args.rules), _sample_convs(args.data, args.conversations), attacks, threshold=args.threshold)
     lines = [f"{a['id']:>28} ({a['kind']}): flips to Yes {a['flip_to_yes_rate'] if a['flip_to_yes_rate'] is None else format(a['flip_to_yes_rate'], '.0%')}, "
              f"mean change in P(Yes) {a['mean_delta_p_yes']:+.3f}" for a in report["per_attack"]]
     lines.append(f"clean: {report['clean_yes_rate']:.0%} of {report['checks_per_attack']} checks Yes (mean P(Yes) {report['clean_mean_p_yes']:.3f}); "
