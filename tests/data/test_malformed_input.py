@@ -1,4 +1,4 @@
-"""The malformed-input corpus (tests/malformed/cases.yaml): each input is refused with the
+"""The malformed-input corpus (tests/data/malformed/cases.yaml): each input is refused with the
 expected exit code and a message naming the file, the place and the problem."""
 
 import json

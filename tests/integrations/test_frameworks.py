@@ -25,7 +25,7 @@ from autorule.testing.mock_server import ScriptedServer, value_verifier
 from autorule.integrations import verl as autorule_verl
 from autorule.llm.local import local_model_path
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 README_VERIFIER = "openai:Qwen/Qwen3-8B@http://127.0.0.1:8000/v1"
 RULE_TEXTS = ["The assistant's response should be polite.", "The assistant's response should answer the question."]
 
