@@ -63,7 +63,9 @@ def test_wheel_in_a_fresh_venv_carries_the_sample_data_and_prompts(tmp_path):
         "print(autorule.__file__); print(q.SAMPLE_DATA); print(len(autorule.load_pairs(q.SAMPLE_DATA)));"
         "print(len(list(Path(v.__file__).parent.glob('prompts/*.txt'))))"
     )
-    out = subprocess.run([str(fresh_python), "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split()
+    run = subprocess.run([str(fresh_python), "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout.split()
     fresh = str(tmp_path / "fresh")
     assert out[0].startswith(fresh) and out[1].startswith(fresh)  # the wheel's copy, not the checkout's
     assert out[2] == "24"
