@@ -328,7 +328,15 @@ def test_every_hint_printed_reads_its_file(tmp_path, capsys, cases):
 def test_the_pairs_format_refuses_to_ignore_a_label_column(cases, capsys, argv, label, instead):
     err = refused([str(cases / argv[0]), *argv[1:]], capsys)
     assert f"column {label} says which answer won, but the pairs format takes '{argv[-3]}' as the winner in every row" in err
-    assert f"read it with {instead}" in err and "--label-column none" in err
+    # the file is a named layout: its label is the preference, so the escape that would ignore it is not offered
+    assert f"read it with {instead}" in err and "--label-column none" not in err
+
+
+def test_a_label_column_beside_named_replies_in_no_named_layout_offers_the_escape(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "f.jsonl", [{"prompt": "Q?", "chosen": "Good answer here.", "rejected": "Bad one.", "winner": "A"},
+                                              {"prompt": "R?", "chosen": "Another good one.", "rejected": "Nope.", "winner": "B"}])
+    err = refused([str(path), "--format", "pairs"], capsys)
+    assert "column 'winner' (values A, B) says which answer won" in err and "or pass --label-column none if 'winner' is not a preference label" in err
 
 
 # ------------------------------------------------------------------ a forced format that does not fit; loads that give no pair

@@ -436,10 +436,12 @@ def _refuse_ignored_label(records: list[dict], columns: Columns) -> None:
     named = named_layout(records)
     values = sorted({str(rec.get(labels[0])) for rec in records if rec.get(labels[0]) is not None})[:6]
     instead = f"--format {named}" if named else "--format ab with --answer-a-column, --answer-b-column, --label-column and --label-meaning"
+    # a named layout's label is its preference label by definition: no escape is offered there (taken,
+    # it would read every row the second answer won the wrong way round, with exit 0)
+    escape = "" if named else f", or pass --label-column none if '{labels[0]}' is not a preference label"
     raise NotPreferenceData(
         f"column '{labels[0]}' (values {', '.join(values)}) says which answer won, but the pairs format takes '{columns.chosen}' "
-        f"as the winner in every row and would ignore it; read it with {instead}, "
-        f"or pass --label-column none if '{labels[0]}' is not a preference label")
+        f"as the winner in every row and would ignore it; read it with {instead}{escape}")
 
 
 def _label_like(value: Any) -> bool:
