@@ -8,59 +8,9 @@ their middle to fit (`autorule.llm.fitting`), the instructions never.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-
-from autorule.llm.fitting import CHAT_TEMPLATE_RESERVE, DEFAULT_CONTEXT, Fitted, context_limit, fit_prompt
+from autorule.llm.fitting import DEFAULT_CONTEXT, Context, Fitted
 from autorule.llm import LLM
 
-log = logging.getLogger("autorule.extract")
-
-
-class Context:
-    """A model's context in tokens, for fitting extraction prompts.
-
-    Args:
-        tokens: the context (prompt and answer together).
-        source: where the number came from: "--max-input-tokens", "server", "model",
-            "default" (nobody said), or "server error" (learned from a refusal).
-        count_tokens: the model's token count of a text.
-
-    Example:
-        >>> ctx = Context(2000, "server", lambda s: len(s) // 4)
-        >>> ctx.budget(1024)
-        912
-        >>> ctx.fit(lambda ts: "Explain:\\n" + ts[0], ["x" * 10_000], 1024).fits
-        True
-        >>> ctx.learn("This model's maximum context length is 1500 tokens."), ctx.tokens, ctx.source
-        (True, 1500, 'server error')
-    """
-
-    def __init__(self, tokens: int, source: str, count_tokens: Callable[[str], int]):
-        self.tokens, self.source, self.count_tokens = tokens, source, count_tokens
-        self.learned: list[int] = []  # each smaller context a refusal named, in order
-
-    def budget(self, max_tokens: int) -> int:
-        """Prompt tokens a request with this `max_tokens` may hold."""
-        return self.tokens - max_tokens - CHAT_TEMPLATE_RESERVE
-
-    def fit(self, render: Callable[[list[str]], str], texts: list[str], max_tokens: int) -> Fitted:
-        """`render(texts)` with the texts cut in their middle until prompt + answer fit."""
-        return fit_prompt(render, texts, self.budget(max_tokens), self.count_tokens)
-
-    def learn(self, message: str) -> bool:
-        """Take a smaller context from a refusal that names one; True when it did (refit and retry)."""
-        n = context_limit(message)
-        if n is None or n >= self.tokens:
-            return False
-        log.warning("the server's context is %d tokens (from its refusal; %d assumed, from %s): prompts are fitted to it from now on", n, self.tokens, self.source)
-        self.tokens, self.source = n, "server error"
-        self.learned.append(n)
-        return True
-
-    def to_dict(self) -> dict:
-        """What run.json records: the context used, its source, what was learned."""
-        return {"tokens": self.tokens, "source": self.source, **({"learned": self.learned} if self.learned else {})}
 
 
 def resolve_context(llm: LLM, max_input_tokens: int | None = None) -> Context:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 
 from autorule.data import Message, to_conversation
 # the truncation moved to a shared module (extraction fits its prompts the same way); old names kept
-from autorule.llm.fitting import CHAT_TEMPLATE_RESERVE, DEFAULT_CONTEXT, OMITTED, context_limit, fit_messages, fit_prompt, truncate_middle  # noqa: F401
+from autorule.llm.fitting import CHAT_TEMPLATE_RESERVE, DEFAULT_CONTEXT, OMITTED, Context, context_limit, fit_messages, fit_prompt, truncate_middle  # noqa: F401
 from autorule.llm import LLM, LLMError
 from autorule.rules import RuleSet
 
@@ -35,7 +34,6 @@ APPLIES = Template(_TEXTS["applies"])
 TEMPLATE_VERSION = "verify@" + hashlib.sha256("".join(_TEXTS.values()).encode()).hexdigest()[:8]
 
 Style = Literal["default", "paper"]
-log = logging.getLogger("autorule.verifier")
 
 
 def _nonce(messages: list[Message]) -> str:
@@ -228,21 +226,33 @@ class Verifier:
         self.llm, self.rules, self.style = llm, rules, style
         self.applicability, self.threshold = applicability, threshold
         self.max_unparsed = max_unparsed
-        self.max_input_tokens = max_input_tokens or getattr(llm.backend, "max_context", None) or DEFAULT_CONTEXT
-        self.learned: list[int] = []  # each smaller context a server's refusal named, in order
+        # the one context object extraction uses too: the budget, and what a server's refusal taught about it
+        reported = getattr(llm.backend, "max_context", None)
+        tokens, source = (max_input_tokens, "--max-input-tokens") if max_input_tokens else (reported, "server") if reported else (DEFAULT_CONTEXT, "default")
+        self.context = Context(tokens, source, llm.count_tokens)
         self.questions = [QUESTIONS[style].substitute(rule=r.text) for r in rules.rules]
         if applicability:
             self.questions += [APPLIES.substitute(rule=r.text) for r in rules.rules]
         self._suffix_tokens = max(llm.count_tokens(q) for q in self.questions)
 
+    @property
+    def max_input_tokens(self) -> int:
+        """The context prefixes are fitted to (the setting, the server's, or one a refusal taught)."""
+        return self.context.tokens
+
+    @property
+    def learned(self) -> list[int]:
+        """Each smaller context a server's refusal named, in order."""
+        return self.context.learned
+
     def prefix(self, messages: list[Message]) -> str:
         """The shared prefix, with the conversation cut in the middle until prefix + any rule fits."""
-        budget = self.max_input_tokens - self._suffix_tokens - CHAT_TEMPLATE_RESERVE
 
         def render(texts: list[str]) -> str:
             return render_prefix([Message(role=m.role, content=t) for m, t in zip(messages, texts)])
 
-        return fit_prompt(render, [m.content for m in messages], budget, self.llm.count_tokens).text
+        # the longest rule question stands where a request's answer tokens stand in extraction's budget
+        return self.context.fit(render, [m.content for m in messages], self._suffix_tokens).text
 
     def learn_context(self, reason: str) -> bool:
         """Take a smaller context from a refusal that names one ("maximum context length is N tokens");
@@ -259,15 +269,10 @@ class Verifier:
             >>> verifier.learn_context("400: The prompt was rejected by the content filter."), verifier.learned
             (False, [2000])
         """
-        n = context_limit(reason)
-        if n is None or n >= self.max_input_tokens:
-            return False
-        log.warning("the verifier's server has a context of %d tokens (from its refusal; %d assumed): conversations are fitted to it from now on",
-                    n, self.max_input_tokens)
-        self.max_input_tokens = n
-        self.learned.append(n)
-        self.llm.stats["context_learned"] += 1
-        return True
+        learned = self.context.learn(reason)
+        if learned:
+            self.llm.stats["context_learned"] += 1
+        return learned
 
     def _retry_with_learned_context(self, chunk: list[list[Message]], scored: list[list[float]], errors: dict[int, str]) -> None:
         """Conversations refused as longer than the server's context, when the refusal taught a smaller one:
