@@ -131,7 +131,7 @@ class InstantJudge(LLM):
                 on_result(i, out[-1])
         return out
 
-    def _score_yes_no_batch(self, items, on_item, errors):
+    def _score_yes_no_batch(self, items, on_item, errors, keys=None):
         raise NotImplementedError("the instant judge only merges")
 
 

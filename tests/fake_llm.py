@@ -24,7 +24,7 @@ class ScriptedLLM(LLM):
                 on_result(i, c)
         return out
 
-    def _score_yes_no_batch(self, items, on_item=None, errors=None):
+    def _score_yes_no_batch(self, items, on_item=None, errors=None, keys=None):
         self.stats["yes_no_checks"] += sum(len(qs) for _, qs in items)
         out = []
         for i, (prefix, questions) in enumerate(items):

@@ -36,7 +36,7 @@ def test_messages_as_dicts_messages_or_bare_strings_give_the_same_verdicts():
     from autorule.testing.fake_llm import FakeLLM
 
     class Recorder(FakeLLM):
-        def _score_yes_no_batch(self, items, on_item, errors):
+        def _score_yes_no_batch(self, items, on_item, errors, keys=None):
             self.prefixes = [p for p, _ in items]
             return super()._score_yes_no_batch(items, on_item, errors)
 

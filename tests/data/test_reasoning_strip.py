@@ -147,7 +147,7 @@ def test_verify_api_cuts_reasoning_unless_asked(caplog):
 class RefusingLLM(ScriptedLLM):
     """Refuses any response holding REFUSE, as a server does one too long for it."""
 
-    def _score_yes_no_batch(self, items, on_item=None, errors=None):
+    def _score_yes_no_batch(self, items, on_item=None, errors=None, keys=None):
         rows = super()._score_yes_no_batch(items, on_item, errors)
         for i, (prefix, questions) in enumerate(items):
             if "REFUSE" in prefix:

@@ -76,7 +76,7 @@ class ContextLimitedLLM(LLM):
             on_result and on_result(i, out[i])
         return [out[i] for i in range(len(requests))]
 
-    def _score_yes_no_batch(self, items, on_item, errors):
+    def _score_yes_no_batch(self, items, on_item, errors, keys=None):
         raise NotImplementedError
 
 

@@ -165,7 +165,7 @@ def generate_each(
         ...             if "bad" in r.messages[0]["content"]:
         ...                 raise RequestRefused("400: no")
         ...             on_result(i, Completion(text="ok"))
-        ...     def _score_yes_no_batch(self, items, on_item, errors): ...
+        ...     def _score_yes_no_batch(self, items, on_item, errors, keys=None): ...
         >>> texts, done, refused = ["a", "bad", "c", "d"], [], []
         >>> generate_each(Picky(), 4, lambda i: ChatRequest([{"role": "user", "content": texts[i]}]), lambda i, c: done.append(i), lambda i, why: refused.append((i, why)))
         >>> sorted(done), refused

@@ -259,7 +259,8 @@ class LLM(ABC):
         return self.score_yes_no_batch([(prefix, questions)])[0]
 
     def score_yes_no_batch(
-        self, items: list[tuple[str, list[str]]], *, on_item: OnItem | None = None, errors: dict[int, str] | None = None
+        self, items: list[tuple[str, list[str]]], *, on_item: OnItem | None = None, errors: dict[int, str] | None = None,
+        keys: list[str] | None = None,
     ) -> list[list[float]]:
         """`score_yes_no` for many prefixes at once (servers run them all concurrently).
 
@@ -268,18 +269,23 @@ class LLM(ABC):
         errors: when given, an item the server refuses (e.g. too long for its context) gets
             NaN for every question and its reason in ``errors[index]``, and the rest still
             run; without it the refusal raises `RequestRefused`.
+        keys: one affinity key per item (default: its prefix). A server backend with several
+            replicas sends items of one key to one replica, so that its prefix cache serves
+            them all (the verifier's key: the conversation before the judged response, which
+            every completion of one prompt shares).
         """
         if not any(qs for _, qs in items):
             for i in range(len(items)):
                 on_item and on_item(i)
             return [[] for _ in items]
-        return self._score_yes_no_batch(items, on_item, errors)
+        return self._score_yes_no_batch(items, on_item, errors, keys)
 
     @abstractmethod
     def _generate(self, requests: list[ChatRequest], desc: str | None, on_result: OnResult | None) -> list[Completion]: ...
 
     @abstractmethod
-    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None) -> list[list[float]]: ...
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None,
+                            keys: list[str] | None = None) -> list[list[float]]: ...
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

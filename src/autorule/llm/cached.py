@@ -71,7 +71,9 @@ class CachedLLM(LLM):
             self.inner.generate([requests[i] for i in todo], desc, on_result=store)
         return out  # type: ignore[return-value]
 
-    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None) -> list[list[float]]:
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None,
+                            keys: list[str] | None = None) -> list[list[float]]:
+        affinity = keys
         keys = [[self._check_key(prefix, q) for q in questions] for prefix, questions in items]
         found = self.cache.get_many([k for ks in keys for k in ks])
         self.stats["cache_hits"] += len(found)
@@ -89,6 +91,7 @@ class CachedLLM(LLM):
                 [(items[i][0], [items[i][1][j] for j in js]) for i, js in todo],
                 on_item=(lambda t: on_item(todo[t][0])) if on_item else None,
                 errors=inner_errors,
+                keys=[affinity[i] for i, _ in todo] if affinity else None,
             )
             fresh = {keys[i][j]: p for (i, js), ps in zip(todo, probs) for j, p in zip(js, ps)}
             # an unparsed or refused check is not an answer: never stored, asked again next time

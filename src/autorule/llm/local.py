@@ -285,7 +285,8 @@ class LocalLLM(LLM):
 
     # ------------------------------------------------------------------ yes/no scoring
 
-    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None) -> list[list[float]]:
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None,
+                            keys: list[str] | None = None) -> list[list[float]]:
         """Conversations packed into as few forward passes as fit `pack_tokens`: each row holds
         one conversation's shared prefix once, then every rule question after it; a block mask
         lets each question see the prefix and itself only. No KV cache is copied, and logits are

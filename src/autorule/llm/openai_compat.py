@@ -19,6 +19,17 @@ number asked for instead. A verdict a reasoning parser filed under `reasoning_co
 What the server says about itself (`serverinfo.probe`: the model it serves, its context
 per slot, its slot count) keys the cache, sizes the verifier's truncation and sets the
 default concurrency.
+
+Yes/no checks go one of two ways, chosen once per backend (`yes_no_modes`) and recorded
+(`yes_no_mode`): **batched**, one ``/v1/completions`` request per conversation carrying
+every rule's prompt, rendered with the chat template on the client (vLLM, SGLang,
+llama-server), through a light httpx client with orjson; or **chat**, one chat request per
+check, for servers that offer no template or no completions. Both share the retries,
+overload handling, refusals and fallbacks below.
+
+A spec may name several replicas of one model (``openai:MODEL@URL1,URL2``): requests are
+routed by affinity (`replicas.ReplicaSet`), each replica has its own concurrency limit,
+and a replica that stops answering is left out for a while (``stats["replica_down"]``).
 """
 
 from __future__ import annotations
@@ -29,16 +40,19 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
 import openai
+import orjson
 from tqdm.auto import tqdm
 
 from autorule.llm.base import UNPARSED, LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, RequestRefused, Usage, parse_verdict, split_reasoning, yes_probability
 from autorule.llm.refusals import LogprobsRefusal, body_message, body_text, is_key_problem, logprobs_refusal
+from autorule.llm.replicas import DEFAULT_COOLDOWN, Replica, ReplicaSet
 from autorule.llm.serverinfo import ServerInfo, probe
+from autorule.llm.yes_no_modes import YesNoMode, choice_thinks_first, choice_yes_pairs, detect_mode, root_of
 from autorule.llm.specs import OPENAI_EXAMPLE, ModelSpec, SpecError, parse_spec
 
 T = TypeVar("T")
@@ -153,7 +167,7 @@ class OpenAICompatLLM(LLM):
     def __init__(
         self,
         model: str,
-        base_url: str,
+        base_url: str | list[str],
         *,
         api_key: str | None = None,
         concurrency: int | None = None,
@@ -164,37 +178,53 @@ class OpenAICompatLLM(LLM):
         top_logprobs: int = 20,
         extra_body: dict | None = None,
         max_input_tokens: int | None = None,
+        yes_no_mode: str = "auto",
+        chat_template: str | None = None,
+        replica_cooldown: float = DEFAULT_COOLDOWN,
     ):
         """
         Args:
             model: the model name sent with every request.
-            base_url: the server's OpenAI-compatible root, e.g. ``http://127.0.0.1:8080/v1``.
+            base_url: the server's OpenAI-compatible root, e.g. ``http://127.0.0.1:8080/v1``;
+                a list (or comma-separated) names replicas of one model, routed by affinity.
             api_key: bearer key (default: ``$OPENAI_API_KEY``).
-            concurrency: most requests in flight; None: the server's slot count where it
-                reports one (llama-server), else 16. Lowered on overload, regained slowly.
+            concurrency: most requests in flight per replica; None: the server's slot count
+                where it reports one (llama-server), else 16. Lowered on overload, regained slowly.
             timeout: seconds per request, including time queued in the server (default 600).
             max_retries: retries of a transient fault (429, 5xx, timeout, dropped connection).
             extra_body: JSON fields sent with every request, e.g.
                 ``{"chat_template_kwargs": {"enable_thinking": False}}`` for Qwen3 on vLLM.
             max_input_tokens: the prompt budget of one request; None: the server's context
                 per slot where it reports one, else 8192.
+            yes_no_mode: "auto" (batched where the server allows it, else chat), "batched"
+                (an error where it cannot run) or "chat" (one chat request per check).
+            chat_template: a tokenizer (hub id or directory) whose chat template renders
+                batched prompts, for servers that do not render it for the client.
+            replica_cooldown: seconds a replica that stopped answering is left out.
 
         Example:
             >>> llm = OpenAICompatLLM("local", "http://127.0.0.1:9/v1", concurrency=4, extra_body={"top_k": 1})
             >>> llm.spec, llm.extra_body
             ('openai:local@http://127.0.0.1:9/v1', {'top_k': 1})
+            >>> OpenAICompatLLM("local", "http://a:8000/v1,http://b:8000/v1").base_urls
+            ['http://a:8000/v1', 'http://b:8000/v1']
         """
         super().__init__()
-        self.model, self.base_url = model, base_url
-        self.spec = f"openai:{model}@{base_url}"
+        urls = [u.strip() for u in (base_url.split(",") if isinstance(base_url, str) else base_url) if u.strip()]
+        if yes_no_mode not in ("auto", "batched", "chat"):
+            raise ValueError(f"yes_no_mode must be auto, batched or chat, not {yes_no_mode!r}")
+        self.model, self.base_urls = model, urls
+        self.base_url = ",".join(urls)  # what messages name: every replica
+        self.spec = f"openai:{model}@{self.base_url}"
         # no key: the placeholder local servers (vLLM, SGLang, llama-server) accept; a 401 then says none was given
         self.key_given = bool(api_key or os.environ.get("OPENAI_API_KEY"))
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self._headers = {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
         self._concurrency = concurrency
         self.timeout = timeout or DEFAULT_TIMEOUT
         self._max_input_tokens = max_input_tokens
         self._info: ServerInfo | None = None
-        self._limit: AdaptiveLimit | None = None
+        self.replicas = ReplicaSet(urls, cooldown=replica_cooldown)
         self.max_retries = max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.top_logprobs = top_logprobs
@@ -202,12 +232,14 @@ class OpenAICompatLLM(LLM):
         self.logprobs_accepted: bool | None = None
         self._probe_lock: asyncio.Lock | None = None
         self.extra_body = extra_body or {}
+        self.requested_mode, self.chat_template = yes_no_mode, chat_template
+        self._mode: YesNoMode | None = None
         self._loop = _LoopThread()
-        self._http: openai.AsyncOpenAI | None = None
+        self._http: httpx.AsyncClient | None = None
 
     @classmethod
     def from_spec(cls, spec: str | ModelSpec, **kwargs) -> OpenAICompatLLM:
-        """The backend for an ``openai:MODEL@BASE_URL`` spec; `kwargs` as for the constructor.
+        """The backend for an ``openai:MODEL@BASE_URL`` spec (``@URL1,URL2`` for replicas); `kwargs` as for the constructor.
 
         Raises:
             SpecError: `spec` is not of that form.
@@ -219,10 +251,13 @@ class OpenAICompatLLM(LLM):
 
     @property
     def info(self) -> ServerInfo:
-        """What the server reports about itself, asked once (a few quick GETs)."""
+        """What the server reports about itself, asked once (a few quick GETs; the first replica that answers)."""
         if self._info is None:
-            self._info = probe(self.base_url, self.api_key, self.model)
-        return self._info
+            for url in self.base_urls:
+                self._info = probe(url, self.api_key, self.model)
+                if self._info.served:
+                    break
+        return self._info  # type: ignore[return-value]
 
     @property
     def identity(self) -> dict:
@@ -235,6 +270,7 @@ class OpenAICompatLLM(LLM):
 
     @property
     def concurrency(self) -> int:
+        """Requests in flight per replica (the setting, else the server's slots, else 16)."""
         if self._concurrency is not None:
             return self._concurrency
         return self.info.slots or DEFAULT_CONCURRENCY
@@ -244,28 +280,61 @@ class OpenAICompatLLM(LLM):
         """Prompt tokens one request may hold: the flag, else the server's context per slot."""
         return self._max_input_tokens or self.info.context
 
+    @property
+    def yes_no_mode(self) -> YesNoMode:
+        """How yes/no checks are sent, decided once (the server is asked; see `yes_no_modes.detect_mode`)."""
+        if self._mode is None:
+            self._mode = detect_mode(self)
+            log.info("%s: yes/no checks: %s", self.base_url, self._mode.describe())
+        return self._mode
+
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` by the server's own tokenizer where it has one (llama-server, vLLM)."""
         n = self.info.count_tokens(text) if self.info.can_tokenize else None
         return n if n is not None else super().count_tokens(text)
 
-    def _limiter(self) -> AdaptiveLimit:
-        if self._limit is None:
-            self._limit = AdaptiveLimit(self.concurrency)
-        return self._limit
+    def _limiter(self, replica: Replica) -> AdaptiveLimit:
+        if replica.limit is None:
+            replica.limit = AdaptiveLimit(self.concurrency)
+        return replica.limit
 
-    def _client(self) -> openai.AsyncOpenAI:
-        """The backend's one client, made on its loop the first time it is needed."""
-        if self._http is None:
+    def _client(self, replica: Replica) -> openai.AsyncOpenAI:
+        """The replica's chat client (the openai SDK), made on the backend's loop the first time it is needed."""
+        client = replica.clients.get("chat")
+        if client is None:
             # our own retry loop (counted, covers malformed replies); the client's is off
-            self._http = openai.AsyncOpenAI(
-                base_url=self.base_url,
-                api_key=self.api_key,
-                max_retries=0,
-                timeout=self.timeout,
-                http_client=httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_connections=self.concurrency * 2 + 4)),
-            )
+            client = replica.clients["chat"] = openai.AsyncOpenAI(
+                base_url=replica.url, api_key=self.api_key, max_retries=0, timeout=self.timeout, http_client=self._light())
+        return client
+
+    def _light(self) -> httpx.AsyncClient:
+        """The one keep-alive HTTP client of the backend (the batched path uses it directly)."""
+        if self._http is None:
+            connections = self.concurrency * len(self.replicas) * 2 + 4
+            self._http = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
         return self._http
+
+    async def _post(self, replica: Replica, path: str, body: dict) -> dict:
+        """POST JSON to a replica and parse the reply; faults raised as the openai SDK's errors,
+        so that one classification (retry, overload, refusal) serves both paths."""
+        url = replica.url.rstrip("/") + path
+        try:
+            r = await self._light().post(url, content=orjson.dumps(body), headers=self._headers)
+        except httpx.TimeoutException as e:
+            raise openai.APITimeoutError(request=_request_of(e, url)) from e
+        except httpx.TransportError as e:
+            raise openai.APIConnectionError(message=f"{type(e).__name__}: {e}", request=_request_of(e, url)) from e
+        if r.status_code >= 400:
+            try:
+                error_body: Any = orjson.loads(r.content)
+            except orjson.JSONDecodeError:
+                error_body = r.text
+            detail = error_body.get("error", error_body) if isinstance(error_body, dict) else error_body
+            raise openai.APIStatusError(f"Error code: {r.status_code} - {error_body}", response=r, body=detail)
+        reply = orjson.loads(r.content)
+        if not isinstance(reply, dict):
+            raise MalformedReply("reply is not a JSON object")
+        return reply
 
     # ------------------------------------------------------------------ retries
 
@@ -299,24 +368,27 @@ class OpenAICompatLLM(LLM):
             return "malformed"
         return None
 
-    async def _call(self, client: openai.AsyncOpenAI, params: dict) -> Any:
-        limit = self._limiter()
+    async def _call(self, send: Callable[[Replica], Awaitable[T]], key: str | None = None, top_logprobs: int | None = None) -> T:
+        """`send(replica)` with retries, overload pacing and fail-over; `key` routes it (affinity),
+        `top_logprobs` is what it asked for when it asks for logprobs (their refusal is raised as `LogprobsRefused`)."""
         attempt = 0  # transient faults so far; overloads are paced by the limit instead
         overloaded_at_one = 0
         while True:
-            epoch, granted = await limit.acquire()
-            self.stats["requests"] += 1
+            replica = self.replicas.pick(key)
+            limit = self._limiter(replica)
+            replica.assigned += 1
             try:
-                response = await client.chat.completions.create(**params)
-                if not getattr(response, "choices", None):
-                    raise MalformedReply("reply has no choices")
-                if response.choices[0].message is None:
-                    raise MalformedReply("reply has no message")
-                limit.success()
-                return response
+                epoch, granted = await limit.acquire()
+                self.stats["requests"] += 1
+                try:
+                    result = await send(replica)
+                    limit.success()
+                    return result
+                finally:
+                    await limit.release()
             except Exception as e:  # classified below; unknown errors propagate
-                if "logprobs" in params and isinstance(e, openai.APIStatusError):
-                    refusal = logprobs_refusal(e.status_code, f"{body_text(e.body)} {e.message}", params.get("top_logprobs"))
+                if top_logprobs is not None and isinstance(e, openai.APIStatusError):
+                    refusal = logprobs_refusal(e.status_code, f"{body_text(e.body)} {e.message}", top_logprobs)
                     if refusal is not None:
                         raise LogprobsRefused(refusal) from e
                 if is_overload(e):
@@ -326,7 +398,7 @@ class OpenAICompatLLM(LLM):
                     overloaded_at_one = overloaded_at_one + 1 if granted == 1 else 0
                     if overloaded_at_one >= OVERLOAD_GIVE_UP:
                         raise LLMError(
-                            f"{self.base_url} is overloaded even with one request at a time ({_status(e)}): one request needs more "
+                            f"{replica.url} is overloaded even with one request at a time ({_status(e)}): one request needs more "
                             "than the server has. Start the server with more context per slot (llama-server: a larger -c, or fewer "
                             "slots with -np), or ask for fewer tokens per request; --concurrency sets how many run at once"
                         ) from e
@@ -335,29 +407,40 @@ class OpenAICompatLLM(LLM):
                 kind = self._fault_kind(e)
                 if kind is None:
                     raise self._refusal(e) from e
+                if kind in ("connection", "timeout") and len(self.replicas) > 1:
+                    # a replica that stops answering is left out for a while; its requests go to the others
+                    downs = replica.downs
+                    another = self.replicas.mark_down(replica, f"{kind}: {_first_line(str(e), 120)}")
+                    self.stats["replica_down"] += replica.downs - downs
+                    if another:
+                        self.stats["rerouted"] += 1
+                        continue
                 if kind == "connection" and _refused(e):
-                    raise LLMError(f"cannot connect to {self.base_url}: connection refused. Is the server running, and at that address and port?") from e
+                    where = "any of " + self.base_url if len(self.replicas) > 1 else replica.url
+                    raise LLMError(f"cannot connect to {where}: connection refused. Is the server running, and at that address and port?") from e
                 self.stats[f"fault_{kind}"] += 1
                 if attempt == self.max_retries:
                     hint = f" (each request may take up to --timeout {self.timeout:g} s; a CPU server may need longer, or a lower --concurrency)" if kind == "timeout" else ""
-                    raise LLMError(f"{self.base_url}: gave up after {attempt + 1} attempts; last fault: {kind}: {e}{hint}") from e
+                    raise LLMError(f"{replica.url}: gave up after {attempt + 1} attempts; last fault: {kind}: {e}{hint}") from e
                 self.stats["retries"] += 1
                 await asyncio.sleep(self._delay(attempt, e))
                 attempt += 1
             finally:
-                await limit.release()
+                replica.assigned -= 1
 
     def _refusal(self, e: Exception) -> Exception:
         """The error for a fault retrying cannot fix."""
         if isinstance(e, openai.APIStatusError):
+            url = getattr(getattr(e, "request", None), "url", None)
+            where = self.base_url if len(self.replicas) == 1 or url is None else _replica_of(str(url), self.base_urls)
             message = body_message(e.body) or e.message
             if is_key_problem(e.status_code, message):
                 if not self.key_given:
-                    return LLMError(f"{self.base_url} wants an API key ({e.status_code}) and none was given: pass --api-key or set OPENAI_API_KEY")
-                return LLMError(f"{self.base_url} refused the API key ({e.status_code}: {message}): check --api-key or OPENAI_API_KEY")
+                    return LLMError(f"{where} wants an API key ({e.status_code}) and none was given: pass --api-key or set OPENAI_API_KEY")
+                return LLMError(f"{where} refused the API key ({e.status_code}: {message}): check --api-key or OPENAI_API_KEY")
             if e.status_code in (401, 403):  # the body names another cause: the server's words, not a guess about the key
-                return LLMError(f"{self.base_url} refused the request ({e.status_code}): {message}")
-            return RequestRefused(f"{self.base_url} refused the request ({e.status_code}): {message}")
+                return LLMError(f"{where} refused the request ({e.status_code}): {message}")
+            return RequestRefused(f"{where} refused the request ({e.status_code}): {message}")
         return e
 
     # ------------------------------------------------------------------ generation
@@ -375,6 +458,19 @@ class OpenAICompatLLM(LLM):
         if self.extra_body:
             params["extra_body"] = self.extra_body
         return params
+
+    def _chat(self, params: dict) -> Callable[[Replica], Awaitable[Any]]:
+        """One chat request through the openai SDK, to whichever replica `_call` picks."""
+
+        async def send(replica: Replica) -> Any:
+            response = await self._client(replica).chat.completions.create(**params)
+            if not getattr(response, "choices", None):
+                raise MalformedReply("reply has no choices")
+            if response.choices[0].message is None:
+                raise MalformedReply("reply has no message")
+            return response
+
+        return send
 
     @staticmethod
     def _completion(response: Any) -> Completion:
@@ -397,11 +493,10 @@ class OpenAICompatLLM(LLM):
 
     def _generate(self, requests: list[ChatRequest], desc: str | None, on_result: OnResult | None) -> list[Completion]:
         async def main() -> list[Completion]:
-            client = self._client()
             bar = tqdm(total=len(requests), desc=desc, disable=desc is None, unit="req")
 
             async def one(i: int, r: ChatRequest) -> Completion:
-                c = self._completion(await self._call(client, self._params(r)))
+                c = self._completion(await self._call(self._chat(self._params(r))))
                 if c.finish_reason == "length":
                     self.stats["truncated"] += 1  # cut at max_tokens: a retry would cut it the same way
                 if on_result:
@@ -418,8 +513,9 @@ class OpenAICompatLLM(LLM):
 
     # ------------------------------------------------------------------ yes/no scoring
 
-    async def _logprobs_call(self, client: openai.AsyncOpenAI, messages: list[dict], extra: dict) -> Any | None:
-        """The one-token request with logprobs; None when the server does not take logprobs.
+    async def _logprobs_call(self, send: Callable[[int], Callable[[Replica], Awaitable[T]]], key: str | None) -> T | None:
+        """A one-token request with logprobs (`send(top_logprobs)` makes it); None when the server
+        does not take logprobs.
 
         Until the server has answered one such request, they go one at a time (the rest
         wait), so a server that refuses logprobs is met once, not once per request in flight.
@@ -427,17 +523,16 @@ class OpenAICompatLLM(LLM):
         if self.logprobs_accepted is None:
             async with self._probe_lock:  # type: ignore[union-attr]
                 if self.logprobs_accepted is None:
-                    response = await self._ask_logprobs(client, messages, extra)
+                    response = await self._ask_logprobs(send, key)
                     if self.logprobs_accepted is None:
                         self.logprobs_accepted = True
                     return response
-        return await self._ask_logprobs(client, messages, extra) if self.logprobs_accepted else None
+        return await self._ask_logprobs(send, key) if self.logprobs_accepted else None
 
-    async def _ask_logprobs(self, client: openai.AsyncOpenAI, messages: list[dict], extra: dict) -> Any | None:
+    async def _ask_logprobs(self, send: Callable[[int], Callable[[Replica], Awaitable[T]]], key: str | None) -> T | None:
         while True:
-            params = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs, **extra}
             try:
-                return await self._call(client, params)
+                return await self._call(send(self.top_logprobs), key, top_logprobs=self.top_logprobs)
             except LogprobsRefused as e:
                 limit = e.refusal.limit  # below what this request asked for: ask again with that many
                 if limit is not None:
@@ -453,44 +548,94 @@ class OpenAICompatLLM(LLM):
                                 "generated answer (Yes: 1.0, No: 0.0), not a probability", self.base_url, _first_line(e.refusal.message))
                 return None
 
-    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None) -> list[list[float]]:
+    async def _short_answer(self, messages: list[dict], key: str | None, extra: dict) -> float:
+        """A verdict read from a short generated answer (no logprobs, or none with Yes/No); NaN when none is readable."""
+        self.stats["yes_no_fallback"] += 1
+        reply = await self._call(self._chat({"model": self.model, "messages": messages, "max_tokens": 8, "temperature": 0.0, **extra}), key)
+        choice = reply.choices[0]
+        content, reasoning = choice.message.content, _reasoning_of(choice.message)
+        p = parse_verdict(content, reasoning, cut=choice.finish_reason == "length")
+        if p is not None and not (content or "").strip():
+            self.stats["yes_no_from_reasoning"] += 1
+        if p is None and _shows_reasoning(reply):
+            self.stats["yes_no_thinking"] += 1
+        elif p is None:  # text with no Yes/No and no reasoning: quoted in the error, never called thinking
+            self.note_unparsed_reply(content)
+        if p is None:
+            self.stats["yes_no_unparsed"] += 1
+            return UNPARSED
+        return p
+
+    async def _chat_check(self, prefix: str, q: str, key: str | None, extra: dict) -> float:
+        """One check as one chat request (the chat mode, and the batched mode's fallback)."""
+        messages = [{"role": "user", "content": prefix + q}]
+
+        def send(top: int) -> Callable[[Replica], Awaitable[Any]]:
+            return self._chat({"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": top, **extra})
+
+        response = await self._logprobs_call(send, key) if self.logprobs_accepted is not False else None
+        p = self._yes_from_logprobs(response) if response is not None else None
+        if p is not None:
+            return p
+        if response is not None and _thinks_first(response) and (_logprob_tokens(response) or response.choices[0].message.content):
+            # a reasoning model opens with <think>: a short answer would be thinking too (with no logprobs
+            # and no answer text, a reasoning parser may have filed the verdict apart: the short answer reads it)
+            self.stats["yes_no_thinking"] += 1
+            self.stats["yes_no_unparsed"] += 1
+            return UNPARSED
+        # no logprobs (refused, absent, or no Yes/No among them): read a short generated answer
+        return await self._short_answer(messages, key, extra)
+
+    async def _batched_checks(self, mode: YesNoMode, prefix: str, questions: list[str], key: str | None, extra: dict) -> list[float]:
+        """Every question of one conversation in one ``/v1/completions`` request (the batched mode)."""
+        prompts = [mode.template.render(prefix + q) for q in questions]  # type: ignore[union-attr]
+
+        def send(top: int) -> Callable[[Replica], Awaitable[dict]]:
+            body = {"model": self.model, "prompt": prompts, "max_tokens": 1, "temperature": 0.0, "logprobs": top, **self.extra_body}
+
+            async def post(replica: Replica) -> dict:
+                reply = await self._post(replica, "/completions", body)
+                choices = reply.get("choices")
+                if not isinstance(choices, list) or len(choices) != len(prompts):
+                    raise MalformedReply(f"reply has {len(choices) if isinstance(choices, list) else 'no'} choices for {len(prompts)} prompts")
+                return reply
+
+            return post
+
+        reply = await self._logprobs_call(send, key) if self.logprobs_accepted is not False else None
+        if reply is None:  # logprobs refused: every check reads a short answer
+            return [await self._short_answer([{"role": "user", "content": prefix + q}], key, extra) for q in questions]
+        # choices carry their prompt's index (vLLM and SGLang may answer out of order)
+        choices = sorted(reply["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+        out: list[float] = []
+        for q, choice in zip(questions, choices):
+            pairs = choice_yes_pairs(choice) if isinstance(choice, dict) else None
+            p = yes_probability(pairs) if pairs else None
+            if p is None and pairs is not None and choice_thinks_first(choice):
+                self.stats["yes_no_thinking"] += 1
+                self.stats["yes_no_unparsed"] += 1
+                p = UNPARSED
+            elif p is None:
+                p = await self._short_answer([{"role": "user", "content": prefix + q}], key, extra)
+            out.append(p)
+        return out
+
+    def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None,
+                            keys: list[str] | None = None) -> list[list[float]]:
+        mode = self.yes_no_mode  # decided here, in the caller's thread: it asks the server (sync) once
+
         async def main() -> list[list[float]]:
-            client = self._client()
             extra = {"extra_body": self.extra_body} if self.extra_body else {}
             if self._probe_lock is None:
                 self._probe_lock = asyncio.Lock()
 
-            async def one(prefix: str, q: str) -> float:
-                messages = [{"role": "user", "content": prefix + q}]
-                response = await self._logprobs_call(client, messages, extra) if self.logprobs_accepted is not False else None
-                p = self._yes_from_logprobs(response) if response is not None else None
-                if p is None:
-                    if response is not None and _thinks_first(response) and (_logprob_tokens(response) or response.choices[0].message.content):
-                        # a reasoning model opens with <think>: a short answer would be thinking too (with no logprobs
-                        # and no answer text, a reasoning parser may have filed the verdict apart: the short answer reads it)
-                        self.stats["yes_no_thinking"] += 1
-                        self.stats["yes_no_unparsed"] += 1
-                        return UNPARSED
-                    # no logprobs (refused, absent, or no Yes/No among them): read a short generated answer
-                    self.stats["yes_no_fallback"] += 1
-                    reply = await self._call(client, {"model": self.model, "messages": messages, "max_tokens": 8, "temperature": 0.0, **extra})
-                    choice = reply.choices[0]
-                    content, reasoning = choice.message.content, _reasoning_of(choice.message)
-                    p = parse_verdict(content, reasoning, cut=choice.finish_reason == "length")
-                    if p is not None and not (content or "").strip():
-                        self.stats["yes_no_from_reasoning"] += 1
-                    if p is None and _shows_reasoning(reply):
-                        self.stats["yes_no_thinking"] += 1
-                    elif p is None:  # text with no Yes/No and no reasoning: quoted in the error, never called thinking
-                        self.note_unparsed_reply(content)
-                if p is None:
-                    self.stats["yes_no_unparsed"] += 1
-                    return UNPARSED
-                return p
-
             async def item(i: int, prefix: str, questions: list[str]) -> list[float]:
+                key = keys[i] if keys else prefix
                 try:
-                    probs = await _gather_or_cancel([one(prefix, q) for q in questions])
+                    if mode.batched:
+                        probs = await self._batched_checks(mode, prefix, questions, key, extra)
+                    else:
+                        probs = await _gather_or_cancel([self._chat_check(prefix, q, key, extra) for q in questions])
                 except RequestRefused as e:
                     if errors is None:
                         raise
@@ -519,8 +664,21 @@ class OpenAICompatLLM(LLM):
 
     def close(self) -> None:
         if self._http is not None:
-            self._loop.run(self._http.close())
+            self._loop.run(self._http.aclose())
             self._http = None
+            for replica in self.replicas:
+                replica.clients.clear()
+
+
+def _request_of(e: httpx.HTTPError, url: str) -> httpx.Request:
+    try:
+        return e.request
+    except RuntimeError:  # raised outside a request
+        return httpx.Request("POST", url)
+
+
+def _replica_of(url: str, base_urls: list[str]) -> str:
+    return next((b for b in base_urls if url.startswith(b.rstrip("/"))), url)
 
 
 def _logprob_tokens(response: Any) -> list:

@@ -39,7 +39,7 @@ class FakeLLM(LLM):
                 on_result(i, out[-1])
         return out
 
-    def _score_yes_no_batch(self, items, on_item: OnItem | None, errors) -> list[list[float]]:
+    def _score_yes_no_batch(self, items, on_item: OnItem | None, errors, keys=None) -> list[list[float]]:
         out = []
         for i, (_, questions) in enumerate(items):
             self.stats["yes_no_checks"] += len(questions)

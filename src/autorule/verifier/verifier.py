@@ -41,6 +41,19 @@ def _nonce(messages: list[Message]) -> str:
     return hashlib.sha256(json.dumps([m.model_dump() for m in messages]).encode()).hexdigest()[:12]
 
 
+def affinity_key(messages: list[Message]) -> str:
+    """What routes a conversation to a replica: everything before the response it judges, so that all
+    completions of one prompt (a GRPO group) meet one replica's prefix cache.
+
+    Example:
+        >>> a = [Message(role="user", content="Hi"), Message(role="assistant", content="Hello")]
+        >>> b = [Message(role="user", content="Hi"), Message(role="assistant", content="Hey there")]
+        >>> affinity_key(a) == affinity_key(b) != affinity_key([Message(role="user", content="Bye"), a[1]])
+        True
+    """
+    return hashlib.sha256(json.dumps([m.model_dump() for m in messages[:-1]]).encode()).hexdigest()[:16]
+
+
 def render_prefix(messages: list[Message]) -> str:
     """Instructions and the conversation. The final response (what a policy writes) sits
     inside markers tagged with a nonce it cannot contain, and the conversation's closing
@@ -282,7 +295,8 @@ class Verifier:
             return  # no refusal named a context smaller than the one fitted to: a refit would be the same
         self.llm.stats["context_retried"] += len(too_long)
         again: dict[int, str] = {}
-        redone = self.llm.score_yes_no_batch([(self.prefix(chunk[i]), self.questions) for i in too_long], errors=again)
+        redone = self.llm.score_yes_no_batch([(self.prefix(chunk[i]), self.questions) for i in too_long], errors=again,
+                                             keys=[affinity_key(chunk[i]) for i in too_long])
         for t, i in enumerate(too_long):
             scored[i] = redone[t]
             if t in again:
@@ -338,7 +352,8 @@ class Verifier:
             for start in range(0, len(conversations), batch):
                 chunk = conversations[start : start + batch]
                 chunk_errors: dict[int, str] = {}
-                scored = self.llm.score_yes_no_batch([(self.prefix(c), self.questions) for c in chunk], on_item=lambda _: (bar.update(1), on_item and on_item()), errors=chunk_errors)
+                scored = self.llm.score_yes_no_batch([(self.prefix(c), self.questions) for c in chunk], on_item=lambda _: (bar.update(1), on_item and on_item()),
+                                                     errors=chunk_errors, keys=[affinity_key(c) for c in chunk])
                 self._retry_with_learned_context(chunk, scored, chunk_errors)
                 rows.extend(scored)
                 errors.update({start + i: why for i, why in chunk_errors.items()})
