@@ -283,7 +283,8 @@ def llm_options(args: argparse.Namespace, spec: str | None = None) -> dict:
     # the server options (add_server_options) that the spec's backend takes; none for a local model
     return parse_spec(spec or args.model).options(concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
                                                   api_key=args.api_key or None, extra_body=getattr(args, "extra_body", None) or None,
-                                                  max_input_tokens=getattr(args, "max_input_tokens", None))
+                                                  max_input_tokens=getattr(args, "max_input_tokens", None),
+                                                  yes_no_mode=getattr(args, "yes_no_mode", None), chat_template=getattr(args, "chat_template", None))
 
 
 def json_object(text: str) -> dict:
@@ -329,6 +330,13 @@ def add_server_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--max-retries", type=whole(0, 100), default=6, help="retries per request on transient faults, with backoff and jitter (default: %(default)s)")
     p.add_argument("--extra-body", type=json_object, default=None, metavar="JSON",
                    help='JSON fields sent with every request, e.g. \'{"chat_template_kwargs": {"enable_thinking": false}}\' (Qwen3 on vLLM/SGLang)')
+    p.add_argument("--yes-no-mode", choices=("auto", "batched", "chat"), default=None,
+                   help="how rule checks go to a server: batched (one /v1/completions request per conversation, every rule in it; "
+                        "vLLM, SGLang, llama-server), chat (one chat request per check), or auto (default: batched where a probe "
+                        "shows it works, else chat; the run says which)")
+    p.add_argument("--chat-template", default=None, metavar="TOKENIZER",
+                   help="a tokenizer (hub id or directory) whose chat template renders batched checks, for servers that do not "
+                        "render it for the client (SGLang, hosted APIs); llama-server and vLLM need none")
 
 
 def add_plan_options(p: argparse.ArgumentParser) -> None:

@@ -332,6 +332,9 @@ class OpenAICompatLLM(LLM):
             detail = error_body.get("error", error_body) if isinstance(error_body, dict) else error_body
             raise openai.APIStatusError(f"Error code: {r.status_code} - {error_body}", response=r, body=detail)
         reply = orjson.loads(r.content)
+        if isinstance(reply, list) and reply and all(isinstance(x, dict) and isinstance(x.get("choices"), list) for x in reply):
+            # some llama-server builds answer a prompt list with one whole reply per prompt
+            reply = {"choices": [{**c, "index": i} for i, c in enumerate(c for x in reply for c in x["choices"])]}
         if not isinstance(reply, dict):
             raise MalformedReply("reply is not a JSON object")
         return reply

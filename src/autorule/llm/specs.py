@@ -7,6 +7,7 @@ A model spec is the string a user passes as ``--model`` / ``--verifier`` or ``mo
     gguf:FILE                a GGUF file, converted to transformers once     local backend
     DIR                      an existing model directory (as hf:DIR)         local backend
     openai:MODEL@BASE_URL    any OpenAI-compatible server                    server backend
+    openai:MODEL@URL1,URL2   replicas of one model (data parallel), routed by prefix affinity
     vllm:MODEL               vLLM's offline engine: refused with advice (serve it, use openai:)
 
 Only this module reads a spec's form: the rest of the package asks `parse_spec` (or
@@ -33,7 +34,7 @@ SERVER_KINDS = ("openai",)
 BACKEND_OPTIONS = {
     "local": ("batch_size", "device", "max_context", "no_repeat_ngram_size", "pack_tokens"),
     "server": ("api_key", "concurrency", "timeout", "max_retries", "backoff_base", "backoff_max", "top_logprobs",
-               "extra_body", "max_input_tokens"),
+               "extra_body", "max_input_tokens", "yes_no_mode", "chat_template", "replica_cooldown"),
 }
 
 
@@ -144,8 +145,9 @@ def parse_spec(text: str, *, bare: str | None = None) -> ModelSpec:
         model, _, url = body.rpartition("@")
         if "@" not in body or not url:
             raise SpecError(f"{text!r} has no server address: write openai:MODEL@BASE_URL, e.g. {OPENAI_EXAMPLE}")
-        if not url.startswith(("http://", "https://")):
-            raise SpecError(f"{text!r}: the server address {url!r} must start with http:// or https://")
+        for one in url.split(","):  # replicas of one model: openai:MODEL@URL1,URL2
+            if not one.strip().startswith(("http://", "https://")):
+                raise SpecError(f"{text!r}: the server address {one.strip()!r} must start with http:// or https://")
         if not model:
             raise SpecError(f"{text!r} names no model: write openai:MODEL@BASE_URL, e.g. {OPENAI_EXAMPLE}")
         return ModelSpec("openai", model, text, base_url=url)
