@@ -69,10 +69,15 @@ def test_injection_benchmark_runs(capsys):
 def test_verifier_server_benchmark_runs_against_a_server(capsys):
     from autorule.testing.mock_server import ScriptedServer
 
-    with ScriptedServer() as server:
+    with ScriptedServer() as server:  # chat only: batched cannot run, and says why; the others do
         assert main(["bench", "verifier-server", "--model", f"openai:mock@{server.base_url}", "--rules", "2", "--conversations", "2", "--json"]) == 0
     report = last_json(capsys)
-    assert set(report["checks_per_s"]) == {"autorule", "reference"} and report["checks"] == 4
+    assert report["modes"] == ["batched", "chat", "reference"] and report["checks"] == 4
+    assert set(report["checks_per_s"]) == {"chat", "reference", "autorule"} and "batched" in report["unavailable"]
+    assert report["mode_lines"]["chat"].startswith("one chat request per check")
+    # the old keys: autorule is the mode a backend would choose, the speedup its ratio to the reference
+    assert report["speedup"] == pytest.approx(report["checks_per_s"]["chat"] / report["checks_per_s"]["reference"])
+    assert main(["bench", "verifier-server", "--model", "openai:mock@http://127.0.0.1:9/v1", "--modes", "chat,nope"]) == 2
 
 
 def test_verifier_benchmark_refuses_a_server_spec(capsys):

@@ -87,12 +87,38 @@ def cmd_verifier(args: argparse.Namespace) -> int:
 
 def cmd_verifier_server(args: argparse.Namespace) -> int:
     from autorule.llm import load_llm
-    from autorule.bench.verifier import run_server_benchmark
+    from autorule.bench.verifier import SERVER_MODES, run_server_benchmark
 
-    llm = load_llm(args.model, concurrency=args.concurrency, timeout=args.timeout, max_retries=2)
-    report = run_server_benchmark(llm, _sample_convs(args.data, args.conversations), args.rules)
-    lines = [f"{mode:>16}: {report['checks_per_s'][mode]:8.2f} checks/s" for mode in report["checks_per_s"]]
-    lines.append(f"speedup: {report['speedup']:.1f}x")
+    modes = tuple(m for m in args.modes.split(",") if m)
+    unknown = sorted(set(modes) - set(SERVER_MODES))
+    if unknown or not modes:
+        raise InputError(f"--modes: unknown {', '.join(unknown) or '(none given)'} (choose from {', '.join(SERVER_MODES)})")
+
+    def make_llm(mode: str):  # a fresh backend per mode, no cache
+        return load_llm(args.model, yes_no_mode="chat" if mode == "reference" else mode, concurrency=args.concurrency,
+                        timeout=args.timeout, max_retries=2)
+
+    report = run_server_benchmark(make_llm, _sample_convs(args.data, args.conversations), args.rules, modes)
+    report["data"] = args.data or "examples/pairs.jsonl"
+    report["concurrency"] = args.concurrency
+    lines = []
+    for mode in modes:
+        if mode in report["unavailable"]:
+            lines.append(f"{mode:>10}: not run: {report['unavailable'][mode]}")
+            continue
+        line = f"{mode:>10}: {report['checks_per_s'][mode]:8.2f} checks/s ({report['seconds'][mode]:.1f} s)"
+        server = report["server"].get(mode)
+        if server:
+            line += (f"; server evaluated {server['prompt_tokens_evaluated']:,.0f} prompt tokens, {server['prompt_tokens_cached']:,.0f} from its cache"
+                     + (f"; {server['floor_share']:.0%} of the prefill floor" if "floor_share" in server else ""))
+        lines.append(line)
+        if mode in report["mode_lines"]:
+            lines.append(f"{'':>12}{report['mode_lines'][mode]}")
+    for key in ("batched_vs_chat", "batched_vs_reference", "chat_vs_reference"):
+        if key in report:
+            lines.append(f"{key.replace('_vs_', ' / ')}: {report[key]:.2f}x")
+    if "floor_seconds" in report:
+        lines.append(f"prefill floor: {report['floor_tokens']:,} tokens at {report['prefill_rate_long']:.0f} tokens/s (long prompts, no cache) = {report['floor_seconds']:.1f} s")
     return emit(report, args.json, lines)
 
 
@@ -156,11 +182,14 @@ def add_parsers(sub) -> None:
     common(bv)
     bv.set_defaults(func=cmd_verifier)
 
-    bs = bench.add_parser("verifier-server", help="verifier throughput against an OpenAI-compatible server (llama.cpp, vLLM, ...): both modes")
+    bs = bench.add_parser("verifier-server", help="verifier throughput against an OpenAI-compatible server (llama.cpp, vLLM, ...): batched, chat and the reference method")
     bs.add_argument("--model", required=True, help="openai:MODEL@BASE_URL")
     bs.add_argument("--rules", type=whole(1), default=20)
     bs.add_argument("--conversations", type=whole(1), default=16)
-    bs.add_argument("--concurrency", type=whole(1), default=8, help="requests in flight (both modes)")
+    bs.add_argument("--concurrency", type=whole(1), default=8, help="requests in flight per replica (every mode)")
+    bs.add_argument("--modes", default="batched,chat,reference",
+                    help="comma-separated, each on a fresh backend: batched (one /v1/completions request per conversation), "
+                         "chat (one chat request per check), reference (the reference code's method) (default: %(default)s)")
     bs.add_argument("--timeout", type=number(0, above=True), default=300.0)
     common(bs)
     bs.set_defaults(func=cmd_verifier_server)
