@@ -456,6 +456,7 @@ def score(
         "mean_rule_reward": float(np.mean(rule[ok])) if ok else None,
         "pass_rates": verdicts.pass_rates(),
         "llm_stats": dict(scorer.verifier.llm.stats),
+        "verifier_mode": scorer.verifier.llm.yes_no_record,
         **({"failure_reasons": dict(Counter(verdicts.errors.values()).most_common(5))} if verdicts.errors else {}),
         "judge_reasoning": scorer.judge_reasoning,
         "reasoning_chars_stripped": int(cut.sum()),

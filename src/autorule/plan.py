@@ -52,6 +52,78 @@ class StagePlan:
 
 
 @dataclass
+class Capacity:
+    """The verifier's load per RL step, and what the judge's measured speed makes of it.
+
+    Args:
+        prompts: prompts per step; samples: completions per prompt (the GRPO group); rules: rule questions
+            per completion (twice the rules with applicability).
+        checks_per_s: checks per second the verifier reached on probe conversations (None: not measured).
+        mode: how the checks were sent (`LLM.yes_no_record`'s mode).
+
+    Example:
+        >>> c = Capacity(prompts=1024, samples=2, rules=25, checks_per_s=3200.0, mode="batched")
+        >>> c.checks_per_step, c.seconds_per_step
+        (51200, 16.0)
+        >>> c.describe()
+        '1,024 prompts x 2 samples x 25 rule questions = 51,200 checks per step; measured 3,200 checks/s (batched) -> 16 s per step'
+    """
+
+    prompts: int
+    samples: int
+    rules: int
+    checks_per_s: float | None = None
+    mode: str = ""
+
+    @property
+    def checks_per_step(self) -> int:
+        return self.prompts * self.samples * self.rules
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        return self.checks_per_step / self.checks_per_s if self.checks_per_s else None
+
+    def describe(self) -> str:
+        head = f"{self.prompts:,} prompts x {self.samples:,} samples x {self.rules} rule questions = {self.checks_per_step:,} checks per step"
+        if not self.checks_per_s:
+            return head + "; the judge's speed is measured only with --plan"
+        rate = f"{self.checks_per_s:,.0f}" if self.checks_per_s >= 100 else f"{self.checks_per_s:.3g}"
+        return f"{head}; measured {rate} checks/s ({self.mode}) -> {_duration(self.seconds_per_step)} per step"
+
+
+# probe conversations the capacity is measured on: PROBE_PROMPTS prompts x PROBE_SAMPLES completions
+PROBE_PROMPTS, PROBE_SAMPLES = 4, 2
+
+
+def measure_checks_per_s(verifier, completion_words: int) -> tuple[float, str]:
+    """Checks per second of `verifier`'s judge, timed on probe conversations shaped like a GRPO step's
+    (PROBE_PROMPTS prompts x PROBE_SAMPLES completions of `completion_words` words), past any cache;
+    and the yes/no mode that ran. A first conversation warms the judge up and is not timed."""
+    from autorule.verifier import Verifier
+
+    fresh = Verifier(verifier.llm.backend, verifier.rules, style=verifier.style, applicability=verifier.applicability,
+                     max_input_tokens=verifier.max_input_tokens, max_unparsed=1.0)
+    stamp = f"{time.time_ns()}"  # new text each time: a server's prefix cache holds nothing of it
+
+    def conversation(p: int, s: int) -> list:
+        words = " ".join(f"w{(p * 7 + s * 3 + i) % 97}" for i in range(completion_words))
+        return to_conversation([{"role": "user", "content": f"Probe prompt {p} ({stamp}): write a short answer."},
+                                {"role": "assistant", "content": f"Sample {s}. {words}"}])
+
+    fresh.verify([conversation(-1, 0)])
+    convs = [conversation(p, s) for p in range(PROBE_PROMPTS) for s in range(PROBE_SAMPLES)]
+    start = time.perf_counter()
+    fresh.verify(convs)
+    return len(convs) * len(fresh.questions) / (time.perf_counter() - start), fresh.llm.yes_no_record["mode"]
+
+
+def capacity(verifier, prompts: int, samples: int, completion_words: int, probe: bool) -> Capacity:
+    """`Capacity` of a step of `prompts` x `samples` completions; the judge is timed only when `probe`."""
+    rate, mode = measure_checks_per_s(verifier, completion_words) if probe else (None, "")
+    return Capacity(prompts, samples, len(verifier.questions), rate, mode)
+
+
+@dataclass
 class Plan:
     """Every stage of a run, what counted its tokens, and where its times come from.
 
@@ -76,6 +148,7 @@ class Plan:
     price_per_mtok: tuple[float, float] | None = None
     embedded: bool = False
     extra_notes: list[str] = field(default_factory=list)
+    capacity: Capacity | None = None
 
     @property
     def seconds(self) -> float:
@@ -126,6 +199,8 @@ class Plan:
             console.print(f"  cost at {self.price_per_mtok[0]:g} / {self.price_per_mtok[1]:g} per million tokens: about {self.cost:.2f}", highlight=False)
         for note in self.extra_notes:
             console.print(f"  {note}", highlight=False)
+        if self.capacity is not None:
+            console.print(f"  capacity: {self.capacity.describe()}", highlight=False)
         for w in self.warnings():
             console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
 
@@ -341,5 +416,34 @@ def plan_train(config, verifier, *, price_per_mtok=None, probe: bool = True) -> 
                            "each completion counted at max_completion_length")
     plan = Plan(verifier.llm.spec, [stage], tokens_from(verifier.llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(verifier.llm))
     plan.extra_notes.append("policy generation, the reward model and optimisation steps are not included")
+    # TRL counts completions per step; a GRPO group is num_generations of them
+    prompts = max(1, config.per_device_train_batch_size // config.num_generations)
+    plan.capacity = capacity(verifier, prompts, config.num_generations, config.max_completion_length, probe)
+    return plan
+
+
+def plan_serve(verifier, prompts: int, samples: int, completion_words: int, *, probe: bool = True) -> Plan:
+    """The plan of `autorule serve`: the verifier's checks per RL step (prompts x samples x rules) and,
+    with `probe`, the judge's measured checks/s and the time per step it implies.
+
+    Args:
+        verifier: the server's verifier; prompts, samples: the trainer's rollout (e.g. OpenRLHF's
+            rollout batch size and n_samples_per_prompt); completion_words: a completion's length.
+
+    Example:
+        >>> from autorule.testing.fake_llm import FakeLLM
+        >>> from autorule.rules import RuleSet
+        >>> from autorule.verifier import Verifier
+        >>> plan = plan_serve(Verifier(FakeLLM(), RuleSet.from_texts(["Be short.", "Be kind."])), 1024, 2, 50, probe=False)
+        >>> plan.capacity.checks_per_step, plan.stages[0].calls
+        (4096, 4096)
+    """
+    cap = capacity(verifier, prompts, samples, completion_words, probe)
+    stage = StagePlan("rule checks per step", "yes/no checks", cap.checks_per_step, 0, 0, 0,
+                      cap.seconds_per_step if cap.seconds_per_step is not None else math.nan,
+                      note="per RL step: every completion against every rule question")
+    plan = Plan(verifier.llm.spec, [stage], tokens_from(verifier.llm), f"checks/s measured on {PROBE_PROMPTS * PROBE_SAMPLES} probe conversations"
+                if probe else "measured only with --plan", capacity=cap)
+    plan.extra_notes.append("the reward model (if any) and the trainer's own time are not included")
     return plan
 

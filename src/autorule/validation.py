@@ -442,6 +442,7 @@ def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0,
         # why, most common first (at most 5 reasons), so a run that failed says what to fix
         "refusal_reasons": dict(Counter(verdicts.errors.values()).most_common(5)),
         "llm_stats": dict(scorer.verifier.llm.stats),
+        "verifier_mode": scorer.verifier.llm.yes_no_record,
         "rule_set": preference_accuracy(rule_score[:n], rule_score[n:]).to_dict(),
     }
     report["accuracy"] = report["rule_set"]["accuracy"]

@@ -188,3 +188,38 @@ def test_extract_score_and_validate_complete_with_defaults(server_args, tmp_path
         assert main(["validate", "--rules", str(rules), "--data", str(HH), "--limit", "3", "--verifier", spec, *common, "--json"]) == 0
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert report["pairs"] == 3 and report["refused_responses"] == 0
+
+
+# ------------------------------------------------------------------ replicas
+
+
+def test_two_replicas_route_by_prompt_and_a_replica_lost_mid_run_loses_no_row(caplog):
+    """Two llama-servers behind one spec; the second is killed after a third of the conversations are judged:
+    every conversation is still scored (its requests re-routed to the first), and the loss is logged and counted."""
+    import logging
+
+    from autorule.data import Message
+
+    prompts = [f"Question {i}: name a colour that starts with the letter {chr(65 + i)}." for i in range(12)]
+    convs = [[Message(role="user", content=p), Message(role="assistant", content=f"Answer {s}: perhaps {chr(65 + i)}mber.")]
+             for i, p in enumerate(prompts) for s in range(2)]
+    with LlamaServer(embedded_gguf(), "-c", "2048", "-np", "1", threads=1) as one, LlamaServer(embedded_gguf(), "-c", "2048", "-np", "1", threads=1) as two:
+        llm = load_llm(f"openai:local@{one.base_url},{two.base_url}", cache=False, replica_cooldown=600)
+        backend = llm.backend
+        first, second = backend.replicas.replicas
+        # affinity: both completions of a prompt go to one replica, and the prompts spread over both
+        before = Verifier(llm, RULES).verify(convs[:8])
+        assert not np.isnan(before.p_satisfied).any() and first.requests > 0 and second.requests > 0
+        done = []
+
+        def judged() -> None:
+            done.append(1)
+            if len(done) == 4:
+                two.proc.kill()
+                two.proc.wait()
+
+        with caplog.at_level(logging.WARNING, logger="autorule.llm.replicas"):
+            verdicts = Verifier(llm, RULES).verify(convs[8:], on_item=judged)
+    assert verdicts.errors == {} and not np.isnan(verdicts.p_satisfied).any() and verdicts.p_satisfied.shape == (16, 2)
+    assert backend.stats["replica_down"] == 1 and backend.stats["rerouted"] >= 1
+    assert any(f"replica {two.base_url} stopped answering" in r.getMessage() for r in caplog.records)

@@ -15,7 +15,7 @@ from autorule.errors import AllFailed
 def cmd_score(args: argparse.Namespace) -> int:
     """`autorule score`: the plan, then `autorule.api.score`'s rows (to --out or stdout) and its summary."""
     from autorule.api import Responses, score
-    from autorule.llm.base import describe_llm_stats
+    from autorule.llm.base import describe_llm_stats, describe_mode
     from autorule.plan import plan_checks
 
     scorer = build_scorer(args)
@@ -46,6 +46,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         if summary.get("pairs"):
             err.print(f"chosen side has the higher rule reward in {summary['chosen_preferred']:.1%} of {summary['pairs']} pairs ({summary['ties']:.1%} ties)")
         err.print(f"verifier: {describe_llm_stats(summary['llm_stats'])}", soft_wrap=True)
+        err.print(f"verifier mode: {describe_mode(summary['verifier_mode'])}", soft_wrap=True, highlight=False)
     if result.all_failed:
         raise AllFailed(summary["responses"], summary["failure_reasons"])
     return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from autorule.cli.options import add_completion_options, add_reward_options, build_scorer, err, number, whole
+from autorule.cli import options
+from autorule.cli.options import add_completion_options, add_plan_options, add_reward_options, build_scorer, err, number, whole
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -23,6 +24,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise DataError(args.policy_tokenizer, str(e)) from None
     scorer = build_scorer(args)
+    if args.plan:  # the verifier's load per RL step, and what the judge's measured speed makes of it
+        from autorule.plan import plan_serve
+
+        options.show_plan(lambda probe: plan_serve(scorer.verifier, args.rollout_prompts, args.samples_per_prompt, args.completion_words, probe=probe), args)
+        return 0
     app = create_app(scorer, token=token, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, reward=args.reward, workers=args.workers,
                      policy_tokenizer=policy_tokenizer)
     err.print(f"autorule reward server on http://{args.host}:{args.port}/get_reward: {len(scorer.rules)} rules, verifier {scorer.verifier.llm.spec}, "
@@ -48,6 +54,12 @@ def add_parsers(sub) -> None:
     """
     sv = sub.add_parser("serve", help="OpenRLHF-compatible reward server (POST / or /get_reward)")
     add_reward_options(sv)
+    add_plan_options(sv)
+    sv.add_argument("--rollout-prompts", type=whole(1), default=1024,
+                    help="with --plan: prompts per RL step (OpenRLHF's --rollout_batch_size; default: %(default)s, the AutoRule paper's)")
+    sv.add_argument("--samples-per-prompt", type=whole(1), default=2,
+                    help="with --plan: completions per prompt (OpenRLHF's --n_samples_per_prompt; default: %(default)s)")
+    sv.add_argument("--completion-words", type=whole(1), default=200, help="with --plan: words in a probe completion (default: %(default)s)")
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, this machine only)")
     sv.add_argument("--port", type=whole(1, 65535), default=8000, help="port to listen on")
     sv.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default: $AUTORULE_TOKEN)")

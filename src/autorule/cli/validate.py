@@ -68,7 +68,7 @@ def _print_validation(report: dict) -> None:
     out.print(f"rule-set accuracy: {pct(acc['accuracy'])} ({acc['correct']} right, {acc['wrong']} wrong, {acc['ties']} ties); "
               f"without ties {pct(acc['accuracy_without_ties'])}")
     out.print(f"learned weights: {report['learned_weights']['folds']}-fold CV accuracy {pct(report['learned_weights']['cv_accuracy'])}")
-    from autorule.llm.base import describe_llm_stats
+    from autorule.llm.base import describe_llm_stats, describe_mode
 
     if report.get("unparsed_checks") or report.get("refused_responses"):
         out.print(f"[yellow]{report['unparsed_checks']} checks had no readable Yes/No (left out of each rule's statistics); "
@@ -76,6 +76,8 @@ def _print_validation(report: dict) -> None:
         for reason, n in (report.get("refusal_reasons") or {}).items():
             out.print(f"  refused {n} x {reason}", highlight=False, soft_wrap=True)
     out.print(f"verifier: {describe_llm_stats(report.get('llm_stats', {}))}")
+    if report.get("verifier_mode"):
+        out.print(f"verifier mode: {describe_mode(report['verifier_mode'])}", soft_wrap=True, highlight=False)
     if "reward_model" in report:
         out.print(f"reward model: {pct(report['reward_model']['accuracy'])}; RM + rules: {pct(report['reward_model_plus_rules']['accuracy'])}")
     for pair in report["redundant_pairs"][:10]:

@@ -201,6 +201,7 @@ def create_app(
             "unknown_template": state["unknown_template"],
             "refusal_reasons": dict(state["refusal_reasons"].most_common(5)),
             "llm_stats": dict(scorer.verifier.llm.stats),
+            "verifier_mode": scorer.verifier.llm.yes_no_record,
         }
 
     async def get_reward(body: RewardRequest) -> dict:

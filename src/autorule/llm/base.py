@@ -234,6 +234,17 @@ class LLM(ABC):
         """The model itself, behind any wrapper such as the cache (for its tokenizer, server info, speed)."""
         return self
 
+    @property
+    def yes_no_record(self) -> dict:
+        """How this backend sends yes/no checks, for run records (``verifier_mode``): ``{"mode", "reason", "template"}``.
+
+        Example:
+            >>> from autorule.testing.fake_llm import FakeLLM
+            >>> FakeLLM().yes_no_record["mode"]
+            'in-process'
+        """
+        return {"mode": "in-process", "reason": "the model runs in this process: each conversation's prefix computed once for all its rules", "template": None}
+
     def count_tokens(self, text: str) -> int:
         """Tokens in `text`; without a tokenizer, a conservative estimate (2 bytes a token)."""
         return len(text.encode()) // 2 + 1
@@ -325,3 +336,16 @@ def describe_llm_stats(stats: dict) -> str:
     if "concurrency_min" in stats:
         parts.append(f"concurrency fell to {stats['concurrency_min']}")
     return ", ".join(parts)
+
+
+def describe_mode(record: dict) -> str:
+    """One line of a `LLM.yes_no_record` for a summary.
+
+    Example:
+        >>> describe_mode({"mode": "batched", "reason": "probed", "template": "llama-server /apply-template"})
+        'batched (chat template from llama-server /apply-template): probed'
+        >>> describe_mode({"mode": "chat", "reason": "asked for: --yes-no-mode chat", "template": None})
+        'chat: asked for: --yes-no-mode chat'
+    """
+    template = f" (chat template from {record['template']})" if record.get("template") else ""
+    return f"{record.get('mode')}{template}: {record.get('reason')}"

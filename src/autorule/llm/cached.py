@@ -21,6 +21,10 @@ class CachedLLM(LLM):
         return self.inner.identity
 
     @property
+    def yes_no_record(self) -> dict:
+        return self.inner.yes_no_record
+
+    @property
     def backend(self) -> LLM:
         return self.inner.backend
 

@@ -288,6 +288,11 @@ class OpenAICompatLLM(LLM):
             log.info("%s: yes/no checks: %s", self.base_url, self._mode.describe())
         return self._mode
 
+    @property
+    def yes_no_record(self) -> dict:
+        """The yes/no mode for run records; ``{"mode": "not yet decided", ...}`` before the first check."""
+        return self._mode.to_dict() if self._mode else {"mode": "not yet decided", "reason": "no yes/no check sent yet", "template": None}
+
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` by the server's own tokenizer where it has one (llama-server, vLLM)."""
         n = self.info.count_tokens(text) if self.info.can_tokenize else None
@@ -383,6 +388,7 @@ class OpenAICompatLLM(LLM):
             try:
                 epoch, granted = await limit.acquire()
                 self.stats["requests"] += 1
+                replica.requests += 1
                 try:
                     result = await send(replica)
                     limit.success()

@@ -38,6 +38,7 @@ class Replica:
     url: str
     limit: Any = None
     assigned: int = 0  # requests routed here and not yet finished (waiting or in flight)
+    requests: int = 0  # requests sent here
     down_until: float = 0.0
     downs: int = 0
     clients: dict = field(default_factory=dict)
