@@ -1,7 +1,9 @@
 """The OpenAI-compatible backend against a real HTTP server started in the test."""
 
+import json
+
 import pytest
-from autorule.testing.mock_server import ScriptedServer
+from autorule.testing.mock_server import TEMPLATE_HEAD, ScriptedServer
 
 from autorule.cli.app import main
 from autorule.llm import ChatRequest, LLMError, load_llm
@@ -122,16 +124,34 @@ def test_finish_reason_length_is_reported():
     assert c.finish_reason == "length"
 
 
-def test_yes_no_from_logprobs_one_token():
+# the yes/no tests run on both paths: chat (a server with no client template) and batched (llama-server's and vLLM's shapes)
+PATHS = pytest.mark.parametrize("completions", [None, "llama", "vllm"], ids=["chat", "batched-llama", "batched-vllm"])
+
+
+def checks_of(server: ScriptedServer) -> list[dict]:
+    """The requests of the checks, without the batched mode's probe."""
+    return [r for r in server.requests if "Is the sky blue" not in json.dumps(r)]
+
+
+@PATHS
+def test_yes_no_from_logprobs_one_token(completions):
     def reply(messages, body):
         return {"content": "Yes" if "polite" in messages[-1]["content"] else "No"}
 
-    with ScriptedServer(reply) as server:
-        probs = client(server).score_yes_no("Conversation: ...\nRule: ", ["The response is polite.", "The response is in French."])
+    with ScriptedServer(reply, completions=completions) as server:
+        llm = client(server)
+        probs = llm.score_yes_no("Conversation: ...\nRule: ", ["The response is polite.", "The response is in French."])
     assert probs == pytest.approx([0.8, 0.2], abs=1e-3)
-    assert all(r["max_tokens"] == 1 and r["logprobs"] and r["top_logprobs"] == 20 for r in server.requests)
-    # the shared prefix comes first in every request: the server's prefix cache can reuse it
-    assert all(r["messages"][-1]["content"].startswith("Conversation: ...\nRule: ") for r in server.requests)
+    assert llm.yes_no_mode.batched is (completions is not None)
+    requests = checks_of(server)
+    if completions is None:
+        assert all(r["max_tokens"] == 1 and r["logprobs"] and r["top_logprobs"] == 20 for r in requests)
+        # the shared prefix comes first in every request: the server's prefix cache can reuse it
+        assert all(r["messages"][-1]["content"].startswith("Conversation: ...\nRule: ") for r in requests)
+    else:  # one request, both rules; each prompt is the template's head, then the shared prefix
+        (r,) = requests
+        assert r["max_tokens"] == 1 and r["logprobs"] == 20 and len(r["prompt"]) == 2
+        assert all(p.startswith(TEMPLATE_HEAD + "Conversation: ...\nRule: ") for p in r["prompt"])
 
 
 def test_yes_no_falls_back_to_a_short_answer_without_logprobs():
@@ -166,21 +186,24 @@ def test_cli_generate_and_score_against_the_server(capsys, tmp_path):
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["p_yes"] == [pytest.approx(0.8, abs=1e-3)]
 
 
-def test_a_verifier_that_thinks_first_gives_unparsed_verdicts_never_passes():
+@PATHS
+def test_a_verifier_that_thinks_first_gives_unparsed_verdicts_never_passes(completions):
     import math
 
     def reply(messages, body):
         # "<think>" at 0.999, Yes at 0.001 among the top logprobs: their ratio is no verdict
         return {"content": "<think>Let me look at the rule" if body["max_tokens"] > 1 else "<think>", "yes_probability": 0.001}
 
-    with ScriptedServer(reply) as server:
+    with ScriptedServer(reply, completions=completions) as server:
         llm = client(server)
         probs = llm.score_yes_no("Rule: ", ["The response is polite.", "The response is in French."])
+    assert llm.yes_no_mode.batched is (completions is not None)
     assert all(math.isnan(p) for p in probs)
     assert (llm.stats["yes_no_unparsed"], llm.stats["yes_no_thinking"]) == (2, 2)
 
 
-def test_unparsed_verdicts_are_left_out_of_the_reward_and_stop_the_verifier_past_the_share():
+@PATHS
+def test_unparsed_verdicts_are_left_out_of_the_reward_and_stop_the_verifier_past_the_share(completions):
     import numpy as np
     from autorule.data import Message
     from autorule.reward import rule_reward
@@ -195,7 +218,7 @@ def test_unparsed_verdicts_are_left_out_of_the_reward_and_stop_the_verifier_past
 
     rules = RuleSet(rules=[Rule.from_candidates(t, []) for t in ("The response is polite.", "The response is in French.")])
     conv = [[Message(role="user", content="hi"), Message(role="assistant", content="hello")]]
-    with ScriptedServer(reply) as server:
+    with ScriptedServer(reply, completions=completions) as server:
         with pytest.raises(UnparsedVerdicts, match=r"1 of 2 rule checks had no readable Yes/No \(1 answers began with a reasoning block"):
             Verifier(client(server), rules).verify(conv)
         verdicts = Verifier(client(server), rules, max_unparsed=0.5).verify(conv)

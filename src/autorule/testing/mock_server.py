@@ -19,7 +19,14 @@ answers a request it refuses. `refuse_logprobs=(status, body)` answers every req
 `top_logprobs` with that status and JSON body, as hosted APIs that refuse logprobs do;
 the same request without them is answered. A reply may set `finish_reason` (e.g.
 "length" for a reasoning cut at `max_tokens`) and `content: None` with
-`reasoning_content` (a server's reasoning parser).
+`reasoning_content` (a server's reasoning parser), or `top_logprobs`: (token, probability)
+pairs sent as the first token's top list, the sampled one first (default: its answer's first
+word at 0.8, or at `yes_probability` when the reply sets P(Yes), and the other of Yes/No).
+
+`completions="llama"` or `"vllm"` also serves what the batched yes/no path uses, in that
+server's shapes: a chat template the client can learn, and ``/v1/completions`` with a list
+of prompts, each answered by `reply` as the chat request with that one user message
+(`ScriptedServer`). With None, the default, the server is chat-only, as before.
 """
 
 from __future__ import annotations
@@ -46,6 +53,45 @@ def default_reply(messages: list[dict], body: dict) -> dict:
 
 FAULTS = ("401", "429", "500", "503", "hang", "drop", "badjson", "nochoices", "length", "notjson")
 
+# the toy chat template of the "llama" and "vllm" modes: one user message is HEAD + content + TAIL
+TEMPLATE_HEAD = "<|user|>\n"
+TEMPLATE_TAIL = "<|end|>\n<|assistant|>\n"
+COMPLETIONS_STYLES = (None, "llama", "vllm")
+# what a completions prompt without the server's template gets: another answer (top token "Hmm"),
+# so a client that renders the wrong template is caught by its probe
+UNTEMPLATED_REPLY = {"content": "Hmm", "top_logprobs": [("Hmm", 0.6), ("Yes", 0.3), ("No", 0.1)]}
+
+
+def render_messages(messages: list[dict], head: str = TEMPLATE_HEAD, tail: str = TEMPLATE_TAIL) -> str:
+    """The toy template: one message is ``head + content + tail``; several are rendered turn by turn.
+
+    Example:
+        >>> render_messages([{"role": "user", "content": "Hi"}])
+        '<|user|>\\nHi<|end|>\\n<|assistant|>\\n'
+    """
+    if len(messages) == 1:
+        return head + messages[0]["content"] + tail
+    return "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in messages) + "<|assistant|>\n"
+
+
+def top_pairs(message: dict, p_yes: float | None, top: list | None) -> list[tuple[str, float]]:
+    """(token, logprob) pairs for the answer's first token, the sampled one first.
+
+    A reply's own `top` ((token, probability) pairs) is sent as it is; else the answer's first
+    word and the other of Yes/No, with 0.8 for the answer (or P(Yes) = `p_yes`).
+    """
+    if top is not None:
+        return [(t, math.log(max(p, 1e-9))) for t, p in top]
+    words = (message.get("content") or "").split()
+    token = words[0] if words else "No"
+    other = "No" if token == "Yes" else "Yes"
+    p_token = 0.8 if p_yes is None else p_yes if token == "Yes" else 1 - p_yes
+    return [(token, math.log(max(p_token, 1e-9))), (other, math.log(max(1 - p_token, 1e-9)))]
+
+
+def _token_id(token: str) -> int:
+    return sum(map(ord, token))
+
 
 def as_plain_lines(content: str) -> str:
     """A JSON array's items as prose lines, as a model that ignores the format asked for writes them."""
@@ -64,6 +110,30 @@ class _Server(ThreadingHTTPServer):
 
 
 class ScriptedServer:
+    """The scripted server; `base_url` is its OpenAI root (``http://127.0.0.1:PORT/v1``).
+
+    Args:
+        reply: ``reply(messages, body) -> dict``, the assistant message of each request (and of
+            each prompt of a completions request).
+        faults: one per chat or completions request (a list consumed in order, or a function
+            of the request's index and body); see the module's docstring.
+        logprobs: False: the server sends no logprobs even when asked.
+        refuse_logprobs: (status, body) for every request that asks for logprobs.
+        completions: None (a chat-only server, as before); "llama": llama-server's routes
+            (``GET /props``, ``POST /apply-template``, ``/tokenize`` ``{"content"}``, ``/detokenize``,
+            ``/v1/completions`` with chat-shape logprobs, ``logprobs.content[0].top_logprobs``);
+            "vllm": vLLM's (``/v1/models`` with ``max_model_len`` and ``root``, ``POST /tokenize``
+            with ``messages`` or ``prompt``, ``/detokenize``, ``/v1/completions`` in the legacy
+            shape, its choices sent in reverse order with their ``index``). Each prompt is answered
+            as a chat request with one user message would be: the server strips its template
+            (`TEMPLATE_HEAD`, `TEMPLATE_TAIL`) and calls ``reply([{"role": "user", "content": content}], body)``;
+            a prompt that does not carry the template gets `UNTEMPLATED_REPLY`.
+        advertised_template: (head, tail) that ``/apply-template`` and ``/tokenize`` render for
+            the client, where it should differ from the one the server strips (a wrong rendering).
+        llama_array: "llama" answers a list of several prompts with a JSON array of one whole
+            reply per prompt, as some llama-server builds do.
+    """
+
     def __init__(
         self,
         reply: Callable[[list[dict], dict], dict] = default_reply,
@@ -73,7 +143,16 @@ class ScriptedServer:
         latency: float = 0.0,
         keep_requests: bool = True,
         refuse_logprobs: tuple[int, dict] | None = None,
+        completions: str | None = None,
+        advertised_template: tuple[str, str] | None = None,
+        llama_array: bool = False,
     ):
+        if completions not in COMPLETIONS_STYLES:
+            raise ValueError(f"completions must be one of {COMPLETIONS_STYLES}, not {completions!r}")
+        self.completions = completions
+        self.head, self.tail = TEMPLATE_HEAD, TEMPLATE_TAIL
+        self.advertised = advertised_template or (TEMPLATE_HEAD, TEMPLATE_TAIL)
+        self.llama_array = llama_array
         self.reply = reply
         self.refuse_logprobs = refuse_logprobs
         self.keep_requests = keep_requests  # False: count requests only (long load runs)
@@ -96,16 +175,24 @@ class ScriptedServer:
                 pass
 
             def do_GET(self):
-                if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+                path = self.path.rstrip("/")
+                if path.endswith("/models"):
+                    entry = {"id": "scripted", "object": "model"}
+                    if server.completions == "vllm":
+                        entry.update(root="/models/scripted", max_model_len=8192, owned_by="vllm")
+                    self._send(200, {"object": "list", "data": [entry]})
+                elif path == "/props" and server.completions == "llama":
+                    self._send(200, {"model_path": "/models/scripted.gguf", "default_generation_settings": {"n_ctx": 8192}, "total_slots": 4})
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length))
-                if not self.path.startswith("/v1/chat/completions"):
-                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                completions = server.completions is not None and self.path.startswith("/v1/completions")
+                if not completions and not self.path.startswith("/v1/chat/completions"):
+                    side = server._side_route(self.path, body) if server.completions else None
+                    return self._send(*side) if side else self._send(404, {"error": {"message": f"no route {self.path}"}})
                 with server.lock:
                     if server.keep_requests:
                         server.requests.append(body)
@@ -117,7 +204,7 @@ class ScriptedServer:
                     server.active += 1
                     server.max_active = max(server.max_active, server.active)
                 try:
-                    server._answer(self, body, fault)
+                    (server._answer_completions if completions else server._answer)(self, body, fault)
                 finally:
                     with server.lock:
                         server.active -= 1
@@ -137,31 +224,65 @@ class ScriptedServer:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def _answer(self, h, body: dict, fault: str | tuple | None) -> None:
+    def _side_route(self, path: str, body: dict) -> tuple[int, dict] | None:
+        """The template and tokenizer routes of the "llama" and "vllm" modes: (status, body); None where not served.
+        Tokens are one id per character (``ord``), so they decode back exactly."""
+        path = path.rstrip("/")
+        head, tail = self.advertised
+        if self.completions == "llama":
+            if path == "/apply-template":
+                return 200, {"prompt": render_messages(body["messages"], head, tail)}
+            if path == "/tokenize":
+                return 200, {"tokens": [ord(c) for c in body.get("content", "")]}
+            if path == "/detokenize":
+                return 200, {"content": "".join(map(chr, body.get("tokens", [])))}
+            return None
+        if path in ("/tokenize", "/v1/tokenize"):
+            if "messages" in body:
+                text = render_messages(body["messages"], head, tail)
+                if not body.get("add_generation_prompt", True):
+                    text = text[: -len("<|assistant|>\n")]
+            else:
+                text = body.get("prompt", "")
+            tokens = [ord(c) for c in text]
+            return 200, {"count": len(tokens), "max_model_len": 8192, "tokens": tokens, "token_strs": None}
+        if path in ("/detokenize", "/v1/detokenize"):
+            return 200, {"prompt": "".join(map(chr, body.get("tokens", [])))}
+        return None
+
+    def _fault(self, h, body: dict, fault: str | tuple | None, kind: str) -> bool:
+        """Waits out the latency, then answers a fault that is not about the content (or a logprobs refusal); True when it did."""
         if self.latency:
             time.sleep(self.latency)
         if isinstance(fault, tuple):  # (status, body): a refusal in the server's own words
-            return h._send(*fault)
-        if fault == "401":
-            return h._send(401, {"error": {"message": "invalid api key"}})
-        if fault == "429":
-            return h._send(429, {"error": {"message": "rate limited"}}, {"retry-after": "0.05"})
-        if fault in ("500", "503"):
-            return h._send(int(fault), {"error": {"message": "server error"}})
-        if fault == "hang":
+            h._send(*fault)
+        elif fault == "401":
+            h._send(401, {"error": {"message": "invalid api key"}})
+        elif fault == "429":
+            h._send(429, {"error": {"message": "rate limited"}}, {"retry-after": "0.05"})
+        elif fault in ("500", "503"):
+            h._send(int(fault), {"error": {"message": "server error"}})
+        elif fault == "hang":
             time.sleep(self.hang_seconds)
-            return h._send(200, {"error": "too late"})
-        if fault == "drop":
+            h._send(200, {"error": "too late"})
+        elif fault == "drop":
             h.connection.shutdown(socket.SHUT_RDWR)
-            return None
-        if fault == "badjson":
-            return h._send(200, None, raw=b'{"id": "x", "choices": [')
-        if fault == "nochoices":
-            return h._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": []})
-        if self.refuse_logprobs and ("logprobs" in body or "top_logprobs" in body):
-            return h._send(*self.refuse_logprobs)
+        elif fault == "badjson":
+            h._send(200, None, raw=b'{"id": "x", "choices": [')
+        elif fault == "nochoices":
+            h._send(200, {"id": "x", "object": kind, "created": 0, "model": body.get("model"), "choices": []})
+        elif self.refuse_logprobs and ("logprobs" in body or "top_logprobs" in body):
+            h._send(*self.refuse_logprobs)
+        else:
+            return False
+        return True
+
+    def _answer(self, h, body: dict, fault: str | tuple | None) -> None:
+        if self._fault(h, body, fault, "chat.completion"):
+            return
         message = {"role": "assistant", **self.reply(body["messages"], body)}
         p_yes = message.pop("yes_probability", None)  # a reply may set P(Yes); by default its answer gets 0.8
+        top = message.pop("top_logprobs", None)
         finish = message.pop("finish_reason", None)
         if fault == "length":
             message["content"] = (message.get("content") or "")[: len(message.get("content") or "") // 2]
@@ -169,22 +290,54 @@ class ScriptedServer:
             message["content"] = as_plain_lines(message.get("content") or "")
         choice = {"index": 0, "message": message, "finish_reason": "length" if fault == "length" else finish or "stop"}
         if body.get("logprobs") and self.logprobs:
-            token = (message.get("content") or "No").split()[0]
-            other = "No" if token == "Yes" else "Yes"
-            p_token = 0.8 if p_yes is None else p_yes if token == "Yes" else 1 - p_yes
-            top, low = math.log(max(p_token, 1e-9)), math.log(max(1 - p_token, 1e-9))
-            choice["logprobs"] = {
-                "content": [
-                    {
-                        "token": token,
-                        "logprob": top,
-                        "bytes": None,
-                        "top_logprobs": [{"token": token, "logprob": top, "bytes": None}, {"token": other, "logprob": low, "bytes": None}],
-                    }
-                ]
-            }
+            pairs = top_pairs(message, p_yes, top)
+            token, lp = pairs[0]
+            choice["logprobs"] = {"content": [{"token": token, "logprob": lp, "bytes": None,
+                                               "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in pairs]}]}
         usage = {"prompt_tokens": sum(len(m["content"].split()) for m in body["messages"]), "completion_tokens": len((message.get("content") or "").split()), "total_tokens": 0}
         h._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice], "usage": usage})
+
+    def _answer_completions(self, h, body: dict, fault: str | tuple | None) -> None:
+        """``/v1/completions``: one choice per prompt, each answered as the chat request with that user message."""
+        if self._fault(h, body, fault, "text_completion"):
+            return
+        prompt = body.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+        n = body.get("logprobs")
+        n = n if isinstance(n, int) and n >= 0 and self.logprobs else None
+        head, tail, cut = self.head, self.tail, len(self.head) + len(self.tail)
+        llama = self.completions == "llama"
+        one_token = body.get("max_tokens") == 1
+        choices = []
+        for i, p in enumerate(prompts):
+            if len(p) >= cut and p.startswith(head) and p.endswith(tail):
+                message = dict(self.reply([{"role": "user", "content": p[len(head): len(p) - len(tail)]}], body))
+            else:
+                message = dict(UNTEMPLATED_REPLY)
+            p_yes, top, finish = message.pop("yes_probability", None), message.pop("top_logprobs", None), message.pop("finish_reason", None)
+            text = message.get("content") or ""
+            if fault == "length":
+                text = text[: len(text) // 2]
+            elif fault == "notjson":
+                text = as_plain_lines(text)
+            logprobs = None
+            if n is not None:
+                pairs = top_pairs(message, p_yes, top)
+                (token, lp), shown = pairs[0], pairs[: max(1, n)]
+                if llama:  # llama-server: the chat shape, at most n entries
+                    logprobs = {"content": [{"id": _token_id(token), "token": token, "bytes": list(token.encode()), "logprob": lp,
+                                             "top_logprobs": [{"id": _token_id(t), "token": t, "bytes": list(t.encode()), "logprob": v} for t, v in shown]}]}
+                else:  # vLLM, SGLang: the legacy shape, the top n and the sampled token
+                    logprobs = {"tokens": [token], "token_logprobs": [lp], "top_logprobs": [{token: lp, **dict(shown)}], "text_offset": [0]}
+            choices.append({"index": i, "text": text, "logprobs": logprobs,
+                            "finish_reason": "length" if fault == "length" or one_token else finish or "stop"})
+        usage = {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": len(choices), "total_tokens": 0}
+        if llama and self.llama_array and len(choices) > 1:
+            return h._send(200, [{"id": "x", "object": "text_completion", "created": 0, "model": body.get("model"), "choices": [c], "usage": usage}
+                                 for c in choices])
+        if not llama:
+            choices.reverse()  # vLLM and SGLang may send choices out of order; their index says whose
+        h._send(200, {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": body.get("model"), "choices": choices, "usage": usage})
 
     def __enter__(self) -> ScriptedServer:
         self.thread.start()
@@ -254,9 +407,11 @@ REPLIES: dict[str, Callable[[list[dict], dict], dict]] = {"echo": default_reply,
 
 
 @contextlib.contextmanager
-def mock_server_process(reply: str, latency: float = 0.0):
-    """The mock server as its own process (so a load test's clients do not share its GIL); yields its base URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "autorule.testing.mock_server", reply, str(latency)], stdout=subprocess.PIPE, text=True)
+def mock_server_process(reply: str, latency: float = 0.0, completions: str | None = None):
+    """The mock server as its own process (so a load test's clients do not share its GIL); yields its base URL.
+    `completions` ("llama", "vllm") also serves the batched path's routes (see `ScriptedServer`)."""
+    args = [reply, str(latency)] + ([completions] if completions else [])
+    proc = subprocess.Popen([sys.executable, "-m", "autorule.testing.mock_server", *args], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         if not line.startswith("http://"):
@@ -267,12 +422,13 @@ def mock_server_process(reply: str, latency: float = 0.0):
         proc.wait(10)
 
 
-def _serve(reply: str, latency: float) -> None:
-    server = ScriptedServer(REPLIES[reply], latency=latency, keep_requests=False)
+def _serve(reply: str, latency: float, completions: str | None = None) -> None:
+    server = ScriptedServer(REPLIES[reply], latency=latency, keep_requests=False, completions=completions)
     server.thread.start()
     print(server.base_url, flush=True)
     threading.Event().wait()
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], float(sys.argv[2]))
+    # python -m autorule.testing.mock_server REPLY LATENCY [llama|vllm]
+    _serve(sys.argv[1], float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] != "none" else None)
