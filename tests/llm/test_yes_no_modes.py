@@ -74,11 +74,7 @@ def test_batched_scores_are_the_reply_functions_p_yes_one_request_per_conversati
     assert llm.yes_no_mode.to_dict()["mode"] == "batched"
 
 
-ARRAY_PROBE_BUG = pytest.mark.xfail(strict=True, raises=AttributeError, reason="product: yes_no_modes._probe reads r.json().get('choices'), "
-                                    "so llama-server's array reply to a prompt list (one whole reply per prompt) crashes the probe")
-
-
-@pytest.mark.parametrize("style, array", [("vllm", False), pytest.param("llama", True, marks=ARRAY_PROBE_BUG)], ids=["vllm-reversed-choices", "llama-array-reply"])
+@pytest.mark.parametrize("style, array", [("vllm", False), ("llama", True)], ids=["vllm-reversed-choices", "llama-array-reply"])
 def test_out_of_order_choices_are_put_back_in_prompt_order(style, array):
     values = [0.1, 0.3, 0.5, 0.7, 0.9]
     questions = [f"Rule {i}: value={v}" for i, v in enumerate(values)]
@@ -261,18 +257,38 @@ def test_conversations_of_one_prompt_go_to_one_replica_and_prompts_spread_over_b
     assert len(completions_bodies(a)) + len(completions_bodies(b)) == 3 * n
 
 
-@pytest.mark.xfail(strict=True, reason="product: ReplicaSet.pick's bounded load (ceil(1.25 * (in flight + 1) / replicas)) spills "
-                                       "a key to its second choice at tiny loads: the third of 3 concurrent conversations of one prompt "
-                                       "goes to the other replica although each replica has 4 slots")
-@pytest.mark.parametrize("batch", [3, 64], ids=["one-prompt-per-batch", "default-batch"])
-def test_conversations_of_one_prompt_go_to_one_replica_when_verified_together(batch):
+def test_conversations_of_one_prompt_go_to_one_replica_when_verified_together():
     rules = RuleSet.from_texts(["The response should be polite.", "The response should be short."])
     n = 40
     with ScriptedServer(value_verifier, completions="llama") as a, ScriptedServer(value_verifier, completions="llama") as b:
         llm = client([a.base_url, b.base_url])
-        Verifier(llm, rules).verify(conversations(n, 3), batch=batch)
+        Verifier(llm, rules).verify(conversations(n, 3), batch=3)
     homes = [server_of([a, b], j) for j in range(n)]
     assert all(len(h) == 1 for h in homes), homes
+
+
+def test_bounded_load_a_key_leaves_its_home_only_when_the_home_is_full_and_past_its_share():
+    """ReplicaSet.pick with the loads set by hand: home keeps a key while it has a free place (4) or holds at most
+    ceil(1.25 x (in flight + 1) / 2); past both, the key's second choice takes it."""
+    from types import SimpleNamespace
+
+    from autorule.llm.replicas import ReplicaSet
+
+    replicas = ReplicaSet(["http://a/v1", "http://b/v1"])
+    for r in replicas:
+        r.limit = SimpleNamespace(limit=4)
+    home = replicas.pick("prompt 7")
+    other = next(r for r in replicas if r is not home)
+    home.assigned, other.assigned = 3, 0   # a free place at home
+    assert replicas.pick("prompt 7") is home
+    home.assigned, other.assigned = 6, 4   # full, but ceil(1.25 * 11 / 2) = 7 > 6: within its share
+    assert replicas.pick("prompt 7") is home
+    home.assigned, other.assigned = 7, 4   # full and ceil(1.25 * 12 / 2) = 8 > 7: still within
+    assert replicas.pick("prompt 7") is home
+    home.assigned, other.assigned = 9, 4   # full and past ceil(1.25 * 14 / 2) = 9
+    assert replicas.pick("prompt 7") is other
+    home.assigned, other.assigned = 9, 9   # both past their share: home
+    assert replicas.pick("prompt 7") is home
 
 
 def test_a_replica_that_does_not_answer_is_left_out_and_every_item_is_still_scored():
@@ -302,8 +318,6 @@ def test_a_replica_stopped_mid_run_is_left_out_and_every_item_is_still_scored():
     assert llm.stats["replica_down"] >= 1 and llm.stats["rerouted"] >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="product: detect_mode learns the template from base_urls[0] only, so a first replica that "
-                                       "is down sends every check by chat although the others render it")
 def test_a_first_replica_that_is_down_still_gets_the_batched_mode_from_the_others():
     with ScriptedServer(value_verifier, completions="llama") as a:
         llm = client([f"http://127.0.0.1:{closed_port()}/v1", a.base_url])

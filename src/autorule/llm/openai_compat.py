@@ -224,6 +224,7 @@ class OpenAICompatLLM(LLM):
         self.timeout = timeout or DEFAULT_TIMEOUT
         self._max_input_tokens = max_input_tokens
         self._info: ServerInfo | None = None
+        self.info_url = urls[0]  # the replica that answered the probe
         self.replicas = ReplicaSet(urls, cooldown=replica_cooldown)
         self.max_retries = max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
@@ -254,7 +255,7 @@ class OpenAICompatLLM(LLM):
         """What the server reports about itself, asked once (a few quick GETs; the first replica that answers)."""
         if self._info is None:
             for url in self.base_urls:
-                self._info = probe(url, self.api_key, self.model)
+                self._info, self.info_url = probe(url, self.api_key, self.model), url
                 if self._info.served:
                     break
         return self._info  # type: ignore[return-value]

@@ -3,9 +3,9 @@
 A request with an affinity key (the verifier's: the conversation before the response it
 judges) goes to the same replica every time, so all rules of a conversation and all
 completions of one prompt meet that replica's prefix cache. The choice is rendezvous
-hashing over the replicas that answer, with bounded load: when the first choice already
-holds more than its share of the requests in flight (`LOAD_SLACK` times the mean, plus
-one), the next choice in the key's order takes it. A replica that stops answering (refused
+hashing over the replicas that answer, with bounded load: when the first choice is full
+(as many requests as its concurrency limit) and holds more than its share of the requests
+in flight (`LOAD_SLACK` times the mean, plus one), the next choice in the key's order takes it. A replica that stops answering (refused
 or dropped connections, timeouts) is taken out for `cooldown` seconds; its requests go to
 the others, and it is tried again after.
 """
@@ -98,8 +98,9 @@ class ReplicaSet:
         ranked = self.order(key)
         if len(ranked) == 1 or key is None:
             return ranked[0]
+        # a replica with a free place keeps its keys; only a full one above its share spills to the next choice
         bound = math.ceil(LOAD_SLACK * (sum(r.assigned for r in ranked) + 1) / len(ranked))
-        return next((r for r in ranked if r.assigned < bound), ranked[0])
+        return next((r for r in ranked if r.assigned < max(bound, r.limit.limit if r.limit else 1)), ranked[0])
 
     def mark_down(self, replica: Replica, why: str) -> bool:
         """Take `replica` out for the cooldown; True when another replica still answers."""

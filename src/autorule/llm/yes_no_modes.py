@@ -3,7 +3,14 @@
 - **batched**: one ``/v1/completions`` request per conversation holding every rule's
   prompt (a list), ``max_tokens=1`` and ``logprobs``; the prompts are rendered with the chat
   template on the client (`chat_template`). vLLM, SGLang and llama-server take prompt lists.
+- **score**: SGLang's ``/v1/score``: the conversation as the query, each rule's question as
+  an item, the Yes and No token ids as labels; the server reads the next-token
+  distribution without decoding.
 - **chat**: one chat request per check, as any OpenAI-compatible API takes it.
+
+On vLLM, batched requests also send ``logprob_token_ids`` (the Yes/No token ids), so the
+verdict's tokens are always among the logprobs returned, not only when they are in the top N;
+a server that ignores the field (vLLM before it) is noticed at the probe and not sent it.
 
 `detect_mode` finds a template (a tokenizer the user names, else the server's own
 rendering), then sends one small probe: a two-prompt completions request, and the first
@@ -20,12 +27,13 @@ and the legacy completions shape vLLM and SGLang send (``logprobs.top_logprobs``
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from autorule.llm.base import LLMError
+from autorule.llm.base import MIN_ANSWER_MASS, LLMError, yes_probability
 from autorule.llm.chat_template import ChatTemplate, TemplateError, from_llama_server, from_tokenizer, from_vllm
 
 log = logging.getLogger(__name__)
@@ -53,20 +61,31 @@ class YesNoMode:
     kind: str
     reason: str
     template: ChatTemplate | None = None
+    # the Yes and No token ids: /v1/score's labels (score), vLLM's logprob_token_ids (batched)
+    label_ids: tuple[int, int] | None = None
+    logprob_token_ids: list[int] | None = None
 
     @property
     def batched(self) -> bool:
         return self.kind == "batched"
 
+    @property
+    def score(self) -> bool:
+        return self.kind == "score"
+
     def describe(self) -> str:
         """One line for a run's summary."""
         if self.batched:
-            return f"batched: one /v1/completions request per conversation, every rule in it (chat template from {self.template.source}; {self.reason})"  # type: ignore[union-attr]
+            ids = ", with logprob_token_ids" if self.logprob_token_ids else ""
+            return f"batched: one /v1/completions request per conversation, every rule in it{ids} (chat template from {self.template.source}; {self.reason})"  # type: ignore[union-attr]
+        if self.score:
+            return f"score: one /v1/score request per conversation, every rule an item (chat template from {self.template.source}; {self.reason})"  # type: ignore[union-attr]
         return f"one chat request per check ({self.reason})"
 
     def to_dict(self) -> dict:
         """What run records hold: ``{"mode", "reason", "template"}``."""
-        return {"mode": self.kind, "reason": self.reason, "template": self.template.source if self.template else None}
+        return {"mode": self.kind, "reason": self.reason, "template": self.template.source if self.template else None,
+                **({"logprob_token_ids": True} if self.logprob_token_ids else {})}
 
 
 def root_of(base_url: str) -> str:
@@ -121,50 +140,158 @@ def choice_thinks_first(choice: dict) -> bool:
     return str(first).strip().startswith(("<think", "<|think", "<reasoning"))
 
 
+def score_yes_probability(row: list) -> float | None:
+    """P(Yes) / (P(Yes) + P(No)) from one ``/v1/score`` row ``[yes, no]``: probabilities, or logprobs (all <= 0 and
+    not both in [0, 1]); None when the pair holds too little of the probability to be a verdict (`MIN_ANSWER_MASS`).
+
+    Example:
+        >>> round(score_yes_probability([0.6, 0.2]), 6), score_yes_probability([-0.1, -2.5]) > 0.9, score_yes_probability([0.001, 0.002])
+        (0.75, True, None)
+    """
+    if not isinstance(row, list) or len(row) != 2 or not all(isinstance(v, (int, float)) for v in row):
+        return None
+    yes, no = (float(v) for v in row)
+    if yes <= 0 and no <= 0 and not (yes == 0 and no == 0) and min(yes, no) < 0:
+        yes, no = math.exp(yes), math.exp(no)
+    if yes + no < MIN_ANSWER_MASS:
+        return None
+    return yes / (yes + no)
+
+
+def yes_no_token_ids(llm: Any, root: str, headers: dict) -> tuple[int, int, list[int]] | None:
+    """(Yes id, No id, every single-token spelling of Yes/No) by the server's tokenizer (llama-server's, vLLM's or SGLang's
+    ``/tokenize``) or the tokenizer named by --chat-template; None when they cannot be learned."""
+    ids: dict[str, int] = {}
+    for word in ("Yes", "No", " Yes", " No", "yes", "no", " yes", " no"):
+        tokens = _tokenize(llm, root, headers, word)
+        if tokens is not None and len(tokens) == 1:
+            ids[word] = tokens[0]
+    if "Yes" not in ids or "No" not in ids:
+        return None
+    return ids["Yes"], ids["No"], sorted(set(ids.values()))
+
+
+def _tokenize(llm: Any, root: str, headers: dict, text: str) -> list[int] | None:
+    if llm.chat_template:
+        from transformers import AutoTokenizer
+
+        tokenizer = _TOKENIZERS.get(llm.chat_template) or _TOKENIZERS.setdefault(llm.chat_template, AutoTokenizer.from_pretrained(llm.chat_template))
+        return list(tokenizer.encode(text, add_special_tokens=False))
+    style = llm.info.tokenize_style
+    body = {"content": text} if style == "llama" else {"model": llm.model, "prompt": text, "add_special_tokens": False}
+    try:
+        r = httpx.post(f"{root}/tokenize", json=body, headers=headers, timeout=PROBE_TIMEOUT)
+        tokens = r.json().get("tokens") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    if not isinstance(tokens, list):
+        return None
+    ids = [t.get("id") if isinstance(t, dict) else t for t in tokens]  # llama-server's with_pieces form
+    return ids if all(isinstance(i, int) for i in ids) else None
+
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
 def _top(pairs: list[tuple[str, float]] | None) -> tuple[str, float] | None:
     return max(pairs, key=lambda p: p[1]) if pairs else None
 
 
-def _probe(llm: Any, template: ChatTemplate) -> str | None:
-    """None when batched requests work and agree with chat requests; else why not."""
-    headers = {"Authorization": f"Bearer {llm.api_key}"}
-    extra = dict(llm.extra_body)
-    for url in llm.base_urls:  # the first replica that answers
+def _chat_reference(llm: Any, url: str, headers: dict) -> tuple[tuple[str, float] | None, float | None]:
+    """The chat endpoint's answer to the first probe question: its top (token, logprob) and P(Yes)."""
+    try:
+        c = httpx.post(url.rstrip("/") + "/chat/completions", headers=headers, timeout=PROBE_TIMEOUT,
+                       json={"model": llm.model, "messages": [{"role": "user", "content": _PROBE[0]}], "max_tokens": 1, "temperature": 0.0,
+                             "logprobs": True, "top_logprobs": 5, **llm.extra_body})
+        pairs = choice_yes_pairs(c.json()["choices"][0]) if c.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+        pairs = None
+    return _top(pairs), (yes_probability(pairs) if pairs else None)
+
+
+def _probe_completions(llm: Any, url: str, headers: dict, template: ChatTemplate, ids: list[int] | None) -> tuple[str | None, bool]:
+    """(None when batched completions work and agree with chat requests, else why not; whether `ids` were honoured)."""
+    body = {"model": llm.model, "prompt": [template.render(q) for q in _PROBE], "max_tokens": 1, "temperature": 0.0, "logprobs": 5, **llm.extra_body}
+    if ids:
+        body["logprob_token_ids"] = ids
+    try:
+        r = httpx.post(url.rstrip("/") + "/completions", headers=headers, timeout=PROBE_TIMEOUT, json=body)
+    except httpx.HTTPError as e:
+        return f"/v1/completions failed: {e}", False
+    if r.status_code != 200:
+        return f"/v1/completions with a prompt list answered {r.status_code}", False
+    try:
+        reply = r.json()
+        if isinstance(reply, list):  # some llama-server builds: one whole reply per prompt
+            reply = {"choices": [{**c, "index": i} for i, c in enumerate(c for x in reply for c in x.get("choices", []))]}
+        choices = reply.get("choices")
+    except (ValueError, AttributeError):
+        return "/v1/completions answered with no JSON object", False
+    if not isinstance(choices, list) or len(choices) != len(_PROBE):
+        return f"/v1/completions answered {len(choices) if isinstance(choices, list) else 'no'} choices for {len(_PROBE)} prompts", False
+    choices = sorted(choices, key=lambda c: c.get("index", 0))
+    pairs = [choice_yes_pairs(c) for c in choices]
+    if any(p is None for p in pairs):
+        return "/v1/completions answered without logprobs", False
+    honoured = bool(ids) and all(sum(1 for t, _ in p if _is_answer(t)) >= 2 for p in pairs)  # type: ignore[union-attr]
+    raw = _top(pairs[0])
+    chat, _ = _chat_reference(llm, url, headers)
+    if chat is None:
+        return "the chat endpoint gave no logprobs to compare the client's rendering with", honoured
+    # with logprob_token_ids the top entries are the requested ids, not the natural top: compare P(Yes) then
+    if honoured:
+        mismatch = abs((yes_probability(pairs[0]) or 0.0) - (_chat_reference(llm, url, headers)[1] or 0.0)) > MATCH_TOLERANCE  # type: ignore[arg-type]
+    else:
+        mismatch = chat[0] != raw[0] or abs(chat[1] - raw[1]) > MATCH_TOLERANCE  # type: ignore[index]
+    if mismatch:
+        return (f"the chat template from {template.source} renders differently from the server's own: the chat request's "
+                f"top token is {chat[0]!r} ({chat[1]:.3f}), the rendered prompt's {raw[0]!r} ({raw[1]:.3f})"), honoured  # type: ignore[index]
+    return None, honoured
+
+
+def _is_answer(token: str) -> bool:
+    return token.strip().lower() in ("yes", "no")
+
+
+def _probe_score(llm: Any, url: str, headers: dict, template: ChatTemplate, label_ids: tuple[int, int]) -> str | None:
+    """None when SGLang's /v1/score works and agrees with the chat endpoint; else why not."""
+    cut = _PROBE[0].index("Answer")
+    body = {"model": llm.model, "query": template.head + _PROBE[0][:cut], "items": [_PROBE[0][cut:] + template.tail],
+            "label_token_ids": list(label_ids), "apply_softmax": False}
+    try:
+        r = httpx.post(root_of(url) + "/v1/score", headers=headers, timeout=PROBE_TIMEOUT, json=body)
+        scores = r.json().get("scores") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        scores = None
+    if not isinstance(scores, list) or len(scores) != 1:
+        return "no /v1/score"
+    p = score_yes_probability(scores[0])
+    _, chat = _chat_reference(llm, url, headers)
+    if p is None or chat is None or abs(p - chat) > MATCH_TOLERANCE:
+        return f"/v1/score's P(Yes) {p} does not agree with the chat endpoint's {chat}"
+    return None
+
+
+def _template(llm: Any, headers: dict) -> ChatTemplate | None:
+    if llm.chat_template:
         try:
-            r = httpx.post(url.rstrip("/") + "/completions", headers=headers, timeout=PROBE_TIMEOUT,
-                           json={"model": llm.model, "prompt": [template.render(q) for q in _PROBE], "max_tokens": 1, "temperature": 0.0, "logprobs": 5, **extra})
-        except httpx.HTTPError:
-            continue
-        if r.status_code != 200:
-            return f"/v1/completions with a prompt list answered {r.status_code}"
-        try:
-            choices = r.json().get("choices")
-        except ValueError:
-            return "/v1/completions answered with no JSON"
-        if not isinstance(choices, list) or len(choices) != len(_PROBE):
-            return f"/v1/completions answered {len(choices) if isinstance(choices, list) else 'no'} choices for {len(_PROBE)} prompts"
-        choices = sorted(choices, key=lambda c: c.get("index", 0))
-        raw = _top(choice_yes_pairs(choices[0]))
-        if raw is None or any(choice_yes_pairs(c) is None for c in choices):
-            return "/v1/completions answered without logprobs"
-        try:
-            c = httpx.post(url.rstrip("/") + "/chat/completions", headers=headers, timeout=PROBE_TIMEOUT,
-                           json={"model": llm.model, "messages": [{"role": "user", "content": _PROBE[0]}], "max_tokens": 1, "temperature": 0.0,
-                                 "logprobs": True, "top_logprobs": 5, **extra})
-            chat = _top(choice_yes_pairs(c.json()["choices"][0])) if c.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
-            chat = None
-        if chat is None:
-            return "the chat endpoint gave no logprobs to compare the client's rendering with"
-        if chat[0] != raw[0] or abs(chat[1] - raw[1]) > MATCH_TOLERANCE:
-            return (f"the chat template from {template.source} renders differently from the server's own: the chat request's "
-                    f"top token is {chat[0]!r} ({chat[1]:.3f}), the rendered prompt's {raw[0]!r} ({raw[1]:.3f})")
-        return None
-    return "no replica answered the probe"
+            return from_tokenizer(llm.chat_template)
+        except (TemplateError, OSError, ValueError) as e:
+            raise LLMError(f"--chat-template {llm.chat_template}: {e}") from e
+    info, root = llm.info, root_of(llm.info_url)
+    if info.tokenize_url and info.tokenize_style == "llama":
+        return from_llama_server(root, headers)
+    if info.tokenize_url and info.tokenize_style == "vllm":
+        return from_vllm(root, llm.model, headers)
+    return None
 
 
 def detect_mode(llm: Any) -> YesNoMode:
     """The yes/no mode for a server backend (an `OpenAICompatLLM`), from its settings and one probe.
+
+    Tried in order, each only when its probe agrees with the server's chat endpoint: SGLang's
+    ``/v1/score``, batched ``/v1/completions`` (with vLLM's ``logprob_token_ids`` where honoured),
+    then one chat request per check.
 
     Args:
         llm: the backend; its ``requested_mode`` ("auto", "batched", "chat") and ``chat_template`` decide what is tried.
@@ -175,22 +302,21 @@ def detect_mode(llm: Any) -> YesNoMode:
     if llm.requested_mode == "chat":
         return YesNoMode("chat", "asked for: --yes-no-mode chat")
     headers = {"Authorization": f"Bearer {llm.api_key}"}
-    template: ChatTemplate | None = None
-    if llm.chat_template:
-        try:
-            template = from_tokenizer(llm.chat_template)
-        except (TemplateError, OSError, ValueError) as e:
-            raise LLMError(f"--chat-template {llm.chat_template}: {e}") from e
+    template = _template(llm, headers)
+    if template is None:
+        why_not = ("the server renders no chat template for the client (llama-server's /apply-template, vLLM's /tokenize); "
+                   "--chat-template TOKENIZER names one")
     else:
-        info, root = llm.info, root_of(llm.base_urls[0])
-        if info.tokenize_url and info.tokenize_style == "llama":
-            template = from_llama_server(root, headers)
-        elif info.tokenize_url and info.tokenize_style == "vllm":
-            template = from_vllm(root, llm.model, headers)
-    why_not = ("the server renders no chat template for the client (llama-server's /apply-template, vLLM's /tokenize); "
-               "--chat-template TOKENIZER names one") if template is None else _probe(llm, template)
-    if why_not is None:
-        return YesNoMode("batched", "probed: the server takes prompt lists and agrees with its chat endpoint", template)
+        url = llm.info_url  # the first replica that answered
+        ids = yes_no_token_ids(llm, root_of(url), headers)
+        if ids is not None and llm.info.tokenize_style == "vllm" and _probe_score(llm, url, headers, template, ids[:2]) is None:
+            return YesNoMode("score", "probed: /v1/score answers and agrees with the chat endpoint", template, label_ids=ids[:2])
+        # logprob_token_ids is vLLM's; llama-server would ignore it
+        asked = ids[2] if ids is not None and llm.info.tokenize_style == "vllm" else None
+        why_not, honoured = _probe_completions(llm, url, headers, template, asked)
+        if why_not is None:
+            return YesNoMode("batched", "probed: the server takes prompt lists and agrees with its chat endpoint", template,
+                             logprob_token_ids=asked if honoured else None)
     if llm.requested_mode == "batched":
         raise LLMError(f"{llm.base_url}: --yes-no-mode batched cannot run: {why_not}")
     log.warning("%s: yes/no checks go one chat request each: %s", llm.base_url, why_not)
