@@ -152,3 +152,27 @@ def test_verifier_accuracy_names_the_extra_when_its_packages_are_missing(shared_
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "verifier-accuracy"])
     assert exit_.value.code == 2
+
+
+@pytest.mark.slow
+def test_replicas_benchmark_runs_one_and_two_servers():
+    """benchmarks/replicas.py starts real llama-servers (one, then two replicas) and reads their own counters."""
+    status, report = run_benchmark("replicas.py", "--layouts", "one-t1,two-t1", "--rules", "2", "--conversations", "2")
+    assert status == 0
+    one, two = report["layouts"]["one-t1"], report["layouts"]["two-t1"]
+    assert (one["replicas"], two["replicas"]) == (1, 2) and one["checks"] == two["checks"] == 4
+    assert two["mode_lines"]["batched"].startswith("batched:")
+    assert len(two["server"]["batched"]["per_replica"]) == 2
+    assert report["two_vs_one"]["batched"]["one-t1"] == pytest.approx(two["checks_per_s"]["batched"] / one["checks_per_s"]["batched"])
+
+
+def test_verifier_client_benchmark_runs_both_modes_against_the_mock():
+    """benchmarks/verifier_client.py: batched and chat, one run, against the mock in its own process (vLLM's shapes)."""
+    status, report = run_benchmark("verifier_client.py", "--conversations", "3", "--rules", "2", "--profile")
+    assert status == 0
+    run = report["runs"]["2"]
+    assert set(run["checks_per_s"]) == {"batched", "chat"} and run["checks"] == 6
+    assert run["requests"] == {"batched": 3, "chat": 6}  # one request per conversation against one per check
+    assert run["batched_vs_chat"] == pytest.approx(run["checks_per_s"]["batched"] / run["checks_per_s"]["chat"])
+    assert run["mode_lines"]["batched"].startswith("batched:")
+    assert report["profiles"]["2"]["loop_thread"]["top"]

@@ -16,6 +16,7 @@ x tokens) against a float32 matrix-multiply peak measured in the same run.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -134,13 +135,13 @@ _COUNTERS = {"llamacpp:prompt_tokens_total": "prompt_tokens_evaluated", "llamacp
              "llamacpp:prompt_seconds_total": "prompt_seconds", "llamacpp:tokens_predicted_total": "tokens_predicted"}
 
 
-def server_counters(base_urls: list[str]) -> dict | None:
-    """llama-server's prompt counters (``/metrics``, served with ``--metrics``), summed over the replicas; None elsewhere."""
+def server_counters(base_urls: list[str]) -> list[dict] | None:
+    """llama-server's prompt counters (``/metrics``, served with ``--metrics``), one dict per replica; None elsewhere."""
     import httpx
 
     from autorule.llm.yes_no_modes import root_of
 
-    total: dict[str, float] = dict.fromkeys(_COUNTERS.values(), 0.0)
+    out = []
     for url in base_urls:
         try:
             r = httpx.get(root_of(url) + "/metrics", timeout=10)
@@ -148,15 +149,23 @@ def server_counters(base_urls: list[str]) -> dict | None:
             return None
         if r.status_code != 200:
             return None
-        seen = False
+        counters: dict[str, float] = {}
         for line in r.text.splitlines():
             name, _, value = line.partition(" ")
             if name in _COUNTERS:
-                total[_COUNTERS[name]] += float(value)
-                seen = True
-        if not seen:
+                counters[_COUNTERS[name]] = float(value)
+        if set(counters) != set(_COUNTERS.values()):
             return None
-    return total
+        out.append(counters)
+    return out
+
+
+def _counter_delta(before: dict, after: dict) -> dict:
+    delta = {name: after[name] - before[name] for name in after}
+    sent = delta["prompt_tokens_evaluated"] + delta["prompt_tokens_cached"]
+    delta["prompt_tokens_sent"] = sent
+    delta["cache_hit_rate"] = delta["prompt_tokens_cached"] / sent if sent else None
+    return delta
 
 
 def erase_slots(base_urls: list[str]) -> bool:
@@ -198,11 +207,47 @@ def prefill_rate(base_url: str, text: str, repeats: int = 3) -> float | None:
     return best
 
 
-def server_floor_tokens(llm, rules: RuleSet, convs: list[list[Message]]) -> int:
-    """What a server must evaluate at the least: each conversation's prefix once, plus every rule's
-    question once per conversation (the server's own token counts; the chat template's few tokens left out)."""
+def server_floor_tokens(llm, rules: RuleSet, convs: list[list[Message]]) -> tuple[int, str]:
+    """What a server must evaluate at the least for autorule's layout, and how it was counted.
+
+    Where the server is llama-server (it renders its chat template for the client and
+    tokenizes): every rule's prompt rendered as the batched mode sends it and tokenized by
+    the server, in the order sent, each less the tokens it shares with the one before (what
+    a one-slot prefix cache keeps: the template's head across conversations, the conversation
+    across its rules). Elsewhere:
+    each conversation's prefix once plus every rule's question once per conversation, by
+    the server's token counts (which counts the questions' common head once per rule).
+    """
+    import httpx
+
+    from autorule.llm.chat_template import from_llama_server
+    from autorule.llm.yes_no_modes import root_of
+
     verifier = Verifier(llm, rules)
-    return sum(llm.count_tokens(verifier.prefix(c)) for c in convs) + sum(llm.count_tokens(q) for q in verifier.questions) * len(convs)
+    info = llm.info
+    template = from_llama_server(root_of(llm.base_urls[0]), {}) if info.tokenize_url and info.tokenize_style == "llama" else None
+    if template is not None:
+        total = 0
+        previous: list[int] = []
+        with httpx.Client(timeout=60) as client:
+            for conv in convs:
+                prefix = verifier.prefix(conv)
+                for q in verifier.questions:
+                    tokens = client.post(info.tokenize_url, json={"content": template.render(prefix + q), "add_special": True}).json()["tokens"]
+                    shared = next((i for i, (a, b) in enumerate(zip(tokens, previous)) if a != b), min(len(tokens), len(previous)))
+                    total += len(tokens) - shared
+                    previous = tokens
+        return total, "rendered prompts, tokenized by the server, less each one's common prefix with the one before"
+    counted = sum(llm.count_tokens(verifier.prefix(c)) for c in convs) + sum(llm.count_tokens(q) for q in verifier.questions) * len(convs)
+    return counted, "each conversation's prefix once plus every rule's question per conversation"
+
+
+def _long_text(prefixes: list[str], chars: int = 6000) -> str:
+    """A long prompt for the prefill rate (about 1,500 tokens): the conversations' prefixes, end to end."""
+    text = ""
+    while len(text) < chars:
+        text += "\n\n".join(prefixes) + "\n\n"
+    return text[:chars]
 
 
 def run_server_benchmark(make_llm, convs: list[list[Message]], k: int, modes: tuple[str, ...] = SERVER_MODES, max_new_tokens: int = 16) -> dict:
@@ -217,8 +262,9 @@ def run_server_benchmark(make_llm, convs: list[list[Message]], k: int, modes: tu
 
     Where the server is llama-server with ``--metrics``, each mode also reports the prompt tokens
     the server evaluated and took from its cache (its own counters), and the share of the prefill
-    floor reached: the floor is the server's rate on long prompts (measured here, no cache) times
-    the tokens that must be evaluated (`server_floor_tokens`).
+    floor reached: the floor is the server's rate on a long prompt (about 1,500 tokens, measured
+    here with no cache, the best of three) times the tokens autorule's layout must evaluate
+    (`server_floor_tokens`). Between modes every llama-server slot is erased (`erase_slots`).
     """
     rules = sample_rules(k)
     checks = len(convs) * k
@@ -230,9 +276,8 @@ def run_server_benchmark(make_llm, convs: list[list[Message]], k: int, modes: tu
         report.setdefault("model", llm.spec)
         urls = list(getattr(llm, "base_urls", []))
         if "floor_tokens" not in report and urls:
-            report["floor_tokens"] = server_floor_tokens(llm, rules, convs)
-            longest = max((Verifier(llm, rules).prefix(c) for c in convs), key=len)
-            rate = prefill_rate(urls[0], longest)
+            report["floor_tokens"], report["floor_counted_as"] = server_floor_tokens(llm, rules, convs)
+            rate = prefill_rate(urls[0], _long_text([Verifier(llm, rules).prefix(c) for c in convs]))
             if rate:
                 report["prefill_rate_long"] = rate
                 floor_s = report["floor_tokens"] / rate
@@ -255,20 +300,23 @@ def run_server_benchmark(make_llm, convs: list[list[Message]], k: int, modes: tu
             Verifier(llm, rules).verify(convs)
         seconds = time.perf_counter() - start
         after = server_counters(urls)
+        report.setdefault("load_average", {})[mode] = round(os.getloadavg()[0], 2)  # the machine's 1-minute load as the mode ended
         report["seconds"][mode] = seconds
         report["checks_per_s"][mode] = checks / seconds
         report.setdefault("yes_no_fallbacks", 0)
         report["yes_no_fallbacks"] += llm.stats.get("yes_no_fallback", 0)
         report["requests"] = {**report.get("requests", {}), mode: llm.stats.get("requests", 0)}
         if before is not None and after is not None:
-            delta = {name: after[name] - before[name] for name in after}
-            sent = delta["prompt_tokens_evaluated"] + delta["prompt_tokens_cached"]
-            delta["prompt_tokens_sent"] = sent
-            delta["cache_hit_rate"] = delta["prompt_tokens_cached"] / sent if sent else None
+            each = [_counter_delta(b, a) for b, a in zip(before, after)]
+            delta = _counter_delta({n: sum(d[n] for d in before) for n in _COUNTERS.values()}, {n: sum(d[n] for d in after) for n in _COUNTERS.values()})
+            if len(each) > 1:
+                delta["per_replica"] = each
             if "floor_tokens" in report:
                 delta["evaluated_vs_floor"] = delta["prompt_tokens_evaluated"] / report["floor_tokens"]
             if floor_s:
                 delta["floor_share"] = floor_s / seconds
+            if delta["prompt_seconds"]:
+                delta["prompt_tokens_per_s"] = delta["prompt_tokens_evaluated"] / delta["prompt_seconds"]
             report["server"][mode] = delta
         llm.close()
     cps = report["checks_per_s"]
