@@ -370,3 +370,45 @@ def test_a_chat_template_that_cannot_be_loaded_is_an_error(tmp_path):
     with ScriptedServer(value_verifier, completions="vllm") as server:
         with pytest.raises(LLMError, match="--chat-template .*has no chat template"):
             client(server.base_url, chat_template=saved_tokenizer(tmp_path, "")).score_yes_no_batch(ITEMS)
+
+
+# ------------------------------------------------------------------ server-native scoring: vLLM logprob_token_ids, SGLang /v1/score
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["honoured", "ignored-by-an-older-vllm"])
+def test_vllm_is_sent_the_yes_no_token_ids_where_it_honours_them(ignored):
+    """The mock's tokenizer makes "Yes", "No", " Yes", ... single tokens 200000..200007 (mock_server.WORD_IDS);
+    an older vLLM ignores the field (the probe sees no requested id come back) and is not sent it."""
+    from autorule.testing.mock_server import WORD_IDS
+
+    with ScriptedServer(value_verifier, completions="vllm", ignore_logprob_token_ids=ignored) as server:
+        llm = client(server.base_url)
+        probs = llm.score_yes_no_batch(ITEMS)
+        mode = llm.yes_no_mode
+    assert mode.batched and [p == pytest.approx(e, abs=1e-9) for p, e in zip(probs, EXPECTED)] == [True, True]
+    sent = [b.get("logprob_token_ids") for b in completions_bodies(server)]
+    if ignored:
+        assert mode.logprob_token_ids is None and sent == [None, None] and "logprob_token_ids" not in mode.describe()
+    else:
+        assert mode.logprob_token_ids == sorted(WORD_IDS.values()) and sent == [sorted(WORD_IDS.values())] * 2
+        assert "with logprob_token_ids" in mode.describe() and mode.to_dict()["logprob_token_ids"] is True
+
+
+def test_sglang_scores_with_v1_score_one_request_per_conversation(tmp_path):
+    """SGLang renders no template for the client: with --chat-template it scores with /v1/score, the conversation as
+    the query, each question (and the template's tail) an item, the server's Yes/No ids as labels."""
+    from autorule.testing.mock_server import WORD_IDS
+
+    with ScriptedServer(value_verifier, completions="sglang") as server:
+        plain = client(server.base_url)
+        assert [p == pytest.approx(0.25, abs=1e-9) for p in plain.score_yes_no_batch(ITEMS[:1])[0]] == [True, True]
+        assert plain.yes_no_mode.kind == "chat" and "--chat-template" in plain.yes_no_mode.reason
+        llm = client(server.base_url, chat_template=saved_tokenizer(tmp_path, MOCKS_JINJA))
+        probs = llm.score_yes_no_batch(ITEMS)
+        mode = llm.yes_no_mode
+    assert mode.score and mode.label_ids == (WORD_IDS["Yes"], WORD_IDS["No"]) and mode.to_dict()["mode"] == "score"
+    assert [p == pytest.approx(e, abs=1e-9) for p, e in zip(probs, EXPECTED)] == [True, True]
+    scored = [b for b in server.requests if b.get("path") == "/v1/score" and PROBE_MARK not in b["query"]]
+    assert sorted((b["query"], b["items"]) for b in scored) == sorted((TEMPLATE_HEAD + prefix, [q + TEMPLATE_TAIL for q in qs]) for prefix, qs in ITEMS)
+    assert all(b["label_token_ids"] == [WORD_IDS["Yes"], WORD_IDS["No"]] for b in scored)
+    assert llm.stats["requests"] == 2 and llm.stats["yes_no_checks"] == 5

@@ -52,7 +52,7 @@ from autorule.llm.base import UNPARSED, LLM, ChatRequest, Completion, LLMError, 
 from autorule.llm.refusals import LogprobsRefusal, body_message, body_text, is_key_problem, logprobs_refusal
 from autorule.llm.replicas import DEFAULT_COOLDOWN, Replica, ReplicaSet
 from autorule.llm.serverinfo import ServerInfo, probe
-from autorule.llm.yes_no_modes import YesNoMode, choice_thinks_first, choice_yes_pairs, detect_mode, root_of
+from autorule.llm.yes_no_modes import YesNoMode, choice_thinks_first, choice_yes_pairs, detect_mode, score_yes_probability
 from autorule.llm.specs import OPENAI_EXAMPLE, ModelSpec, SpecError, parse_spec
 
 T = TypeVar("T")
@@ -602,6 +602,8 @@ class OpenAICompatLLM(LLM):
 
         def send(top: int) -> Callable[[Replica], Awaitable[dict]]:
             body = {"model": self.model, "prompt": prompts, "max_tokens": 1, "temperature": 0.0, "logprobs": top, **self.extra_body}
+            if mode.logprob_token_ids:  # vLLM: the Yes/No ids are returned whatever their rank
+                body["logprob_token_ids"] = mode.logprob_token_ids
 
             async def post(replica: Replica) -> dict:
                 reply = await self._post(replica, "/completions", body)
@@ -630,6 +632,29 @@ class OpenAICompatLLM(LLM):
             out.append(p)
         return out
 
+    async def _scored_checks(self, mode: YesNoMode, prefix: str, questions: list[str], key: str | None, extra: dict) -> list[float]:
+        """Every question of one conversation in one SGLang ``/v1/score`` request (the score mode): the conversation
+        is the query, each question an item, Yes and No the labels; a row with too little on Yes and No reads a short answer."""
+        template = mode.template
+        trims = template.trims  # type: ignore[union-attr]
+        body = {"model": self.model, "query": template.head + (prefix.lstrip() if trims else prefix),  # type: ignore[union-attr]
+                "items": [(q.rstrip() if trims else q) + template.tail for q in questions], "label_token_ids": list(mode.label_ids),  # type: ignore[union-attr, arg-type]
+                "apply_softmax": False}
+
+        async def post(replica: Replica) -> dict:
+            reply = await self._post(replica, "/score", body)
+            scores = reply.get("scores")
+            if not isinstance(scores, list) or len(scores) != len(questions):
+                raise MalformedReply(f"/v1/score reply has {len(scores) if isinstance(scores, list) else 'no'} rows for {len(questions)} items")
+            return reply
+
+        reply = await self._call(post, key)
+        out = []
+        for q, row in zip(questions, reply["scores"]):
+            p = score_yes_probability(row)
+            out.append(p if p is not None else await self._short_answer([{"role": "user", "content": prefix + q}], key, extra))
+        return out
+
     def _score_yes_no_batch(self, items: list[tuple[str, list[str]]], on_item: OnItem | None, errors: dict[int, str] | None,
                             keys: list[str] | None = None) -> list[list[float]]:
         mode = self.yes_no_mode  # decided here, in the caller's thread: it asks the server (sync) once
@@ -644,6 +669,8 @@ class OpenAICompatLLM(LLM):
                 try:
                     if mode.batched:
                         probs = await self._batched_checks(mode, prefix, questions, key, extra)
+                    elif mode.score:
+                        probs = await self._scored_checks(mode, prefix, questions, key, extra)
                     else:
                         probs = await _gather_or_cancel([self._chat_check(prefix, q, key, extra) for q in questions])
                 except RequestRefused as e:

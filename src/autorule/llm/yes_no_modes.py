@@ -158,9 +158,9 @@ def score_yes_probability(row: list) -> float | None:
     return yes / (yes + no)
 
 
-def yes_no_token_ids(llm: Any, root: str, headers: dict) -> tuple[int, int, list[int]] | None:
-    """(Yes id, No id, every single-token spelling of Yes/No) by the server's tokenizer (llama-server's, vLLM's or SGLang's
-    ``/tokenize``) or the tokenizer named by --chat-template; None when they cannot be learned."""
+def yes_no_token_ids(llm: Any, root: str, headers: dict) -> tuple[int, int, dict[str, int]] | None:
+    """(Yes id, No id, {spelling: id} for every single-token spelling of Yes/No) by the server's tokenizer (llama-server's,
+    vLLM's or SGLang's ``/tokenize``) or the tokenizer named by --chat-template; None when they cannot be learned."""
     ids: dict[str, int] = {}
     for word in ("Yes", "No", " Yes", " No", "yes", "no", " yes", " no"):
         tokens = _tokenize(llm, root, headers, word)
@@ -168,26 +168,29 @@ def yes_no_token_ids(llm: Any, root: str, headers: dict) -> tuple[int, int, list
             ids[word] = tokens[0]
     if "Yes" not in ids or "No" not in ids:
         return None
-    return ids["Yes"], ids["No"], sorted(set(ids.values()))
+    return ids["Yes"], ids["No"], ids
 
 
 def _tokenize(llm: Any, root: str, headers: dict, text: str) -> list[int] | None:
+    """Token ids of `text` by the server's own tokenizer (the ids it scores by), else by the --chat-template tokenizer."""
+    info = llm.info
+    if info.tokenize_url:
+        body = {"content": text} if info.tokenize_style == "llama" else {"model": llm.model, "prompt": text, "add_special_tokens": False}
+        try:
+            r = httpx.post(f"{root}/tokenize", json=body, headers=headers, timeout=PROBE_TIMEOUT)
+            tokens = r.json().get("tokens") if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            tokens = None
+        if isinstance(tokens, list):
+            ids = [t.get("id") if isinstance(t, dict) else t for t in tokens]  # llama-server's with_pieces form
+            return ids if all(isinstance(i, int) for i in ids) else None
     if llm.chat_template:
         from transformers import AutoTokenizer
 
-        tokenizer = _TOKENIZERS.get(llm.chat_template) or _TOKENIZERS.setdefault(llm.chat_template, AutoTokenizer.from_pretrained(llm.chat_template))
-        return list(tokenizer.encode(text, add_special_tokens=False))
-    style = llm.info.tokenize_style
-    body = {"content": text} if style == "llama" else {"model": llm.model, "prompt": text, "add_special_tokens": False}
-    try:
-        r = httpx.post(f"{root}/tokenize", json=body, headers=headers, timeout=PROBE_TIMEOUT)
-        tokens = r.json().get("tokens") if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    if not isinstance(tokens, list):
-        return None
-    ids = [t.get("id") if isinstance(t, dict) else t for t in tokens]  # llama-server's with_pieces form
-    return ids if all(isinstance(i, int) for i in ids) else None
+        if llm.chat_template not in _TOKENIZERS:
+            _TOKENIZERS[llm.chat_template] = AutoTokenizer.from_pretrained(llm.chat_template)
+        return list(_TOKENIZERS[llm.chat_template].encode(text, add_special_tokens=False))
+    return None
 
 
 _TOKENIZERS: dict[str, Any] = {}
@@ -209,11 +212,12 @@ def _chat_reference(llm: Any, url: str, headers: dict) -> tuple[tuple[str, float
     return _top(pairs), (yes_probability(pairs) if pairs else None)
 
 
-def _probe_completions(llm: Any, url: str, headers: dict, template: ChatTemplate, ids: list[int] | None) -> tuple[str | None, bool]:
-    """(None when batched completions work and agree with chat requests, else why not; whether `ids` were honoured)."""
+def _probe_completions(llm: Any, url: str, headers: dict, template: ChatTemplate, ids: dict[str, int] | None) -> tuple[str | None, bool]:
+    """(None when batched completions work and agree with chat requests, else why not; whether `ids` (spelling: id)
+    were honoured: every spelling asked for came back, which a natural top list does not hold)."""
     body = {"model": llm.model, "prompt": [template.render(q) for q in _PROBE], "max_tokens": 1, "temperature": 0.0, "logprobs": 5, **llm.extra_body}
     if ids:
-        body["logprob_token_ids"] = ids
+        body["logprob_token_ids"] = sorted(set(ids.values()))
     try:
         r = httpx.post(url.rstrip("/") + "/completions", headers=headers, timeout=PROBE_TIMEOUT, json=body)
     except httpx.HTTPError as e:
@@ -233,24 +237,20 @@ def _probe_completions(llm: Any, url: str, headers: dict, template: ChatTemplate
     pairs = [choice_yes_pairs(c) for c in choices]
     if any(p is None for p in pairs):
         return "/v1/completions answered without logprobs", False
-    honoured = bool(ids) and all(sum(1 for t, _ in p if _is_answer(t)) >= 2 for p in pairs)  # type: ignore[union-attr]
+    honoured = bool(ids) and all(set(ids) <= {t for t, _ in p} for p in pairs)  # type: ignore[union-attr]
     raw = _top(pairs[0])
-    chat, _ = _chat_reference(llm, url, headers)
+    chat, chat_p = _chat_reference(llm, url, headers)
     if chat is None:
         return "the chat endpoint gave no logprobs to compare the client's rendering with", honoured
     # with logprob_token_ids the top entries are the requested ids, not the natural top: compare P(Yes) then
     if honoured:
-        mismatch = abs((yes_probability(pairs[0]) or 0.0) - (_chat_reference(llm, url, headers)[1] or 0.0)) > MATCH_TOLERANCE  # type: ignore[arg-type]
+        mismatch = abs((yes_probability(pairs[0]) or 0.0) - (chat_p or 0.0)) > MATCH_TOLERANCE  # type: ignore[arg-type]
     else:
         mismatch = chat[0] != raw[0] or abs(chat[1] - raw[1]) > MATCH_TOLERANCE  # type: ignore[index]
     if mismatch:
         return (f"the chat template from {template.source} renders differently from the server's own: the chat request's "
                 f"top token is {chat[0]!r} ({chat[1]:.3f}), the rendered prompt's {raw[0]!r} ({raw[1]:.3f})"), honoured  # type: ignore[index]
     return None, honoured
-
-
-def _is_answer(token: str) -> bool:
-    return token.strip().lower() in ("yes", "no")
 
 
 def _probe_score(llm: Any, url: str, headers: dict, template: ChatTemplate, label_ids: tuple[int, int]) -> str | None:
@@ -316,7 +316,7 @@ def detect_mode(llm: Any) -> YesNoMode:
         why_not, honoured = _probe_completions(llm, url, headers, template, asked)
         if why_not is None:
             return YesNoMode("batched", "probed: the server takes prompt lists and agrees with its chat endpoint", template,
-                             logprob_token_ids=asked if honoured else None)
+                             logprob_token_ids=sorted(set(asked.values())) if asked and honoured else None)
     if llm.requested_mode == "batched":
         raise LLMError(f"{llm.base_url}: --yes-no-mode batched cannot run: {why_not}")
     log.warning("%s: yes/no checks go one chat request each: %s", llm.base_url, why_not)

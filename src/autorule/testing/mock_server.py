@@ -56,7 +56,10 @@ FAULTS = ("401", "429", "500", "503", "hang", "drop", "badjson", "nochoices", "l
 # the toy chat template of the "llama" and "vllm" modes: one user message is HEAD + content + TAIL
 TEMPLATE_HEAD = "<|user|>\n"
 TEMPLATE_TAIL = "<|end|>\n<|assistant|>\n"
-COMPLETIONS_STYLES = (None, "llama", "vllm")
+COMPLETIONS_STYLES = (None, "llama", "vllm", "sglang")
+# single-token Yes/No words of the toy tokenizer (every other text: one id per character), as real tokenizers have
+WORD_IDS = {w: 200_000 + i for i, w in enumerate(("Yes", "No", " Yes", " No", "yes", "no", " yes", " no"))}
+ID_WORDS = {i: w for w, i in WORD_IDS.items()}
 # what a completions prompt without the server's template gets: another answer (top token "Hmm"),
 # so a client that renders the wrong template is caught by its probe
 UNTEMPLATED_REPLY = {"content": "Hmm", "top_logprobs": [("Hmm", 0.6), ("Yes", 0.3), ("No", 0.1)]}
@@ -87,6 +90,11 @@ def top_pairs(message: dict, p_yes: float | None, top: list | None) -> list[tupl
     other = "No" if token == "Yes" else "Yes"
     p_token = 0.8 if p_yes is None else p_yes if token == "Yes" else 1 - p_yes
     return [(token, math.log(max(p_token, 1e-9))), (other, math.log(max(1 - p_token, 1e-9)))]
+
+
+def _tokens(text: str) -> list[int]:
+    """The toy tokenizer: a Yes/No word alone is one id (`WORD_IDS`); any other text one id per character."""
+    return [WORD_IDS[text]] if text in WORD_IDS else [ord(c) for c in text]
 
 
 def _token_id(token: str) -> int:
@@ -132,6 +140,12 @@ class ScriptedServer:
             the client, where it should differ from the one the server strips (a wrong rendering).
         llama_array: "llama" answers a list of several prompts with a JSON array of one whole
             reply per prompt, as some llama-server builds do.
+        (completions="vllm" also honours ``logprob_token_ids``: the first token's top list is then the
+        sampled token and every requested id, as vLLM's OpenAI endpoints do; unless
+        ``ignore_logprob_token_ids``, as vLLM before it. "sglang": SGLang's routes: ``/v1/models`` with
+        ``max_model_len``, ``/tokenize`` with ``prompt`` only, ``POST /v1/score`` (``query``, ``items``,
+        ``label_token_ids``, ``apply_softmax``) -> ``{"scores": [[one per label] per item], "object": "scoring"}``,
+        and legacy-shape ``/v1/completions``; no chat template for the client.)
     """
 
     def __init__(
@@ -146,6 +160,7 @@ class ScriptedServer:
         completions: str | None = None,
         advertised_template: tuple[str, str] | None = None,
         llama_array: bool = False,
+        ignore_logprob_token_ids: bool = False,
     ):
         if completions not in COMPLETIONS_STYLES:
             raise ValueError(f"completions must be one of {COMPLETIONS_STYLES}, not {completions!r}")
@@ -153,6 +168,7 @@ class ScriptedServer:
         self.head, self.tail = TEMPLATE_HEAD, TEMPLATE_TAIL
         self.advertised = advertised_template or (TEMPLATE_HEAD, TEMPLATE_TAIL)
         self.llama_array = llama_array
+        self.ignore_logprob_token_ids = ignore_logprob_token_ids
         self.reply = reply
         self.refuse_logprobs = refuse_logprobs
         self.keep_requests = keep_requests  # False: count requests only (long load runs)
@@ -178,7 +194,7 @@ class ScriptedServer:
                 path = self.path.rstrip("/")
                 if path.endswith("/models"):
                     entry = {"id": "scripted", "object": "model"}
-                    if server.completions == "vllm":
+                    if server.completions in ("vllm", "sglang"):
                         entry.update(root="/models/scripted", max_model_len=8192, owned_by="vllm")
                     self._send(200, {"object": "list", "data": [entry]})
                 elif path == "/props" and server.completions == "llama":
@@ -233,10 +249,17 @@ class ScriptedServer:
             if path == "/apply-template":
                 return 200, {"prompt": render_messages(body["messages"], head, tail)}
             if path == "/tokenize":
-                return 200, {"tokens": [ord(c) for c in body.get("content", "")]}
+                return 200, {"tokens": _tokens(body.get("content", ""))}
             if path == "/detokenize":
                 return 200, {"content": "".join(map(chr, body.get("tokens", [])))}
             return None
+        if self.completions == "sglang":
+            if path in ("/tokenize", "/v1/tokenize") and "prompt" in body:  # SGLang's takes no messages
+                tokens = _tokens(body["prompt"])
+                return 200, {"tokens": tokens, "count": len(tokens), "max_model_len": 8192}
+            if path == "/v1/score":
+                return self._score(body)
+            return (400, {"object": "error", "message": f"cannot handle {path} with {sorted(body)}", "code": 400}) if path.endswith("tokenize") else None
         if path in ("/tokenize", "/v1/tokenize"):
             if "messages" in body:
                 text = render_messages(body["messages"], head, tail)
@@ -244,11 +267,32 @@ class ScriptedServer:
                     text = text[: -len("<|assistant|>\n")]
             else:
                 text = body.get("prompt", "")
-            tokens = [ord(c) for c in text]
+            tokens = _tokens(text)
             return 200, {"count": len(tokens), "max_model_len": 8192, "tokens": tokens, "token_strs": None}
         if path in ("/detokenize", "/v1/detokenize"):
-            return 200, {"prompt": "".join(map(chr, body.get("tokens", [])))}
+            return 200, {"prompt": "".join(ID_WORDS.get(t) or chr(t) for t in body.get("tokens", []))}
         return None
+
+    def _score(self, body: dict) -> tuple[int, dict]:
+        """SGLang's ``/v1/score``: each item after the query, read at the next token, one value per label id."""
+        query, items, labels = body.get("query"), body.get("items"), body.get("label_token_ids")
+        if not isinstance(query, str) or not isinstance(items, list) or not isinstance(labels, list) or not labels:
+            return 400, {"object": "error", "message": "query, items and label_token_ids are required", "code": 400}
+        with self.lock:
+            if self.keep_requests:
+                self.requests.append({"path": "/v1/score", **body})
+            self.count += 1
+        scores = []
+        for item in items:
+            text = query + item
+            if text.startswith(self.head) and text.endswith(self.tail):
+                message = dict(self.reply([{"role": "user", "content": text[len(self.head): len(text) - len(self.tail)]}], body))
+            else:
+                message = dict(UNTEMPLATED_REPLY)
+            pairs = dict(top_pairs(message, message.pop("yes_probability", None), message.pop("top_logprobs", None)))
+            probs = [math.exp(pairs.get(ID_WORDS.get(i, ""), -9999.0)) for i in labels]
+            scores.append([p / sum(probs) for p in probs] if body.get("apply_softmax") else probs)
+        return 200, {"scores": scores, "model": body.get("model", "default"), "usage": None, "object": "scoring"}
 
     def _fault(self, h, body: dict, fault: str | tuple | None, kind: str) -> bool:
         """Waits out the latency, then answers a fault that is not about the content (or a logprobs refusal); True when it did."""
@@ -328,7 +372,12 @@ class ScriptedServer:
                     logprobs = {"content": [{"id": _token_id(token), "token": token, "bytes": list(token.encode()), "logprob": lp,
                                              "top_logprobs": [{"id": _token_id(t), "token": t, "bytes": list(t.encode()), "logprob": v} for t, v in shown]}]}
                 else:  # vLLM, SGLang: the legacy shape, the top n and the sampled token
-                    logprobs = {"tokens": [token], "token_logprobs": [lp], "top_logprobs": [{token: lp, **dict(shown)}], "text_offset": [0]}
+                    top_list = {token: lp, **dict(shown)}
+                    ids = body.get("logprob_token_ids")
+                    if ids and self.completions == "vllm" and not self.ignore_logprob_token_ids:  # the requested ids replace the top n
+                        every = dict(pairs)
+                        top_list = {token: lp, **{ID_WORDS.get(i, chr(i % 0x10FFFF)): every.get(ID_WORDS.get(i, ""), -9999.0) for i in ids}}
+                    logprobs = {"tokens": [token], "token_logprobs": [lp], "top_logprobs": [top_list], "text_offset": [0]}
             choices.append({"index": i, "text": text, "logprobs": logprobs,
                             "finish_reason": "length" if fault == "length" or one_token else finish or "stop"})
         usage = {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": len(choices), "total_tokens": 0}
