@@ -11,7 +11,9 @@ reports its wall time and peak RSS; the growth exponents are fitted over the siz
   keeps small), streamed from a JSONL file;
 - merge: synthetic candidate pools (varied rule texts, real MiniLM embeddings), merged by an
   in-process judge that answers at once (LLM calls excluded, as the targets say);
-- validate: synthetic pairs x 20 rules, verified through the mock server.
+- validate: synthetic pairs x 20 rules, verified through the mock server; it serves
+  ``/v1/completions`` in vLLM's shapes by default (`--completions`), so the checks go batched,
+  one request per conversation (`--completions none`: chat only, one request per check).
 
 Synthetic pairs are real hh-rlhf pairs (or the sample pairs where the shared data is absent)
 with seeded edits to every text, so no two pairs are alike and nothing is deduplicated away.
@@ -157,12 +159,15 @@ def _validate(n: int, url: str, work: Path, rules_count: int = 20) -> dict:
 
     data = write_synthetic_pairs(work / "pairs.jsonl", n)
     rules = RuleSet.from_texts(synthetic_rules(rules_count, seed=1))
-    scorer = RewardScorer(rules, load_llm(f"openai:scripted@{url}", cache=False, concurrency=32))
+    llm = load_llm(f"openai:scripted@{url}", cache=False, concurrency=32)
+    scorer = RewardScorer(rules, llm)
     before = _peak_mb()
     start = time.perf_counter()
     result = run_validation(rules, None, stream_pairs(data), scorer, progress=False)
-    return {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": _peak_mb(), "rss_before_mb": before,
-            "checks": 2 * n * rules_count, "pairs": result.report["pairs"]}
+    seconds = time.perf_counter() - start
+    return {"seconds": round(seconds, 2), "peak_rss_mb": _peak_mb(), "rss_before_mb": before, "checks": 2 * n * rules_count,
+            "checks_per_s": round(2 * n * rules_count / seconds, 1), "pairs": result.report["pairs"],
+            "yes_no_mode": llm.yes_no_mode.describe(), "requests": llm.stats.get("requests", 0)}
 
 
 def _one(stage: str, n: int, url: str) -> dict:
@@ -187,22 +192,26 @@ def _exponent(rows: list[dict], key) -> float | None:
     return round(float(slope), 2)
 
 
-def run_scale(pairs: list[int], candidates: list[int], validate_pairs: list[int]) -> dict:
+def run_scale(pairs: list[int], candidates: list[int], validate_pairs: list[int], completions: str | None = "vllm") -> dict:
     """Each stage at each size in a fresh process; rows plus fitted growth exponents.
+
+    `completions`: the shape of the mock's ``/v1/completions`` for validate ("vllm" or "llama":
+    the verifier's checks go batched, one request per conversation; None: a chat-only mock,
+    one request per check).
 
     The memory exponent is fitted to the memory each run added over its imports (peak RSS
     minus RSS before the work), the part that can grow with the data.
     """
     from autorule.testing.mock_server import mock_server_process
 
-    report: dict = {"targets": TARGETS, "stages": {}}
+    report: dict = {"targets": TARGETS, "stages": {}, "validate_completions": completions}
     plan = [("extract", pairs, "judge"), ("merge", candidates, None), ("validate", validate_pairs, "echo")]
     for stage, sizes, reply in plan:
         rows = []
         for n in sizes:
             cmd = [sys.executable, __file__, "--measure", stage, str(n)]
             if reply:
-                with mock_server_process(reply) as url:
+                with mock_server_process(reply, 0.0, completions=completions if stage == "validate" else None) as url:
                     out = subprocess.run([*cmd, url], capture_output=True, text=True)
             else:
                 out = subprocess.run(cmd, capture_output=True, text=True)
@@ -234,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=_sizes, default=[1000, 10000, 100000], help="pair counts through extraction stages 000-020 (default: 1000,10000,100000)")
     p.add_argument("--candidates", type=_sizes, default=[10000, 100000, 300000], help="candidate pools for the merge (default: 10000,100000,300000)")
     p.add_argument("--validate-pairs", type=_sizes, default=[1000, 10000], help="pair counts for validate with 20 rules (default: 1000,10000)")
+    p.add_argument("--completions", choices=("vllm", "llama", "none"), default="vllm",
+                   help="validate's mock serves /v1/completions in this server's shapes, so checks go batched; none: chat only, "
+                        "one request per check (default: %(default)s)")
     p.add_argument("--json", action="store_true")
     # one (stage, size) in this process, as run_scale starts it: STAGE N [URL]
     p.add_argument("--measure", nargs="+", default=None, help=argparse.SUPPRESS)
@@ -242,12 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         stage, n, *url = args.measure
         print(jsonsafe.dumps(_one(stage, int(n), url[0] if url else "")))
         return 0
-    report = run_scale(args.pairs, args.candidates, args.validate_pairs)
+    report = run_scale(args.pairs, args.candidates, args.validate_pairs, None if args.completions == "none" else args.completions)
     lines = []
     for stage, result in report["stages"].items():
         lines.append(f"{stage} (target: {report['targets'][stage]})")
         for r in result["rows"]:
             parts = [f"{r['size']:>8,}: {r['seconds']:8.1f} s, peak RSS {r['peak_rss_mb']:,} MB (before the work {r['rss_before_mb']:,} MB)"]
+            if "checks_per_s" in r:
+                parts.append(f"{r['checks_per_s']:,.0f} checks/s, {r['requests']:,} requests ({r['yes_no_mode'].split(' (')[0]})")
             if "stages" in r:
                 parts.append(", ".join(f"{k} {v['seconds']} s / {v['peak_rss_mb']} MB" for k, v in r["stages"].items()))
             lines.append("; ".join(parts))
