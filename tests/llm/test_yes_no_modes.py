@@ -13,11 +13,16 @@ import socket
 import httpx
 import numpy as np
 import pytest
-from autorule.testing.mock_server import TEMPLATE_HEAD, TEMPLATE_TAIL, ScriptedServer, value_verifier
 
 from autorule.llm import LLMError
 from autorule.llm.openai_compat import OpenAICompatLLM
 from autorule.rules import RuleSet
+from autorule.testing.mock_server import (
+    TEMPLATE_HEAD,
+    TEMPLATE_TAIL,
+    ScriptedServer,
+    value_verifier,
+)
 from autorule.verifier import Verifier
 
 STYLES = ["llama", "vllm"]

@@ -6,7 +6,15 @@ import argparse
 import os
 
 from autorule.cli import options
-from autorule.cli.options import add_completion_options, add_plan_options, add_reward_options, build_scorer, err, number, whole
+from autorule.cli.options import (
+    add_completion_options,
+    add_plan_options,
+    add_reward_options,
+    build_scorer,
+    err,
+    number,
+    whole,
+)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -48,12 +48,37 @@ import openai
 import orjson
 from tqdm.auto import tqdm
 
-from autorule.llm.base import UNPARSED, LLM, ChatRequest, Completion, LLMError, OnItem, OnResult, RequestRefused, Usage, parse_verdict, split_reasoning, yes_probability
-from autorule.llm.refusals import LogprobsRefusal, body_message, body_text, is_key_problem, logprobs_refusal
+from autorule.llm.base import (
+    LLM,
+    UNPARSED,
+    ChatRequest,
+    Completion,
+    LLMError,
+    OnItem,
+    OnResult,
+    RequestRefused,
+    Usage,
+    parse_verdict,
+    split_reasoning,
+    yes_probability,
+)
+from autorule.llm.refusals import (
+    LogprobsRefusal,
+    body_message,
+    body_text,
+    is_key_problem,
+    logprobs_refusal,
+)
 from autorule.llm.replicas import DEFAULT_COOLDOWN, Replica, ReplicaSet
 from autorule.llm.serverinfo import ServerInfo, probe
-from autorule.llm.yes_no_modes import YesNoMode, choice_thinks_first, choice_yes_pairs, detect_mode, score_yes_probability
 from autorule.llm.specs import OPENAI_EXAMPLE, ModelSpec, SpecError, parse_spec
+from autorule.llm.yes_no_modes import (
+    YesNoMode,
+    choice_thinks_first,
+    choice_yes_pairs,
+    detect_mode,
+    score_yes_probability,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

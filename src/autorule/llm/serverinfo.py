@@ -83,9 +83,15 @@ def _get(url: str, api_key: str) -> dict | None:
         return None
 
 
-def _root(base_url: str) -> str:
-    base = base_url.rstrip("/")
-    return base[: -len("/v1")] if base.endswith("/v1") else base
+def root_of(base_url: str) -> str:
+    """The server's root from its OpenAI base URL (``http://h:8000/v1`` -> ``http://h:8000``), where
+    its own routes live (llama-server's /props, /tokenize, /apply-template; vLLM's /tokenize).
+
+    Example:
+        >>> root_of("http://127.0.0.1:8000/v1/")
+        'http://127.0.0.1:8000'
+    """
+    return base_url.rstrip("/").removesuffix("/v1")
 
 
 def probe(base_url: str, api_key: str, model: str) -> ServerInfo:
@@ -96,7 +102,7 @@ def probe(base_url: str, api_key: str, model: str) -> ServerInfo:
         {}
     """
     info = ServerInfo(model=model, api_key=api_key)
-    root = _root(base_url)
+    root = root_of(base_url)
     models = _get(base_url.rstrip("/") + "/models", api_key)
     entries = [m for m in (models or {}).get("data", []) or [] if isinstance(m, dict)]
     mine = [m for m in entries if m.get("id") == model]

@@ -34,7 +34,14 @@ from typing import Any
 import httpx
 
 from autorule.llm.base import MIN_ANSWER_MASS, LLMError, yes_probability
-from autorule.llm.chat_template import ChatTemplate, TemplateError, from_llama_server, from_tokenizer, from_vllm
+from autorule.llm.chat_template import (
+    ChatTemplate,
+    TemplateError,
+    from_llama_server,
+    from_tokenizer,
+    from_vllm,
+)
+from autorule.llm.serverinfo import root_of
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +93,6 @@ class YesNoMode:
         """What run records hold: ``{"mode", "reason", "template"}``."""
         return {"mode": self.kind, "reason": self.reason, "template": self.template.source if self.template else None,
                 **({"logprob_token_ids": True} if self.logprob_token_ids else {})}
-
-
-def root_of(base_url: str) -> str:
-    """The server's root from its OpenAI base URL (``http://h:8000/v1`` -> ``http://h:8000``).
-
-    Example:
-        >>> root_of("http://127.0.0.1:8000/v1/")
-        'http://127.0.0.1:8000'
-    """
-    base = base_url.rstrip("/")
-    return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
 def choice_yes_pairs(choice: dict) -> list[tuple[str, float]] | None:
