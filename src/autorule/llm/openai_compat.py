@@ -370,6 +370,13 @@ class OpenAICompatLLM(LLM):
             raise MalformedReply("reply is not a JSON object")
         return reply
 
+    async def _rows(self, replica: Replica, path: str, body: dict, field: str, n: int) -> list:
+        """The reply's `field` list (``choices``, ``scores``), one row per prompt sent; a reply with another count is malformed (retried)."""
+        rows = (await self._post(replica, path, body)).get(field)
+        if not isinstance(rows, list) or len(rows) != n:
+            raise MalformedReply(f"{path} reply has {len(rows) if isinstance(rows, list) else 'no'} {field} for {n} prompts")
+        return rows
+
     # ------------------------------------------------------------------ retries
 
     def _delay(self, attempt: int, error: Exception) -> float:
@@ -630,20 +637,13 @@ class OpenAICompatLLM(LLM):
             if mode.logprob_token_ids:  # vLLM: the Yes/No ids are returned whatever their rank
                 body["logprob_token_ids"] = mode.logprob_token_ids
 
-            async def post(replica: Replica) -> dict:
-                reply = await self._post(replica, "/completions", body)
-                choices = reply.get("choices")
-                if not isinstance(choices, list) or len(choices) != len(prompts):
-                    raise MalformedReply(f"reply has {len(choices) if isinstance(choices, list) else 'no'} choices for {len(prompts)} prompts")
-                return reply
+            return lambda replica: self._rows(replica, "/completions", body, "choices", len(prompts))
 
-            return post
-
-        reply = await self._logprobs_call(send, key) if self.logprobs_accepted is not False else None
-        if reply is None:  # logprobs refused: every check reads a short answer
+        rows = await self._logprobs_call(send, key) if self.logprobs_accepted is not False else None
+        if rows is None:  # logprobs refused: every check reads a short answer
             return [await self._short_answer([{"role": "user", "content": prefix + q}], key, extra) for q in questions]
         # choices carry their prompt's index (vLLM and SGLang may answer out of order)
-        choices = sorted(reply["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+        choices = sorted(rows, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
         out: list[float] = []
         for q, choice in zip(questions, choices):
             pairs = choice_yes_pairs(choice) if isinstance(choice, dict) else None
@@ -666,16 +666,9 @@ class OpenAICompatLLM(LLM):
                 "items": [(q.rstrip() if trims else q) + template.tail for q in questions], "label_token_ids": list(mode.label_ids),  # type: ignore[union-attr, arg-type]
                 "apply_softmax": False}
 
-        async def post(replica: Replica) -> dict:
-            reply = await self._post(replica, "/score", body)
-            scores = reply.get("scores")
-            if not isinstance(scores, list) or len(scores) != len(questions):
-                raise MalformedReply(f"/v1/score reply has {len(scores) if isinstance(scores, list) else 'no'} rows for {len(questions)} items")
-            return reply
-
-        reply = await self._call(post, key)
+        rows = await self._call(lambda replica: self._rows(replica, "/score", body, "scores", len(questions)), key)
         out = []
-        for q, row in zip(questions, reply["scores"]):
+        for q, row in zip(questions, rows):
             p = score_yes_probability(row)
             out.append(p if p is not None else await self._short_answer([{"role": "user", "content": prefix + q}], key, extra))
         return out
