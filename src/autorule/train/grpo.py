@@ -208,6 +208,8 @@ def run_grpo(config: TrainConfig, scorer: RewardScorer | None = None) -> dict:
         "first": monitor.history[0] if monitor.history else None,
         "last": monitor.history[-1] if monitor.history else None,
         "seconds": round(time.time() - start, 1),
+        "verifier_mode": scorer.verifier.llm.yes_no_record,
+        "llm_stats": dict(scorer.verifier.llm.stats),
     }
     (out / "train_summary.json").write_text(jsonsafe.dumps(summary, indent=2))
     return summary
