@@ -254,7 +254,8 @@ def run_server_benchmark(make_llm, convs: list[list[Message]], k: int, modes: tu
     """The yes/no modes and the reference method against one OpenAI-compatible server (or replicas), same conversations.
 
     Each mode runs on a fresh backend, `make_llm(mode)` (no cache); the mode is decided (probed)
-    before the clock starts.
+    and the `Verifier` made (it counts each rule's tokens) before the clock starts, their time
+    reported apart (``setup_seconds``): the clock times `Verifier.verify` alone.
 
     - batched: one ``/v1/completions`` request per conversation, every rule's prompt in it;
     - chat: one 1-token chat request with logprobs per check, the shared prefix first;
@@ -289,15 +290,18 @@ def run_server_benchmark(make_llm, convs: list[list[Message]], k: int, modes: tu
                 report["unavailable"][mode] = str(e)
                 llm.close()
                 continue
+        start = time.perf_counter()
+        verifier = Verifier(llm, rules) if mode != "reference" else None  # counts each rule's tokens (K tokenize calls)
+        report.setdefault("setup_seconds", {})[mode] = time.perf_counter() - start
         erase_slots(urls)
         before = server_counters(urls)
         start = time.perf_counter()
-        if mode == "reference":
+        if verifier is None:
             requests = [reference_request(conv, rule, max_new_tokens) for conv in convs for rule in rules.rules]
             completions = llm.generate(requests)
             report["reference_unparsed"] = sum(parse_yes_no(c.text) is None for c in completions)
         else:
-            Verifier(llm, rules).verify(convs)
+            verifier.verify(convs)
         seconds = time.perf_counter() - start
         after = server_counters(urls)
         report.setdefault("load_average", {})[mode] = round(os.getloadavg()[0], 2)  # the machine's 1-minute load as the mode ended
