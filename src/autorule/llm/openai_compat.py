@@ -420,14 +420,16 @@ class OpenAICompatLLM(LLM):
             replica.assigned += 1
             try:
                 epoch, granted = await limit.acquire()
-                self.stats["requests"] += 1
-                replica.requests += 1
-                try:
-                    result = await send(replica)
-                    limit.success()
-                    return result
-                finally:
-                    await limit.release()
+            except BaseException:  # cancelled while waiting for a place
+                replica.assigned -= 1
+                raise
+            self.stats["requests"] += 1
+            replica.requests += 1
+            # the place is held through a retry's backoff (released in `finally`), so a server in trouble gets fewer requests
+            try:
+                result = await send(replica)
+                limit.success()
+                return result
             except Exception as e:  # classified below; unknown errors propagate
                 if top_logprobs is not None and isinstance(e, openai.APIStatusError):
                     refusal = logprobs_refusal(e.status_code, f"{body_text(e.body)} {e.message}", top_logprobs)
@@ -468,6 +470,7 @@ class OpenAICompatLLM(LLM):
                 await asyncio.sleep(self._delay(attempt, e))
                 attempt += 1
             finally:
+                await limit.release()
                 replica.assigned -= 1
 
     def _refusal(self, e: Exception) -> Exception:
