@@ -1,6 +1,7 @@
 """The trainers get the batched verifier: TRL's async reward, verl's reward manager and the OpenRLHF reward
-server, each with a verifier on a server that takes prompt lists (the mock in vLLM's shapes), send one
-``/v1/completions`` request per conversation (every rule in it) and no chat request per check.
+server, each with a verifier on a server that takes prompt lists (the mock in vLLM's shapes), send their
+checks as ``/v1/completions`` requests of up to 64 prompts (every rule of a conversation in one request,
+conversations with few rules sharing one) and no chat request per check.
 
 Expected rewards are the values written in the responses ("score 0.7" -> P(Yes) 0.7 for every rule), so
 each reward is traced to its request by hand.
@@ -49,14 +50,15 @@ def served_verifier():
         yield server, OpenAICompatLLM("scripted", server.base_url, backoff_base=0.01, timeout=10.0)
 
 
-def test_trl_async_reward_scores_a_grpo_batch_with_one_request_per_completion(served_verifier):
+def test_trl_async_reward_scores_a_grpo_batch_in_one_request(served_verifier):
     server, llm = served_verifier
     reward = AsyncRuleReward(scorer=RewardScorer(RULES, llm), reward="rule")
     values = [0.9, 0.2, 0.7, 0.4]  # two prompts, a GRPO group of two completions each
     got = asyncio.run(reward(prompts=["Q1", "Q1", "Q2", "Q2"], completions=[f"score {v}" for v in values]))
     assert got == pytest.approx(values)
     completions, chats = checks(server)
-    assert len(completions) == 4 and chats == [] and all(len(b["prompt"]) == 2 and b["max_tokens"] == 1 for b in completions)
+    # 4 completions x 2 rules: 8 prompts, one request
+    assert len(completions) == 1 and chats == [] and len(completions[0]["prompt"]) == 8 and completions[0]["max_tokens"] == 1
     assert llm.yes_no_record["mode"] == "batched"
 
 
@@ -72,7 +74,7 @@ def test_verl_reward_manager_uses_the_batched_path(served_verifier):
     out = asyncio.run(samples())
     assert [r[0]["score"] for r in out] == pytest.approx([0.1, 0.5, 0.9])
     completions, chats = checks(server)
-    assert len(completions) == 3 and chats == []
+    assert len(completions) == 1 and len(completions[0]["prompt"]) == 6 and chats == []  # verl's 3 samples joined: 3 x 2 prompts
 
 
 def test_openrlhf_server_batches_concurrent_requests_into_batched_checks(served_verifier):
@@ -104,5 +106,6 @@ def test_openrlhf_server_batches_concurrent_requests_into_batched_checks(served_
         thread.join(10)
     assert all(r.status_code == 200 and r.json()["rewards"] == pytest.approx([v]) for v, r in results)
     completions, chats = checks(server)
-    assert len(completions) == 32 and chats == [] and health["batches"] < 32
+    # each batch the server formed (at most 64 samples) is one verifier call: one request of its samples x 2 prompts
+    assert sum(len(b["prompt"]) for b in completions) == 64 and chats == [] and len(completions) == health["batches"] < 32
     assert health["verifier_mode"]["mode"] == "batched" and health["verifier_mode"]["template"] == "vLLM /tokenize + /detokenize"

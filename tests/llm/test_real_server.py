@@ -62,13 +62,13 @@ def test_the_cache_is_never_shared_by_two_models_behind_one_name(smollm, gemma, 
     convs = conversations()
     a = load_llm(f"openai:local@{smollm.base_url}", cache=cache)
     first = Verifier(a, RULES).verify(convs).p_satisfied
-    # llama-server takes the batched path: one request per conversation, both rules in it
+    # llama-server takes the batched path: both conversations' 2 rules in one request (4 prompts)
     assert a.backend.yes_no_mode.batched and a.backend.yes_no_mode.template.source == "llama-server /apply-template"
-    assert not np.isnan(first).any() and a.stats["requests"] == 2 and a.stats["yes_no_checks"] == 4
+    assert not np.isnan(first).any() and a.stats["requests"] == 1 and a.stats["yes_no_checks"] == 4
     # another model under the same name: its own answers, none of the first model's
     b = load_llm(f"openai:local@{gemma.base_url}", cache=cache)
     second = Verifier(b, RULES, max_unparsed=1.0).verify(convs).p_satisfied
-    assert b.stats["cache_hits"] == 0 and b.stats["requests"] >= 2
+    assert b.stats["cache_hits"] == 0 and b.stats["requests"] >= 1
     assert not np.array_equal(np.nan_to_num(second, nan=-1.0), first)  # Gemma's own verdicts, not SmolLM2's
     assert a.identity["served"] == {"model_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
     # a replica serving the same file, under any name, shares the first model's entries
@@ -204,7 +204,8 @@ def test_two_replicas_route_by_prompt_and_a_replica_lost_mid_run_loses_no_row(ca
     convs = [[Message(role="user", content=p), Message(role="assistant", content=f"Answer {s}: perhaps {chr(65 + i)}mber.")]
              for i, p in enumerate(prompts) for s in range(2)]
     with LlamaServer(embedded_gguf(), "-c", "2048", "-np", "1", threads=1) as one, LlamaServer(embedded_gguf(), "-c", "2048", "-np", "1", threads=1) as two:
-        llm = load_llm(f"openai:local@{one.base_url},{two.base_url}", cache=False, replica_cooldown=600)
+        # one conversation per request (its 2 rules), so that the kill meets requests still to come
+        llm = load_llm(f"openai:local@{one.base_url},{two.base_url}", cache=False, replica_cooldown=600, batch_prompts=2)
         backend = llm.backend
         first, second = backend.replicas.replicas
         # affinity: both completions of a prompt go to one replica, and the prompts spread over both

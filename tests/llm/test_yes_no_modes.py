@@ -30,7 +30,9 @@ PROBE_MARK = "Is the sky blue"  # yes_no_modes' probe prompt, told apart from th
 
 
 def client(url: str | list[str], **kw) -> OpenAICompatLLM:
-    return OpenAICompatLLM("scripted", url, **{"backoff_base": 0.01, "timeout": 5.0, **kw})
+    """A backend that sends one batched request per conversation (batch_prompts=1), so requests count conversations;
+    `test_conversations_with_few_checks_share_a_request` tests the default grouping."""
+    return OpenAICompatLLM("scripted", url, **{"backoff_base": 0.01, "timeout": 5.0, "batch_prompts": 1, **kw})
 
 
 def completions_bodies(server: ScriptedServer) -> list[dict]:
@@ -417,3 +419,29 @@ def test_sglang_scores_with_v1_score_one_request_per_conversation(tmp_path):
     assert sorted((b["query"], b["items"]) for b in scored) == sorted((TEMPLATE_HEAD + prefix, [q + TEMPLATE_TAIL for q in qs]) for prefix, qs in ITEMS)
     assert all(b["label_token_ids"] == [WORD_IDS["Yes"], WORD_IDS["No"]] for b in scored)
     assert llm.stats["requests"] == 2 and llm.stats["yes_no_checks"] == 5
+
+
+# ------------------------------------------------------------------ several conversations in one request
+
+
+def test_conversations_with_few_checks_share_a_request_and_a_refused_one_is_asked_alone():
+    """The default grouping: up to 64 prompts a request. 40 conversations x 3 rules = 120 prompts: 21 conversations
+    (63 prompts) in the first request, 19 (57) in the second. A request refused (400) because of one conversation is
+    split: each conversation asked alone, only the one at fault is refused."""
+    rules = RuleSet.from_texts(["The response should be polite.", "The response should be short.", "The response should be kind."])
+    convs = [[{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": f"value={(i % 9 + 1) / 10}"}] for i in range(40)]
+
+    def refuse_q7(i: int, body: dict):
+        prompts = body.get("prompt") or []
+        return (400, {"error": {"message": "the request holds a prompt this server refuses"}}) if any("Q7\n" in p for p in prompts) else None
+
+    with ScriptedServer(value_verifier, completions="vllm", faults=refuse_q7) as server:
+        llm = client(server.base_url, batch_prompts=64)
+        verdicts = Verifier(llm, rules).verify(convs)
+        bodies = completions_bodies(server)
+    assert [len(b["prompt"]) for b in bodies[:2]] == [63, 57]
+    assert verdicts.p_satisfied[:, 0].tolist()[:7] == pytest.approx([(i % 9 + 1) / 10 for i in range(7)])
+    assert list(verdicts.errors) == [7] and "refuses" in verdicts.errors[7] and np.isnan(verdicts.p_satisfied[7]).all()
+    assert not np.isnan(np.delete(verdicts.p_satisfied, 7, axis=0)).any()
+    # the refused first request was split into its 21 conversations, one request each; the second passed whole
+    assert len(bodies) == 2 + 21 and llm.stats["batches_split"] == 1 and llm.stats["refused"] == 1

@@ -284,7 +284,8 @@ def llm_options(args: argparse.Namespace, spec: str | None = None) -> dict:
     return parse_spec(spec or args.model).options(concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
                                                   api_key=args.api_key or None, extra_body=getattr(args, "extra_body", None) or None,
                                                   max_input_tokens=getattr(args, "max_input_tokens", None),
-                                                  yes_no_mode=getattr(args, "yes_no_mode", None), chat_template=getattr(args, "chat_template", None))
+                                                  yes_no_mode=getattr(args, "yes_no_mode", None), chat_template=getattr(args, "chat_template", None),
+                                                  batch_prompts=getattr(args, "batch_prompts", None))
 
 
 def json_object(text: str) -> dict:
@@ -334,6 +335,8 @@ def add_server_options(p: argparse.ArgumentParser, what: str) -> None:
                    help="how rule checks go to a server: batched (one /v1/completions request per conversation, every rule in it; "
                         "vLLM, SGLang, llama-server), chat (one chat request per check), or auto (default: batched where a probe "
                         "shows it works, else chat; the run says which)")
+    p.add_argument("--batch-prompts", type=whole(1), default=None, metavar="N",
+                   help="batched mode: most rule prompts in one request; conversations with fewer rules share one (default: 64; 1: one request per conversation)")
     p.add_argument("--chat-template", default=None, metavar="TOKENIZER",
                    help="a tokenizer (hub id or directory) whose chat template renders batched checks, for servers that do not "
                         "render it for the client (SGLang, hosted APIs); llama-server and vLLM need none")

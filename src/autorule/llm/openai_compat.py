@@ -102,6 +102,8 @@ DEFAULT_CONCURRENCY = 16
 DEFAULT_TIMEOUT = 600.0
 # overload replies in a row at concurrency 1 before giving up: the request itself is too big
 OVERLOAD_GIVE_UP = 3
+# prompts in one batched request: conversations with few rules share one, up to this many prompts
+CHUNK_PROMPTS = 64
 
 
 def is_overload(e: Exception) -> bool:
@@ -206,6 +208,7 @@ class OpenAICompatLLM(LLM):
         yes_no_mode: str = "auto",
         chat_template: str | None = None,
         replica_cooldown: float = DEFAULT_COOLDOWN,
+        batch_prompts: int = CHUNK_PROMPTS,
     ):
         """
         Args:
@@ -226,6 +229,8 @@ class OpenAICompatLLM(LLM):
             chat_template: a tokenizer (hub id or directory) whose chat template renders
                 batched prompts, for servers that do not render it for the client.
             replica_cooldown: seconds a replica that stopped answering is left out.
+            batch_prompts: most prompts in one batched request: conversations with fewer checks
+                share a request (1: one request per conversation).
 
         Example:
             >>> llm = OpenAICompatLLM("local", "http://127.0.0.1:9/v1", concurrency=4, extra_body={"top_k": 1})
@@ -259,6 +264,7 @@ class OpenAICompatLLM(LLM):
         self._probe_lock: asyncio.Lock | None = None
         self.extra_body = extra_body or {}
         self.requested_mode, self.chat_template = yes_no_mode, chat_template
+        self.batch_prompts = max(1, batch_prompts)
         self._mode: YesNoMode | None = None
         self._loop = _LoopThread()
         self._http: httpx.AsyncClient | None = None
@@ -631,34 +637,68 @@ class OpenAICompatLLM(LLM):
         # no logprobs (refused, absent, or no Yes/No among them): read a short generated answer
         return await self._short_answer(messages, key, extra)
 
-    async def _batched_checks(self, mode: YesNoMode, prefix: str, questions: list[str], key: str | None, extra: dict) -> list[float]:
-        """Every question of one conversation in one ``/v1/completions`` request (the batched mode)."""
-        prompts = [mode.template.render(prefix + q) for q in questions]  # type: ignore[union-attr]
+    async def _batched_checks(self, mode: YesNoMode, group: list[tuple[str, list[str]]], key: str | None, extra: dict) -> list[list[float]]:
+        """Every question of one or more conversations in one ``/v1/completions`` request (the batched mode)."""
+        prompts = [mode.template.render(prefix + q) for prefix, qs in group for q in qs]  # type: ignore[union-attr]
 
-        def send(top: int) -> Callable[[Replica], Awaitable[dict]]:
+        def send(top: int) -> Callable[[Replica], Awaitable[list]]:
             body = {"model": self.model, "prompt": prompts, "max_tokens": 1, "temperature": 0.0, "logprobs": top, **self.extra_body}
             if mode.logprob_token_ids:  # vLLM: the Yes/No ids are returned whatever their rank
                 body["logprob_token_ids"] = mode.logprob_token_ids
 
-            return lambda replica: self._rows(replica, "/completions", body, "choices", len(prompts))
+            async def post(replica: Replica) -> list:
+                # llama-server spreads a request's prompts over its slots, and each slot would read the conversation
+                # again: the request is pinned to one free slot, where each prompt finds the one before it cached
+                slot = replica.take_slot(mode.slots) if mode.slots else None
+                try:
+                    return await self._rows(replica, "/completions", body if slot is None else {**body, "id_slot": slot}, "choices", len(prompts))
+                finally:
+                    replica.free_slot(slot)
+
+            return post
 
         rows = await self._logprobs_call(send, key) if self.logprobs_accepted is not False else None
-        if rows is None:  # logprobs refused: every check reads a short answer
-            return [await self._short_answer([{"role": "user", "content": prefix + q}], key, extra) for q in questions]
+        out: list[list[float]] = []
         # choices carry their prompt's index (vLLM and SGLang may answer out of order)
-        choices = sorted(rows, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
-        out: list[float] = []
-        for q, choice in zip(questions, choices):
-            pairs = choice_yes_pairs(choice) if isinstance(choice, dict) else None
-            p = yes_probability(pairs) if pairs else None
-            if p is None and pairs is not None and choice_thinks_first(choice):
-                self.stats["yes_no_thinking"] += 1
-                self.stats["yes_no_unparsed"] += 1
-                p = UNPARSED
-            elif p is None:
-                p = await self._short_answer([{"role": "user", "content": prefix + q}], key, extra)
-            out.append(p)
+        choices = iter(sorted(rows, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)) if rows is not None else None
+        for prefix, questions in group:
+            probs = []
+            for q in questions:
+                if choices is None:  # logprobs refused: every check reads a short answer
+                    probs.append(await self._short_answer([{"role": "user", "content": prefix + q}], key, extra))
+                    continue
+                choice = next(choices)
+                pairs = choice_yes_pairs(choice) if isinstance(choice, dict) else None
+                p = yes_probability(pairs) if pairs else None
+                if p is None and pairs is not None and choice_thinks_first(choice):
+                    self.stats["yes_no_thinking"] += 1
+                    self.stats["yes_no_unparsed"] += 1
+                    p = UNPARSED
+                elif p is None:
+                    p = await self._short_answer([{"role": "user", "content": prefix + q}], key, extra)
+                probs.append(p)
+            out.append(probs)
         return out
+
+    def _chunks(self, items: list[tuple[str, list[str]]], keys: list[str]) -> list[list[int]]:
+        """Items grouped into batched requests: by their replica (affinity kept), in order, up to `batch_prompts`
+        prompts a request (an item with more goes alone): conversations with few rules share a request."""
+        homes: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            homes.setdefault(id(self.replicas.order(key)[0]) if len(self.replicas) > 1 else 0, []).append(i)
+        chunks: list[list[int]] = []
+        for members in homes.values():
+            current, prompts = [], 0
+            for i in members:
+                k = len(items[i][1])
+                if current and prompts + k > self.batch_prompts:
+                    chunks.append(current)
+                    current, prompts = [], 0
+                current.append(i)
+                prompts += k
+            if current:
+                chunks.append(current)
+        return chunks
 
     async def _scored_checks(self, mode: YesNoMode, prefix: str, questions: list[str], key: str | None, extra: dict) -> list[float]:
         """Every question of one conversation in one SGLang ``/v1/score`` request (the score mode): the conversation
@@ -685,26 +725,48 @@ class OpenAICompatLLM(LLM):
             if self._probe_lock is None:
                 self._probe_lock = asyncio.Lock()
 
+            affinity = keys or [prefix for prefix, _ in items]
+
+            def refused(i: int, e: RequestRefused) -> list[float]:
+                if errors is None:
+                    raise e
+                errors[i] = str(e)
+                self.stats["refused"] += 1
+                return [UNPARSED] * len(items[i][1])
+
             async def item(i: int, prefix: str, questions: list[str]) -> list[float]:
-                key = keys[i] if keys else prefix
                 try:
-                    if mode.batched:
-                        probs = await self._batched_checks(mode, prefix, questions, key, extra)
-                    elif mode.score:
-                        probs = await self._scored_checks(mode, prefix, questions, key, extra)
+                    if mode.score:
+                        probs = await self._scored_checks(mode, prefix, questions, affinity[i], extra)
                     else:
-                        probs = await _gather_or_cancel([self._chat_check(prefix, q, key, extra) for q in questions])
+                        probs = await _gather_or_cancel([self._chat_check(prefix, q, affinity[i], extra) for q in questions])
                 except RequestRefused as e:
-                    if errors is None:
-                        raise
-                    errors[i] = str(e)
-                    self.stats["refused"] += 1
-                    probs = [UNPARSED] * len(questions)
+                    probs = refused(i, e)
                 if on_item:
                     on_item(i)
                 return probs
 
-            return await _gather_or_cancel([item(i, prefix, qs) for i, (prefix, qs) in enumerate(items)])
+            if not mode.batched:
+                return await _gather_or_cancel([item(i, prefix, qs) for i, (prefix, qs) in enumerate(items)])
+
+            out: list[list[float]] = [[] for _ in items]
+
+            async def chunk(members: list[int]) -> None:
+                try:
+                    rows = await self._batched_checks(mode, [items[i] for i in members], affinity[members[0]], extra)
+                except RequestRefused as e:
+                    if len(members) > 1:  # one conversation may be at fault (too long, say): each asked alone
+                        self.stats["batches_split"] += 1
+                        await _gather_or_cancel([chunk([i]) for i in members])
+                        return
+                    rows = [refused(members[0], e)]
+                for i, probs in zip(members, rows):
+                    out[i] = probs
+                    if on_item:
+                        on_item(i)
+
+            await _gather_or_cancel([chunk(c) for c in self._chunks(items, affinity)])
+            return out
 
         self.stats["yes_no_checks"] += sum(len(qs) for _, qs in items)
         return self._loop.run(main())

@@ -42,9 +42,20 @@ class Replica:
     down_until: float = 0.0
     downs: int = 0
     clients: dict = field(default_factory=dict)
+    busy_slots: set = field(default_factory=set)  # llama-server slots pinned by requests in flight
 
     def up(self, now: float) -> bool:
         return self.down_until <= now
+
+    def take_slot(self, slots: int) -> int | None:
+        """A free slot id among `slots` for one request (llama-server's ``id_slot``), or None when all are taken."""
+        free = next((s for s in range(slots) if s not in self.busy_slots), None)
+        if free is not None:
+            self.busy_slots.add(free)
+        return free
+
+    def free_slot(self, slot: int | None) -> None:
+        self.busy_slots.discard(slot)
 
 
 def _weight(key: str, url: str) -> int:

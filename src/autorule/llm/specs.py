@@ -34,7 +34,7 @@ SERVER_KINDS = ("openai",)
 BACKEND_OPTIONS = {
     "local": ("batch_size", "device", "max_context", "no_repeat_ngram_size", "pack_tokens"),
     "server": ("api_key", "concurrency", "timeout", "max_retries", "backoff_base", "backoff_max", "top_logprobs",
-               "extra_body", "max_input_tokens", "yes_no_mode", "chat_template", "replica_cooldown"),
+               "extra_body", "max_input_tokens", "yes_no_mode", "chat_template", "replica_cooldown", "batch_prompts"),
 }
 
 

@@ -71,6 +71,8 @@ class YesNoMode:
     # the Yes and No token ids: /v1/score's labels (score), vLLM's logprob_token_ids (batched)
     label_ids: tuple[int, int] | None = None
     logprob_token_ids: list[int] | None = None
+    # llama-server's slot count: each batched request is pinned to one free slot (``id_slot``)
+    slots: int | None = None
 
     @property
     def batched(self) -> bool:
@@ -83,7 +85,7 @@ class YesNoMode:
     def describe(self) -> str:
         """One line for a run's summary."""
         if self.batched:
-            ids = ", with logprob_token_ids" if self.logprob_token_ids else ""
+            ids = ", with logprob_token_ids" if self.logprob_token_ids else f", each request on one of {self.slots} slots (id_slot)" if self.slots else ""
             return f"batched: one /v1/completions request per conversation, every rule in it{ids} (chat template from {self.template.source}; {self.reason})"  # type: ignore[union-attr]
         if self.score:
             return f"score: one /v1/score request per conversation, every rule an item (chat template from {self.template.source}; {self.reason})"  # type: ignore[union-attr]
@@ -311,8 +313,9 @@ def detect_mode(llm: Any) -> YesNoMode:
         asked = ids[2] if ids is not None and llm.info.tokenize_style == "vllm" else None
         why_not, honoured = _probe_completions(llm, url, headers, template, asked)
         if why_not is None:
+            slots = llm.info.slots if llm.info.tokenize_style == "llama" and (llm.info.slots or 1) > 1 else None
             return YesNoMode("batched", "probed: the server takes prompt lists and agrees with its chat endpoint", template,
-                             logprob_token_ids=sorted(set(asked.values())) if asked and honoured else None)
+                             logprob_token_ids=sorted(set(asked.values())) if asked and honoured else None, slots=slots)
     if llm.requested_mode == "batched":
         raise LLMError(f"{llm.base_url}: --yes-no-mode batched cannot run: {why_not}")
     log.warning("%s: yes/no checks go one chat request each: %s", llm.base_url, why_not)
