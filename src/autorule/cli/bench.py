@@ -188,7 +188,7 @@ def add_parsers(sub) -> None:
     bs.add_argument("--conversations", type=whole(1), default=16)
     bs.add_argument("--concurrency", type=whole(1), default=8, help="requests in flight per replica (every mode)")
     bs.add_argument("--modes", default="batched,chat,reference",
-                    help="comma-separated, each on a fresh backend: batched (one /v1/completions request per conversation), "
+                    help="comma-separated, each on a fresh backend: batched (/v1/completions requests, every rule of a conversation in one), "
                          "chat (one chat request per check), reference (the reference code's method) (default: %(default)s)")
     bs.add_argument("--timeout", type=number(0, above=True), default=300.0)
     common(bs)

@@ -332,7 +332,7 @@ def add_server_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--extra-body", type=json_object, default=None, metavar="JSON",
                    help='JSON fields sent with every request, e.g. \'{"chat_template_kwargs": {"enable_thinking": false}}\' (Qwen3 on vLLM/SGLang)')
     p.add_argument("--yes-no-mode", choices=("auto", "batched", "chat"), default=None,
-                   help="how rule checks go to a server: batched (one /v1/completions request per conversation, every rule in it; "
+                   help="how rule checks go to a server: batched (/v1/completions requests, every rule of a conversation in one; "
                         "vLLM, SGLang, llama-server), chat (one chat request per check), or auto (default: batched where a probe "
                         "shows it works, else chat; the run says which)")
     p.add_argument("--batch-prompts", type=whole(1), default=None, metavar="N",

@@ -47,6 +47,8 @@ class ServerInfo:
     tokenize_style: str = "llama"  # "llama": {"content"}; "vllm": {"model", "prompt"}
     model: str = ""
     api_key: str = ""
+    # one keep-alive client for every count (the verifier counts each conversation it fits)
+    _http: httpx.Client | None = field(default=None, repr=False, compare=False)
 
     @property
     def can_tokenize(self) -> bool:
@@ -56,7 +58,9 @@ class ServerInfo:
         """Tokens in `text` by the server's tokenizer; None if it will not say."""
         body = {"content": text} if self.tokenize_style == "llama" else {"model": self.model, "prompt": text}
         try:
-            r = httpx.post(self.tokenize_url, json=body, timeout=PROBE_TIMEOUT, headers=_auth(self.api_key))  # type: ignore[arg-type]
+            if self._http is None:
+                self._http = httpx.Client(timeout=PROBE_TIMEOUT, headers=_auth(self.api_key))
+            r = self._http.post(self.tokenize_url, json=body)  # type: ignore[arg-type]
             r.raise_for_status()
             data = r.json()
         except (httpx.HTTPError, ValueError) as e:

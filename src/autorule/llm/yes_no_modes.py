@@ -86,7 +86,7 @@ class YesNoMode:
         """One line for a run's summary."""
         if self.batched:
             ids = ", with logprob_token_ids" if self.logprob_token_ids else f", each request on one of {self.slots} slots (id_slot)" if self.slots else ""
-            return f"batched: one /v1/completions request per conversation, every rule in it{ids} (chat template from {self.template.source}; {self.reason})"  # type: ignore[union-attr]
+            return f"batched: /v1/completions requests, every rule of a conversation in one (conversations with few rules share one){ids} (chat template from {self.template.source}; {self.reason})"  # type: ignore[union-attr]
         if self.score:
             return f"score: one /v1/score request per conversation, every rule an item (chat template from {self.template.source}; {self.reason})"  # type: ignore[union-attr]
         return f"one chat request per check ({self.reason})"
