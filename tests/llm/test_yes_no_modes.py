@@ -375,8 +375,13 @@ def test_a_tokenizer_of_another_template_falls_back_to_chat_and_batched_refuses(
 
 def test_a_chat_template_that_cannot_be_loaded_is_an_error(tmp_path):
     with ScriptedServer(value_verifier, completions="vllm") as server:
-        with pytest.raises(LLMError, match="--chat-template .*has no chat template"):
+        with pytest.raises(LLMError, match="--chat-template .*has no chat template") as bad:
             client(server.base_url, chat_template=saved_tokenizer(tmp_path, "")).score_yes_no_batch(ITEMS)
+        with pytest.raises(LLMError, match="no tokenizer with a chat template could be loaded from it") as missing:
+            client(server.base_url, chat_template=str(tmp_path / "no-such-tokenizer")).score_yes_no_batch(ITEMS)
+    from autorule.errors import exit_code
+
+    assert exit_code(bad.value) == exit_code(missing.value) == 2  # bad input, not a failed run
 
 
 # ------------------------------------------------------------------ server-native scoring: vLLM logprob_token_ids, SGLang /v1/score

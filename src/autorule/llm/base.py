@@ -310,6 +310,8 @@ _SHOWN = [
     ("logprobs_refused", "logprobs refused (verdicts read from short answers)"), ("top_logprobs_lowered", "top_logprobs lowered to the server's limit"),
     ("yes_no_from_reasoning", "verdicts read from reasoning_content"),
     ("context_learned", "context learned from the server's refusal"), ("context_retried", "requests refitted to it and retried"),
+    ("replica_down", "replicas left out (stopped answering)"), ("rerouted", "requests re-routed to another replica"),
+    ("batches_split", "batched requests split after a refusal"),
 ]
 
 

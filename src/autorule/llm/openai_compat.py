@@ -459,12 +459,14 @@ class OpenAICompatLLM(LLM):
                     raise self._refusal(e) from e
                 if kind in ("connection", "timeout") and len(self.replicas) > 1:
                     # a replica that stops answering is left out for a while; its requests go to the others
+                    self.stats[f"fault_{kind}"] += 1
                     downs = replica.downs
                     another = self.replicas.mark_down(replica, f"{kind}: {_first_line(str(e), 120)}")
                     self.stats["replica_down"] += replica.downs - downs
                     if another:
                         self.stats["rerouted"] += 1
                         continue
+                    self.stats[f"fault_{kind}"] -= 1  # counted again below, where it is retried
                 if kind == "connection" and _refused(e):
                     where = "any of " + self.base_url if len(self.replicas) > 1 else replica.url
                     raise LLMError(f"cannot connect to {where}: connection refused. Is the server running, and at that address and port?") from e

@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from autorule.errors import InputError
 from autorule.llm.base import MIN_ANSWER_MASS, LLMError, yes_probability
 from autorule.llm.chat_template import (
     ChatTemplate,
@@ -270,12 +271,19 @@ def _probe_score(llm: Any, url: str, headers: dict, template: ChatTemplate, labe
     return None
 
 
+class ChatTemplateError(LLMError, InputError):
+    """--chat-template names no usable tokenizer (bad input: exit 2)."""
+
+
 def _template(llm: Any, headers: dict) -> ChatTemplate | None:
     if llm.chat_template:
         try:
             return from_tokenizer(llm.chat_template)
         except (TemplateError, OSError, ValueError) as e:
-            raise LLMError(f"--chat-template {llm.chat_template}: {e}") from e
+            first = " ".join(str(e).split())[:300]
+            raise ChatTemplateError(f"--chat-template {llm.chat_template}: no tokenizer with a chat template could be loaded from it "
+                                    f"(a hub id or a directory holding tokenizer.json / tokenizer_config.json with a chat_template). "
+                                    f"transformers said: {first}") from e
     info, root = llm.info, root_of(llm.info_url)
     if info.tokenize_url and info.tokenize_style == "llama":
         return from_llama_server(root, headers)
