@@ -172,7 +172,7 @@ def test_verifier_client_benchmark_runs_both_modes_against_the_mock():
     assert status == 0
     run = report["runs"]["2"]
     assert set(run["checks_per_s"]) == {"batched", "chat"} and run["checks"] == 6
-    assert run["requests"] == {"batched": 3, "chat": 6}  # one request per conversation against one per check
+    assert run["requests"] == {"batched": 1, "chat": 6}  # the 3 conversations x 2 rules in one request (up to 64 prompts) against one per check
     assert run["batched_vs_chat"] == pytest.approx(run["checks_per_s"]["batched"] / run["checks_per_s"]["chat"])
     assert run["mode_lines"]["batched"].startswith("batched:")
     assert report["profiles"]["2"]["loop_thread"]["top"]
