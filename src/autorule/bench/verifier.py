@@ -139,7 +139,7 @@ def server_counters(base_urls: list[str]) -> list[dict] | None:
     """llama-server's prompt counters (``/metrics``, served with ``--metrics``), one dict per replica; None elsewhere."""
     import httpx
 
-    from autorule.llm.yes_no_modes import root_of
+    from autorule.llm.serverinfo import root_of
 
     out = []
     for url in base_urls:
@@ -173,7 +173,7 @@ def erase_slots(base_urls: list[str]) -> bool:
     conversation in a slot; False where the server has no such endpoint."""
     import httpx
 
-    from autorule.llm.yes_no_modes import root_of
+    from autorule.llm.serverinfo import root_of
 
     try:
         for url in base_urls:
@@ -221,7 +221,7 @@ def server_floor_tokens(llm, rules: RuleSet, convs: list[list[Message]]) -> tupl
     import httpx
 
     from autorule.llm.chat_template import from_llama_server
-    from autorule.llm.yes_no_modes import root_of
+    from autorule.llm.serverinfo import root_of
 
     verifier = Verifier(llm, rules)
     info = llm.info

@@ -77,6 +77,7 @@ from autorule.llm.yes_no_modes import (
     choice_thinks_first,
     choice_yes_pairs,
     detect_mode,
+    merged_replies,
     score_yes_probability,
 )
 
@@ -368,10 +369,7 @@ class OpenAICompatLLM(LLM):
                 error_body = r.text
             detail = error_body.get("error", error_body) if isinstance(error_body, dict) else error_body
             raise openai.APIStatusError(f"Error code: {r.status_code} - {error_body}", response=r, body=detail)
-        reply = orjson.loads(r.content)
-        if isinstance(reply, list) and reply and all(isinstance(x, dict) and isinstance(x.get("choices"), list) for x in reply):
-            # some llama-server builds answer a prompt list with one whole reply per prompt
-            reply = {"choices": [{**c, "index": i} for i, c in enumerate(c for x in reply for c in x["choices"])]}
+        reply = merged_replies(orjson.loads(r.content))
         if not isinstance(reply, dict):
             raise MalformedReply("reply is not a JSON object")
         return reply
@@ -459,14 +457,13 @@ class OpenAICompatLLM(LLM):
                     raise self._refusal(e) from e
                 if kind in ("connection", "timeout") and len(self.replicas) > 1:
                     # a replica that stops answering is left out for a while; its requests go to the others
-                    self.stats[f"fault_{kind}"] += 1
                     downs = replica.downs
                     another = self.replicas.mark_down(replica, f"{kind}: {_first_line(str(e), 120)}")
                     self.stats["replica_down"] += replica.downs - downs
                     if another:
+                        self.stats[f"fault_{kind}"] += 1
                         self.stats["rerouted"] += 1
                         continue
-                    self.stats[f"fault_{kind}"] -= 1  # counted again below, where it is retried
                 if kind == "connection" and _refused(e):
                     where = "any of " + self.base_url if len(self.replicas) > 1 else replica.url
                     raise LLMError(f"cannot connect to {where}: connection refused. Is the server running, and at that address and port?") from e

@@ -54,9 +54,13 @@ class ServerInfo:
     def can_tokenize(self) -> bool:
         return self.tokenize_url is not None
 
-    def count_tokens(self, text: str) -> int | None:
-        """Tokens in `text` by the server's tokenizer; None if it will not say."""
-        body = {"content": text} if self.tokenize_style == "llama" else {"model": self.model, "prompt": text}
+    def _tokenize(self, text: str, special: bool | None) -> dict | None:
+        """The server's /tokenize reply for `text`, in its own request shape; `special`: ask it to add
+        (True) or leave out (False) special tokens such as BOS, None: its default. None on failure."""
+        if self.tokenize_style == "llama":
+            body: dict = {"content": text} if special is None else {"content": text, "add_special": special}
+        else:
+            body = {"model": self.model, "prompt": text} if special is None else {"model": self.model, "prompt": text, "add_special_tokens": special}
         try:
             if self._http is None:
                 self._http = httpx.Client(timeout=PROBE_TIMEOUT, headers=_auth(self.api_key))
@@ -66,10 +70,25 @@ class ServerInfo:
         except (httpx.HTTPError, ValueError) as e:
             log.info("tokenize at %s failed (%s); estimating token counts", self.tokenize_url, e)
             return None
+        return data if isinstance(data, dict) else None
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens in `text` by the server's tokenizer; None if it will not say."""
+        data = self._tokenize(text, None)
+        if data is None:
+            return None
         if isinstance(data.get("count"), int):
             return data["count"]
         tokens = data.get("tokens")
         return len(tokens) if isinstance(tokens, list) else None
+
+    def token_ids(self, text: str) -> list[int] | None:
+        """The ids of `text` by the server's tokenizer, no special tokens added; None if it will not say."""
+        tokens = (self._tokenize(text, False) or {}).get("tokens")
+        if not isinstance(tokens, list):
+            return None
+        ids = [t.get("id") if isinstance(t, dict) else t for t in tokens]  # llama-server's with_pieces form
+        return ids if all(isinstance(i, int) for i in ids) else None
 
 
 def _auth(api_key: str) -> dict:

@@ -130,6 +130,21 @@ def choice_yes_pairs(choice: dict) -> list[tuple[str, float]] | None:
     return None
 
 
+def merged_replies(reply: Any) -> Any:
+    """A completions reply as one object: some llama-server builds answer a prompt list with a JSON array of one
+    whole reply per prompt, merged here into one ``choices`` list in prompt order; any other reply as it came.
+
+    Example:
+        >>> merged_replies([{"choices": [{"text": "Yes", "index": 0}]}, {"choices": [{"text": "No", "index": 0}]}])
+        {'choices': [{'text': 'Yes', 'index': 0}, {'text': 'No', 'index': 1}]}
+        >>> merged_replies({"choices": []})
+        {'choices': []}
+    """
+    if isinstance(reply, list) and reply and all(isinstance(x, dict) and isinstance(x.get("choices"), list) for x in reply):
+        return {"choices": [{**c, "index": i} for i, c in enumerate(c for x in reply for c in x["choices"])]}
+    return reply
+
+
 def choice_thinks_first(choice: dict) -> bool:
     """The choice's token opens a reasoning block (``<think>``): no verdict comes in one token."""
     lp = choice.get("logprobs") if isinstance(choice.get("logprobs"), dict) else {}
@@ -157,12 +172,12 @@ def score_yes_probability(row: list) -> float | None:
     return yes / (yes + no)
 
 
-def yes_no_token_ids(llm: Any, root: str, headers: dict) -> tuple[int, int, dict[str, int]] | None:
+def yes_no_token_ids(llm: Any) -> tuple[int, int, dict[str, int]] | None:
     """(Yes id, No id, {spelling: id} for every single-token spelling of Yes/No) by the server's tokenizer (llama-server's,
     vLLM's or SGLang's ``/tokenize``) or the tokenizer named by --chat-template; None when they cannot be learned."""
     ids: dict[str, int] = {}
     for word in ("Yes", "No", " Yes", " No", "yes", "no", " yes", " no"):
-        tokens = _tokenize(llm, root, headers, word)
+        tokens = _token_ids(llm, word)
         if tokens is not None and len(tokens) == 1:
             ids[word] = tokens[0]
     if "Yes" not in ids or "No" not in ids:
@@ -170,19 +185,12 @@ def yes_no_token_ids(llm: Any, root: str, headers: dict) -> tuple[int, int, dict
     return ids["Yes"], ids["No"], ids
 
 
-def _tokenize(llm: Any, root: str, headers: dict, text: str) -> list[int] | None:
+def _token_ids(llm: Any, text: str) -> list[int] | None:
     """Token ids of `text` by the server's own tokenizer (the ids it scores by), else by the --chat-template tokenizer."""
-    info = llm.info
-    if info.tokenize_url:
-        body = {"content": text} if info.tokenize_style == "llama" else {"model": llm.model, "prompt": text, "add_special_tokens": False}
-        try:
-            r = httpx.post(f"{root}/tokenize", json=body, headers=headers, timeout=PROBE_TIMEOUT)
-            tokens = r.json().get("tokens") if r.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, AttributeError):
-            tokens = None
-        if isinstance(tokens, list):
-            ids = [t.get("id") if isinstance(t, dict) else t for t in tokens]  # llama-server's with_pieces form
-            return ids if all(isinstance(i, int) for i in ids) else None
+    if llm.info.can_tokenize:
+        ids = llm.info.token_ids(text)
+        if ids is not None:
+            return ids
     if llm.chat_template:
         from transformers import AutoTokenizer
 
@@ -224,10 +232,7 @@ def _probe_completions(llm: Any, url: str, headers: dict, template: ChatTemplate
     if r.status_code != 200:
         return f"/v1/completions with a prompt list answered {r.status_code}", False
     try:
-        reply = r.json()
-        if isinstance(reply, list):  # some llama-server builds: one whole reply per prompt
-            reply = {"choices": [{**c, "index": i} for i, c in enumerate(c for x in reply for c in x.get("choices", []))]}
-        choices = reply.get("choices")
+        choices = merged_replies(r.json()).get("choices")
     except (ValueError, AttributeError):
         return "/v1/completions answered with no JSON object", False
     if not isinstance(choices, list) or len(choices) != len(_PROBE):
@@ -314,7 +319,7 @@ def detect_mode(llm: Any) -> YesNoMode:
                    "--chat-template TOKENIZER names one")
     else:
         url = llm.info_url  # the first replica that answered
-        ids = yes_no_token_ids(llm, root_of(url), headers)
+        ids = yes_no_token_ids(llm)
         if ids is not None and llm.info.tokenize_style == "vllm" and _probe_score(llm, url, headers, template, ids[:2]) is None:
             return YesNoMode("score", "probed: /v1/score answers and agrees with the chat endpoint", template, label_ids=ids[:2])
         # logprob_token_ids is vLLM's; llama-server would ignore it
