@@ -20,70 +20,27 @@ first replica's rate on long prompts: for two replicas, twice that rate is the f
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-
-import httpx
 
 from autorule.cli.bench import emit
 from autorule.cli.options import Parser
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/llama_server.py
+
 LAYOUTS = {"one-t1": [1], "one-t2": [2], "two-t1": [1, 1]}
-DEFAULT_BINARY = Path.home() / ".cache" / "autorule" / "llama-server" / "11434.0.0-noamx1" / "bin" / "llama-server"
-
-
-def _binary() -> Path:
-    path = Path(os.environ.get("AUTORULE_LLAMA_SERVER") or DEFAULT_BINARY)
-    if not path.is_file():
-        raise SystemExit(f"llama-server not found at {path}: run `bash scripts/build_llama_server.sh` or set AUTORULE_LLAMA_SERVER")
-    return path
-
-
-def _gguf() -> Path:
-    from autorule.llm.local import embedded_gguf
-
-    return embedded_gguf()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
-def llama_server(threads: int, log_dir: Path):
-    """One llama-server (one slot, metrics on, no host prompt cache) on a free port; yields its base URL."""
-    port = _free_port()
-    log = (log_dir / f"llama-server-{port}.log").open("w")
-    proc = subprocess.Popen([str(_binary()), "-m", str(_gguf()), "--host", "127.0.0.1", "--port", str(port), "-t", str(threads),
-                             "-np", "1", "-c", "8192", "--metrics", "--cache-ram", "0"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"llama-server did not start; see {log.name}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def llama_server(threads: int):
+    """One llama-server (one slot, metrics on, no host prompt cache) on a free port, started as the tests start it; yields its base URL."""
+    from llama_server import LlamaServer  # tests/llama_server.py: the repository's one launcher (binary, port, health wait, log)
+
+    from autorule.llm.local import embedded_gguf
+
+    with LlamaServer(embedded_gguf(), "-np", "1", "-c", "8192", "--metrics", "--cache-ram", "0", threads=threads) as server:
+        yield server.base_url
 
 
 def run(layouts: list[str], k: int, n: int, data: str | None, modes: tuple[str, ...], concurrency: int) -> dict:
@@ -93,21 +50,20 @@ def run(layouts: list[str], k: int, n: int, data: str | None, modes: tuple[str, 
 
     convs = _sample_convs(data, n)
     report: dict = {"rules": k, "conversations": n, "data": data or "examples/pairs.jsonl", "concurrency_per_replica": concurrency, "layouts": {}}
-    with tempfile.TemporaryDirectory(prefix="autorule-replicas-") as tmp:
-        for name in layouts:
-            with ExitStack() as stack:
-                urls = [stack.enter_context(llama_server(t, Path(tmp))) for t in LAYOUTS[name]]
-                spec = f"openai:local@{','.join(urls)}"
+    for name in layouts:
+        with ExitStack() as stack:
+            urls = [stack.enter_context(llama_server(t)) for t in LAYOUTS[name]]
+            spec = f"openai:local@{','.join(urls)}"
 
-                def make_llm(mode: str, spec: str = spec):
-                    return load_llm(spec, yes_no_mode="chat" if mode == "reference" else mode, concurrency=concurrency, timeout=600, max_retries=2)
+            def make_llm(mode: str, spec: str = spec):
+                return load_llm(spec, yes_no_mode="chat" if mode == "reference" else mode, concurrency=concurrency, timeout=600, max_retries=2)
 
-                r = run_server_benchmark(make_llm, convs, k, modes)
-                for mode, server in r["server"].items():
-                    if "floor_share" in server:
-                        server["floor_share_all_replicas"] = server["floor_share"] / len(urls)
-                report["layouts"][name] = {"replicas": len(urls), "threads": LAYOUTS[name], **{key: r.get(key) for key in (
-                    "checks", "checks_per_s", "seconds", "mode_lines", "server", "prefill_rate_long", "floor_tokens", "floor_seconds", "unavailable")}}
+            r = run_server_benchmark(make_llm, convs, k, modes)
+            for mode, server in r["server"].items():
+                if "floor_share" in server:
+                    server["floor_share_all_replicas"] = server["floor_share"] / len(urls)
+            report["layouts"][name] = {"replicas": len(urls), "threads": LAYOUTS[name], **{key: r.get(key) for key in (
+                "checks", "checks_per_s", "seconds", "mode_lines", "server", "prefill_rate_long", "floor_tokens", "floor_seconds", "unavailable")}}
     for mode in modes:
         cps = {name: lay["checks_per_s"].get(mode) for name, lay in report["layouts"].items()}
         for one in ("one-t1", "one-t2"):
