@@ -1,202 +1,22 @@
-"""Rewards: the rule reward, a reward model's score, and their composition (presets)."""
+"""RewardScorer: conversations in, rewards and their parts out; the one object every adapter uses."""
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from autorule.data import Message, to_conversation
-from autorule.data.messages import alternating_turns
 from autorule.data.reasoning import answer_only
+from autorule.reward.presets import RewardPreset, check_reward_kind, compose, get_preset
+from autorule.reward.reward_model import RewardModel, word_counts
+from autorule.reward.rule_reward import rule_reward
 from autorule.rules import RuleSet
 from autorule.verifier import Verdicts
-
-
-def rule_reward(verdicts: Verdicts, rules: RuleSet | None = None, *, hard: bool = False, no_rules_value: float = 0.5) -> np.ndarray:
-    """Weighted mean of P(satisfied) (or of hard verdicts) over the rules that apply.
-
-    Weights come from the RuleSet (uniform by default). A response to which no rule
-    applies gets `no_rules_value`: neither rewarded nor punished for dodging every rule.
-    Checks with no readable verdict are left out like rules that do not apply; a response
-    the server refused (`verdicts.errors`) gets NaN: it has no reward.
-
-    Args:
-        verdicts: the verifier's `Verdicts`.
-        rules: the RuleSet (for its weights); None: uniform weights.
-        hard: average thresholded verdicts instead of P(satisfied).
-        no_rules_value: the reward when no rule applies.
-
-    Example:
-        >>> import numpy as np
-        >>> from autorule.verifier import Verdicts
-        >>> rule_reward(Verdicts(["r1", "r2"], np.array([[0.9, 0.3], [0.2, float("nan")]]))).round(2).tolist()
-        [0.6, 0.2]
-    """
-    values = verdicts.hard.astype(float) if hard else np.nan_to_num(verdicts.p_satisfied, nan=0.0)
-    weights = np.array([r.weight for r in rules.rules], dtype=float) if rules is not None else np.ones(values.shape[1])
-    mask = verdicts.applicable * weights[None, :]
-    total = mask.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        reward = (values * mask).sum(axis=1) / total
-    reward = np.where(total > 0, reward, no_rules_value)
-    if verdicts.errors:
-        reward[list(verdicts.errors)] = np.nan
-    return reward
-
-
-@dataclass(frozen=True)
-class RewardPreset:
-    """How the rule reward is computed and combined with a reward model and length.
-
-    total = rm_weight * rm + rule_scale * (rule - rule_offset) - length_penalty * overlength,
-    clipped to [-clip, clip] when `clip` is set. `rm` is normalised with the RM's stored
-    mean and std when `normalise_rm` is on. overlength = max(0, words - length_target) / length_target.
-    """
-
-    name: str
-    style: str = "default"  # verifier question: "default" or "paper"
-    applicability: bool = False  # three-valued verdicts; average over applicable rules only
-    hard: bool = False  # threshold verdicts before averaging
-    rule_scale: float = 1.0
-    rule_offset: float = 0.0
-    rm_weight: float = 1.0
-    normalise_rm: bool = True
-    length_penalty: float = 0.0
-    length_target: int = 300
-    clip: float | None = None
-
-    def rule_term(self, rule) -> np.ndarray:
-        """The rule reward's part of the total: rule_scale * (rule - rule_offset)."""
-        return self.rule_scale * (np.asarray(rule, dtype=float) - self.rule_offset)
-
-
-PRESETS = {
-    "default": RewardPreset("default"),
-    "ternary": RewardPreset("ternary", applicability=True),
-    # Wang & Xiong (2025): normalised RM + 10 x (fraction satisfied - 0.75), clipped to [-10, 10];
-    # binary verdicts, "not applicable" counts as satisfied, every check demands conciseness
-    "paper": RewardPreset("paper", style="paper", hard=True, rule_scale=10.0, rule_offset=0.75, clip=10.0),
-}
-
-
-def get_preset(name: str, **overrides) -> RewardPreset:
-    if name not in PRESETS:
-        raise ValueError(f"unknown reward preset {name!r} (choose from {', '.join(PRESETS)})")
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
-
-
-def compose(preset: RewardPreset, rule: np.ndarray, rm: np.ndarray | None = None, words: np.ndarray | None = None) -> np.ndarray:
-    total = preset.rule_term(rule)
-    if rm is not None:
-        total = total + preset.rm_weight * np.asarray(rm, dtype=float)
-    if preset.length_penalty and words is not None:
-        over = np.maximum(0.0, np.asarray(words, dtype=float) - preset.length_target) / preset.length_target
-        total = total - preset.length_penalty * over
-    if preset.clip is not None:
-        total = np.clip(total, -preset.clip, preset.clip)
-    return total
-
-
-# what an adapter returns: the composed reward, or the rule term alone
-REWARD_KINDS = ("total", "rule")
-
-
-def check_reward_kind(kind: str) -> str:
-    """`kind` if it names a reward every adapter can return, else a ValueError saying which do.
-
-    Args:
-        kind: "total" (the preset's composed reward) or "rule" (the rule term alone).
-
-    Example:
-        >>> check_reward_kind("rule")
-        'rule'
-        >>> check_reward_kind("rm")
-        Traceback (most recent call last):
-        ...
-        ValueError: reward='rm': choose 'total' (the scorer's composed reward) or 'rule' (the rule term alone)
-    """
-    if kind not in REWARD_KINDS:
-        raise ValueError(f"reward={kind!r}: choose 'total' (the scorer's composed reward) or 'rule' (the rule term alone)")
-    return kind
-
-
-RM_STATS_FILE = "autorule_rm.json"
-
-
-class RewardModel:
-    """Any Hugging Face sequence-classification model as a scalar reward.
-
-    If the model directory holds `autorule_rm.json` (written by `autorule train-rm`),
-    scores are normalised with its mean and std from the training data.
-
-    Args:
-        path: a Hugging Face sequence-classification model directory.
-        device: "cuda" or "cpu" (default: cuda when available).
-        batch_size: conversations per forward pass.
-        max_length: tokens kept per conversation (cut from the left: the response stays).
-
-    Example:
-        >>> RewardModel("/no/such/model")
-        Traceback (most recent call last):
-        ...
-        ValueError: cannot load reward model '/no/such/model': ...
-    """
-
-    def __init__(self, path: str, *, device: str | None = None, batch_size: int = 8, max_length: int = 2048):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.torch = torch
-        self.path = path
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(path).to(self.device).eval()
-        except OSError as e:
-            raise ValueError(f"cannot load reward model {path!r}: {e}") from e
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.batch_size, self.max_length = batch_size, max_length
-        stats_file = Path(path) / RM_STATS_FILE
-        stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
-        self.mean, self.std = float(stats.get("mean", 0.0)), float(stats.get("std", 1.0)) or 1.0
-
-    def _text(self, messages: list[Message]) -> str:
-        dicts = [m.model_dump() for m in messages]
-        if self.tokenizer.chat_template:
-            try:
-                return self.tokenizer.apply_chat_template(dicts, tokenize=False)
-            except Exception as e:  # noqa: BLE001 - a template that refuses a role (tool, system) or non-alternating turns
-                if not getattr(self, "_folded_warned", False):
-                    self._folded_warned = True
-                    logging.getLogger("autorule").warning("the reward model's chat template refused a conversation (%s); such conversations "
-                                                          "are given to it as alternating user/assistant turns", e)
-                return self.tokenizer.apply_chat_template(alternating_turns(messages), tokenize=False)
-        return "\n\n".join(f"{m['role']}: {m['content']}" for m in dicts)
-
-    def score(self, conversations: list[list[Message]], normalise: bool = True) -> np.ndarray:
-        torch = self.torch
-        self.tokenizer.truncation_side = "left"  # keep the response; the RM judges it
-        out = []
-        for start in range(0, len(conversations), self.batch_size):
-            texts = [self._text(c) for c in conversations[start : start + self.batch_size]]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length, add_special_tokens=False).to(self.device)
-            with torch.inference_mode():
-                out.extend(self.model(**enc).logits[:, 0].float().tolist())
-        scores = np.array(out)
-        return (scores - self.mean) / self.std if normalise else scores
-
-
-def word_counts(texts: list[str]) -> np.ndarray:
-    return np.array([len(t.split()) for t in texts], dtype=float)
 
 
 @dataclass
