@@ -8,9 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from autorule.errors import InputError, describe
+from autorule.rules.checks.registry import CodeCheck
 
 
 class RulesFileError(InputError):
@@ -46,6 +54,11 @@ class LintFlag(BaseModel):
 class Rule(BaseModel):
     """A readable rule with its provenance, weight and statistics.
 
+    A rule with a `check` (`autorule.rules.checks.CodeCheck`: a checker and its parameters) is
+    decided by that program: the verifier takes its verdict (1.0 or 0.0) from it and never asks
+    the LLM. rules.yaml holds ``check`` only where a rule has one (`autorule rules lint --apply-checks`
+    proposes it; a person may edit or remove it).
+
     Args:
         id: a stable id derived from the text; text: the rule; weight: its reward weight;
             support: distinct pairs behind it; pairs, candidates: its provenance;
@@ -64,7 +77,15 @@ class Rule(BaseModel):
     pairs: list[str] = Field(default_factory=list)
     candidates: list[CandidateRef] = Field(default_factory=list)
     stats: dict[str, Any] = Field(default_factory=dict)
+    check: CodeCheck | None = None  # the program that decides the rule (None: the LLM verifier judges it)
     lint: list[LintFlag] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_check(self, handler) -> dict[str, Any]:
+        data = handler(self)  # a rule without a code check is written as before: no `check: null` in every rule
+        if isinstance(data, dict) and data.get("check", True) is None:
+            del data["check"]
+        return data
 
     @field_validator("weight")
     @classmethod

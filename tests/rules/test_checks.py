@@ -1,0 +1,118 @@
+"""Rules a program decides: the recogniser's mappings, each checker's verdicts on hand-made
+responses, and rules.yaml round trips with a check."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from autorule.rules import RuleSet, RulesFileError
+from autorule.rules.checks import CodeCheck
+from autorule.rules.checks.recognise import recognise
+
+WORDS = "length_constraints:number_words"
+
+
+def mapping(text: str):
+    check = recognise(text)
+    return None if check is None else (check.checker, check.params, check.negate)
+
+
+@pytest.mark.parametrize("text, num_words, relation", [
+    ("The response should be under 60 words.", 60, "less than"),
+    ("The response should be fewer than 80 words long.", 80, "less than"),
+    ("The assistant's response should be less than 50 words.", 50, "less than"),
+    ("Responses must be shorter than 120 words.", 120, "less than"),
+    ("The response should be no more than 100 words.", 101, "less than"),
+    ("The answer should be at most 40 words long.", 41, "less than"),
+    ("The response must not exceed 100 words.", 101, "less than"),
+    ("The response should not be longer than 75 words.", 76, "less than"),
+    ("The reply should be 150 words or fewer.", 151, "less than"),
+    ("The response should be no more than two hundred words.", 201, "less than"),
+    ("The response should contain fewer than twenty-five words.", 25, "less than"),
+    ("Keep the answer under 50 words.", 50, "less than"),
+    ("Answer in fewer than 30 words.", 30, "less than"),
+    ("The response should be at least 200 words long.", 200, "at least"),
+    ("The response should contain more than 300 words.", 301, "at least"),
+    ("The response should not be under 1,000 words.", 1000, "at least"),
+    ("The response should be a minimum of 90 words.", 90, "at least"),
+])
+def test_word_bounds_map_to_ifeval_word_count(text, num_words, relation):
+    assert mapping(text) == (WORDS, {"num_words": num_words, "relation": relation}, False)
+
+
+@pytest.mark.parametrize("text", [
+    "The response should be concise.",
+    "The response should be short.",
+    "The response should use fewer words.",
+    "The response should be under 60 words and cite a source.",  # two demands: the LLM judges it whole
+    "When the user asks for a summary, the response should be under 100 words.",  # conditional
+    "The response should be about 100 words.",
+    "The response should be 100 words.",  # exactly? about? not said
+    "The response should be under 60 characters.",  # no checker for characters
+    "The response should mention the word limit of 60 words.",
+    "The response should respect any word limit the user gives.",
+])
+def test_non_checkable_rules_stay_with_the_llm(text):
+    assert recognise(text) is None
+
+
+def test_word_count_checker_verdicts_at_the_bound():
+    under_5 = CodeCheck(checker=WORDS, params={"num_words": 5, "relation": "less than"})
+    assert under_5.run("one two three four") is True
+    assert under_5.run("one two three four five") is False  # 5 is not under 5
+    assert under_5.run("Don't go.") is True  # IFEval counts "Don", "t", "go": 3 words
+    at_least_3 = CodeCheck(checker=WORDS, params={"num_words": 3, "relation": "at least"})
+    assert at_least_3.run("one two") is False
+    assert at_least_3.run("one, two; three!") is True
+
+
+def test_negated_check_inverts_the_verdict():
+    no_code = CodeCheck(checker="autorule:code_block", negate=True)
+    assert no_code.run("```\nx = 1\n```") is False
+    assert no_code.run("plain text") is True
+
+
+def test_count_words_is_ifevals_own_count():
+    from autorule.rules.checks.ifeval import _modules, count_words
+
+    util = _modules()[1]
+    for text in ["Don't panic: it's 42.", "naïve café — déjà vu", "snake_case and kebab-case", "", "1,000,000 words?"]:
+        assert count_words(text) == util.count_words(text), text
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ({"checker": "length_constraints:number_wordz"}, "unknown checker 'length_constraints:number_wordz'"),
+    ({"checker": WORDS, "params": {"num_words": 60}}, "missing ['relation']"),
+    ({"checker": WORDS, "params": {"num_words": 60, "relation": "under"}}, "parameter 'relation': 'under' is not one of less than, at least"),
+    ({"checker": WORDS, "params": {"num_words": -1, "relation": "less than"}}, "parameter 'num_words': -1 is not a whole number >= 0"),
+    ({"checker": "autorule:code_block", "params": {"fenced": True}}, "unknown ['fenced']"),
+])
+def test_bad_checks_in_a_rules_file_name_the_file_and_problem(tmp_path, bad, problem):
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"rules": [{"text": "The response should be under 60 words.", "check": bad}]}))
+    with pytest.raises(RulesFileError) as e:
+        RuleSet.load(path)
+    assert str(path) in str(e.value) and problem in str(e.value)
+
+
+def test_rules_yaml_round_trip_with_a_check(tmp_path):
+    rules = RuleSet.from_texts(["The response should be under 60 words.", "The response should be polite."])
+    rules.rules[0].check = recognise(rules.rules[0].text)
+    path = tmp_path / "rules.yaml"
+    rules.save(path)
+    written = yaml.safe_load(path.read_text())["rules"]
+    assert written[0]["check"] == {"checker": WORDS, "params": {"num_words": 60, "relation": "less than"}}
+    assert "check" not in written[1]  # only where a rule has one
+    loaded = RuleSet.load(path)
+    assert loaded.rules[0].check == CodeCheck(checker=WORDS, params={"num_words": 60, "relation": "less than"})
+    assert loaded.rules[1].check is None
+
+
+def test_a_negated_check_is_written_with_negate(tmp_path):
+    rules = RuleSet.from_texts(["The response should not contain a code block."])
+    rules.rules[0].check = CodeCheck(checker="autorule:code_block", negate=True)
+    path = tmp_path / "rules.yaml"
+    rules.save(path)
+    assert yaml.safe_load(path.read_text())["rules"][0]["check"] == {"checker": "autorule:code_block", "params": {}, "negate": True}
+    assert RuleSet.load(path).rules[0].check.negate is True
