@@ -40,6 +40,8 @@ _EXPORTS = {
     "validate": "autorule.api",
     "score": "autorule.api",
     "ScoreResult": "autorule.api",
+    "rescore": "autorule.rescoring",
+    "RescoreResult": "autorule.rescoring",
     "report": "autorule.api",
     "Verdicts": "autorule.verifier",
     "Verifier": "autorule.verifier",
@@ -86,6 +88,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from autorule.data import DataError, LoadResult, Message, PreferencePair, load_pairs
     from autorule.integrations.trl import AsyncRuleReward, RuleReward
     from autorule.llm import LLM, LLMError, load_llm
+    from autorule.rescoring import RescoreResult, rescore
     from autorule.reward import RewardModel, RewardScorer, Scores, rule_reward
     from autorule.rules import Rule, RuleSet
     from autorule.validation import Validation

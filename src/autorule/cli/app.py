@@ -1,6 +1,6 @@
 """The `autorule` command: the top parser, dispatch, and errors mapped to exit statuses.
 
-Each command group lives in its own module (`data`, `llm`, `extract`, `score`, `validate`,
+Each command group lives in its own module (`data`, `llm`, `extract`, `score`, `rescore`, `validate`,
 `train`, `report`, `bench`, `serve`, `rules`, `quickstart`), built from the option groups in
 `autorule.cli.options`; this module only puts them under one parser and runs one.
 """
@@ -14,12 +14,12 @@ import sys
 from autorule import __version__
 from rich.markup import escape
 
-from autorule.cli import bench, data, extract, llm, quickstart, report, rules, score, serve, train, validate
+from autorule.cli import bench, data, extract, llm, quickstart, report, rescore, rules, score, serve, train, validate
 from autorule.cli.options import Parser, err
 from autorule.errors import EXIT_INTERRUPTED, exit_code
 
 # the command groups in the order --help lists them
-COMMANDS = (data, llm, extract, score, validate, train, report, bench, serve, rules, quickstart)
+COMMANDS = (data, llm, extract, score, rescore, validate, train, report, bench, serve, rules, quickstart)
 
 
 def build_parser() -> argparse.ArgumentParser:
