@@ -257,7 +257,7 @@ def test_trl_reward_with_message_list_completions_parts_null_content_and_tool_tu
     assert got == [0.2, 0.9, 0.9, 0.0, None]
     assert "<user>\n[image]\nUmbrella?\n</user>" in conversation_in(llm.calls[0][0])
     assert len(llm.calls) == 3  # the empty answer and the malformed sample are not sent to the verifier
-    assert (metrics["rule_reward/malformed"], metrics["rule_reward/empty_completions"]) == (1.0, 1.0)
+    assert (metrics["rule_reward/malformed"], metrics["rule_reward/empty_response"]) == (1.0, 1.0)
 
 
 def test_trl_completion_that_ends_in_a_tool_turn_has_no_answer():

@@ -189,7 +189,7 @@ def test_trl_logs_reasoning_cut_and_empty_completions():
     reward = RuleReward(RULES, ScriptedLLM(judged_reasoning))
     got = reward(prompts=["Rain?"] * 4, completions=[[{"role": "assistant", "content": c}] for c in COMPLETIONS], log_metric=metrics.__setitem__)
     assert got == [0.8, 0.8, 0.8, 0.0]
-    assert (metrics["rule_reward/reasoning_chars_stripped"], metrics["rule_reward/empty_completions"], metrics["rule_reward/malformed"]) == (90.0, 1.0, 0.0)
+    assert (metrics["rule_reward/reasoning_chars_stripped"], metrics["rule_reward/empty_response"], metrics["rule_reward/malformed"]) == (90.0, 1.0, 0.0)
     whole = RuleReward(RULES, ScriptedLLM(judged_reasoning), judge_reasoning=True)(prompts=["Rain?"] * 4, completions=COMPLETIONS)
     assert whole == [0.3, 0.3, 0.8, 0.3]
 

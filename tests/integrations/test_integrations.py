@@ -71,7 +71,7 @@ def test_trl_reward_handles_text_and_conversational_shapes():
     text = reward(prompts=["Q1", "Q2"], completions=["score 0.9 yes", "score 0.2"], log_metric=metrics.__setitem__)
     chat = reward(prompts=[[{"role": "user", "content": "Q1"}]] * 2, completions=[[{"role": "assistant", "content": "score 0.9"}], [{"role": "assistant", "content": "score 0.2"}]])
     assert text == pytest.approx([0.9, 0.2]) and chat == pytest.approx([0.9, 0.2])
-    assert metrics["rule_reward/mean"] == pytest.approx(0.55)
+    assert metrics["rule_reward/rule_reward"] == pytest.approx(0.55)
     assert metrics[f"rule_reward/pass_rate/{RULES.rules[0].id}"] == 0.5
 
 

@@ -27,7 +27,8 @@ from pydantic import BaseModel, Field
 from autorule.data import Message
 from autorule.integrations.batching import RequestBatcher
 from autorule.integrations.templates import ReadQuery, TemplateReader
-from autorule.reward import RewardScorer, SampleReward, check_reward_kind
+from autorule.reward import RewardScorer, SampleReward, check_reward_kind, sample_components
+from autorule.reward.components import settings
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +138,20 @@ def create_app(
             special tokens are removed from what the verifier sees and its chat template
             is checked against the ones autorule reads back (`TemplateReader`).
 
-    Per sample, `extra_logs` also holds ``unknown_template`` (1: no known chat template
-    in the query; scored as text, a warning logged once), ``text_after_end_chars``
-    (text after the response's end-of-turn marker, cut), ``reasoning_chars_stripped``
-    and ``empty_response`` (see `RewardScorer`).
+    Per sample, `extra_logs` holds the reward's parts under `autorule.reward.components`'
+    names, the same TRL and verl log (``total_reward``, ``rule_reward``, ``rm_reward``,
+    ``vetoed``, ``dropped_rules``, the weights, ``reasoning_chars_stripped``,
+    ``empty_response``, ...), and ``unknown_template`` (1: no known chat template in the
+    query; scored as text, a warning logged once) and ``text_after_end_chars`` (text after
+    the response's end-of-turn marker, cut).
+
+    GRPO groups: OpenRLHF sends no group or step, so completions of one prompt are a
+    group (rule dropout's subset depends on the prompt, not the step); a request usually
+    holds one sample, so normalise-then-sum (which needs a whole group) is refused.
+
+    Raises:
+        ValueError: an unknown `reward`, or a scorer whose preset aggregates with
+            ``normalize_then_sum``.
 
     Example:
         >>> from autorule import RuleSet, RewardScorer
@@ -152,6 +163,10 @@ def create_app(
         [0.75]
     """
     check_reward_kind(reward)
+    if scorer.preset.aggregation == "normalize_then_sum":
+        raise ValueError("aggregation='normalize_then_sum' needs every completion of a GRPO group in one call, and OpenRLHF sends its "
+                         "reward service samples one request at a time; use aggregation='sum' (OpenRLHF's GRPO advantage normalises "
+                         "the summed reward per group)")
     reader = TemplateReader(load_policy_tokenizer(policy_tokenizer)) if policy_tokenizer is not None else _READER
     state: dict[str, Any] = {"unparsed_checks": 0, "refused": 0, "unknown_template": 0, "refusal_reasons": Counter()}
 
@@ -221,22 +236,23 @@ def create_app(
         state["unparsed_checks"] += sum(s.unparsed_checks for s in samples)
         state["refused"] += sum(s.refused for s in samples)
         state["refusal_reasons"].update(s.error for s in samples if s.error is not None)
-        return openrlhf_response(samples, read)
+        return openrlhf_response(samples, read, scorer)
 
     app.post("/")(get_reward)
     app.post("/get_reward")(get_reward)
     return app
 
 
-def openrlhf_response(samples: list[SampleReward], read: list[ReadQuery]) -> dict:
+def openrlhf_response(samples: list[SampleReward], read: list[ReadQuery], scorer: RewardScorer | None = None) -> dict:
     """One request's rewards as OpenRLHF takes them: `rewards` and `scores` numbers, the rest in `extra_logs`.
 
     A response the verifier's server refused has no reward; OpenRLHF needs a number: 0,
-    flagged in ``extra_logs["refused"]``.
+    flagged in ``extra_logs["refused"]``. The parts are under `autorule.reward.components`' names.
 
     Args:
         samples: the request's `SampleReward`s, in order.
         read: its queries as read back (`TemplateReader`), in the same order.
+        scorer: the scorer that made them (its weights and rule count are logged; None: left out).
 
     Example:
         >>> from autorule.reward import SampleReward
@@ -244,15 +260,12 @@ def openrlhf_response(samples: list[SampleReward], read: list[ReadQuery]) -> dic
         [0.0]
     """
     total = [float(np.nan_to_num(s.score)) for s in samples]
-    extra = {
-        "rule_reward": [float(np.nan_to_num(s.rule_reward)) for s in samples],
-        "unparsed_checks": [float(s.unparsed_checks) for s in samples],
-        "refused": [float(s.refused) for s in samples],
-        "reasoning_chars_stripped": [float(s.reasoning_chars_stripped) for s in samples],
-        "empty_response": [float(s.empty_response) for s in samples],
-        "unknown_template": [float(r.template is None) for r in read],
-        "text_after_end_chars": [float(r.chars_after_end) for r in read],
-    }
-    if any(s.rm_reward is not None for s in samples):
-        extra["rm_reward"] = [float(s.rm_reward) for s in samples]  # type: ignore[arg-type]
+    scorer_settings = settings(scorer) if scorer is not None else None
+    rows = [sample_components(s, scorer_settings) for s in samples]
+    if scorer is not None and scorer.rm is not None:
+        for row in rows:
+            row.setdefault("rm_reward", 0.0)
+    extra: dict[str, list[float]] = {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
+    extra["unknown_template"] = [float(r.template is None) for r in read]
+    extra["text_after_end_chars"] = [float(r.chars_after_end) for r in read]
     return {"rewards": total, "scores": total, "extra_logs": extra}

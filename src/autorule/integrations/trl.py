@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from autorule.errors import AutoruleError
 from autorule.integrations.conversation import conversation
 from autorule.data.messages import MessageError
 from autorule.llm.specs import spec_kind
-from autorule.reward import RewardPreset, RewardScorer, Scores, build_scorer, check_reward_kind
+from autorule.reward import RewardPreset, RewardScorer, SampleReward, Scores, batch_components, build_scorer, check_reward_kind, get_preset
 from autorule.rules import RuleSet
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,13 @@ class RewardFailed(AutoruleError, RuntimeError):
     """
 
 
-def _log(scores: Scores, log_metric: Callable | None, prefix: str, malformed: int = 0) -> None:
+def _log(scores: Scores, scorer: RewardScorer, log_metric: Callable | None, prefix: str, malformed: int = 0) -> None:
+    """The reward's parts under `autorule.reward.components`' names, as ``<prefix>/<name>``."""
     if log_metric is None:
         return
-    log_metric(f"{prefix}/mean", float(np.nanmean(scores.rule)) if len(scores.rule) and not np.isnan(scores.rule).all() else float("nan"))
-    log_metric(f"{prefix}/unparsed_checks", float(scores.verdicts.unparsed))
-    log_metric(f"{prefix}/refused", float(len(scores.errors)))
-    # what was cut or refused before judging: reasoning before the answer, empty answers, unreadable messages
-    log_metric(f"{prefix}/reasoning_chars_stripped", float(scores.reasoning_chars_stripped))
-    log_metric(f"{prefix}/empty_completions", float(scores.empty_responses))
-    log_metric(f"{prefix}/malformed", float(malformed))
-    for rule_id, rate in scores.pass_rates().items():
-        log_metric(f"{prefix}/pass_rate/{rule_id}", rate)
+    samples = scorer.samples(scores) + [SampleReward.unreadable()] * malformed
+    for key, value in batch_components(samples, scorer, scores.pass_rates()).items():
+        log_metric(f"{prefix}/{key}", value)
 
 
 class RuleReward:
@@ -71,15 +67,25 @@ class RuleReward:
     length penalty, clipped per the preset. With no `rm` (the usual TRL setup, where the
     RM is another entry of `reward_funcs`) and the default preset, that is the weighted
     fraction of rules satisfied. "rule" is the rule term alone, even when `rm` is set.
+    "rm" is autorule's reward model's score alone: with "rule", two reward functions for
+    TRL's own ``multi_objective_aggregation="normalize_then_sum"`` (see `normalize_then_sum_funcs`).
     A completion the verifier's server refused gets None, which TRL leaves out.
-    Each rule's pass rate goes to TRL's `log_metric` as ``<name>/pass_rate/<rule id>``.
+    The reward's parts go to TRL's `log_metric` as ``<name>/<part>`` with the names of
+    `autorule.reward.components` (``total_reward``, ``rule_reward``, ``rm_reward``, ``vetoed``,
+    ``dropped_rules``, the weights, ``pass_rate/<rule id>``, ...), the same names verl and
+    OpenRLHF log.
+
+    Essential rules veto (`autorule.reward.veto`): with "total" a vetoed completion's reward
+    is capped at the preset's floor; with "rule" / "rm" each part is at its lowest. A
+    reward model that is another entry of TRL's `reward_funcs` is outside autorule and a
+    veto cannot cap it: give autorule the RM (`rm`) for a veto that overrides it.
 
     Args:
         rules: a RuleSet or the path of a rules file.
         verifier: a model spec ("embedded", "openai:MODEL@URL", ...) or an LLM object
             (then it must itself be picklable for the reward to be).
         preset: a preset name ("default", "ternary", "paper") or a `RewardPreset`.
-        reward: "total" or "rule", as above.
+        reward: "total", "rule" or "rm", as above.
         rm: path of a Hugging Face sequence-classification reward model for "total".
         cache: cache verdicts in autorule's SQLite cache (True: the default location;
             a path: that file; False: none).
@@ -97,6 +103,10 @@ class RuleReward:
             after which the reward raises `RewardFailed` naming the first reason (each
             such call also logs an error); None: never raise. A call in which only some
             completions fail logs a warning with the count and the first reason.
+        aggregation: "sum" or "normalize_then_sum" (the preset's, per GRPO group: the
+            completions of one prompt in a call); None: the preset's own.
+        rule_dropout: the share of non-essential rules each GRPO group is scored without,
+            the subset seeded by `dropout_seed`, the step (TRL's ``trainer_state``) and the prompt.
 
     Raises:
         RewardFailed: from a call, after `max_failed_calls` all-failed calls in a row.
@@ -128,9 +138,15 @@ class RuleReward:
         max_failed_calls: int | None = MAX_FAILED_CALLS,
         judge_reasoning: bool = False,
         empty_rule_reward: float = 0.0,
+        aggregation: str | None = None,
+        rule_dropout: float = 0.0,
+        dropout_seed: int = 0,
     ):
         check_reward_kind(reward)
         self.judge_reasoning, self.empty_rule_reward = judge_reasoning, empty_rule_reward
+        self.rule_dropout, self.dropout_seed = rule_dropout, dropout_seed
+        if aggregation is not None:
+            preset = get_preset(preset, aggregation=aggregation) if isinstance(preset, str) else replace(preset, aggregation=aggregation)
         self.max_failed_calls, self._failed_calls = max_failed_calls, 0
         if scorer is not None:
             llm = scorer.verifier.llm.backend
@@ -139,6 +155,7 @@ class RuleReward:
             rules, verifier, preset = scorer.rules, llm.spec if loadable else llm, scorer.preset
             rm = rm or (scorer.rm.path if scorer.rm is not None else None)
             self.judge_reasoning, self.empty_rule_reward = scorer.judge_reasoning, scorer.empty_rule_reward
+            self.rule_dropout, self.dropout_seed = scorer.rule_dropout, scorer.dropout_seed
         if rules is None:
             raise ValueError("RuleReward needs rules (a RuleSet or a rules file) or a scorer")
         self.rules = rules if isinstance(rules, RuleSet) else RuleSet.load(rules)
@@ -156,7 +173,8 @@ class RuleReward:
         """The RewardScorer behind the reward, built on first use in each process."""
         if self._scorer is None:
             self._scorer = build_scorer(self.rules, self.verifier, self.preset, rm=self.rm, cache=self.cache, llm_options=self.llm_options,
-                                        judge_reasoning=self.judge_reasoning, empty_rule_reward=self.empty_rule_reward)
+                                        judge_reasoning=self.judge_reasoning, empty_rule_reward=self.empty_rule_reward,
+                                        rule_dropout=self.rule_dropout, dropout_seed=self.dropout_seed)
         return self._scorer
 
     def __call__(self, prompts: list[Any], completions: list[Any], log_metric: Callable | None = None, **kwargs: Any) -> list[float | None]:
@@ -165,8 +183,10 @@ class RuleReward:
         scorer = self.scorer
         convs = [self._conversation(i, p, c) for i, (p, c) in enumerate(zip(prompts, completions))]
         ok = [i for i, c in enumerate(convs) if c is not None]  # the rest are malformed: reward None, counted
-        scores = scorer.score([convs[i] for i in ok])
-        _log(scores, log_metric, self.__name__, malformed=len(convs) - len(ok))
+        state = kwargs.get("trainer_state")
+        step = getattr(state, "global_step", None)
+        scores = self._scores(scorer, [convs[i] for i in ok], step)
+        _log(scores, scorer, log_metric, self.__name__, malformed=len(convs) - len(ok))
         if log_metric is not None:
             log_metric(f"{self.__name__}/logprobs_refused", float(scorer.verifier.llm.stats.get("logprobs_refused", 0)))
         self._watch_failures(scores, len(ok))
@@ -174,6 +194,16 @@ class RuleReward:
         for i, sample in zip(ok, scorer.samples(scores, self.reward)):
             rewards[i] = sample.value  # None when refused: TRL leaves it out
         return rewards
+
+    def _scores(self, scorer: RewardScorer, conversations: list, step: int | None) -> Scores:
+        """The batch's scores; the parts of one reward (`normalize_then_sum_funcs`) share one scoring of a batch."""
+        key = (step, repr([[m.model_dump() for m in c] for c in conversations]))
+        memo = getattr(scorer, "_trl_memo", None)
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        scores = scorer.score(conversations, step=step)
+        scorer._trl_memo = (key, scores)
+        return scores
 
     def _conversation(self, i: int, prompt: Any, completion: Any) -> list | None:
         """The sample as a conversation, or None (logged) when a message cannot be read."""
@@ -219,3 +249,34 @@ class AsyncRuleReward(RuleReward):
     async def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:  # type: ignore[override]
         return await asyncio.to_thread(RuleReward.__call__, self, prompts, completions, **kwargs)
 
+
+
+def normalize_then_sum_funcs(rules: RuleSet | str | Path, verifier: Any = "embedded", *, rm: str | None = None, preset: str | RewardPreset = "default",
+                             **options: Any) -> tuple[list[RuleReward], list[float]]:
+    """Reward functions and their weights for TRL's own normalise-then-sum (GDPO).
+
+    Pass them as ``GRPOTrainer(reward_funcs=funcs, args=GRPOConfig(reward_weights=weights,
+    multi_objective_aggregation="normalize_then_sum"))``: TRL normalises each within its
+    GRPO group, then sums them with the weights. With `rm`, the rule term and autorule's RM
+    are two functions (weights: the preset's rule_scale and rm_weight) scored in one pass,
+    and a veto puts the completion at each part's lowest; without, the rule term alone
+    (add your own RM to the lists, with its weight; a veto then cannot cap it).
+
+    Args:
+        rules, verifier, preset: as for `RuleReward`.
+        rm: a sequence-classification reward model's path (None: rules only).
+        **options: other `RuleReward` options (cache, llm_options, rule_dropout, ...).
+
+    Example:
+        >>> from autorule.testing.fake_llm import FakeLLM
+        >>> funcs, weights = normalize_then_sum_funcs(RuleSet.from_texts(["Be short."]), FakeLLM(p_yes=0.5), preset="paper")
+        >>> [f.__name__ for f in funcs], weights
+        (['rule_reward'], [10.0])
+    """
+    rule = RuleReward(rules, verifier, preset=preset, reward="rule", rm=rm, **options)
+    weights = (get_preset(preset) if isinstance(preset, str) else preset).weights(rm is not None)
+    if rm is None:
+        return [rule], [weights["rule"]]
+    rm_part = RuleReward(scorer=rule.scorer, reward="rm", name="rm_reward", llm_options=options.get("llm_options"), cache=options.get("cache", True),
+                         max_failed_calls=options.get("max_failed_calls", MAX_FAILED_CALLS))
+    return [rule, rm_part], [weights["rule"], weights["rm"]]

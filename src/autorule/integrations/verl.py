@@ -23,11 +23,22 @@ from the environment: AUTORULE_RULES, AUTORULE_VERIFIER (default "embedded"),
 AUTORULE_PRESET (default "default"), AUTORULE_RM (a reward model's path), AUTORULE_REWARD
 ("total" or "rule"), AUTORULE_NO_CACHE, AUTORULE_JUDGE_REASONING (1: judge a response's
 ``<think>`` reasoning too; by default only the answer after it), AUTORULE_EMPTY_RULE_REWARD
-(the rule reward of a response with nothing to judge; default 0).
+(the rule reward of a response with nothing to judge; default 0), AUTORULE_AGGREGATION ("sum"
+or "normalize_then_sum", per GRPO group: batch reward function only), AUTORULE_RULE_DROPOUT
+(the share of non-essential rules each GRPO group is scored without), AUTORULE_DROPOUT_SEED.
 
-Each sample's result (verl logs every key but `score` as reward_extra_info) also says what
-was cut or refused: `reasoning_chars_stripped`, `empty_response` (1: nothing left to judge)
-and `malformed` (1: its prompt's messages could not be read; score 0, not judged).
+Essential rules veto (`autorule.reward.veto`): a sample that fails one gets the preset's floor.
+GRPO groups: the manager reads verl's ``uid`` (the group of a prompt's rollouts) and the step
+from ``meta_info["global_steps"]``; the batch function groups by prompt. normalise-then-sum
+needs a whole group in one call, which verl's reward loop never gives a reward manager (it
+hands over one sample at a time), so the manager refuses it; verl's GRPO advantage normalises
+the summed score per group itself.
+
+Each sample's result (verl logs every key but `score` as reward_extra_info) carries the reward's
+parts under `autorule.reward.components`' names, the same TRL and OpenRLHF log: `total_reward`,
+`rule_reward`, `rm_reward` (with an RM), `vetoed`, `dropped_rules`, the weights, and what was cut
+or refused: `reasoning_chars_stripped`, `empty_response` (1: nothing left to judge) and
+`malformed` (1: its prompt's messages could not be read; score 0, not judged).
 
 verl 0.9 does not call its own reward model for a sample when a custom reward function is
 set; for RM + rules, give autorule the RM (`rm`) and keep reward="total".
@@ -51,7 +62,9 @@ from autorule.data import Message
 from autorule.data.messages import MessageError
 from autorule.integrations.batching import RequestBatcher
 from autorule.integrations.conversation import to_messages
-from autorule.reward import RewardScorer, SampleReward, Scores, build_scorer, check_reward_kind
+from autorule.verifier.verifier import affinity_key
+from autorule.reward import RewardScorer, SampleReward, Scores, build_scorer, check_reward_kind, get_preset, sample_components
+from autorule.reward.components import settings
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +82,9 @@ def load_scorer(options: dict | None = None) -> RewardScorer:
 
     Args:
         options: ``rules`` (a rules file), ``verifier`` (a model spec), ``preset``, ``rm``
-            (a sequence-classification reward model's path, for reward="total"); each
-            falls back to the AUTORULE_* environment variable of the same name.
+            (a sequence-classification reward model's path, for reward="total"),
+            ``aggregation``, ``rule_dropout``, ``dropout_seed``; each falls back to the
+            AUTORULE_* environment variable of the same name.
 
     Example:
         >>> load_scorer({})
@@ -84,10 +98,12 @@ def load_scorer(options: dict | None = None) -> RewardScorer:
         raise ValueError("no rules file: set reward_kwargs.rules (verl config) or AUTORULE_RULES to a rules.yaml")
     key = (rules, _setting(options, "verifier", "embedded"), _setting(options, "preset", "default"), bool(os.environ.get("AUTORULE_NO_CACHE")),
            _setting(options, "rm"), _setting(options, "judge_reasoning", "0").lower() in ("1", "true", "yes"),
-           float(_setting(options, "empty_rule_reward", "0")))
+           float(_setting(options, "empty_rule_reward", "0")), _setting(options, "aggregation", "sum"),
+           float(_setting(options, "rule_dropout", "0")), int(_setting(options, "dropout_seed", "0")))
     with _SCORERS_LOCK:  # verl's reward loop calls from many threads at once
         if key not in _SCORERS:
-            _SCORERS[key] = build_scorer(rules, key[1], key[2], rm=key[4], cache=not key[3], judge_reasoning=key[5], empty_rule_reward=key[6])
+            _SCORERS[key] = build_scorer(rules, key[1], get_preset(key[2], aggregation=key[7]), rm=key[4], cache=not key[3], judge_reasoning=key[5],
+                                         empty_rule_reward=key[6], rule_dropout=key[8], dropout_seed=key[9])
         return _SCORERS[key]
 
 
@@ -102,52 +118,57 @@ def sample_results(scores: Scores, scorer: RewardScorer, kind: str) -> list[dict
     `refused` = 1, and each batch with refusals logs a warning with their count and the
     first reason, so a 0 is never passed off as a judged reward; `unparsed_checks` counts
     checks with no readable verdict; `reasoning_chars_stripped` is the reasoning cut before
-    judging; `empty_response` is 1 when nothing was left to judge; `malformed` is 0 (see
-    `malformed_result`).
+    judging; `empty_response` is 1 when nothing was left to judge; `vetoed` is 1 when an
+    essential rule capped the reward; `malformed` is 0 (see `malformed_result`).
 
     Args:
         scores: the scorer's `Scores` for the batch.
         scorer: the RewardScorer that made them.
-        kind: "total" or "rule" (see `check_reward_kind`).
+        kind: "total", "rule" or "rm" (see `check_reward_kind`).
 
     Example:
         >>> from autorule import RuleSet
         >>> from autorule.testing.fake_llm import FakeLLM
         >>> scorer = RewardScorer(RuleSet.from_texts(["The assistant's response should be short."]), FakeLLM(p_yes=0.8))
-        >>> sample_results(scorer.score(["Hi!"]), scorer, "total")
-        [{'score': 0.8, 'rule_reward': 0.8, 'unparsed_checks': 0.0, 'refused': 0.0, 'reasoning_chars_stripped': 0.0, 'empty_response': 0.0, 'malformed': 0.0}]
+        >>> result = sample_results(scorer.score(["Hi!"]), scorer, "total")[0]
+        >>> result["score"], result["rule_reward"], result["vetoed"], result["refused"], result["active_rules"]
+        (0.8, 0.8, 0.0, 0.0, 1.0)
     """
     samples = scorer.samples(scores, kind)
     if scores.errors:
         log.warning("autorule: %d of %d samples failed and score 0 with refused=1 (no judged reward); first reason: %s",
                     len(scores.errors), len(samples), next(iter(scores.errors.values())))
-    return [verl_result(s) for s in samples]
+    return [verl_result(s, scorer) for s in samples]
 
 
-def verl_result(sample: SampleReward) -> dict:
-    """A sample's reward as verl takes it: `score` a number (0 where there is none), the rest logged.
+def verl_result(sample: SampleReward, scorer: RewardScorer | None = None) -> dict:
+    """A sample's reward as verl takes it: `score` a number (0 where there is none), the parts logged.
+
+    Every sample of one scorer has the same keys (verl gathers them per key): the
+    scorer's settings, and `rm_reward` (0 where there is none) when it has an RM.
 
     Args:
         sample: the sample's `SampleReward`.
+        scorer: the scorer it came from (None: its settings are left out).
 
     Example:
         >>> verl_result(SampleReward(score=float("nan"), rule_reward=float("nan"), error="400 Bad Request"))["refused"]
         1.0
     """
-    return {"score": float(np.nan_to_num(sample.score)), "rule_reward": float(np.nan_to_num(sample.rule_reward)),
-            "unparsed_checks": float(sample.unparsed_checks), "refused": float(sample.refused),
-            "reasoning_chars_stripped": float(sample.reasoning_chars_stripped), "empty_response": float(sample.empty_response),
-            "malformed": float(sample.malformed)}
+    parts = sample_components(sample, settings(scorer) if scorer is not None else None)
+    if scorer is not None and scorer.rm is not None:
+        parts.setdefault("rm_reward", 0.0)
+    return {"score": float(np.nan_to_num(sample.score)), **parts}
 
 
-def malformed_result() -> dict:
+def malformed_result(scorer: RewardScorer | None = None) -> dict:
     """The result of a sample whose messages could not be read: score 0 (verl needs a number), `malformed` = 1.
 
     Example:
         >>> malformed_result()["malformed"], malformed_result()["score"]
         (1.0, 0.0)
     """
-    return verl_result(SampleReward.unreadable())
+    return verl_result(SampleReward.unreadable(), scorer)
 
 
 def _score_samples(scorer: RewardScorer, convs: list, kind: str) -> list[dict]:
@@ -155,7 +176,7 @@ def _score_samples(scorer: RewardScorer, convs: list, kind: str) -> list[dict]:
     ok = [i for i, c in enumerate(convs) if c is not None]
     if len(ok) < len(convs):
         log.warning("autorule: %d of %d samples have messages that cannot be read: score 0 with malformed=1", len(convs) - len(ok), len(convs))
-    results: list[dict] = [malformed_result() for _ in convs]
+    results: list[dict] = [malformed_result(scorer) for _ in convs]
     if ok:
         for i, result in zip(ok, sample_results(scorer.score([convs[i] for i in ok]), scorer, kind)):
             results[i] = result
@@ -291,7 +312,12 @@ class AutoRuleRewardManager(_Base):
         self.options = options or {}
         self.kind = _reward_kind(self.options)
         self.scorer = scorer
-        self._batcher: RequestBatcher[list[Message], dict] = RequestBatcher(self._score_batch, max_wait_ms=max_wait_ms)
+        aggregation = scorer.preset.aggregation if scorer is not None else _setting(self.options, "aggregation", "sum")
+        if aggregation == "normalize_then_sum":
+            raise ValueError("aggregation='normalize_then_sum' needs every completion of a GRPO group in one call, and verl's reward loop "
+                             "hands a reward manager one sample at a time; use the batch reward function (compute_score with "
+                             "solution_strs), or aggregation='sum' (verl's GRPO advantage normalises the summed reward per group)")
+        self._batcher: RequestBatcher[tuple, dict] = RequestBatcher(self._score_batch, max_wait_ms=max_wait_ms)
 
     def _decode(self, data) -> list[Message]:
         item = data[-1]  # multi-sequence outputs: the last sequence, as verl's own managers do
@@ -313,17 +339,33 @@ class AutoRuleRewardManager(_Base):
             conversation = self._decode(data)
         except MessageError as e:  # a raw_prompt whose messages cannot be read: counted, not judged
             log.warning("autorule: a sample's prompt cannot be read (score 0, malformed=1): %s", e)
-            return {"reward_score": 0.0, "reward_extra_info": malformed_result()}
-        [result] = await self.score_conversations([conversation])
+            return {"reward_score": 0.0, "reward_extra_info": malformed_result(self.scorer or load_scorer(self.options))}
+        uid = data[-1].non_tensor_batch.get("uid")  # verl's GRPO group: the rollouts of one prompt share it
+        step = (getattr(data, "meta_info", None) or {}).get("global_steps")
+        [result] = await self.score_conversations([conversation], groups=None if uid is None else [str(uid)], step=step)
         return {"reward_score": result["score"], "reward_extra_info": result}
 
-    async def score_conversations(self, conversations: list[list[Message]]) -> list[dict]:
-        """Score conversations, batched with every other call made within `max_wait_ms`."""
-        return await self._batcher.submit(conversations)
+    async def score_conversations(self, conversations: list[list[Message]], groups: list | None = None, step: int | None = None) -> list[dict]:
+        """Score conversations, batched with every other call made within `max_wait_ms`.
 
-    def _score_batch(self, conversations: list[list[Message]]) -> list[dict]:
+        Args:
+            conversations: each ends with the response to reward.
+            groups: each conversation's GRPO group (verl's ``uid``); None: by prompt.
+            step: the trainer's step (seeds rule dropout).
+        """
+        groups = groups if groups is not None else [None] * len(conversations)
+        return await self._batcher.submit([(c, g, step) for c, g in zip(conversations, groups)])
+
+    def _score_batch(self, items: list[tuple]) -> list[dict]:
         scorer = self.scorer or load_scorer(self.options)
-        return sample_results(scorer.score(conversations), scorer, self.kind)
+        results: list[dict | None] = [None] * len(items)
+        for step in dict.fromkeys(step for _, _, step in items):  # calls of several steps in one batch: each scored with its own
+            index = [i for i, item in enumerate(items) if item[2] == step]
+            convs = [items[i][0] for i in index]
+            groups = [items[i][1] if items[i][1] is not None else affinity_key(items[i][0]) for i in index]
+            for i, result in zip(index, sample_results(scorer.score(convs, groups=groups, step=step), scorer, self.kind)):
+                results[i] = result
+        return results  # type: ignore[return-value]
 
 
 try:  # so that `reward.reward_manager.name=autorule` works in processes that imported this module

@@ -8,7 +8,8 @@ from autorule.rules import RuleSet
 from autorule.verifier import Verdicts
 
 
-def rule_reward(verdicts: Verdicts, rules: RuleSet | None = None, *, hard: bool = False, no_rules_value: float = 0.5) -> np.ndarray:
+def rule_reward(verdicts: Verdicts, rules: RuleSet | None = None, *, hard: bool = False, no_rules_value: float = 0.5,
+                kept: np.ndarray | None = None) -> np.ndarray:
     """Weighted mean of P(satisfied) (or of hard verdicts) over the rules that apply.
 
     Weights come from the RuleSet (uniform by default). A response to which no rule
@@ -21,6 +22,7 @@ def rule_reward(verdicts: Verdicts, rules: RuleSet | None = None, *, hard: bool 
         rules: the RuleSet (for its weights); None: uniform weights.
         hard: average thresholded verdicts instead of P(satisfied).
         no_rules_value: the reward when no rule applies.
+        kept: shape (n, k) bool, the rules kept for each response (rule dropout); None: all.
 
     Example:
         >>> import numpy as np
@@ -31,6 +33,8 @@ def rule_reward(verdicts: Verdicts, rules: RuleSet | None = None, *, hard: bool 
     values = verdicts.hard.astype(float) if hard else np.nan_to_num(verdicts.p_satisfied, nan=0.0)
     weights = np.array([r.weight for r in rules.rules], dtype=float) if rules is not None else np.ones(values.shape[1])
     mask = verdicts.applicable * weights[None, :]
+    if kept is not None:  # dropped rules count like rules that do not apply
+        mask = mask * kept
     total = mask.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         reward = (values * mask).sum(axis=1) / total

@@ -12,11 +12,16 @@ import numpy as np
 
 from autorule.data import Message, to_conversation
 from autorule.data.reasoning import answer_only
-from autorule.reward.presets import RewardPreset, check_reward_kind, compose, get_preset
+from autorule.reward.aggregation import group_sizes
+from autorule.reward.dropout import dropped_rules, kept_mask
+from autorule.reward.presets import RewardPreset, check_reward_kind, compose, floor, get_preset
 from autorule.reward.reward_model import RewardModel, word_counts
+from autorule.reward.rollouts import Rollout, RolloutBuffer
 from autorule.reward.rule_reward import rule_reward
+from autorule.reward.veto import apply_veto, essential_failures
 from autorule.rules import RuleSet
 from autorule.verifier import Verdicts
+from autorule.verifier.verifier import affinity_key
 
 
 @dataclass
@@ -29,7 +34,10 @@ class Scores:
         seconds: time spent on rules and RM; reasoning_chars: per response, the
         characters of reasoning cut before judging (0 with ``judge_reasoning``);
         empty: per response, True when nothing was left to judge (not sent to the
-        verifier; rule reward `RewardScorer.empty_rule_reward`).
+        verifier; rule reward `RewardScorer.empty_rule_reward`); vetoed: per response, True
+        when it failed an essential rule and its total was capped; kept: shape (n, k), the
+        rules kept for each response by rule dropout (None: all); groups: each response's
+        GRPO group; step: the trainer's step the caller gave (None: none).
 
     Example:
         >>> from autorule.testing.fake_llm import FakeLLM
@@ -45,11 +53,23 @@ class Scores:
     seconds: dict[str, float] = field(default_factory=dict)  # time spent on "rules" and "rm"
     reasoning_chars: np.ndarray | None = None
     empty: np.ndarray | None = None
+    vetoed: np.ndarray | None = None
+    kept: np.ndarray | None = None
+    groups: list | None = None
+    step: int | None = None
 
     def __post_init__(self) -> None:
         n = len(self.rule)
         self.reasoning_chars = np.zeros(n, dtype=int) if self.reasoning_chars is None else np.asarray(self.reasoning_chars, dtype=int)
         self.empty = np.zeros(n, dtype=bool) if self.empty is None else np.asarray(self.empty, dtype=bool)
+        self.vetoed = np.zeros(n, dtype=bool) if self.vetoed is None else np.asarray(self.vetoed, dtype=bool)
+
+    @property
+    def dropped(self) -> np.ndarray:
+        """Per response, how many rules rule dropout left out of its rule reward."""
+        if self.kept is None:
+            return np.zeros(len(self.rule), dtype=int)
+        return (~self.kept).sum(axis=1)
 
     @property
     def reasoning_chars_stripped(self) -> int:
@@ -90,6 +110,9 @@ class SampleReward:
         empty_response: nothing was left to judge (not sent to the verifier).
         rm_reward: the reward model's score; None without one.
         malformed: the sample's messages could not be read (not judged).
+        vetoed: it failed an essential rule; its total was capped at the preset's floor.
+        total: the composed total (what `score` is with reward "total"); NaN when there is none.
+        dropped_rules: rules rule dropout left out of its rule reward.
 
     Example:
         >>> SampleReward.unreadable().malformed, SampleReward.unreadable().value, SampleReward(0.5, 0.5).value
@@ -104,6 +127,9 @@ class SampleReward:
     empty_response: bool = False
     rm_reward: float | None = None
     malformed: bool = False
+    vetoed: bool = False
+    dropped_rules: int = 0
+    total: float = float("nan")
 
     @property
     def value(self) -> float | None:
@@ -139,6 +165,11 @@ class RewardScorer:
             composition) of a response with nothing to judge: empty, whitespace only,
             or cut off while reasoning. Such a response is not sent to the verifier;
             its verdicts are 0 (it follows no rule) and it is counted in `Scores.empty`.
+        rule_dropout: the share of non-essential rules each GRPO group is scored without
+            (`autorule.reward.dropout`), in [0, 1); 0: none.
+        dropout_seed: the seed of the dropped subsets (with the step and the group).
+        keep_rollouts: how many recent scored completions `rollouts` keeps (for the online
+            rule refresh and monitors).
         **verifier_options: `Verifier` options (threshold, max_input_tokens, max_unparsed).
 
     Raises:
@@ -155,7 +186,8 @@ class RewardScorer:
     """
 
     def __init__(self, rules: RuleSet, verifier_llm, preset: RewardPreset | str = "default", rm: RewardModel | None = None, *,
-                 judge_reasoning: bool = False, empty_rule_reward: float = 0.0, **verifier_options):
+                 judge_reasoning: bool = False, empty_rule_reward: float = 0.0, rule_dropout: float = 0.0, dropout_seed: int = 0,
+                 keep_rollouts: int = 4096, **verifier_options):
         from autorule.verifier import Verifier
 
         if not 0.0 <= empty_rule_reward <= 1.0:
@@ -164,16 +196,79 @@ class RewardScorer:
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.rules = rules
         self.rm = rm
-        self.verifier = Verifier(verifier_llm, rules, style=self.preset.style, applicability=self.preset.applicability, **verifier_options)
+        dropped_rules(rules, rule_dropout, "", 0)  # a share outside [0, 1) is refused here, not at the first step
+        self.rule_dropout, self.dropout_seed = float(rule_dropout), int(dropout_seed)
+        self.rollouts = RolloutBuffer(keep_rollouts)
+        self.rule_changes: list[dict] = []  # each set_rules: step, rules added and retired
+        self._verifier_options = {"style": self.preset.style, "applicability": self.preset.applicability, **verifier_options}
+        self.verifier = Verifier(verifier_llm, rules, **self._verifier_options)
+
+    def set_rules(self, rules: RuleSet, step: int | None = None) -> dict:
+        """Score with another rule set from now on (an online refresh); the change is recorded in `rule_changes`.
+
+        Args:
+            rules: the new active RuleSet (not empty).
+            step: the trainer's step of the change.
+
+        Returns:
+            ``{"step", "added": [rule ids], "retired": [rule ids], "active": n}``.
+
+        Raises:
+            ValueError: an empty rule set.
+
+        Example:
+            >>> from autorule.testing.fake_llm import FakeLLM
+            >>> scorer = RewardScorer(RuleSet.from_texts(["Be short."]), FakeLLM(p_yes=0.5))
+            >>> change = scorer.set_rules(RuleSet.from_texts(["Be short.", "Be kind."]), step=10)
+            >>> change["step"], len(change["added"]), change["retired"], len(scorer.rules)
+            (10, 1, [], 2)
+        """
+        from autorule.verifier import Verifier
+
+        verifier = Verifier(self.verifier.llm, rules, threshold=self.verifier.threshold,
+                            **{k: v for k, v in self._verifier_options.items() if k != "threshold"})
+        before, after = {r.id for r in self.rules.rules}, {r.id for r in rules.rules}
+        change = {"step": step, "added": [r.id for r in rules.rules if r.id not in before],
+                  "retired": [r.id for r in self.rules.rules if r.id not in after], "active": len(rules.rules)}
+        self.rules, self.verifier = rules, verifier
+        self.rule_changes.append(change)
+        return change
 
     def values(self, scores: Scores, kind: str = "total") -> np.ndarray:
-        """The reward an adapter returns: `scores.total`, or the preset's rule term alone (`kind="rule"`).
+        """The reward an adapter returns: `scores.total`, the preset's rule term (`kind="rule"`) or the
+        RM's score (`kind="rm"`).
+
+        The last two are parts a trainer aggregates itself (TRL's normalise-then-sum). A vetoed
+        response gets each part's lowest value there: the rule term at 0 satisfied, and the
+        batch's lowest RM score, so that within its group no part rescues it.
 
         Args:
             scores: what `score` returned.
-            kind: "total" or "rule" (see `check_reward_kind`).
+            kind: "total", "rule" or "rm" (see `check_reward_kind`).
+
+        Raises:
+            ValueError: an unknown kind; "rm" from a scorer without a reward model.
+
+        Example:
+            >>> from autorule.rules import Rule
+            >>> from autorule.testing.fake_llm import FakeLLM
+            >>> rules = RuleSet(rules=[Rule(id="r1", text="Be safe.", essential=True)])
+            >>> scorer = RewardScorer(rules, FakeLLM(p_yes=0.3), "paper")
+            >>> scores = scorer.score(["Hi"])
+            >>> scores.vetoed.tolist(), scorer.values(scores, "rule").tolist(), scores.total.tolist()
+            ([True], [-7.5], [-10.0])
         """
-        return scores.total if check_reward_kind(kind) == "total" else self.preset.rule_term(scores.rule)
+        kind = check_reward_kind(kind)
+        if kind == "total":
+            return scores.total
+        if kind == "rule":
+            term = self.preset.rule_term(scores.rule)
+            return np.where(scores.vetoed, np.minimum(term, self.preset.rule_term(0.0)), term)
+        if scores.rm is None:
+            raise ValueError("reward='rm' needs a reward model in autorule (rm=...)")
+        rm = np.asarray(scores.rm, dtype=float)
+        lowest = np.nanmin(rm) if len(rm) and not np.isnan(rm).all() else np.nan
+        return np.where(scores.vetoed, np.minimum(rm, lowest), rm)
 
     def samples(self, scores: Scores, kind: str = "total") -> list[SampleReward]:
         """`scores` per response, the reward being `values(scores, kind)`.
@@ -186,45 +281,84 @@ class RewardScorer:
             >>> from autorule.testing.fake_llm import FakeLLM
             >>> scorer = RewardScorer(RuleSet.from_texts(["The response should be short."]), FakeLLM(p_yes=0.8))
             >>> scorer.samples(scorer.score(["<think>Hm.</think>Hi"]))
-            [SampleReward(score=0.8, rule_reward=0.8, unparsed_checks=0, error=None, reasoning_chars_stripped=18, empty_response=False, rm_reward=None, malformed=False)]
+            [SampleReward(score=0.8, rule_reward=0.8, unparsed_checks=0, error=None, reasoning_chars_stripped=18, empty_response=False, rm_reward=None, malformed=False, vetoed=False, dropped_rules=0, total=0.8)]
         """
         values = self.values(scores, kind)
         unparsed = scores.unparsed_per_response()
         return [
             SampleReward(score=float(values[i]), rule_reward=float(scores.rule[i]), unparsed_checks=int(unparsed[i]), error=scores.errors.get(i),
                          reasoning_chars_stripped=int(scores.reasoning_chars[i]), empty_response=bool(scores.empty[i]),
-                         rm_reward=None if scores.rm is None else float(scores.rm[i]))
+                         rm_reward=None if scores.rm is None else float(scores.rm[i]), vetoed=bool(scores.vetoed[i]),
+                         dropped_rules=int(scores.dropped[i]), total=float(scores.total[i]))
             for i in range(len(values))
         ]
 
-    def score(self, conversations: list, desc: str | None = None, on_item: Callable[[], None] | None = None) -> Scores:
+    def score(self, conversations: list, desc: str | None = None, on_item: Callable[[], None] | None = None, *,
+              groups: list | None = None, step: int | None = None) -> Scores:
         """Rewards for conversations that end with the response to reward.
 
         The response's reasoning is cut first (unless `judge_reasoning`); a response with
-        nothing left gets `empty_rule_reward` without a verifier call.
+        nothing left gets `empty_rule_reward` without a verifier call. Rule dropout, the
+        preset's aggregation and vetoes are applied per GRPO group; every scored completion
+        is kept in `rollouts`.
 
         Args:
             conversations: each a list of `Message` or OpenAI-style dicts, or a bare reply string.
             desc: label of a progress bar (none when None).
             on_item: called as each conversation's rule checks finish (a caller's own progress bar).
+            groups: each conversation's GRPO group (any hashable key; verl's ``uid``); None:
+                conversations with the same turns before the response are one group.
+            step: the trainer's step (seeds rule dropout; recorded with the rollouts).
 
         Raises:
             MessageError: (a ValueError) a message `to_conversation` cannot read.
+            ValueError: `groups` of another length than `conversations`.
+
+        Example:
+            >>> from autorule.testing.fake_llm import FakeLLM
+            >>> scorer = RewardScorer(RuleSet.from_texts(["Be short."]), FakeLLM(p_yes=0.5), get_preset("default", aggregation="normalize_then_sum"))
+            >>> scorer.score(["a", "b", "c"], groups=["g", "g", "h"]).total.tolist()  # every part equal within its group
+            [0.0, 0.0, 0.0]
         """
         conversations = [to_conversation(c) for c in conversations]
         conversations, reasoning_chars = zip(*(self._answer_only(c) for c in conversations)) if conversations else ((), ())
         conversations = list(conversations)
+        if groups is None:
+            groups = [affinity_key(c) for c in conversations]
+        elif len(groups) != len(conversations):
+            raise ValueError(f"{len(conversations)} conversations but {len(groups)} groups; give one group per conversation")
+        groups = list(groups)
         empty = np.array([not c[-1].content.strip() for c in conversations], dtype=bool)
+        kept = kept_mask(self.rules, self.rule_dropout, groups, step, self.dropout_seed) if self.rule_dropout else None
         start = time.perf_counter()
         verdicts = self._verify(conversations, empty, desc, on_item)
-        rule = rule_reward(verdicts, self.rules, hard=self.preset.hard)
+        rule = rule_reward(verdicts, self.rules, hard=self.preset.hard, kept=kept)
         rule[empty] = self.empty_rule_reward
         ruled = time.perf_counter()
         rm = self.rm.score(conversations, normalise=self.preset.normalise_rm) if self.rm is not None else None
         seconds = {"rules": ruled - start, "rm": time.perf_counter() - ruled}
         words = word_counts([c[-1].content for c in conversations])
-        return Scores(total=compose(self.preset, rule, rm, words), rule=rule, rm=rm, verdicts=verdicts, seconds=seconds,
-                      reasoning_chars=np.array(reasoning_chars, dtype=int), empty=empty)
+        total = compose(self.preset, rule, rm, words, groups)
+        if verdicts.errors:  # refused: no reward, whatever the other parts say
+            total[list(verdicts.errors)] = np.nan
+        vetoed = essential_failures(verdicts, self.rules) & ~empty  # an empty answer breaks no rule's prohibition
+        if vetoed.any():
+            total = apply_veto(total, vetoed, floor(self.preset, rm, words, group_sizes(groups)))
+        scores = Scores(total=total, rule=rule, rm=rm, verdicts=verdicts, seconds=seconds, reasoning_chars=np.array(reasoning_chars, dtype=int),
+                        empty=empty, vetoed=vetoed, kept=kept, groups=groups, step=step)
+        self._keep(conversations, scores)
+        return scores
+
+    def _keep(self, conversations: list[list[Message]], scores: Scores) -> None:
+        """Every scored completion into `rollouts` (what the online refresh and monitors read)."""
+        ids = [r.id for r in self.rules.rules]
+        p = scores.verdicts.p_satisfied
+        for i, c in enumerate(conversations):
+            kept = scores.kept[i] if scores.kept is not None else np.ones(len(ids), dtype=bool)
+            self.rollouts.add(Rollout(prompt=c[:-1], completion=c[-1].content, group=str(scores.groups[i]), step=scores.step,
+                                      total=float(scores.total[i]), rule=float(scores.rule[i]),
+                                      rm=None if scores.rm is None else float(scores.rm[i]), vetoed=bool(scores.vetoed[i]),
+                                      p_satisfied={rid: float(p[i, j]) for j, rid in enumerate(ids) if kept[j] and not np.isnan(p[i, j])}))
 
     def _answer_only(self, conversation: list[Message]) -> tuple[list[Message], int]:
         """The conversation with its final assistant turn's reasoning cut, and the characters cut."""

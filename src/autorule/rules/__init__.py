@@ -6,6 +6,6 @@ matched), `show` (a rule with its source pairs), `export` (Markdown, constitutio
 prompt, JSON; and import), `embed` (the sentence embedder the merge, lint and diff share).
 """
 
-from autorule.rules.ruleset import CandidateRef, LintFlag, Rule, RuleSet, RulesFileError, normalise_rule, rule_id
+from autorule.rules.ruleset import CandidateRef, LintFlag, Rule, RuleSet, RulesFileError, normalise_rule, plain_rule, rule_id
 
-__all__ = ["CandidateRef", "LintFlag", "Rule", "RuleSet", "RulesFileError", "normalise_rule", "rule_id"]
+__all__ = ["CandidateRef", "LintFlag", "Rule", "RuleSet", "RulesFileError", "normalise_rule", "plain_rule", "rule_id"]

@@ -36,6 +36,32 @@ def rule_id(text: str) -> str:
     return "r-" + hashlib.sha256(normalise_rule(text).encode()).hexdigest()[:8]
 
 
+# how a plain-text rule is marked essential (a veto rule): "[essential]" before or after it, or a leading "!"
+ESSENTIAL_MARK = re.compile(r"^\s*(?:!|\[essential\])\s*|\s*\[essential\]\s*$", re.IGNORECASE)
+
+
+def plain_rule(line: str) -> dict:
+    """A rule from one line of text: its id, its text and whether it is marked essential.
+
+    A line marked "[essential]" (before or after the rule) or starting with "!" is an
+    essential (veto) rule; the marker is not part of the text or the id.
+
+    Args:
+        line: one rule as a person writes it in a plain-text rules file.
+
+    Example:
+        >>> plain_rule("[essential] The response must not give dosage advice.")["essential"]
+        True
+        >>> plain_rule("! The response must not insult the user.")["text"]
+        'The response must not insult the user.'
+        >>> plain_rule("The response should be short.")
+        {'id': 'r-...', 'text': 'The response should be short.', 'essential': False}
+    """
+    text, marks = ESSENTIAL_MARK.subn("", line.strip())
+    text = text.strip()
+    return {"id": rule_id(text), "text": text, "essential": bool(marks)}
+
+
 class CandidateRef(BaseModel):
     """One extracted candidate behind a rule: its text, its pair and where it came from."""
 
@@ -62,7 +88,10 @@ class Rule(BaseModel):
     Args:
         id: a stable id derived from the text; text: the rule; weight: its reward weight;
             support: distinct pairs behind it; pairs, candidates: its provenance;
-            stats: validation statistics; lint: problems the rule linter found (see `autorule.rules.lint`).
+            stats: validation statistics; lint: problems the rule linter found (see `autorule.rules.lint`);
+            essential: a veto rule: when a response fails it (P(Yes) below `veto_below`, else the
+            verifier's threshold), its total reward is capped at the preset's floor (`autorule.reward.veto`);
+            veto_below: the P(Yes) under which an essential rule counts as failed (None: the verifier's threshold).
 
     Example:
         >>> rule = Rule(id=rule_id("The response should cite a source."), text="The response should cite a source.")
@@ -79,6 +108,8 @@ class Rule(BaseModel):
     stats: dict[str, Any] = Field(default_factory=dict)
     check: CodeCheck | None = None  # the program that decides the rule (None: the LLM verifier judges it)
     lint: list[LintFlag] = Field(default_factory=list)
+    essential: bool = False
+    veto_below: float | None = Field(None, ge=0.0, le=1.0)
 
     @model_serializer(mode="wrap")
     def _without_empty_check(self, handler) -> dict[str, Any]:
@@ -144,7 +175,8 @@ class RuleSet(BaseModel):
         """A rule set from plain rule texts (ids are derived from the texts).
 
         Args:
-            texts: one rule per item, e.g. "The assistant's response should cite a source."
+            texts: one rule per item, e.g. "The assistant's response should cite a source."; one
+                marked "[essential]" or starting with "!" is an essential (veto) rule (`plain_rule`).
             weights: optional reward weight per rule (default 1 each).
 
         Example:
@@ -156,7 +188,7 @@ class RuleSet(BaseModel):
         weights = list(weights) if weights is not None else [1.0] * len(texts)
         if len(weights) != len(texts):
             raise ValueError(f"{len(texts)} rule texts but {len(weights)} weights")
-        return cls(rules=[Rule(id=rule_id(t), text=t, weight=w) for t, w in zip(texts, weights)])
+        return cls(rules=[Rule(**plain_rule(t), weight=w) for t, w in zip(texts, weights)])
 
     @property
     def texts(self) -> list[str]:
@@ -166,7 +198,13 @@ class RuleSet(BaseModel):
     def save(self, path: str | Path) -> None:
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.model_dump(), sort_keys=False, allow_unicode=True, width=120))
+        data = self.model_dump()
+        for rule in data["rules"]:  # veto settings are written only where a rule has them
+            if not rule["essential"]:
+                del rule["essential"]
+            if rule["veto_below"] is None:
+                del rule["veto_below"]
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120))
         tmp.replace(path)  # atomic: readers never see half a file
 
     @classmethod
@@ -186,18 +224,18 @@ class RuleSet(BaseModel):
             data = None
         if data is None or isinstance(data, str):  # plain text: one rule per line (blank lines and # comments skipped)
             lines = [line.strip().lstrip("-*").strip() for line in text.splitlines()]
-            data = [line for line in lines if line and not line.startswith("#")]
+            data = [plain_rule(line) for line in lines if line and not line.startswith("#")]
             if not data:
                 raise RulesFileError(f"{path}: no rules in the file")
         if isinstance(data, list):  # a bare list of rule texts is accepted too
-            data = {"rules": [{"id": rule_id(t), "text": t} if isinstance(t, str) else t for t in data]}
+            data = {"rules": [plain_rule(t) if isinstance(t, str) else t for t in data]}
         if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
             raise RulesFileError(f"{path}: expected a mapping with a 'rules' list (or a list of rule texts)")
         for i, r in enumerate(data["rules"]):
             if isinstance(r, dict) and "id" not in r and isinstance(r.get("text"), str):
                 r["id"] = rule_id(r["text"])
             elif isinstance(r, str):
-                data["rules"][i] = {"id": rule_id(r), "text": r}
+                data["rules"][i] = plain_rule(r)
         try:
             return cls.model_validate(data)
         except ValidationError as e:
