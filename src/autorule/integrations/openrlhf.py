@@ -27,7 +27,12 @@ from pydantic import BaseModel, Field
 from autorule.data import Message
 from autorule.integrations.batching import RequestBatcher
 from autorule.integrations.templates import ReadQuery, TemplateReader
-from autorule.reward import RewardScorer, SampleReward, check_reward_kind, sample_components
+from autorule.reward import (
+    RewardScorer,
+    SampleReward,
+    check_reward_kind,
+    sample_components,
+)
 from autorule.reward.components import settings
 
 log = logging.getLogger(__name__)

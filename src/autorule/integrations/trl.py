@@ -19,13 +19,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from autorule.data.messages import MessageError
 from autorule.errors import AutoruleError
 from autorule.integrations.conversation import conversation
-from autorule.data.messages import MessageError
 from autorule.llm.specs import spec_kind
-from autorule.reward import RewardPreset, RewardScorer, SampleReward, Scores, batch_components, build_scorer, check_reward_kind, get_preset
+from autorule.reward import (
+    RewardPreset,
+    RewardScorer,
+    SampleReward,
+    Scores,
+    batch_components,
+    build_scorer,
+    check_reward_kind,
+    get_preset,
+)
 from autorule.rules import RuleSet
 
 log = logging.getLogger(__name__)

@@ -62,9 +62,17 @@ from autorule.data import Message
 from autorule.data.messages import MessageError
 from autorule.integrations.batching import RequestBatcher
 from autorule.integrations.conversation import to_messages
-from autorule.verifier.verifier import affinity_key
-from autorule.reward import RewardScorer, SampleReward, Scores, build_scorer, check_reward_kind, get_preset, sample_components
+from autorule.reward import (
+    RewardScorer,
+    SampleReward,
+    Scores,
+    build_scorer,
+    check_reward_kind,
+    get_preset,
+    sample_components,
+)
 from autorule.reward.components import settings
+from autorule.verifier.verifier import affinity_key
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +272,9 @@ def compute_score(
 
 
 try:  # verl is an optional dependency: without it the manager below still imports (for docs and tests)
-    from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase as _Base
+    from verl.experimental.reward_loop.reward_manager.base import (
+        RewardManagerBase as _Base,
+    )
 except Exception:  # noqa: BLE001 - any import failure means "no usable verl"
     _Base = object
 

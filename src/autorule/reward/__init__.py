@@ -7,7 +7,11 @@ GRPO group), `veto` (essential rules cap the total), `dropout` (rule dropout per
 `rollouts` (recent scored completions), `components` (the parts' names in every trainer's logs).
 """
 
-from autorule.reward.aggregation import AGGREGATIONS, group_normalise, normalise_then_sum
+from autorule.reward.aggregation import (
+           AGGREGATIONS,
+           group_normalise,
+           normalise_then_sum,
+)
 from autorule.reward.components import SAMPLE_KEYS, batch_components, sample_components
 from autorule.reward.dropout import dropped_rules, kept_mask
 from autorule.reward.presets import (

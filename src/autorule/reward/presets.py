@@ -6,7 +6,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from autorule.reward.aggregation import check_aggregation, lowest_normalised, normalise_then_sum
+from autorule.reward.aggregation import (
+    check_aggregation,
+    lowest_normalised,
+    normalise_then_sum,
+)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,13 @@ from autorule.data import Message, to_conversation
 from autorule.data.reasoning import answer_only
 from autorule.reward.aggregation import group_sizes
 from autorule.reward.dropout import dropped_rules, kept_mask
-from autorule.reward.presets import RewardPreset, check_reward_kind, compose, floor, get_preset
+from autorule.reward.presets import (
+    RewardPreset,
+    check_reward_kind,
+    compose,
+    floor,
+    get_preset,
+)
 from autorule.reward.reward_model import RewardModel, word_counts
 from autorule.reward.rollouts import Rollout, RolloutBuffer
 from autorule.reward.rule_reward import rule_reward
