@@ -17,7 +17,7 @@ from autorule.data import DataError, first_record, iter_rows, load_pairs
 from autorule.integrations.conversation import conversation, to_messages
 from autorule.llm.local import local_model_path
 from autorule.llm.specs import parse_spec
-from autorule.reward import RewardScorer, get_preset
+from autorule.reward import RewardScorer, batch_components, get_preset
 from autorule.train.config import ConfigError, TrainConfig
 from autorule.train.monitor import RewardMonitor, console
 
@@ -48,11 +48,76 @@ def load_prompts(path: str, fmt: str = "auto", limit: int | None = None) -> list
 
 
 def build_scorer(config: TrainConfig) -> RewardScorer:
-    """The training run's reward: its rules, verifier, preset (with the config's overrides) and RM."""
-    preset = get_preset(config.preset, rule_scale=config.rule_scale, length_penalty=config.length_penalty)
+    """The training run's reward: its rules, verifier, preset (with the config's overrides, the
+    aggregation and the veto floor), RM and rule dropout."""
+    preset = get_preset(config.preset, rule_scale=config.rule_scale, length_penalty=config.length_penalty, aggregation=config.aggregation,
+                        veto_floor=config.veto_floor)
     cache = None if config.no_cache else Cache(config.cache or DEFAULT_CACHE_PATH)
     return reward.build_scorer(config.rules, config.verifier, preset, rm=config.rm, cache=cache,
-                               llm_options=parse_spec(config.verifier).options(concurrency=config.verifier_concurrency))
+                               llm_options=parse_spec(config.verifier).options(concurrency=config.verifier_concurrency),
+                               rule_dropout=config.rule_dropout, dropout_seed=config.dropout_seed)
+
+
+def build_gold_scorer(config: TrainConfig, scorer: RewardScorer) -> RewardScorer | None:
+    """The gold monitor: `gold_rules` judged by `gold_verifier` (else the training verifier, shared),
+    logged every step, never rewarded; None without `gold_rules`."""
+    if not config.gold_rules:
+        return None
+    if config.gold_verifier is None or config.gold_verifier == config.verifier:
+        verifier = scorer.verifier.llm  # the same judge: loaded once
+    else:
+        verifier = config.gold_verifier
+    cache = None if config.no_cache else Cache(config.cache or DEFAULT_CACHE_PATH)
+    return reward.build_scorer(config.gold_rules, verifier, get_preset(config.preset), cache=cache)
+
+
+def reward_functions(config: TrainConfig, scorer: RewardScorer, monitor: RewardMonitor, gold: RewardScorer | None = None) -> tuple[list, list[float] | None]:
+    """TRL reward functions for the run, and their weights (None: TRL's default).
+
+    With ``aggregation="sum"``: one function, the composed total. With
+    ``normalize_then_sum``: the rule term and (with an RM) the RM's score as two functions,
+    weighted by the preset's rule_scale and rm_weight, for TRL's own
+    ``multi_objective_aggregation="normalize_then_sum"``. Either way a batch is scored
+    once, recorded once by the monitor (with the gold monitor's rule reward), and its
+    parts logged under `autorule.reward.components`' names as ``autorule/<part>``.
+    """
+    last: dict = {}
+
+    def scores_for(prompts, completions, completion_ids, log_metric, trainer_state):
+        step = getattr(trainer_state, "global_step", None)
+        key = (step, repr(prompts), repr(completions))
+        if last.get("key") == key:  # the other part of the same batch
+            return last["scores"]
+        conversations = [conversation(p, c) for p, c in zip(prompts, completions)]
+        scores = scorer.score(conversations, step=step)
+        gold_rule = gold.score(conversations).rule if gold is not None else None
+        lengths = np.array([len(ids) for ids in completion_ids]) if completion_ids is not None else np.array([len(str(c).split()) for c in completions])
+        monitor.record_batch(rm=scores.rm, rule=scores.rule, total=scores.total, lengths=lengths, pass_rates=scores.pass_rates(), log_metric=log_metric,
+                             seconds=scores.seconds, vetoed=scores.vetoed, dropped=scores.dropped, gold=gold_rule, active_rules=len(scorer.rules))
+        if log_metric is not None:
+            for name, value in batch_components(scorer.samples(scores), scorer, scores.pass_rates()).items():
+                log_metric(f"autorule/{name}", value)
+        last.update(key=key, scores=scores)
+        return scores
+
+    def autorule_reward(prompts, completions, completion_ids=None, log_metric=None, trainer_state=None, **kwargs):
+        scores = scores_for(prompts, completions, completion_ids, log_metric, trainer_state)
+        return [s.value for s in scorer.samples(scores)]  # refused by the verifier's server: no reward (None)
+
+    def rule_reward(prompts, completions, completion_ids=None, log_metric=None, trainer_state=None, **kwargs):
+        scores = scores_for(prompts, completions, completion_ids, log_metric, trainer_state)
+        return [s.value for s in scorer.samples(scores, "rule")]
+
+    def rm_reward(prompts, completions, completion_ids=None, log_metric=None, trainer_state=None, **kwargs):
+        scores = scores_for(prompts, completions, completion_ids, log_metric, trainer_state)
+        return [s.value for s in scorer.samples(scores, "rm")]
+
+    if scorer.preset.aggregation == "sum":
+        return [autorule_reward], None
+    weights = scorer.preset.weights(scorer.rm is not None)
+    if scorer.rm is None:
+        return [rule_reward], [weights["rule"]]
+    return [rule_reward, rm_reward], [weights["rule"], weights["rm"]]
 
 
 # settings a resumed run may change: how long and how often, not what is trained
@@ -110,14 +175,8 @@ def run_grpo(config: TrainConfig, scorer: RewardScorer | None = None) -> dict:
     scorer = scorer or build_scorer(config)
     monitor = RewardMonitor(out / "metrics.jsonl", window=config.monitor_window, resume_step=_step_of(checkpoint) if checkpoint else None)
 
-    def autorule_reward(prompts, completions, completion_ids=None, log_metric=None, **kwargs):
-        scores = scorer.score([conversation(p, c) for p, c in zip(prompts, completions)])
-        lengths = np.array([len(ids) for ids in completion_ids]) if completion_ids is not None else np.array([len(str(c).split()) for c in completions])
-        monitor.record_batch(rm=scores.rm, rule=scores.rule, total=scores.total, lengths=lengths, pass_rates=scores.pass_rates(), log_metric=log_metric, seconds=scores.seconds)
-        if log_metric is not None:  # checks left out of the reward, and responses with none
-            log_metric("rule_reward/unparsed_checks", float(scores.verdicts.unparsed))
-            log_metric("rule_reward/refused", float(len(scores.errors)))
-        return [s.value for s in scorer.samples(scores)]  # refused by the verifier's server: no reward (None)
+    gold = build_gold_scorer(config, scorer)
+    reward_funcs, reward_weights = reward_functions(config, scorer, monitor, gold)
 
     policy_path = local_model_path(config.policy)
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
@@ -181,10 +240,12 @@ def run_grpo(config: TrainConfig, scorer: RewardScorer | None = None) -> dict:
         report_to=config.report_to_list(),
         use_cpu=not cuda,
         disable_tqdm=False,
+        multi_objective_aggregation="normalize_then_sum" if config.aggregation == "normalize_then_sum" else "sum_then_normalize",
+        reward_weights=reward_weights,
     )
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[autorule_reward],
+        reward_funcs=reward_funcs,
         args=args,
         train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
         processing_class=tokenizer,
@@ -210,6 +271,10 @@ def run_grpo(config: TrainConfig, scorer: RewardScorer | None = None) -> dict:
         "seconds": round(time.time() - start, 1),
         "verifier_mode": scorer.verifier.llm.yes_no_record,
         "llm_stats": dict(scorer.verifier.llm.stats),
+        "reward": {"preset": scorer.preset.name, "aggregation": scorer.preset.aggregation, "weights": scorer.preset.weights(scorer.rm is not None),
+                   "essential_rules": sum(r.essential for r in scorer.rules.rules), "rule_dropout": scorer.rule_dropout,
+                   "vetoed": sum(row.get("vetoed", 0) for row in monitor.history), "rule_changes": scorer.rule_changes,
+                   "gold_rules": config.gold_rules},
     }
     (out / "train_summary.json").write_text(jsonsafe.dumps(summary, indent=2))
     return summary

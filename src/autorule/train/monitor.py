@@ -3,7 +3,9 @@ length, reward-length correlations and a held-out score, to a JSONL file and TRL
 
 It warns when the RM reward rises while the rule reward or the held-out score falls over
 the last `window` steps: the policy is pleasing the reward model in a way the rules (or
-the held-out judge) do not endorse.
+the held-out judge) do not endorse; and when the trained reward rises while a gold monitor
+(a second rule set or verifier, logged, never rewarded) falls: the policy is overfitting
+the rules it is trained on (Rubric Dropout's finding).
 """
 
 from __future__ import annotations
@@ -51,9 +53,29 @@ class RewardMonitor:
         self.path.write_text("".join(jsonsafe.dumps(r) + "\n" for r in self.history), encoding="utf-8")
 
     def record_batch(self, *, rm: np.ndarray | None, rule: np.ndarray, total: np.ndarray, lengths: np.ndarray, pass_rates: dict[str, float], log_metric: Callable | None,
-                     seconds: dict[str, float] | None = None) -> None:
-        """Called by the reward function with one generation batch's components (and the time they took)."""
+                     seconds: dict[str, float] | None = None, vetoed: np.ndarray | None = None, dropped: np.ndarray | None = None,
+                     gold: np.ndarray | None = None, active_rules: int | None = None) -> None:
+        """Called by the reward function with one generation batch's components (and the time they took).
+
+        Args:
+            rm, rule, total, lengths: shape (n,) per completion (rm None without an RM).
+            pass_rates: per rule id, the batch's pass rate.
+            log_metric: TRL's metric logger (None: not logged there).
+            seconds: time spent on "rules" and "rm".
+            vetoed: shape (n,) bool, completions an essential rule vetoed.
+            dropped: shape (n,), rules rule dropout left out per completion.
+            gold: shape (n,), the gold monitor's rule reward (never rewarded).
+            active_rules: the size of the rule set that scored the batch.
+        """
         p = self.pending
+        if vetoed is not None:
+            p["vetoed"] = p.get("vetoed", 0) + int(np.sum(vetoed))
+        if dropped is not None:
+            p.setdefault("dropped", []).extend(np.asarray(dropped, dtype=float).tolist())
+        if gold is not None:
+            p.setdefault("gold", []).extend(np.asarray(gold, dtype=float).tolist())
+        if active_rules is not None:
+            p["active_rules"] = int(active_rules)
         for part, value in (seconds or {}).items():
             p.setdefault("seconds", {}).setdefault(part, 0.0)
             p["seconds"][part] += value
@@ -64,6 +86,8 @@ class RewardMonitor:
             if not math.isnan(rate):
                 p.setdefault("pass", {}).setdefault(rid, []).append(rate)
         if log_metric is not None:
+            if gold is not None:
+                log_metric("monitor/gold_reward", float(np.nanmean(gold)) if not np.isnan(gold).all() else float("nan"))
             if rm is not None:
                 log_metric("monitor/rm_reward", float(np.mean(rm)))
             log_metric("monitor/rule_reward", float(np.mean(rule)))
@@ -87,6 +111,15 @@ class RewardMonitor:
             row["corr_rule_length"] = _corr(np.array(p["rule"]), lengths)
         if heldout is not None:
             row["heldout_score"] = heldout
+        gold = np.array(p.get("gold", []), dtype=float)
+        if len(gold) and not np.isnan(gold).all():
+            row["gold_reward"] = float(np.nanmean(gold))  # logged, never rewarded
+        if "vetoed" in p:
+            row["vetoed"] = p["vetoed"]
+        if p.get("dropped"):
+            row["dropped_rules"] = float(np.mean(p["dropped"]))
+        if "active_rules" in p:
+            row["active_rules"] = p["active_rules"]
         if p.get("seconds"):
             row["reward_seconds"] = p["seconds"]  # where the reward's time went this step: rules, rm
         row["warnings"] = self._check(row)
@@ -101,6 +134,11 @@ class RewardMonitor:
         rm = [h["rm_reward"] for h in recent if "rm_reward" in h]
         rule = [h["rule_reward"] for h in recent if "rule_reward" in h]
         held = [h["heldout_score"] for h in recent if "heldout_score" in h]
+        total = [h["total_reward"] for h in recent if "total_reward" in h]
+        gold = [h["gold_reward"] for h in recent if "gold_reward" in h]
+        if len(total) >= self.window and len(gold) >= self.window and _slope(total) > 0 and _slope(gold) < 0:
+            out.append(f"trained reward rising ({_slope(total):+.3f}/step) while the gold monitor falls ({_slope(gold):+.3f}/step) "
+                       f"over {self.window} steps: the policy may be overfitting the rules it is trained on")
         if len(rm) >= self.window and _slope(rm) > 0:
             if len(rule) >= self.window and _slope(rule) < 0:
                 out.append(f"RM reward rising ({_slope(rm):+.3f}/step) while rule reward falls ({_slope(rule):+.3f}/step) over {self.window} steps: possible reward hacking")
