@@ -63,6 +63,16 @@ class TrainConfig(BaseModel):
     monitor_every: int = Field(5, ge=1, description="score the held-out prompts every N steps")
     monitor_window: int = Field(6, ge=2, description="steps over which reward trends are compared for warnings")
 
+    # online rule refresh (autorule.train.refresh): off unless refresh_every is set
+    refresh_every: int | None = Field(None, ge=1, description="every N steps, draw new rules from rollouts where the RM and the rules disagree, "
+                                                                 "keep those held-out pairs support, retire rules with no signal (off when unset)")
+    max_active_rules: int = Field(25, ge=1, description="the most rules active after a refresh")
+    refresh_model: str | None = Field(None, description="extraction model spec for the refresh (default: the verifier's)")
+    refresh_pairs: str | None = Field(None, description="held-out preference pairs new rules are validated on (default: --prompts when it holds pairs)")
+    refresh_heldout: int = Field(200, ge=1, description="use at most this many held-out pairs (the first ones)")
+    refresh_disagreements: int = Field(8, ge=1, description="disagreement pairs (one per prompt) extracted from per refresh")
+    refresh_near_duplicate: float = Field(0.85, gt=0, le=1, description="cosine similarity from which a new rule is a near-duplicate of an active one")
+
     @field_validator("policy", "verifier")
     @classmethod
     def _known_spec(cls, value: str) -> str:

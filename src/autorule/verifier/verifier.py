@@ -88,7 +88,9 @@ class Verdicts:
     Args:
         rule_ids: the rules, in column order; p_satisfied: (responses, rules) P(Yes);
         p_applies: P(the rule applies), with applicability; threshold: P(Yes) that
-        counts as satisfied; errors: refused responses (index -> reason).
+        counts as satisfied; errors: refused responses (index -> reason);
+        by_code: the ids of the rules a program decided (`Rule.check`): their verdicts are
+        1.0 or 0.0 and they always apply.
     """
 
     rule_ids: list[str]
@@ -96,6 +98,18 @@ class Verdicts:
     p_applies: np.ndarray | None = None
     threshold: float = 0.5
     errors: dict[int, str] = field(default_factory=dict)  # response index -> why the server refused it
+    by_code: list[str] = field(default_factory=list)  # rules decided by a program, not the LLM
+
+    @property
+    def code_checks(self) -> int:
+        """Checks decided by a program (`by_code` rules on responses not refused).
+
+        Example:
+            >>> import numpy as np
+            >>> Verdicts(["r1", "r2"], np.array([[1.0, 0.7], [0.0, 0.2]]), by_code=["r1"]).code_checks
+            2
+        """
+        return len(self.by_code) * (self.p_satisfied.shape[0] - len(self.errors))
 
     @property
     def parsed(self) -> np.ndarray:
@@ -155,7 +169,7 @@ class Verdicts:
             errors.update({offset + i: why for i, why in part.errors.items()})
             offset += part.p_satisfied.shape[0]
         applies = None if first.p_applies is None else np.concatenate([p.p_applies for p in parts])
-        return cls(first.rule_ids, np.concatenate([p.p_satisfied for p in parts]), applies, first.threshold, errors)
+        return cls(first.rule_ids, np.concatenate([p.p_satisfied for p in parts]), applies, first.threshold, errors, first.by_code)
 
     def to_rows(self) -> list[dict]:
         """One dict per (response, rule): ``response``, ``rule_id``, ``p_satisfied``, ``satisfied``
@@ -211,6 +225,11 @@ class Verifier:
         Yes/No before `verify` stops with `UnparsedVerdicts` (they are left out of
         rewards, but past this share the rewards rest on too little).
 
+    Rules with a code check (`Rule.check`, see `autorule.rules.checks`) are decided by their
+    program on the final response's text: P(Yes) is 1.0 or 0.0, they always apply, and they are
+    never sent to the LLM (counted: `Verdicts.by_code`, `Verdicts.code_checks`, and
+    ``llm.stats["code_checks"]``). A rule set of code checks only makes no LLM call at all.
+
     Args:
         llm: the judge (an LLM from `load_llm`).
         rules: the RuleSet to judge against.
@@ -243,10 +262,14 @@ class Verifier:
         reported = getattr(llm.backend, "max_context", None)
         tokens, source = (max_input_tokens, "--max-input-tokens") if max_input_tokens else (reported, "server") if reported else (DEFAULT_CONTEXT, "default")
         self.context = Context(tokens, source, llm.count_tokens)
-        self.questions = [QUESTIONS[style].substitute(rule=r.text) for r in rules.rules]
+        # rules a program decides never reach the LLM: the questions are the other rules' only
+        self.code_checks = {j: r.check.compile() for j, r in enumerate(rules.rules) if r.check is not None}
+        self.llm_columns = [j for j in range(len(rules.rules)) if j not in self.code_checks]
+        asked = [rules.rules[j] for j in self.llm_columns]
+        self.questions = [QUESTIONS[style].substitute(rule=r.text) for r in asked]
         if applicability:
-            self.questions += [APPLIES.substitute(rule=r.text) for r in rules.rules]
-        self._suffix_tokens = max(llm.count_tokens(q) for q in self.questions)
+            self.questions += [APPLIES.substitute(rule=r.text) for r in asked]
+        self._suffix_tokens = max((llm.count_tokens(q) for q in self.questions), default=0)
 
     @property
     def max_input_tokens(self) -> int:
@@ -351,6 +374,13 @@ class Verifier:
         with tqdm(total=len(conversations), desc=desc, disable=desc is None, unit="resp") as bar:
             for start in range(0, len(conversations), batch):
                 chunk = conversations[start : start + batch]
+                if not self.questions:  # every rule is decided by code: nothing to ask
+                    rows.extend([] for _ in chunk)
+                    for _ in chunk:
+                        bar.update(1)
+                        if on_item:
+                            on_item()
+                    continue
                 chunk_errors: dict[int, str] = {}
                 scored = self.llm.score_yes_no_batch([(self.prefix(c), self.questions) for c in chunk], on_item=lambda _: (bar.update(1), on_item and on_item()),
                                                      errors=chunk_errors, keys=[affinity_key(c) for c in chunk])
@@ -358,14 +388,26 @@ class Verifier:
                 rows.extend(scored)
                 errors.update({start + i: why for i, why in chunk_errors.items()})
         probs = np.array(rows, dtype=float).reshape(len(conversations), len(self.questions))
-        k = len(self.rules.rules)
+        k, asked = len(self.rules.rules), len(self.llm_columns)
+        p_satisfied = np.full((len(conversations), k), np.nan)
+        p_satisfied[:, self.llm_columns] = probs[:, :asked]
+        p_applies = None
+        if self.applicability:
+            p_applies = np.ones((len(conversations), k))
+            p_applies[:, self.llm_columns] = probs[:, asked:]
+        for j, check in self.code_checks.items():
+            p_satisfied[:, j] = [float(check(c[-1].content)) if c else np.nan for c in conversations]
+        if errors and self.code_checks:  # a refused response has NaN everywhere, as without code checks
+            p_satisfied[np.ix_(list(errors), list(self.code_checks))] = np.nan
         verdicts = Verdicts(
             rule_ids=[r.id for r in self.rules.rules],
-            p_satisfied=probs[:, :k],
-            p_applies=probs[:, k:] if self.applicability else None,
+            p_satisfied=p_satisfied,
+            p_applies=p_applies,
             threshold=self.threshold,
             errors=errors,
+            by_code=[self.rules.rules[j].id for j in self.code_checks],
         )
+        stats["code_checks"] += verdicts.code_checks
         judged = (len(conversations) - len(errors)) * len(self.questions)
         unparsed = int(np.isnan(np.delete(probs, list(errors), axis=0)).sum())
         if judged and unparsed / judged > self.max_unparsed:
