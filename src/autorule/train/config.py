@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autorule.errors import InputError, describe
 
@@ -34,6 +34,13 @@ class TrainConfig(BaseModel):
     preset: Literal["default", "ternary", "paper"] = Field("default", description="reward preset")
     rule_scale: float | None = Field(None, gt=0, description="override the preset's rule scale")
     length_penalty: float | None = Field(None, ge=0, description="override the preset's length penalty")
+    aggregation: Literal["sum", "normalize_then_sum"] = Field("sum", description="how RM and rules combine: the preset's weighted sum, or "
+                                                                         "normalise-then-sum per GRPO group (GDPO; TRL's multi_objective_aggregation)")
+    veto_floor: float | None = Field(None, description="where an essential rule's veto caps the reward (default: the lowest value the preset can give)")
+    rule_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="share of non-essential rules each GRPO group is scored without (Rubric Dropout)")
+    dropout_seed: int = Field(0, description="seed of the rule dropout subsets")
+    gold_rules: str | None = Field(None, description="a second rules file scored every step but never rewarded: a gold monitor")
+    gold_verifier: str | None = Field(None, description="the gold monitor's verifier spec (default: the verifier)")
     verifier_concurrency: int | None = Field(None, ge=1, description="concurrent requests to a verifier server (default: its slot count where it reports one, else 16)")
     cache: str | None = Field(None, description="verdict cache file (default: ~/.cache/autorule/cache.sqlite)")
     no_cache: bool = Field(False, description="do not cache verdicts")
@@ -73,16 +80,26 @@ class TrainConfig(BaseModel):
     refresh_disagreements: int = Field(8, ge=1, description="disagreement pairs (one per prompt) extracted from per refresh")
     refresh_near_duplicate: float = Field(0.85, gt=0, le=1, description="cosine similarity from which a new rule is a near-duplicate of an active one")
 
-    @field_validator("policy", "verifier")
+    @field_validator("policy", "verifier", "gold_verifier")
     @classmethod
-    def _known_spec(cls, value: str) -> str:
+    def _known_spec(cls, value: str | None) -> str | None:
         from autorule.llm.specs import SpecError, parse_spec
 
+        if value is None:
+            return value
         try:
             parse_spec(value)  # the form only: the model is loaded later
         except SpecError as e:
             raise ValueError(str(e)) from None
         return value
+
+    @model_validator(mode="after")
+    def _aggregation_parts(self) -> TrainConfig:
+        # TRL normalises each reward function; the length penalty is not one of autorule's functions there
+        if self.aggregation == "normalize_then_sum" and self.length_penalty:
+            raise ValueError("length_penalty with aggregation='normalize_then_sum' is not supported: TRL normalises each reward function "
+                             "and the length penalty is not one; use aggregation='sum', or add a length reward function of your own")
+        return self
 
     def report_to_list(self) -> list[str]:
         """`report_to` as the list TRL's `report_to` takes ([] for none)."""
