@@ -28,6 +28,7 @@ Completions of one prompt in one step form a group (GRPO's), unless a row names 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -48,6 +49,7 @@ TRL_FIXED = {"step", "prompt", "completion", "advantage", "image"}
 VERL_FIXED = {"input", "output", "gts", "score", "step", "request_id", "uid"}
 # numbers an autorule row may carry besides its reward
 AUTORULE_PARTS = ("rule_reward", "rm")
+PEEK_ROWS = 20  # rows read to tell verl's layout from autorule's
 REPEATED_LOG = "repeated TRL log (the same generation batch logged again)"
 
 
@@ -161,8 +163,7 @@ class RolloutReader:
                     rollout = self._parse(rec, where, columns if self.format == "trl" else None)
                 except BadRow as e:
                     if self.on_bad_row == "error":
-                        raise DataError(str(path), f"{e.reason}" + (f" ({e.detail})" if e.detail else "")
-                                        + " (on_bad_row='skip', --on-bad-row skip, skips and counts such rows)", line, unit) from None
+                        raise DataError(str(path), f"{e} (on_bad_row='skip', --on-bad-row skip, skips and counts such rows)", line, unit) from None
                     self.skipped[e.reason] += 1
                     self.examples.setdefault(e.reason, where)
                     continue
@@ -265,21 +266,24 @@ def _files(path: Path, format: str) -> list[Path]:
 
 
 def _detect(files: list[Path]) -> str:
-    """The format of the first file: TRL from Parquet, verl or autorule from the first row's keys."""
+    """The format of the first file: TRL from Parquet, verl or autorule from the keys of its first rows that tell."""
     first = files[0]
     if first.name.lower().endswith(".parquet"):
         return "trl"
     rows, unit = iter_rows(first)
-    for line, rec in rows:
+    seen = None
+    for line, rec in itertools.islice(rows, PEEK_ROWS):
         if isinstance(rec, BadRow):
             continue
         if "output" in rec and "input" in rec:
             return "verl"
         if "completion" in rec or "response" in rec:
             return "autorule"
-        raise DataError(str(first), f"cannot tell the rollout format from the keys {sorted(rec)}: verl's dump has 'input' and 'output', "
-                                    "autorule's rows a 'completion' (set the format to say which)", line, unit)
-    raise DataError(str(first), "no rollouts found")
+        seen = seen or (line, sorted(rec))
+    if seen is None:
+        raise DataError(str(first), "no rollouts found")
+    raise DataError(str(first), f"cannot tell the rollout format from the keys {seen[1]}: verl's dump has 'input' and 'output', "
+                                "autorule's rows a 'completion' (set the format to say which)", seen[0], unit)
 
 
 def _parquet_schema(path: Path):
