@@ -20,6 +20,7 @@ from autorule.llm.specs import parse_spec
 from autorule.reward import RewardScorer, batch_components, get_preset
 from autorule.train.config import ConfigError, TrainConfig
 from autorule.train.monitor import RewardMonitor, console
+from autorule.train.refresh import refresh_callbacks
 
 
 def load_prompts(path: str, fmt: str = "auto", limit: int | None = None) -> list[list[dict]]:
@@ -250,7 +251,7 @@ def run_grpo(config: TrainConfig, scorer: RewardScorer | None = None) -> dict:
         train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[MonitorCallback()],
+        callbacks=[MonitorCallback(), *refresh_callbacks(config, scorer, out)],
     )
     if config.resume and checkpoint is None:
         console.print(f"no checkpoint in {out}; starting from the beginning")
