@@ -287,3 +287,12 @@ def normalize_then_sum_funcs(rules: RuleSet | str | Path, verifier: Any = "embed
     rm_part = RuleReward(scorer=rule.scorer, reward="rm", name="rm_reward", llm_options=options.get("llm_options"), cache=options.get("cache", True),
                          max_failed_calls=options.get("max_failed_calls", MAX_FAILED_CALLS))
     return [rule, rm_part], [weights["rule"], weights["rm"]]
+
+
+def __getattr__(name: str):
+    # RuleRefreshCallback (online rule refresh, autorule.train.refresh) subclasses transformers' TrainerCallback: imported when asked for
+    if name == "RuleRefreshCallback":
+        from autorule.train.refresh import RuleRefreshCallback
+
+        return RuleRefreshCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
