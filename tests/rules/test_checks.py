@@ -116,3 +116,92 @@ def test_a_negated_check_is_written_with_negate(tmp_path):
     rules.save(path)
     assert yaml.safe_load(path.read_text())["rules"][0]["check"] == {"checker": "autorule:code_block", "params": {}, "negate": True}
     assert RuleSet.load(path).rules[0].check.negate is True
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The response should use bullet points.", ("autorule:bullet_list", {"min_items": 1}, False)),
+    ("Responses must be formatted as a bulleted list.", ("autorule:bullet_list", {"min_items": 1}, False)),
+    ("Use bullet points.", ("autorule:bullet_list", {"min_items": 1}, False)),
+    ("The response should not contain any bullet points.", ("detectable_format:number_bullet_lists", {"num_bullets": 0}, False)),
+    ("The response should avoid bullet points.", ("detectable_format:number_bullet_lists", {"num_bullets": 0}, False)),
+    ("Do not use bullet points.", ("detectable_format:number_bullet_lists", {"num_bullets": 0}, False)),
+    ("The response should contain exactly 3 bullet points.", ("detectable_format:number_bullet_lists", {"num_bullets": 3}, False)),
+    ("The response should contain a numbered list.", ("autorule:numbered_list", {}, False)),
+    ("The answer should not use a numbered list.", ("autorule:numbered_list", {}, True)),
+    ("The response should contain a code block fenced with triple backticks.", ("autorule:code_block", {}, False)),
+    ("The response should not include code blocks.", ("autorule:code_block", {}, True)),
+    ("The response should contain a markdown heading (a line starting with #).", ("autorule:heading", {}, False)),
+    ("The response should be valid JSON.", ("detectable_format:json_format", {}, False)),
+    ("The output must be formatted as JSON.", ("detectable_format:json_format", {}, False)),
+    ("The response should be written entirely in capital letters.", ("change_case:english_capital", {}, False)),
+    ("The response should not be in all caps.", ("change_case:english_capital", {}, True)),
+    ("The response should be written entirely in lowercase letters, with no capital letters.", ("change_case:english_lowercase", {}, False)),
+    ("The response should not use any capital letters.", ("change_case:english_lowercase", {}, False)),
+    ("The response should not contain any commas.", ("punctuation:no_comma", {}, False)),
+    ("The response should avoid using commas.", ("punctuation:no_comma", {}, False)),
+    ("Do not use commas.", ("punctuation:no_comma", {}, False)),
+    ("The entire response should be wrapped in double quotation marks.", ("startend:quotation", {}, False)),
+    ("The response should end with a question.", ("autorule:ends_with_question", {}, False)),
+    ('The response should end with the phrase "Any other questions?".', ("startend:end_checker", {"end_phrase": "Any other questions?"}, False)),
+    ("The response should start with 'Sure'.", ("autorule:starts_with", {"phrase": "Sure"}, False)),
+    ('The response must not mention "OpenAI".', ("keywords:forbidden_words", {"forbidden_words": ["OpenAI"]}, False)),
+    ('The response should include the words "safety" and "risk".', ("keywords:existence", {"keywords": ["safety", "risk"]}, False)),
+    ("The response should be written in English.", ("language:response_language", {"language": "en"}, False)),
+    ("Respond in Spanish.", ("language:response_language", {"language": "es"}, False)),
+    ("The response should be between 50 and 100 words.", ("autorule:word_range", {"min_words": 50, "max_words": 100}, False)),
+    ("The response should be a single paragraph.", ("autorule:number_paragraphs", {"num_paragraphs": 2, "relation": "less than"}, False)),
+    ("Limit the response to 3 sentences.", ("autorule:number_sentences", {"num_sentences": 4, "relation": "less than"}, False)),
+    ("The response should contain at least three paragraphs.", ("autorule:number_paragraphs", {"num_paragraphs": 3, "relation": "at least"}, False)),
+])
+def test_formats_and_phrases_map_to_their_checker(text, expected):
+    assert mapping(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "The response should be in plain English.",
+    "The response should be written in a friendly tone.",
+    "The response should use bullet points when listing multiple options.",
+    "The response should contain a refusal or apology phrase such as \"I'm sorry\" or \"I can't\".",
+    "The response should mention the risks.",
+    "The response should end with a summary.",
+    "The response should be formatted clearly.",
+    "The response should start by acknowledging the user's question.",
+    "The response should be in a single language.",
+    "The response should use code blocks for any code.",
+    "The response should not mention competitors.",
+    "The response should be written in Klingon.",
+])
+def test_near_misses_do_not_map(text):
+    assert recognise(text) is None
+
+
+@pytest.mark.parametrize("checker, params, text, verdict", [
+    ("autorule:bullet_list", {"min_items": 2}, "Pick:\n- tea\n* coffee", True),
+    ("autorule:bullet_list", {"min_items": 2}, "Pick:\n- tea\n**bold** line", False),  # "**" is not a bullet, as in IFEval
+    ("detectable_format:number_bullet_lists", {"num_bullets": 0}, "No list.\n-- a dash line", False),  # IFEval counts any "-" line
+    ("autorule:numbered_list", {}, "1) one\n2) two", True),
+    ("autorule:heading", {}, "  ## Setup\ntext", True),
+    ("autorule:heading", {}, "    # four spaces is code", False),
+    ("autorule:code_block", {}, "```only an opening fence", False),
+    ("autorule:ends_with_question", {}, "Shall we?\n", True),
+    ("autorule:starts_with", {"phrase": "Sure"}, "  “Sure thing”", True),
+    ("autorule:word_range", {"min_words": 2, "max_words": 3}, "one two three four", False),
+    ("autorule:number_sentences", {"num_sentences": 3, "relation": "less than"}, "One. Two! Three?", False),
+    ("autorule:number_sentences", {"num_sentences": 3, "relation": "less than"}, "Dr. Who? No.", False),  # "Dr." ends one: 3 counted
+    ("autorule:number_paragraphs", {"num_paragraphs": 2, "relation": "at least"}, "One.\n\n\nTwo.", True),
+    ("detectable_format:json_format", {}, '```json\n{"a": 1}\n```', True),
+    ("detectable_format:json_format", {}, "{'a': 1}", False),
+    ("change_case:english_capital", {}, "THIS IS ALL IN CAPITAL LETTERS, AS ASKED.", True),
+    ("change_case:english_lowercase", {}, "this is all lowercase, as asked.", True),
+    ("change_case:english_lowercase", {}, "this is Mostly lowercase.", False),
+    ("punctuation:no_comma", {}, "No commas here.", True),
+    ("startend:quotation", {}, '  "Quoted."  ', True),
+    ("startend:end_checker", {"end_phrase": "Any other questions?"}, "Done. any other questions?", True),
+    ("keywords:existence", {"keywords": ["C++"]}, "I write c++ daily.", True),  # the word is escaped, not a regular expression
+    ("keywords:forbidden_words", {"forbidden_words": ["OpenAI"]}, "Made by openai.", False),
+    ("keywords:forbidden_words", {"forbidden_words": ["AI"]}, "A fair point.", True),  # whole words only
+    ("language:response_language", {"language": "fr"}, "Le thé est une boisson très populaire dans le monde entier.", True),
+    ("language:response_language", {"language": "fr"}, "Tea is a very popular drink all around the world.", False),
+])
+def test_checker_verdicts_on_hand_made_responses(checker, params, text, verdict):
+    assert CodeCheck(checker=checker, params=params).run(text) is verdict

@@ -137,6 +137,108 @@ def _bound(unit: str, relation: str, n: int) -> CodeCheck:
     return CodeCheck(checker=f"autorule:number_{unit}", params={key: n, "relation": relation})
 
 
+_Q = "\"'\u201c\u201d\u2018\u2019"
+_QUOTED = rf"[{_Q}](?P<phrase>[^{_Q}]{{1,80}})[{_Q}]"
+_WORDS_LIST = rf"(?P<words>[{_Q}][^{_Q}]{{1,40}}[{_Q}](?:\s*(?:,|,?\s*and|,?\s*or)\s*[{_Q}][^{_Q}]{{1,40}}[{_Q}])*)"
+_BULLETS = r"(?:bullet(?:ed)?[\s-]*points?|bullet(?:ed)?\s+lists?|bullets)"
+_SHAPE = r"(?:(?:be\s+)?(?:formatted|written|presented|structured|organi[sz]ed|laid\s+out|given)\s+(?:as|in|with|using|in\s+the\s+form\s+of)|take\s+the\s+form\s+of|be\s+in\s+the\s+form\s+of)"
+_HAS = r"(?:use|contain|include|have|feature|provide|present\s+(?:the\s+)?(?:answer|information|content)\s+(?:as|in|with)|be|consist\s+of)"
+_ANY = r"(?:an?\s+|any\s+|one\s+or\s+more\s+|some\s+)?"
+_ENTIRELY = r"(?:entirely\s+|completely\s+|fully\s+|only\s+|all\s+|wholly\s+)?"
+_LANGUAGE_NAMES = None
+
+
+def _language(name: str) -> str | None:
+    from autorule.rules.checks.ifeval import languages
+
+    global _LANGUAGE_NAMES
+    if _LANGUAGE_NAMES is None:
+        _LANGUAGE_NAMES = {v.lower(): k for k, v in languages().items()}
+    return _LANGUAGE_NAMES.get(name.lower())
+
+
+def _check(checker: str, negated: bool, **params) -> CodeCheck:
+    return CodeCheck(checker=checker, params=params, negate=negated)
+
+
+def _words(listed: str) -> list[str]:
+    return [w.strip() for w in re.findall(rf"[{_Q}]([^{_Q}]+)[{_Q}]", listed) if w.strip()]
+
+
+def _bullets(m: re.Match, negated: bool) -> CodeCheck:
+    # "no bullet points" is IFEval's count of bullet lines at 0; "use bullet points" is at least one, its complement
+    return _check("detectable_format:number_bullet_lists", False, num_bullets=0) if negated else _check("autorule:bullet_list", False, min_items=1)
+
+
+def _counted_bullets(m: re.Match, negated: bool) -> CodeCheck | None:
+    n = parse_number(m["n"])
+    if n is None or negated:
+        return None
+    if m["exact"]:
+        return _check("detectable_format:number_bullet_lists", False, num_bullets=n)
+    return _check("autorule:bullet_list", False, min_items=n)
+
+
+def _language_check(m: re.Match, negated: bool) -> CodeCheck | None:
+    code = _language(m["lang"])
+    return None if code is None else _check("language:response_language", negated, language=code)
+
+
+# demand (lower-cased, no final full stop) -> a builder; each pattern must match the whole demand
+_KINDS: list[tuple[re.Pattern, object]] = [(re.compile(p, re.IGNORECASE), f) for p, f in [
+    # bullet points
+    (rf"^(?:{_HAS}|{_SHAPE}|use\s+the\s+form\s+of)\s+{_ANY}(?:markdown\s+)?{_BULLETS}(?:\s+format)?$", _bullets),
+    (r"^(?:be\s+)?(?:formatted|written|presented)\s+(?:as|in)\s+(?:a\s+)?(?:bulleted|bullet-point|bullet\s+point)\s+(?:list|format)$", _bullets),
+    (rf"^(?:use|contain|include|have)\s+(?P<exact>exactly\s+)?(?:at\s+least\s+)?(?P<n>{NUMBER})\s+{_BULLETS}$", _counted_bullets),
+    # numbered lists
+    (rf"^(?:{_HAS}|{_SHAPE})\s+{_ANY}(?:numbered|ordered)\s+(?:list|steps|points|items)(?:\s+format)?$",
+     lambda m, neg: _check("autorule:numbered_list", neg)),
+    (r"^(?:number\s+(?:its|the)\s+steps|list\s+(?:its|the)\s+steps\s+as\s+a\s+numbered\s+list)$", lambda m, neg: _check("autorule:numbered_list", neg)),
+    # code blocks
+    (rf"^(?:{_HAS})\s+{_ANY}(?:fenced\s+)?code\s+blocks?(?:\s+(?:fenced|delimited|marked)\s+(?:with|by)\s+(?:triple\s+)?backticks(?:\s+\(```\))?)?$",
+     lambda m, neg: _check("autorule:code_block", neg)),
+    # headings
+    ((rf"^(?:{_HAS}|be\s+organi[sz]ed\s+(?:under|with|into\s+sections\s+with))\s+{_ANY}(?:markdown\s+)?(?:section\s+)?(?:headings?|headers?)"
+     r"(?:\s+\(a\s+line\s+starting\s+with\s+#\))?$"), lambda m, neg: _check("autorule:heading", neg)),
+    # JSON
+    (rf"^(?:be\s+)?(?:{_ENTIRELY}(?:formatted|written|given|returned|provided)\s+(?:as|in)\s+)?(?:a\s+)?(?:valid\s+)?json(?:\s+(?:format|object|only))?$",
+     lambda m, neg: _check("detectable_format:json_format", neg)),
+    (r"^(?:be|consist\s+(?:only|solely|entirely)\s+of)\s+(?:a\s+)?(?:valid\s+)?(?:json|a\s+json\s+object)$", lambda m, neg: _check("detectable_format:json_format", neg)),
+    # capitals
+    (rf"^(?:be\s+)?(?:written\s+|typed\s+)?{_ENTIRELY}in\s+(?:all\s+)?(?:capital\s+letters|capitals|upper\s*case(?:\s+letters)?|all[\s-]caps|caps|block\s+capitals)$",
+     lambda m, neg: _check("change_case:english_capital", neg)),
+    (rf"^(?:use|contain)\s+{_ENTIRELY}(?:capital|upper\s*case)\s+letters(?:\s+only)?$", lambda m, neg: _check("change_case:english_capital", neg)),
+    # lowercase
+    (rf"^(?:be\s+)?(?:written\s+|typed\s+)?{_ENTIRELY}in\s+(?:all\s+)?lower\s*case(?:\s+letters)?(?:,?\s+with\s+no\s+capital\s+letters)?$",
+     lambda m, neg: _check("change_case:english_lowercase", neg)),
+    (rf"^(?:use|contain)\s+{_ENTIRELY}lower\s*case\s+letters(?:\s+only)?$", lambda m, neg: _check("change_case:english_lowercase", neg)),
+    (r"^(?:contain|use|include|have)\s+no\s+(?:capital|upper\s*case)\s+letters(?:\s+at\s+all)?$", lambda m, neg: None if neg else _check("change_case:english_lowercase", False)),
+    (r"^(?:contain|use|include|have)\s+(?:any\s+)?(?:capital|upper\s*case)\s+letters(?:\s+at\s+all)?$", lambda m, neg: _check("change_case:english_lowercase", False) if neg else None),
+    # commas
+    (r"^(?:contain|use|include|have)\s+(?:any\s+)?commas?(?:\s+at\s+all)?$", lambda m, neg: _check("punctuation:no_comma", False) if neg else None),
+    (r"^(?:contain|use|include|have)\s+no\s+commas?(?:\s+at\s+all)?$|^be\s+written\s+without\s+(?:any\s+|using\s+)?commas?$|^(?:using|use)\s+commas?$",
+     lambda m, neg: (None if neg else _check("punctuation:no_comma", False)) if not m.group(0).lower().startswith("us") else (_check("punctuation:no_comma", False) if neg else None)),
+    # quotation
+    (rf"^(?:be\s+)?{_ENTIRELY}(?:wrapped|enclosed|surrounded|placed|put)\s+(?:in|with|within|inside|between)\s+(?:a\s+pair\s+of\s+)?double\s+quot(?:ation\s+marks|es|e\s+marks)$",
+     lambda m, neg: _check("startend:quotation", neg)),
+    # endings and beginnings
+    (r"^(?:end|finish|close|conclude)\s+with\s+a\s+question(?:\s+mark|\s+to\s+the\s+user)?$", lambda m, neg: _check("autorule:ends_with_question", neg)),
+    (rf"^(?:end|finish|close|conclude)\s+with\s+(?:the\s+(?:exact\s+)?(?:phrase|words?|sentence|line)\s+)?{_QUOTED}$",
+     lambda m, neg: _check("startend:end_checker", neg, end_phrase=m["phrase"])),
+    (rf"^(?:start|begin|open)\s+with\s+(?:the\s+(?:exact\s+)?(?:phrase|words?|sentence|line)\s+)?{_QUOTED}$",
+     lambda m, neg: _check("autorule:starts_with", neg, phrase=m["phrase"])),
+    # keywords (quoted, or a single word after "the word")
+    (rf"^(?:mention|include|contain|use|say)\s+(?:the\s+(?:exact\s+)?(?:words?|phrases?|terms?|keywords?)\s+)?{_WORDS_LIST}(?:\s+(?:at\s+least\s+once|somewhere))?$",
+     lambda m, neg: _check("keywords:forbidden_words", False, forbidden_words=_words(m["words"])) if neg
+     else _check("keywords:existence", False, keywords=_words(m["words"]))),
+    (r"^(?:mention|include|contain|use|say)\s+the\s+(?:word|term|keyword)\s+(?P<word>[a-z][\w-]*)$",
+     lambda m, neg: _check("keywords:forbidden_words", False, forbidden_words=[m["word"]]) if neg else _check("keywords:existence", False, keywords=[m["word"]])),
+    # language
+    (rf"^(?:be\s+)?(?:written\s+|given\s+|provided\s+)?{_ENTIRELY}in\s+(?:the\s+)?(?P<lang>[a-z]+)(?:\s+language)?(?:\s+only)?$", _language_check),
+    (r"^(?:use|be\s+in)\s+(?:the\s+)?(?P<lang>[a-z]+)\s+language(?:\s+only)?$", _language_check),
+]]
+
+
 def _demand(text: str) -> tuple[str, bool] | None:
     """The demand of a rule, lower-cased and without its final full stop, and whether it is negated; None
     when the rule does not read as "<the response> <should> ..." or an imperative."""
@@ -180,4 +282,17 @@ def recognise(text: str) -> CodeCheck | None:
         return None
     demand, negated = got
     demand = demand.strip().rstrip(",;:").strip()
-    return _count_check(demand, negated)
+    if demand.lower().startswith(("not ", "never ")):  # "should never not ...": read no further
+        return None
+    if negated and demand.lower().startswith(("using ", "including ", "mentioning ", "writing ", "ending ", "starting ", "beginning ")):
+        demand = {"using": "use", "including": "include", "mentioning": "mention", "writing": "be written", "ending": "end",
+                  "starting": "start", "beginning": "begin"}[demand.split()[0].lower()] + demand[demand.index(" "):]
+    check = _count_check(demand, negated)
+    if check is not None:
+        return check
+    for attempt in (demand, "use " + demand) if negated else (demand,):  # "avoid bullet points": avoid using them
+        for pattern, build in _KINDS:
+            m = pattern.match(attempt)
+            if m:
+                return build(m, negated)
+    return None
