@@ -299,3 +299,13 @@ def test_a_real_grpo_runs_completions_log_is_rescored(tmp_path, tiny_models, mon
     # a random tiny policy writes no "value=": every check is 0.5, in the run and again now
     assert result.old.tolist() == [0.5, 0.5] and result.new.tolist() == [0.5, 0.5]
     assert s["spearman"] is None and s["spearman_note"] == "the old rewards are all the same"
+
+
+def test_a_vetoed_rollout_is_marked_and_counted(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"completion": "value=0.2", "reward": 1.0}\n{"completion": "value=0.9", "reward": 0.0}\n')
+    rules = RuleSet.from_texts(["! The assistant's response should be polite.", "The assistant's response should be short."])
+    result = rescore(path, rules, value_llm(), cache=False)
+    # the essential rule fails at P(Yes) 0.2 < 0.5: the total is capped at the default preset's floor, 0
+    assert result.new.tolist() == pytest.approx([0.0, 0.9])
+    assert [r.get("vetoed", False) for r in result.rows] == [True, False] and result.summary["vetoed"] == 1

@@ -75,6 +75,8 @@ def describe(s: dict) -> list[str]:
     if s["old_components"]:
         lines.append("old components: " + ", ".join(f"{k} {_num(v)}" for k, v in s["old_components"].items()))
     lines.append("new components: " + ", ".join(f"{k} {_num(v)}" for k, v in s["new_components"].items()))
+    if s.get("vetoed"):
+        lines.append(f"{s['vetoed']} rollouts failed an essential rule (new total capped)")
     if not s["grouped"]:
         lines.append("note: this scorer takes no GRPO groups; rollouts were scored one by one")
     if s["groups_split"]:

@@ -40,7 +40,8 @@ class RescoreResult:
             when it is undefined), ``spearman_within_groups`` (the mean rho inside GRPO groups,
             what decides advantages) over ``groups_compared``, ``old_reward_from``,
             ``old_components`` / ``new_components`` (name -> mean), ``pass_rates``, ``grouped``
-            (the scorer was given the groups and steps), ``groups_split`` (groups scored in
+            (the scorer was given the groups and steps), ``vetoed`` (rollouts whose new total an
+            essential rule capped), ``groups_split`` (groups scored in
             more than one chunk), ``unparsed_checks``, ``reasoning_chars_stripped``,
             ``empty_responses``, ``llm_stats``, ``verifier_mode``.
         old, new: shape (rollouts,), the old and the new reward in file order; NaN where there is none.
@@ -119,7 +120,8 @@ def rescore(
     Returns:
         `RescoreResult`. Each row: ``source`` (file and line), ``step``, ``group``, ``prompt``,
         ``completion``, ``old_reward``, ``old_components``, then the new ``reward``,
-        ``rule_reward``, ``rm``, ``verdicts`` as `autorule.score` writes them (or ``error``).
+        ``rule_reward``, ``rm``, ``verdicts`` as `autorule.score` writes them (or ``error``), and
+        ``vetoed`` / ``dropped_rules`` where an essential rule capped it or rule dropout left rules out.
 
     Raises:
         DataError: (exit 2) no such path, a layout it cannot read, a bad row (``on_bad_row="error"``),
@@ -167,7 +169,7 @@ def rescore(
     group_ids: dict[tuple, int] = {}
     chunk_of_group: dict[int, int] = {}
     split: set[int] = set()
-    chars = empty = 0
+    chars = empty = n_vetoed = 0
     try:
         with tqdm(desc="rescoring", unit="rollout", file=sys.stderr, disable=not progress) as bar:
             for n_chunk, chunk in enumerate(chunks(reader, chunk_size)):
@@ -181,8 +183,12 @@ def rescore(
                 chunk_rows = []
                 for r, row, sample in zip(chunk, _score_rows([(r.where, None, None) for r in chunk], scores, samples), samples):
                     row.pop("id")
+                    vetoed, dropped = bool(getattr(sample, "vetoed", False)), int(getattr(sample, "dropped_rules", 0))
+                    n_vetoed += vetoed
                     chunk_rows.append({"source": r.where, "step": r.step, "group": r.group, "prompt": r.prompt, "completion": r.completion,
-                                       "old_reward": r.old_reward, **({"old_components": r.old_parts} if r.old_parts else {}), **row})
+                                       "old_reward": r.old_reward, **({"old_components": r.old_parts} if r.old_parts else {}), **row,
+                                       **({"vetoed": True} if vetoed and not sample.refused else {}),
+                                       **({"dropped_rules": dropped} if dropped and not sample.refused else {})})
                     g = group_ids.setdefault((r.step, r.group), len(group_ids))
                     if chunk_of_group.setdefault(g, n_chunk) != n_chunk:
                         split.add(g)
@@ -219,6 +225,7 @@ def rescore(
         "old_components": {name: _mean(values) for name, values in old_parts.items()},
         "new_components": new_components,
         "pass_rates": verdicts.pass_rates() if verdicts is not None else {},
+        "vetoed": int(n_vetoed),
         "grouped": grouped,
         "groups_split": len(split),
         "unparsed_checks": verdicts.unparsed if verdicts is not None else 0,
