@@ -288,3 +288,33 @@ def test_refresh_needs_preference_pairs(tmp_path):
 def test_nan_is_not_a_disagreement():
     pairs, counts = disagreement_pairs([roll("a", "g", 1.0, float("nan")), roll("b", "g", 0.0, 1.0)], 5)
     assert pairs == [] and counts["groups without a disagreement"] == 1
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def test_the_report_shows_the_rule_set_over_time(tmp_path):
+    import html
+
+    from autorule.reporting import build_report
+    from autorule.reporting.timeline import rule_timeline
+    from autorule.train.refresh import RefreshResult, RuleChange
+
+    run = tmp_path / "grpo"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "rule_reward": 0.5, "total_reward": 0.5}) + "\n" for s in range(1, 11)))
+    a, b, c = (RuleSet.from_texts([t]).rules[0] for t in (A, B, C))
+    k1 = RuleSet.from_texts([K1]).rules[0]
+    first = RefreshResult(5, RuleSet(rules=[a, c, k1]), [a.id, b.id, c.id], added=[RuleChange(k1.id, K1, "held-out agreement 1.000 >= 0.667")],
+                          retired=[RuleChange(b.id, B, "every completion failed (8 of 8)")], rejected=[RuleChange("r-x", K2, "already active")])
+    second = RefreshResult(10, RuleSet(rules=[c, k1]), [a.id, c.id, k1.id], retired=[RuleChange(a.id, A, "every completion passed (8 of 8)")])
+    write_record(first, run)
+    write_record(second, run)
+    timeline = rule_timeline(read_records(run))
+    assert [(r["text"], r["states"]) for r in timeline] == [
+        (A, ["active", "active", "retired"]), (B, ["active", "retired", ""]), (C, ["active", "active", "active"]), (K1, ["", "added", "active"])]
+    page = build_report(tmp_path).read_text()
+    section = page[page.index("Rules over time"):]
+    assert "<th>start</th><th>step 5</th><th>step 10</th>" in section
+    assert f"{html.escape(B)}</td><td class='num' title=''>\u25cf</td><td class='num' title='every completion failed (8 of 8)'>\u2715</td><td class='num' title=''></td>" in section
+    assert "step 5: 1 added, 1 retired, 1 candidates dropped, 3 rules active" in section and "step 10: 0 added, 1 retired" in section

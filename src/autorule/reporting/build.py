@@ -18,6 +18,7 @@ from string import Template
 
 from autorule.display import clip, percent
 from autorule.errors import InputError
+from autorule.reporting.timeline import timeline_html
 from autorule.rules import RuleSet
 from autorule.rules.show import find_pairs, pairs_file_for
 
@@ -175,6 +176,16 @@ def comparison_html(diff, name_a: str, name_b: str) -> str:
             f"<th>{_e(name_a)}</th><th>{_e(name_b)}</th><th>similarity</th><th>same verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def _refresh_records(run_dir: Path) -> list[dict]:
+    """The online rule refresh's records beside the metrics (none without it)."""
+    from autorule.train.refresh import read_records
+
+    try:
+        return read_records(run_dir)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+
+
 def build_report(run_dir: str | Path, out: str | Path | None = None, compare: str | Path | None = None) -> Path:
     import matplotlib
 
@@ -217,6 +228,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, compare: st
 
     charts = [c for c in [agreement_chart(rules, stats)] if c] + training_charts(metrics)
     charts_html = "".join(charts) or "<p class='empty'>No validation statistics or training metrics in this run.</p>"
+    charts_html += timeline_html(_refresh_records(metrics_path.parent)) if metrics_path else ""
     warnings = [w for m in metrics for w in (f"step {m['step']}: {msg}" for msg in m.get("warnings", []))]
     warnings_html = "".join(f"<div class='warn'>{_e(w)}</div>" for w in warnings) if warnings else (
         "<p>No warnings: the RM reward never rose while the rule reward or held-out score fell.</p>" if metrics else "<p class='empty'>No training run.</p>")
