@@ -3,6 +3,8 @@ responses, and rules.yaml round trips with a check."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -205,3 +207,40 @@ def test_near_misses_do_not_map(text):
 ])
 def test_checker_verdicts_on_hand_made_responses(checker, params, text, verdict):
     assert CodeCheck(checker=checker, params=params).run(text) is verdict
+
+
+def test_lint_proposes_checks_and_apply_checks_writes_them(tmp_path, capsys):
+    from autorule.cli import main
+    from autorule.rules import rule_id
+
+    texts = ["The response should be under 60 words.", "The response should be polite.", "The response should not contain any commas."]
+    path = tmp_path / "rules.yaml"
+    RuleSet.from_texts(texts).save(path)
+    assert main(["rules", "lint", str(path), "--no-embeddings"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{rule_id(texts[0])}  {texts[0]}",
+        "  code check: less than 60 words (lm-eval IFEval length_constraints:number_words)",
+        f"{rule_id(texts[2])}  {texts[2]}",
+        "  code check: no commas (lm-eval IFEval punctuation:no_comma)",
+        "3 rules, 0 flagged: nothing",
+        "decided by code: 0 rules already, 2 proposed (--apply-checks writes them)",
+    ]
+    assert all(r.check is None for r in RuleSet.load(path).rules)  # proposing writes nothing
+    assert main(["rules", "lint", str(path), "--no-embeddings", "--apply-checks"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"decided by code: 0 rules already, 2 proposed and written to {path}"
+    saved = RuleSet.load(path)
+    assert [r.check and r.check.checker for r in saved.rules] == ["length_constraints:number_words", None, "punctuation:no_comma"]
+    assert all(r.lint == [] for r in saved.rules)  # --apply-checks alone writes no flags
+    assert main(["rules", "lint", str(path), "--no-embeddings", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["code_checks"] == {"already": 2, "proposed": 0, "applied": 0} and report["proposed_checks"] == []
+
+
+def test_a_check_a_person_set_is_kept_over_the_proposal(tmp_path):
+    from autorule.rules.lint import lint_rules
+
+    rules = RuleSet.from_texts(["The response should be under 60 words."])
+    rules.rules[0].check = CodeCheck(checker="autorule:word_range", params={"min_words": 10, "max_words": 59})
+    report = lint_rules(rules, embed=False)
+    assert report.proposals == {} and report.code_checked == 1
+    assert report.with_checks().rules[0].check.checker == "autorule:word_range"

@@ -29,18 +29,28 @@ def cmd_lint(args: argparse.Namespace) -> int:
     rules = RuleSet.load(args.rules)
     llm = _verifier_llm(args, args.model) if args.llm_lint else None
     report = lint_rules(rules, embed=None if args.embeddings else False, llm=llm)
-    if args.write:
-        report.rules.save(args.rules)
+    if args.write or args.apply_checks:  # --apply-checks alone adds the checks to the file as it was, without flags
+        out = report.rules if args.write else rules
+        (report.with_checks(out) if args.apply_checks else out).save(args.rules)
+    checks = {"already": report.code_checked, "proposed": len(report.proposals), "applied": len(report.proposals) if args.apply_checks else 0}
     if args.json:
         print(jsonsafe.dumps({"rules": len(rules), "flagged": len(report.flagged), "counts": report.counts,
-                              "flags": [{"id": r.id, "text": r.text, "lint": [f.model_dump() for f in r.lint]} for r in report.flagged]}))
+                              "flags": [{"id": r.id, "text": r.text, "lint": [f.model_dump() for f in r.lint]} for r in report.flagged],
+                              "code_checks": checks,
+                              "proposed_checks": [{"id": rid, "check": c.model_dump(), "says": c.describe()} for rid, c in report.proposals.items()]}))
     else:
         for r in report.flagged:
             print(f"{r.id}  {r.text}")
             for f in r.lint:
                 print(f"  {f.code}: {f.reason}")
+        texts = {r.id: r.text for r in report.rules.rules}
+        for rid, check in report.proposals.items():
+            print(f"{rid}  {texts[rid]}\n  code check: {check.describe()}")
         counts = ", ".join(f"{k} {v}" for k, v in report.counts.items()) or "nothing"
         print(f"{len(rules)} rules, {len(report.flagged)} flagged: {counts}" + (f"; flags written to {args.rules}" if args.write else ""))
+        if checks["already"] or checks["proposed"]:
+            print(f"decided by code: {checks['already']} rules already, {checks['proposed']} proposed"
+                  + (f" and written to {args.rules}" if args.apply_checks and checks["proposed"] else " (--apply-checks writes them)" if checks["proposed"] else ""))
     return EXIT_FAILED if args.strict and report.flagged else EXIT_OK
 
 
@@ -148,9 +158,12 @@ def add_parsers(sub) -> None:
     """
     rules = sub.add_parser("rules", help="lint, inspect, compare, export and import rule sets").add_subparsers(dest="rules_command", required=True)
 
-    li = rules.add_parser("lint", help="flag fragments, rules naming Assistant A/B, compound, vague, near-duplicate and prompt-format rules")
+    li = rules.add_parser("lint", help="flag fragments, rules naming Assistant A/B, compound, vague, near-duplicate and prompt-format rules; "
+                                       "propose code checks for rules a program decides")
     li.add_argument("rules", metavar="RULES", help="rules file")
     li.add_argument("--write", action="store_true", help="save the flags into the rules file (the report shows them)")
+    li.add_argument("--apply-checks", action="store_true",
+                    help="write the proposed code checks (rules a program decides, e.g. word bounds) into the rules file")
     li.add_argument("--strict", action="store_true", help="exit 1 when any rule is flagged (for CI)")
     li.add_argument("--no-embeddings", dest="embeddings", action="store_false", help="skip the near-duplicate check (it loads the sentence embedder)")
     li.add_argument("--llm-lint", action="store_true", help="also ask --model whether each rule is objectively checkable")

@@ -4,19 +4,24 @@ Deterministic checks (text patterns, and embeddings for near-duplicates) run at 
 every extraction and on demand (`autorule rules lint`); an optional LLM check asks a model
 whether each rule is objectively checkable. Extraction drops fragments; every other flag
 is kept on the rule (`Rule.lint`) and shown in the report, for a person to decide.
+
+Lint also proposes code checks: rules a program decides (`autorule.rules.checks.recognise`),
+which `autorule rules lint --apply-checks` writes into the rules file (`Rule.check`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
 import numpy as np
 
 from autorule.rules import LintFlag, Rule, RuleSet
+from autorule.rules.checks import CodeCheck
+from autorule.rules.checks.recognise import recognise
 
 FRAGMENT, NAMES_RESPONSE, COMPOUND, VAGUE, NEAR_DUPLICATE, PROMPT_FORMAT, NOT_CHECKABLE = (
     "fragment", "names-response", "compound", "vague", "near-duplicate", "prompt-format", "not-checkable",
@@ -159,6 +164,25 @@ def pattern_flags(text: str) -> list[LintFlag]:
     return flags
 
 
+def propose_checks(rules: RuleSet) -> dict[str, CodeCheck]:
+    """The code check for each rule a program decides and that has none yet (rule id -> check).
+
+    Args:
+        rules: the rule set; rules that already carry a check (set by a person or an
+            earlier proposal) are left as they are.
+
+    Example:
+        >>> rules = RuleSet.from_texts(["The response should be under 60 words.", "The response should be polite."])
+        >>> {rid: c.checker for rid, c in propose_checks(rules).items()} == {rules.rules[0].id: "length_constraints:number_words"}
+        True
+    """
+    proposals = {}
+    for r in rules.rules:
+        if r.check is None and (check := recognise(r.text)) is not None:
+            proposals[r.id] = check
+    return proposals
+
+
 def near_duplicates(texts: list[str], embed: Callable[[list[str]], np.ndarray], threshold: float = NEAR_DUPLICATE_SIMILARITY,
                     block: int = 1024) -> dict[int, tuple[int, float]]:
     """For each rule that has an earlier rule at least `threshold` similar: (that rule's index,
@@ -195,10 +219,32 @@ class LintReport:
     """What `lint_rules` found: the rules, each carrying its flags in `Rule.lint`.
 
     Args:
-        rules: the linted RuleSet (a copy; flags in each rule's `lint`).
+        rules: the linted RuleSet (a copy; flags in each rule's `lint`);
+        proposals: rule id -> the code check proposed for it (rules without a check whose
+            text a program decides; see `propose_checks`).
     """
 
     rules: RuleSet
+    proposals: dict[str, CodeCheck] = field(default_factory=dict)
+
+    @property
+    def code_checked(self) -> int:
+        """Rules that already carry a code check."""
+        return sum(r.check is not None for r in self.rules.rules)
+
+    def with_checks(self, rules: RuleSet | None = None) -> RuleSet:
+        """`rules` (default: the linted copy) with every proposed check set on its rule.
+
+        Example:
+            >>> report = lint_rules(RuleSet.from_texts(["The response should be under 60 words."]), embed=False)
+            >>> report.with_checks().rules[0].check.params
+            {'num_words': 60, 'relation': 'less than'}
+        """
+        out = (rules or self.rules).model_copy(deep=True)
+        for r in out.rules:
+            if r.id in self.proposals:
+                r.check = self.proposals[r.id]
+        return out
 
     @property
     def counts(self) -> dict[str, int]:
@@ -260,4 +306,4 @@ def lint_rules(rules: RuleSet, *, embed: Callable[[list[str]], np.ndarray] | Non
         for r, (p,) in zip(linted.rules, llm.score_yes_no_batch(items)):
             if not np.isnan(p) and p < 0.5:
                 r.lint.append(LintFlag(code=NOT_CHECKABLE, reason=f"the model judges it not objectively checkable (P(Yes) {p:.2f})"))
-    return LintReport(linted)
+    return LintReport(linted, propose_checks(linted))
