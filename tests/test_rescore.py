@@ -147,6 +147,9 @@ def test_a_bad_row_is_named_with_its_file_and_line_or_skipped_and_counted(tmp_pa
     assert [r.completion for r in reader] == ["A"]
     assert reader.skipped == {"no completion": 1, "broken JSON": 1, "'reward' not a number": 1}
     assert reader.examples["broken JSON"] == f"{path}, line 3"
+    (tmp_path / "scored.jsonl").write_text('{"id": "1", "reward": 0.5, "rule_reward": 0.5, "verdicts": {"r-1": 0.5}}\n')
+    with pytest.raises(DataError, match=r"this looks like a row `autorule score --out` writes, which holds no text"):
+        list(RolloutReader(tmp_path / "scored.jsonl", "autorule"))
     with pytest.raises(DataError, match="no such file or folder"):
         RolloutReader(tmp_path / "missing")
     (tmp_path / "other.jsonl").write_text('{"question": "Q"}\n')

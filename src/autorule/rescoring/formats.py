@@ -20,7 +20,8 @@ The layouts, as the installed libraries write them:
 - **autorule**: JSONL, one object per completion: ``completion`` (or ``response``; text or chat
   messages), optional ``prompt`` (text or chat messages), ``group``, ``step``, ``reward`` (the
   old reward), ``rule_reward`` and ``rm``. `autorule rescore --out` writes this shape (its
-  ``reward`` the new one), so a rescored file can be rescored again.
+  ``reward`` the new one), so a rescored file can be rescored again; `autorule score`'s input
+  (``prompt`` + ``response``) reads too, its output rows (no text) do not.
 
 Completions of one prompt in one step form a group (GRPO's), unless a row names its ``group``.
 """
@@ -190,7 +191,9 @@ class RolloutReader:
         else:
             completion = rec.get("completion", rec.get("response"))
             if completion is None:
-                raise BadRow("no completion", f"expected a 'completion' (text or chat messages); keys {sorted(rec)}")
+                hint = ("; this looks like a row `autorule score --out` writes, which holds no text: rescore the file score read"
+                        if "verdicts" in rec or ("error" in rec and "id" in rec) else "")
+                raise BadRow("no completion", f"expected a 'completion' (text or chat messages); keys {sorted(rec)}{hint}")
             prompt, step, group = rec.get("prompt"), rec.get("step"), rec.get("group")
             parts = {k: _number(rec[k], k) for k in AUTORULE_PARTS if rec.get(k) is not None}
             old = _number(rec.get(self.old_reward or "reward"), self.old_reward or "reward")
