@@ -75,7 +75,7 @@ def verl_overrides(block: str, rules: Path, server, module_path: str) -> list[st
     ]
 
 
-def verl_batch(tokenizer, prompts: list[str], responses: list[str], prompt_len: int = 24, response_len: int = 16):
+def verl_batch(tokenizer, prompts: list[str], responses: list[str], prompt_len: int = 24, response_len: int = 16, uids: list[str] | None = None):
     """A DataProto as verl's trainer holds it after rollout: left-padded prompts, right-padded responses."""
     from verl import DataProto
 
@@ -101,11 +101,12 @@ def verl_batch(tokenizer, prompts: list[str], responses: list[str], prompt_len: 
             "reward_model": np.array([{"ground_truth": None, "style": "rule"}] * n, dtype=object),
             "extra_info": np.array([{"prompt": p, "index": i} for i, p in enumerate(prompts)], dtype=object),
             "raw_prompt": np.array([[{"role": "user", "content": p}] for p in prompts], dtype=object),
+            **({"uid": np.array(uids, dtype=object)} if uids is not None else {}),
         },
     )
 
 
-def run_verl_reward_loop(overrides: list[str], tokenizer_dir: str, prompts, responses):
+def run_verl_reward_loop(overrides: list[str], tokenizer_dir: str, prompts, responses, uids=None):
     """verl's own path: its hydra config, its RewardLoopWorker, its rm_scores assembly."""
     import verl
     from hydra import compose, initialize_config_dir
@@ -115,7 +116,7 @@ def run_verl_reward_loop(overrides: list[str], tokenizer_dir: str, prompts, resp
     with initialize_config_dir(config_dir=os.path.join(os.path.dirname(verl.__file__), "trainer", "config"), version_base=None):
         config = compose(config_name="ppo_trainer", overrides=[f"actor_rollout_ref.model.path={tokenizer_dir}", *overrides])
     worker = RewardLoopWorker(config)
-    data = verl_batch(worker.input_tokenizer, prompts, responses)
+    data = verl_batch(worker.input_tokenizer, prompts, responses, uids=uids)
     outputs = worker.loop.run_until_complete(worker.compute_score_batch(data))
     rm_scores = resolve_reward_manager_cls(config).assemble_rm_scores(data, [o["reward_score"] for o in outputs])
     return data, outputs, rm_scores
@@ -140,8 +141,10 @@ def test_verl_loads_autorule_as_the_readme_says_and_rewards_sit_on_the_last_resp
 
     assert [o["reward_score"] for o in outputs] == pytest.approx([0.25, 0.9])
     for out, value in zip(outputs, [0.25, 0.9]):
-        assert out["reward_extra_info"] == pytest.approx({"score": value, "rule_reward": value, "unparsed_checks": 0.0, "refused": 0.0,
-                                                          "reasoning_chars_stripped": 0.0, "empty_response": 0.0, "malformed": 0.0})
+        assert out["reward_extra_info"] == pytest.approx({"score": value, "total_reward": value, "rule_reward": value, "vetoed": 0.0, "dropped_rules": 0.0,
+                                                          "unparsed_checks": 0.0, "refused": 0.0, "reasoning_chars_stripped": 0.0, "empty_response": 0.0,
+                                                          "malformed": 0.0, "rule_weight": 1.0, "rm_weight": 0.0, "length_weight": 0.0,
+                                                          "active_rules": 2.0, "refreshed_rules": 0.0})
     # the reward sits on the last valid response token (the EOS), zero everywhere else
     last = data.batch["response_mask"].sum(-1) - 1
     expected = torch.zeros_like(rm_scores)
@@ -162,7 +165,60 @@ def test_verl_batch_call_rejects_mismatched_lengths_and_returns_one_dict_per_sol
     assert [o["score"] for o in out] == pytest.approx([0.3, 0.7])
 
 
+def test_verl_manager_vetoes_and_drops_rules_per_uid_through_verls_reward_loop(tmp_path, verifier_server, tokenizer_dir, monkeypatch):
+    from autorule.rules import Rule
+
+    monkeypatch.setenv("AUTORULE_NO_CACHE", "1")
+    rules = tmp_path / "rules.yaml"
+    RuleSet(rules=[Rule(id="safe", text="The assistant's response must be safe.", essential=True),
+                   *[Rule(id=f"r{i}", text=f"The assistant's response should be good in way {i}.") for i in range(4)]]).save(rules)
+    overrides = verl_overrides(readme_block("verl-manager"), rules, verifier_server, "pkg://autorule.integrations.verl")
+    overrides += ["+reward.reward_kwargs.rule_dropout=0.5"]
+    prompts = ["Say hi.", "Say hi.", "Name a colour, please."]
+    responses = ["Hello value=0.250000", "Hi value=0.900000", "Blue value=0.900000"]
+    _, outputs, _ = run_verl_reward_loop(overrides, tokenizer_dir, prompts, responses, uids=["u1", "u1", "u2"])
+    info = [o["reward_extra_info"] for o in outputs]
+    # every check reads the response's value: 0.25 fails the essential rule (veto: the default preset's floor, 0)
+    assert [o["reward_score"] for o in outputs] == pytest.approx([0.0, 0.9, 0.9])
+    assert [i["vetoed"] for i in info] == [1.0, 0.0, 0.0]
+    assert [i["dropped_rules"] for i in info] == [2.0, 2.0, 2.0]  # round(0.5 x 4 non-essential rules)
+    assert [i["rule_reward"] for i in info] == pytest.approx([0.25, 0.9, 0.9])
+    # normalise-then-sum needs a whole group in one call, which verl's reward loop never gives a manager
+    with pytest.raises(ValueError, match="verl's reward loop hands a reward manager one sample at a time"):
+        autorule_verl.AutoRuleRewardManager(rules=str(rules), aggregation="normalize_then_sum")
+
+
+def test_verl_batch_function_normalises_each_part_within_prompt_groups(rules_file, verifier_server, monkeypatch):
+    monkeypatch.setenv("AUTORULE_NO_CACHE", "1")
+    options = {"rules": str(rules_file), "verifier": f"openai:mock@{verifier_server.base_url}", "aggregation": "normalize_then_sum"}
+    out = autorule_verl.compute_score(data_sources=["a"] * 3, solution_strs=["value=0.200000", "value=0.800000", "value=0.500000"],
+                                      ground_truths=[None] * 3, extra_infos=[{"prompt": "A"}, {"prompt": "A"}, {"prompt": "B"}], **options)
+    # group A: rule [0.2, 0.8] -> z [-1/sqrt2, 1/sqrt2]; group B alone -> 0
+    assert [o["score"] for o in out] == pytest.approx([-0.7071, 0.7071, 0.0], abs=1e-3)
+
+
 # ------------------------------------------------------------------ OpenRLHF
+
+
+def test_openrlhf_service_logs_the_parts_and_refuses_normalise_then_sum(rules_file):
+    from fastapi.testclient import TestClient
+
+    from autorule.integrations.openrlhf import create_app
+    from autorule.reward import RewardScorer, get_preset
+    from autorule.rules import Rule
+    from autorule.testing.fake_llm import FakeLLM
+
+    rules = RuleSet(rules=[Rule(id="safe", text="Be safe.", essential=True), Rule(id="kind", text="Be kind.")])
+    with TestClient(create_app(RewardScorer(rules, FakeLLM(p_yes=0.3)))) as client:
+        body = client.post("/get_reward", json={"query": ["Q A", "Q B"], "prompts": ["Q ", "Q "]}).json()
+    assert body["rewards"] == [0.0, 0.0]  # vetoed: the floor of the default preset
+    logs = body["extra_logs"]
+    assert logs["vetoed"] == [1.0, 1.0] and logs["rule_reward"] == pytest.approx([0.3, 0.3]) and logs["active_rules"] == [2.0, 2.0]
+    assert {"total_reward", "rule_reward", "vetoed", "dropped_rules", "rule_weight", "refreshed_rules"} <= set(logs)
+    with pytest.raises(ValueError, match="OpenRLHF sends its reward service samples one request at a time"):
+        create_app(RewardScorer(rules, FakeLLM(p_yes=0.3), get_preset("default", aggregation="normalize_then_sum")))
+
+
 
 
 def _free_port() -> int:
@@ -248,6 +304,34 @@ def test_trl_readme_block_runs_a_real_grpo_step(rules_file, verifier_server, tin
     assert logs["rewards/rule_reward/mean"] == pytest.approx(0.5)
     for rule in RuleSet.load(rules_file).rules:
         assert logs[f"rule_reward/pass_rate/{rule.id}"] == pytest.approx(1.0)  # P(Yes) 0.5 counts as a pass
+
+
+def test_trl_normalise_then_sum_runs_rule_and_rm_as_two_weighted_reward_functions(rules_file, verifier_server, tiny_models, tmp_path, monkeypatch):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from autorule.integrations.trl import normalize_then_sum_funcs
+
+    monkeypatch.setenv("AUTORULE_CACHE", str(tmp_path / "cache.sqlite"))
+    funcs, weights = normalize_then_sum_funcs(rules_file, f"openai:mock@{verifier_server.base_url}", rm=str(tiny_models / "rm"), preset="paper")
+    assert [f.__name__ for f in funcs] == ["rule_reward", "rm_reward"] and weights == [10.0, 1.0]
+    tok = AutoTokenizer.from_pretrained(tiny_models / "policy")
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": q}]} for q in ["Say hi.", "Name a colour."]])
+    args = GRPOConfig(output_dir=str(tmp_path / "grpo"), max_steps=1, per_device_train_batch_size=4, num_generations=2, max_completion_length=8,
+                      bf16=False, use_cpu=True, report_to=[], save_strategy="no", logging_steps=1, reward_weights=weights,
+                      multi_objective_aggregation="normalize_then_sum")
+    calls = []
+    rm_model = funcs[0].scorer.rm
+    real = rm_model.score
+    monkeypatch.setattr(rm_model, "score", lambda convs, **k: calls.append(len(convs)) or real(convs, **k))
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_models / "policy"), reward_funcs=funcs, args=args, train_dataset=data,
+                          processing_class=tok)
+    trainer.train()
+    logs = trainer.state.log_history[0]
+    assert {"rewards/rule_reward/mean", "rewards/rm_reward/mean", "rule_reward/vetoed", "rule_reward/rm_weight"} <= set(logs)
+    assert logs["rule_reward/rm_weight"] == 1.0 and logs["rule_reward/rule_weight"] == 10.0
+    assert calls == [4]  # the RM scored the batch once for both parts
 
 
 # ------------------------------------------------------------------ the Python API
