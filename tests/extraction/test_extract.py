@@ -310,4 +310,17 @@ def test_fragments_are_dropped_and_counted_and_other_lint_flags_kept_on_the_rule
     rules = RuleSet.load(tmp_path / "run" / "rules.yaml")
     assert sorted(r.text for r in rules.rules) == sorted([vague, good])
     assert {r.text: [f.code for f in r.lint] for r in rules.rules} == {vague: ["vague"], good: []}
-    assert meta["counts"]["lint"] == {"fragments_dropped": [], "flags": {"vague": 1}}
+    assert meta["counts"]["lint"] == {"fragments_dropped": [], "flags": {"vague": 1}, "code_checks": 0}
+
+
+def test_extraction_gives_rules_a_program_decides_their_code_check(tmp_path, shared_data):
+    short = "The assistant's response should be under 60 words."
+    good = "The assistant's response should name at least one concrete next step."
+
+    with ScriptedServer(mock_judge(rules_reply=lambda justification: {"content": json.dumps([short, good])})) as server:
+        assert extract(server, tmp_path / "run", "--no-cache", limit=4) == 0
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    rules = {r.text: r.check for r in RuleSet.load(tmp_path / "run" / "rules.yaml").rules}
+    assert rules[good] is None
+    assert (rules[short].checker, rules[short].params) == ("length_constraints:number_words", {"num_words": 60, "relation": "less than"})
+    assert meta["counts"]["lint"]["code_checks"] == 1

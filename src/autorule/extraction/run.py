@@ -543,9 +543,13 @@ def _stage_merge(run_dir: Path, llm: LLM, config: ExtractConfig, progress: bool,
     # lint: fragments go (no verifier can judge them); every other flag stays on its rule, for a person
     report = lint_rules(ruleset, embed=embed)
     ruleset, fragments = report.without(FRAGMENT)
-    lint = {"fragments_dropped": [r.text for r in fragments], "flags": LintReport(ruleset).counts}  # flags on the rules kept
+    ruleset = report.with_checks(ruleset)  # rules a program decides get their code check (rules.yaml shows it; a person may remove it)
+    code_checks = sum(r.check is not None for r in ruleset.rules)
+    lint = {"fragments_dropped": [r.text for r in fragments], "flags": LintReport(ruleset).counts, "code_checks": code_checks}  # flags on the rules kept
     if fragments:
         log.info("lint: dropped %d fragment(s): %s", len(fragments), "; ".join(repr(r.text) for r in fragments))
+    if code_checks:
+        log.info("code checks: %d rule(s) decided by a program, not the verifier LLM", code_checks)
     ruleset.save(run_dir / "rules.yaml")
     return ruleset, merge_log, lint
 
@@ -563,6 +567,8 @@ def print_summary(run_dir: Path, s: dict, console: Console) -> None:
         fragments = (s.get("items_dropped") or {}).get(rules_stage.FRAGMENT, 0)
         table.add_row("lint", f"flagged {flags}; fragments dropped: {fragments} candidates, {len(lint['fragments_dropped'])} final rules "
                               "(`autorule rules show` lists the flags)")
+        if lint.get("code_checks"):
+            table.add_row("code checks", f"{lint['code_checks']} rules decided by a program (`autorule rules lint` lists them)")
     table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in s["failures"].items()) or "none")
     if s.get("context"):
         ctx = s["context"]
