@@ -196,3 +196,40 @@ def test_prompts_from_prompt_files_and_preference_data(tmp_path):
     broken.write_text('{"prompt": "Hi?"}\n{"prompt": "Hel\n')
     with pytest.raises(DataError, match="line 2: broken JSON"):
         load_prompts(str(broken))
+
+
+def test_train_with_a_veto_dropout_normalise_then_sum_and_a_gold_monitor(tmp_path, tiny_models, capsys):
+    """Every defence in one short run: the metrics say what each did, step by step."""
+    rules = tmp_path / "rules.txt"
+    rules.write_text("[essential] The assistant's response should be written in capital letters.\n"
+                     "The assistant's response should be polite.\nThe assistant's response should be short.\n")
+    gold = tmp_path / "gold.txt"
+    gold.write_text("The assistant's response should be written in capital letters.\n")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Write something {i}."}) + "\n" for i in range(12)))
+    with GradedServer(uppercase_share) as server:
+        code = main([
+            "train", "--policy", str(tiny_models / "policy"), "--prompts", str(prompts), "--rules", str(rules), "--rm", str(tiny_models / "rm"),
+            "--verifier", f"openai:judge@{server.base_url}", "--no-cache", "--max-steps", "2", "--per-device-train-batch-size", "4",
+            "--num-generations", "4", "--max-completion-length", "8", "--heldout-count", "2", "--monitor-every", "100",
+            "--aggregation", "normalize_then_sum", "--rule-dropout", "0.5", "--gold-rules", str(gold), "--output-dir", str(tmp_path / "grpo"), "--json",
+        ])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["dropped_rules"] == 1.0  # round(0.5 x 2 non-essential rules) per completion
+        assert r["active_rules"] == 3
+        # a random tiny policy writes few capitals: the gold rule (the same caps check) reads the rule's P(Yes), logged only
+        assert 0.0 <= r["gold_reward"] <= 1.0
+        assert 0 <= r["vetoed"] <= 4
+    assert summary["reward"]["aggregation"] == "normalize_then_sum" and summary["reward"]["weights"] == {"rule": 1.0, "rm": 1.0}
+    assert summary["reward"]["essential_rules"] == 1 and summary["reward"]["vetoed"] == sum(r["vetoed"] for r in rows)
+    log = json.loads((tmp_path / "grpo" / "trainer_log.json").read_text())[0]
+    # TRL's own normalise-then-sum over the two parts, each logged by TRL under its function's name
+    assert {"rewards/rule_reward/mean", "rewards/rm_reward/mean", "autorule/vetoed", "autorule/dropped_rules", "autorule/rm_weight"} <= set(log)
+    # the length penalty is not one of TRL's reward functions: refused with normalise-then-sum, before any work
+    assert main(["train", "--prompts", str(prompts), "--rules", str(rules), "--aggregation", "normalize_then_sum", "--length-penalty", "1",
+                 "--output-dir", str(tmp_path / "other")]) == 2
+    assert "length_penalty with aggregation='normalize_then_sum' is not supported" in capsys.readouterr().err
