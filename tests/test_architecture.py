@@ -16,7 +16,7 @@ DOC = Path(__file__).parent.parent / "docs" / "ARCHITECTURE.md"
 # the layers, low to high: nothing in LOWER imports anything in HIGHER (the root package is the front door, above all)
 LOWER = ("autorule.data", "autorule.llm", "autorule.cache", "autorule.rules", "autorule.errors", "autorule.jsonsafe", "autorule.display")
 HIGHER = ("autorule.extraction", "autorule.verifier", "autorule.validation", "autorule.reward", "autorule.integrations", "autorule.train",
-          "autorule.api", "autorule.cli", "autorule.reporting", "autorule.bench", "autorule.quickstart", "autorule.plan")
+          "autorule.api", "autorule.cli", "autorule.reporting", "autorule.bench", "autorule.quickstart", "autorule.plan", "autorule.rescoring")
 
 
 def module_name(path: Path) -> str:
