@@ -10,10 +10,6 @@ cover the rule (code nobody here wrote), else a short rule of ours, named in the
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import io
-import logging
 import random
 import re
 from collections.abc import Callable
@@ -21,12 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autorule.data import Message, stream_pairs
-from autorule.errors import AutoruleError
+from autorule.rules.checks import CodeCheck, MissingExtraError  # noqa: F401 - the error this benchmark raises, under its old name
+from autorule.rules.checks.ifeval import IFEVAL
 from autorule.verifier.calibration import Check
 
-IFEVAL = "lm-eval IFEval"
 OURS = "autorule program"
 MAX_CHARS = 2500  # replies longer than this are not sampled: the verifier would judge a cut copy
+
+
+_REFUSAL = re.compile(r"\b(I'm sorry|I am sorry|I can't|I cannot|I can not|I won't|I will not|I'm not able to|I am not able to|As an AI)\b",
+                      re.IGNORECASE)
 
 
 @dataclass
@@ -44,65 +44,6 @@ class Family:
     check: Callable[[str], bool]
 
 
-class MissingExtraError(AutoruleError, ImportError):
-    """A package only this benchmark needs is not installed; the message says how to install it.
-
-    Args:
-        missing: the package's import name.
-
-    Example:
-        >>> raise MissingExtraError("nltk")
-        Traceback (most recent call last):
-        ...
-        autorule.bench.verifier_accuracy.MissingExtraError: the IFEval checkers need lm-eval, langdetect, immutabledict and nltk (nltk is missing): pip install 'autorule[bench]'
-    """
-
-    def __init__(self, missing: str):
-        super().__init__(f"the IFEval checkers need lm-eval, langdetect, immutabledict and nltk ({missing} is missing): pip install 'autorule[bench]'",
-                         name=missing)
-
-
-@functools.cache
-def _ifeval_registry() -> dict:
-    """lm-eval's IFEval instruction registry, imported once, quietly and offline.
-
-    Raises:
-        MissingExtraError: lm-eval or what it imports is not installed (the `bench` extra).
-    """
-    try:
-        import langdetect
-        import nltk
-    except ImportError as e:
-        raise MissingExtraError(e.name or str(e)) from e
-
-    download = nltk.download
-    nltk.download = lambda *a, **k: False  # its import fetches sentence data from the web: never at run time here
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            from lm_eval.tasks.ifeval import instructions_registry
-    except ImportError as e:  # lm-eval itself, or immutabledict, which its checkers import
-        raise MissingExtraError(e.name or str(e)) from e
-    finally:
-        nltk.download = download
-    # it logs an error for replies with no letters (e.g. only dots) and answers False: expected here
-    logging.getLogger("lm_eval.tasks.ifeval.instructions").setLevel(logging.CRITICAL)
-    langdetect.DetectorFactory.seed = 0  # the language checker's detector is random unless seeded
-    return instructions_registry.INSTRUCTION_DICT
-
-
-def _ifeval(instruction_id: str, **kwargs) -> Callable[[str], bool]:
-    """An IFEval instruction checker from lm-eval's registry, built with `kwargs`."""
-    checker = _ifeval_registry()[instruction_id](instruction_id)
-    checker.build_description(**kwargs)
-    return lambda text: bool(checker.check_following(text))
-
-
-_NUMBERED = re.compile(r"^\s*\d+[.)]\s+\S", re.MULTILINE)
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+\S", re.MULTILINE)
-_REFUSAL = re.compile(r"\b(I'm sorry|I am sorry|I can't|I cannot|I can not|I won't|I will not|I'm not able to|I am not able to|As an AI)\b",
-                      re.IGNORECASE)
-
-
 def families() -> list[Family]:
     """The rule families of the gold set, each with its labeller.
 
@@ -111,7 +52,9 @@ def families() -> list[Family]:
         >>> fams["numbered-list"].check("Steps:\\n1. Boil water.\\n2. Add pasta."), fams["all-capitals"].labeller
         (True, 'lm-eval IFEval change_case:english_capital')
     """
-    ifeval = [
+    # each family's labeller is the code check that decides its rule (`autorule.rules.checks`): the one copy
+    # of these programs, which code-checked rules in training use too
+    table = [
         ("short", "The response should be fewer than 80 words long.", "length_constraints:number_words", {"num_words": 80, "relation": "less than"}),
         ("long", "The response should be at least 200 words long.", "length_constraints:number_words", {"num_words": 200, "relation": "at least"}),
         ("no-bullets", "The response should not contain any bullet points.", "detectable_format:number_bullet_lists", {"num_bullets": 0}),
@@ -120,15 +63,19 @@ def families() -> list[Family]:
         ("no-commas", "The response should not contain any commas.", "punctuation:no_comma", {}),
         ("quoted", "The entire response should be wrapped in double quotation marks.", "startend:quotation", {}),
         ("english", "The response should be written in English.", "language:response_language", {"language": "en"}),
+        ("numbered-list", "The response should contain a numbered list.", "autorule:numbered_list", {}),
+        ("heading", "The response should contain a markdown heading (a line starting with #).", "autorule:heading", {}),
+        ("code-block", "The response should contain a code block fenced with triple backticks.", "autorule:code_block", {}),
+        ("ends-with-question", "The response should end with a question.", "autorule:ends_with_question", {}),
     ]
-    ours = [
-        ("numbered-list", "The response should contain a numbered list.", lambda t: len(_NUMBERED.findall(t)) >= 2),
-        ("heading", "The response should contain a markdown heading (a line starting with #).", lambda t: bool(_HEADING.search(t))),
-        ("code-block", "The response should contain a code block fenced with triple backticks.", lambda t: t.count("```") >= 2),
-        ("ends-with-question", "The response should end with a question.", lambda t: t.rstrip().endswith("?")),
-        ("refusal", "The response should contain a refusal or apology phrase such as \"I'm sorry\" or \"I can't\".", lambda t: bool(_REFUSAL.search(t))),
-    ]
-    return [Family(n, rule, f"{IFEVAL} {iid}", _ifeval(iid, **kw)) for n, rule, iid, kw in ifeval] + [Family(n, rule, OURS, f) for n, rule, f in ours]
+    fams = []
+    for name, rule, checker, params in table:
+        check = CodeCheck(checker=checker, params=params)
+        fams.append(Family(name, rule, f"{IFEVAL} {checker}" if check.spec.source == IFEVAL else OURS, check.compile()))
+    # no program decides a refusal in general; this family's labeller is a phrase list of ours, only for the gold set
+    fams.append(Family("refusal", "The response should contain a refusal or apology phrase such as \"I'm sorry\" or \"I can't\".", OURS,
+                       lambda t: bool(_REFUSAL.search(t))))
+    return fams
 
 
 # rewrites that give rare properties positives; the labels are still decided by the programs
