@@ -112,3 +112,15 @@ def test_report_in_a_real_browser(run_dir, tmp_path):
         browser.close()
     assert problems == []
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_report_shows_the_gold_monitor_and_the_defences_when_a_run_has_them(run_dir):
+    path = run_dir / "grpo" / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in rows:
+        r.update(gold_reward=0.6 - 0.1 * r["step"], vetoed=r["step"] % 2, dropped_rules=1.0, active_rules=2)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4  # agreement, training curves (with the gold line), pass rates, defences
+    assert "Vetoes, rule dropout and the active rule set per step" in page

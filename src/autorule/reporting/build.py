@@ -87,7 +87,8 @@ def training_charts(metrics: list[dict]) -> list[str]:
     steps = [m["step"] for m in metrics]
     out = []
     fig, ax = plt.subplots(figsize=(9, 3.6))
-    for key, label in (("rm_reward", "RM reward"), ("rule_reward", "rule reward"), ("total_reward", "total reward")):
+    for key, label in (("rm_reward", "RM reward"), ("rule_reward", "rule reward"), ("total_reward", "total reward"),
+                       ("gold_reward", "gold monitor (not rewarded)")):
         values = [m.get(key) for m in metrics]
         if any(v is not None for v in values):
             ax.plot(steps, [v if v is not None else float("nan") for v in values], marker="o", label=label)
@@ -114,6 +115,17 @@ def training_charts(metrics: list[dict]) -> list[str]:
         ax.set_ylabel("pass rate")
         ax.legend(fontsize=7, ncol=3, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         out.append(_figure(fig, "Each rule's pass rate over training", "chart-pass-rates"))
+
+    defences = [(key, label) for key, label in (("vetoed", "completions vetoed"), ("dropped_rules", "rules dropped per completion"),
+                                                ("active_rules", "active rules"))
+                if any(m.get(key) is not None for m in metrics)]
+    if defences:
+        fig, ax = plt.subplots(figsize=(9, 3.0))
+        for key, label in defences:
+            ax.plot(steps, [m[key] if m.get(key) is not None else float("nan") for m in metrics], marker=".", label=label)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8, loc="upper left")
+        out.append(_figure(fig, "Vetoes, rule dropout and the active rule set per step", "chart-defences"))
     return out
 
 
