@@ -244,3 +244,18 @@ def test_a_check_a_person_set_is_kept_over_the_proposal(tmp_path):
     report = lint_rules(rules, embed=False)
     assert report.proposals == {} and report.code_checked == 1
     assert report.with_checks().rules[0].check.checker == "autorule:word_range"
+
+
+def test_every_gold_family_but_refusal_maps_to_its_labellers_checker():
+    """The rules of `bench verifier-accuracy` map to the checker and parameters that label them, so
+    code-checked rules give the labeller's verdict on every check they cover."""
+    from autorule.bench.verifier_accuracy import families
+
+    samples = ["Steps:\n1. Boil.\n2. Eat.", "HELLO THERE, FRIEND.", '"quoted"', "# Title\nWhy?", "```\nx\n```", "word " * 210]
+    for fam in families():
+        check = recognise(fam.rule)
+        if fam.name == "refusal":
+            assert check is None  # "such as" leaves the phrase list open: the LLM judges it
+            continue
+        assert check is not None, fam.name
+        assert [check.run(t) for t in samples] == [fam.check(t) for t in samples], fam.name
