@@ -424,7 +424,7 @@ def score(
     # only each response's verdicts and rewards are kept, for the summary
     parts: list[Verdicts] = []
     totals, rule_rewards, sides = [], [], []
-    chars, empty = [], []  # per chunk: reasoning characters cut, empty responses
+    chars, empty, vetoed = [], [], []  # per chunk: reasoning characters cut, empty responses, vetoes
     try:
         with tqdm(total=items.count, desc="verifying", unit="resp", file=sys.stderr, disable=not progress) as bar:
             for chunk in chunked(items, SCORE_CHUNK):
@@ -434,6 +434,7 @@ def score(
                 rule_rewards.append(scores.rule)
                 chars.append(scores.reasoning_chars)
                 empty.append(scores.empty)
+                vetoed.append(scores.vetoed)
                 sides.extend(side for _, side, _ in chunk)
                 chunk_rows = _score_rows(chunk, scores, scorer.samples(scores))
                 if sink is not None:
@@ -462,6 +463,7 @@ def score(
         "reasoning_chars_stripped": int(cut.sum()),
         "responses_with_reasoning_cut": int((cut > 0).sum()),
         "empty_responses": int(blank.sum()),
+        "vetoed": int(sum(v.sum() for v in vetoed)),
     }
     if "chosen" in sides:
         chosen = rule[[i for i, s in enumerate(sides) if s == "chosen"]]
@@ -493,6 +495,8 @@ def _score_rows(chunk: list, scores, samples: list) -> list[dict]:
             **({"unparsed": sample.unparsed_checks} if sample.unparsed_checks else {}),
             **({"reasoning_chars_stripped": sample.reasoning_chars_stripped} if sample.reasoning_chars_stripped else {}),
             **({"empty": True} if sample.empty_response else {}),
+            **({"vetoed": True} if sample.vetoed else {}),
+            **({"dropped_rules": sample.dropped_rules} if sample.dropped_rules else {}),
         })
     return rows
 

@@ -1,6 +1,7 @@
 """Vetoes, normalise-then-sum, rule dropout and the parts' names: exact values worked out by hand."""
 
 import hashlib
+import json
 import math
 import re
 
@@ -151,3 +152,24 @@ def test_essential_rules_in_plain_text_and_yaml(tmp_path):
     text = (tmp_path / "rules.yaml").read_text()
     assert text.count("essential: true") == 3 and "essential: false" not in text and "veto_below" not in text
     assert [r.essential for r in RuleSet.load(tmp_path / "rules.yaml").rules] == [True, True, True, False]
+
+
+def test_score_and_serve_take_the_defences_from_flags(tmp_path, monkeypatch, capsys):
+    from fake_llm import use_in_cli
+
+    from autorule.cli.app import main
+
+    rules = tmp_path / "rules.txt"
+    rules.write_text("[essential] The response must be safe.\nThe response should be brief.\nThe response should be kind.\n")
+    data = tmp_path / "responses.jsonl"
+    data.write_text('{"prompt": "Q", "response": "safe=0.2 brief=0.9 kind=0.9"}\n{"prompt": "Q", "response": "safe=0.9 brief=0.9 kind=0.9"}\n')
+    use_in_cli(monkeypatch, ScriptedLLM(by_marker))
+    out = tmp_path / "scored.jsonl"
+    assert main(["score", "--rules", str(rules), "--data", str(data), "--veto-floor", "-2", "--rule-dropout", "0.5", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary["vetoed"] == 1
+    assert [r["reward"] for r in rows] == [-2.0, pytest.approx(0.9)]  # brief or kind dropped: (0.9 + 0.9) / 2 either way
+    assert rows[0]["vetoed"] is True and [r["dropped_rules"] for r in rows] == [1, 1]
+    assert main(["serve", "--rules", str(rules), "--aggregation", "normalize_then_sum"]) == 2
+    assert "--aggregation normalize_then_sum needs every completion of a GRPO group in one call" in capsys.readouterr().err

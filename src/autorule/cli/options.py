@@ -432,6 +432,13 @@ def add_reward_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", choices=["default", "ternary", "paper"], help="reward preset (paper: RM + 10 x (fraction - 0.75), clipped)")
     p.add_argument("--rm", default=None, metavar="DIR", help="reward model (Hugging Face sequence-classification directory)")
     p.add_argument("--threshold", type=number(0, 1), default=0.5, help="P(Yes) at or above which a verdict counts as satisfied")
+    p.add_argument("--aggregation", default="sum", choices=["sum", "normalize_then_sum"],
+                   help="how RM and rules combine: the preset's weighted sum, or each normalised within its GRPO group (completions of one prompt) and then summed")
+    p.add_argument("--veto-floor", type=float, default=None, metavar="X",
+                   help="where a failed essential rule caps the reward (default: the lowest value the preset can give)")
+    p.add_argument("--rule-dropout", type=number(0, 0.999), default=0.0, metavar="SHARE",
+                   help="share of non-essential rules each GRPO group (completions of one prompt) is scored without (default: %(default)s)")
+    p.add_argument("--dropout-seed", type=int, default=0, help="seed of the rule dropout subsets")
     add_server_options(p, "verifier")
     p.add_argument("--max-unparsed", type=number(0, 1), default=0.2, metavar="SHARE",
                    help="stop when more than this share of rule checks get no readable Yes/No, e.g. from a verifier that thinks first (default: %(default)s); unparsed checks are always left out of rewards and counted")
@@ -459,10 +466,12 @@ def build_scorer(args: argparse.Namespace):
         autorule.rules.ruleset.RulesFileError: /no/such/rules.yaml: no such rules file
     """
     from autorule.reward import build_scorer as build
+    from autorule.reward import get_preset
     from autorule.rules import RuleSet
 
     rules = RuleSet.load(args.rules)  # a bad rules file is named before the cache is opened
-    return build(rules, args.verifier, args.preset, rm=args.rm, cache=open_cache(args), llm_options=llm_options(args, args.verifier),
+    preset = get_preset(args.preset, aggregation=getattr(args, "aggregation", None), veto_floor=getattr(args, "veto_floor", None))
+    return build(rules, args.verifier, preset, rm=args.rm, rule_dropout=getattr(args, "rule_dropout", 0.0), dropout_seed=getattr(args, "dropout_seed", 0), cache=open_cache(args), llm_options=llm_options(args, args.verifier),
                  threshold=args.threshold, max_input_tokens=args.max_input_tokens, max_unparsed=args.max_unparsed,
                  judge_reasoning=getattr(args, "judge_reasoning", False), empty_rule_reward=getattr(args, "empty_rule_reward", 0.0))
 

@@ -31,6 +31,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         policy_tokenizer = load_policy_tokenizer(args.policy_tokenizer) if args.policy_tokenizer else None
     except ValueError as e:
         raise DataError(args.policy_tokenizer, str(e)) from None
+    if args.aggregation == "normalize_then_sum":  # refused before a verifier is loaded
+        from autorule.errors import InputError
+
+        raise InputError("--aggregation normalize_then_sum needs every completion of a GRPO group in one call, and OpenRLHF sends its reward "
+                         "service samples one request at a time; use --aggregation sum (OpenRLHF's GRPO advantage normalises the summed reward per group)")
     scorer = build_scorer(args)
     if args.plan:  # the verifier's load per RL step, and what the judge's measured speed makes of it
         from autorule.plan import plan_serve
@@ -41,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                      policy_tokenizer=policy_tokenizer)
     err.print(f"autorule reward server on http://{args.host}:{args.port}/get_reward: {len(scorer.rules)} rules, verifier {scorer.verifier.llm.spec}, "
               f"RM {scorer.rm.path if scorer.rm is not None else 'none'}, preset {scorer.preset.name}, rewards = {args.reward}, "
+              f"essential rules {sum(r.essential for r in scorer.rules.rules)}, rule dropout {scorer.rule_dropout:g}, "
               f"auth {'bearer token' if token else 'none'}", highlight=False, soft_wrap=True)
     # keep-alive longer than clients keep idle pooled connections (uvicorn: 5 s), so a reused one is rarely closed under them
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75)
