@@ -133,14 +133,14 @@ def test_a_refresh_keeps_candidates_as_good_as_the_weakest_rule_retires_rules_wi
     # g1: (x1, x2) RM margin 2 x rule margin 0.5 = 1.0; g2: (y1, y2) 1 x 1 = 1.0, the later group
     assert [(p.rule_preferred.completion, p.rm_preferred.completion, p.score) for p in result.pairs] == [("x2", "x1", 1.0), ("y1", "y2", 1.0)]
     assert [(c.text, c.reason) for c in result.retired] == [(A, "every completion passed (8 of 8)"), (B, "every completion failed (8 of 8)")]
-    assert [(c.text, c.reason) for c in result.added] == [(K1, "held-out agreement 1.000 >= the weakest active rule's 0.667")]
+    assert [(c.text, c.reason) for c in result.added] == [(K1, "held-out agreement 1.000 >= 0.667, the weakest active rule's")]
     assert result.bar == pytest.approx(2 / 3)
     assert {c.text: c.reason for c in result.rejected} == {
         K4: "lint names-response: names 'Assistant B': a rule must judge one response on its own",
         K7: "already active",
         K3: f"near-duplicate of an active rule ({rule_id(C)}, similarity 1.00)",
         K5: "no held-out pair tells its sides apart",
-        K2: "held-out agreement 0.333 below the weakest active rule's 0.667",
+        K2: "held-out agreement 0.333 below 0.667, the weakest active rule's",
         K6: "over max_active_rules (3): held-out agreement 0.667, the lowest",
     }
     assert result.rules.texts == [C, D, K1]
@@ -148,6 +148,9 @@ def test_a_refresh_keeps_candidates_as_good_as_the_weakest_rule_retires_rules_wi
     assert result.counts == {
         "rollouts": 8, "groups": 2, "pairs chosen": 2, "candidates extracted": 7, "rules added": 1, "rules retired": 2,
         "candidates dropped": 6, "rules active": 3, "rules retired: every completion passed": 1, "rules retired: every completion failed": 1,
+        "candidates dropped: lint names-response": 1, "candidates dropped: already active": 1, "candidates dropped: near-duplicate of an active rule": 1,
+        "candidates dropped: no held-out pair tells its sides apart": 1, "candidates dropped: held-out agreement below the bar": 1,
+        "candidates dropped: over max_active_rules": 1,
     }
     # the new rule carries its held-out figures and the pairs it came from (both: each gave every candidate)
     added = result.added[0]
@@ -245,7 +248,7 @@ def test_the_callback_refreshes_every_n_steps_on_the_rollouts_since_the_last_ref
     assert first["window"] == {"from_step": 0, "to_step": 5, "rollouts": 8} and second["window"] == {"from_step": 5, "to_step": 10, "rollouts": 8}
     assert lines[0] == ("rule refresh at step 5: 1 added, 2 retired (every completion passed: 1; every completion failed: 1), 6 candidates dropped "
                         "(lint names-response: 1; already active: 1; near-duplicate of an active rule: 1; no held-out pair tells its sides apart: 1; "
-                        "held-out agreement 0.333 below the weakest active rule's 0.667: 1; over max_active_rules: 1); 3 rules active")
+                        "held-out agreement below the bar: 1; over max_active_rules: 1); 3 rules active")
 
     # a resumed run takes the rules of the last record up to its step back, and drops later records
     fresh = RewardScorer(RuleSet.from_texts([A, B, C, D]), llm)
@@ -318,3 +321,53 @@ def test_the_report_shows_the_rule_set_over_time(tmp_path):
     assert "<th>start</th><th>step 5</th><th>step 10</th>" in section
     assert f"{html.escape(B)}</td><td class='num' title=''>\u25cf</td><td class='num' title='every completion failed (8 of 8)'>\u2715</td><td class='num' title=''></td>" in section
     assert "step 5: 1 added, 1 retired, 1 candidates dropped, 3 rules active" in section and "step 10: 0 added, 1 retired" in section
+
+
+# --------------------------------------------------------------------------- `autorule train --refresh-every` end to end
+
+
+def caps_judge(messages, body):
+    """Verdicts graded by the share of capitals in the judged reply; reasoning and candidate rules for extraction prompts."""
+    import re
+
+    text = messages[-1]["content"]
+    judged = re.search(r'<assistant-final-response id="\w+">\n(.*)\n</assistant-final-response', text, re.DOTALL)
+    if judged:
+        letters = [ch for ch in judged.group(1) if ch.isalpha()]
+        p = min(max(sum(ch.isupper() for ch in letters) / max(1, len(letters)), 0.02), 0.98)
+        return {"content": "Yes" if p >= 0.5 else "No", "yes_probability": p}
+    if "Return only a JSON array" in text:
+        return {"content": json.dumps(["The assistant's response should shout every word in capitals."])}
+    return {"content": "The winner is written in capitals."}
+
+
+def test_autorule_train_refreshes_the_rules_during_grpo(tmp_path, tiny_models, embed, monkeypatch):
+    from autorule.cli.app import main
+    from autorule.testing.mock_server import ScriptedServer
+
+    monkeypatch.setattr("autorule.rules.embed.load_embedder", lambda: fake_embed)  # the refresher's near-duplicate check
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say something about {w}.", "chosen": f"{w.upper()} IS GREAT", "rejected": f"{w} is fine"}) + "\n"
+                            for w in ("tea", "rain", "maps", "owls", "jazz", "salt", "kites", "moss", "ferns", "clocks", "dunes", "pears")))
+    RuleSet.from_texts([A]).save(tmp_path / "rules.yaml")
+    with ScriptedServer(caps_judge) as server:
+        code = main(["train", "--policy", str(tiny_models / "policy"), "--prompts", str(data), "--rules", str(tmp_path / "rules.yaml"),
+                     "--verifier", f"openai:judge@{server.base_url}", "--rm", str(tiny_models / "rm"), "--no-cache", "--max-steps", "2",
+                     "--per-device-train-batch-size", "4", "--num-generations", "4", "--max-completion-length", "6", "--heldout-count", "2",
+                     "--monitor-every", "100", "--save-steps", "1000", "--output-dir", str(tmp_path / "grpo"), "--refresh-every", "2",
+                     "--max-active-rules", "4"])
+    assert code == 0
+    (record,) = read_records(tmp_path / "grpo")
+    caps = "The assistant's response should shout every word in capitals."
+    # the tiny random policy writes lower-case subwords: every completion fails A (no signal: retired); the candidate,
+    # judged by capitals like every rule here, agrees with all 12 held-out pairs (chosen in capitals), over the bar of
+    # chance (no active rule is left to compare with)
+    assert record["window"] == {"from_step": 0, "to_step": 2, "rollouts": 8}  # 2 steps x 4 completions, scored at steps 0 and 1
+    assert [(c["text"], c["reason"]) for c in record["retired"]] == [(A, "every completion failed (8 of 8)")]
+    assert [(c["text"], c["reason"], c["stats"]["n"]) for c in record["added"]] == [
+        (caps, "held-out agreement 1.000 >= 0.500, chance: no active rule has a held-out agreement", 12)]
+    assert (len(record["pairs"]), record["counts"]["groups"], record["counts"]["candidates extracted"]) == (2, 2, 1)
+    assert {p["chosen_rule_preferred"]["step"] for p in record["pairs"]} <= {0, 1}
+    assert all(p["chosen_rule_preferred"]["rule"] > p["rejected_rm_preferred"]["rule"] and p["rejected_rm_preferred"]["rm"] > p["chosen_rule_preferred"]["rm"]
+               for p in record["pairs"])
+    assert RuleSet.load(tmp_path / "grpo" / "refresh" / record["rules_file"]).texts == [caps]

@@ -196,10 +196,12 @@ class RuleChange:
         stats: its held-out validation figures (`RuleStats.to_dict`), or for a retirement the
             completions that judged it and how many passed.
         sources: for a rule added, the disagreement pairs it was drawn from (`DisagreementPair.to_dict`).
+        kind: the reason's countable label (e.g. "every completion passed"); "" when it is the reason itself.
 
     Example:
-        >>> RuleChange("r-1", "The response should be short.", "every completion passed (8 of 8)").to_dict()["reason"]
-        'every completion passed (8 of 8)'
+        >>> change = RuleChange("r-1", "The response should be short.", "every completion passed (8 of 8)", kind="every completion passed")
+        >>> change.to_dict()["reason"], change.label
+        ('every completion passed (8 of 8)', 'every completion passed')
     """
 
     id: str
@@ -207,9 +209,15 @@ class RuleChange:
     reason: str
     stats: dict = field(default_factory=dict)
     sources: list[dict] = field(default_factory=list)
+    kind: str = ""
+
+    @property
+    def label(self) -> str:
+        """The reason's countable label (what the counts and the console line group by)."""
+        return self.kind or self.reason
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "text": self.text, "reason": self.reason, "stats": self.stats, "sources": self.sources}
+        return {"id": self.id, "text": self.text, "reason": self.reason, "kind": self.label, "stats": self.stats, "sources": self.sources}
 
 
 @dataclass
@@ -251,9 +259,9 @@ class RefreshResult:
 
     def describe(self) -> str:
         """One line for the console: what changed and why candidates were dropped."""
-        why = Counter(c.reason.split(" (")[0].split(":")[0] for c in self.rejected)
+        why = Counter(c.label for c in self.rejected)
         dropped = f" ({'; '.join(f'{k}: {v}' for k, v in why.most_common())})" if why else ""
-        retired = Counter(c.reason.split(" (")[0] for c in self.retired)
+        retired = Counter(c.label for c in self.retired)
         gone = f" ({'; '.join(f'{k}: {v}' for k, v in retired.most_common())})" if retired else ""
         error = f"; extraction failed: {self.extraction['error']}" if self.extraction.get("error") else ""
         return (f"rule refresh at step {self.step}: {len(self.added)} added, {len(self.retired)} retired{gone}, "
@@ -366,8 +374,7 @@ class RuleRefresher:
             elif no_signal:
                 how = "passed" if passed else "failed"
                 retired.append(RuleChange(rule.id, rule.text, f"every completion {how} ({len(verdicts)} of {len(verdicts)})",
-                                          {"judged": len(verdicts), "passed": passed}))
-                counts[f"rules retired: every completion {how}"] += 1
+                                          {"judged": len(verdicts), "passed": passed}, kind=f"every completion {how}"))
                 continue
             elif len(verdicts) < self.retire_min_rollouts:
                 counts["rules judged by too few completions to retire"] += 1
@@ -469,7 +476,9 @@ class RuleRefresher:
         result.rules = active.model_copy(update={"rules": pool})
         counts["rules added"] = len(result.added)
         counts["rules retired"] = len(result.retired)
+        counts.update(f"rules retired: {c.label}" for c in result.retired)
         counts["candidates dropped"] = len(result.rejected)
+        counts.update(f"candidates dropped: {c.label}" for c in result.rejected)
         counts["rules active"] = len(pool)
         result.counts = {k: v for k, v in counts.items() if v or k in ("rollouts", "pairs chosen", "rules added", "rules retired")}
         return result
@@ -480,7 +489,7 @@ class RuleRefresher:
         for rule in found:
             flag = next((f for f in rule.lint if f.code in DROPPED_FLAGS), None)
             if flag is not None:
-                result.rejected.append(RuleChange(rule.id, rule.text, f"lint {flag.code}: {flag.reason}"))
+                result.rejected.append(RuleChange(rule.id, rule.text, f"lint {flag.code}: {flag.reason}", kind=f"lint {flag.code}"))
             elif rule.id in {r.id for r in active}:
                 result.rejected.append(RuleChange(rule.id, rule.text, "already active"))
             else:
@@ -488,7 +497,8 @@ class RuleRefresher:
         close = self.near_duplicates_of(out, active)
         for rule in [r for r in out if r.id in close]:
             other, sim = close[rule.id]
-            result.rejected.append(RuleChange(rule.id, rule.text, f"near-duplicate of an active rule ({other}, similarity {sim:.2f})"))
+            result.rejected.append(RuleChange(rule.id, rule.text, f"near-duplicate of an active rule ({other}, similarity {sim:.2f})",
+                                               kind="near-duplicate of an active rule"))
         return [r for r in out if r.id not in close]
 
     def _admit(self, candidates: list[Rule], kept: list[Rule], verifier, result: RefreshResult) -> list[Rule]:
@@ -496,7 +506,7 @@ class RuleRefresher:
         stats = self.validate(kept + candidates, verifier)
         defined = [stats[r.id].agreement for r in kept if stats[r.id].n and not math.isnan(stats[r.id].agreement)]
         result.bar = min(defined) if defined else 0.5
-        weakest = "the weakest active rule's" if defined else "chance (no active rule has a held-out agreement)"
+        weakest = "the weakest active rule's" if defined else "chance: no active rule has a held-out agreement"
         by_pair = {p.to_pair().id: p.to_dict() for p in result.pairs}
         admitted = []
         for rule in candidates:
@@ -505,13 +515,14 @@ class RuleRefresher:
             if not s.n:
                 result.rejected.append(RuleChange(rule.id, rule.text, "no held-out pair tells its sides apart", figures))
             elif s.agreement < result.bar - 1e-12:
-                result.rejected.append(RuleChange(rule.id, rule.text, f"held-out agreement {s.agreement:.3f} below {weakest} {result.bar:.3f}", figures))
+                result.rejected.append(RuleChange(rule.id, rule.text, f"held-out agreement {s.agreement:.3f} below {result.bar:.3f}, {weakest}", figures,
+                                                  kind="held-out agreement below the bar"))
             else:
                 sources = [by_pair[pid] for pid in dict.fromkeys(c.pair_id for c in rule.candidates) if pid in by_pair]
                 new = rule.model_copy(update={"stats": {**rule.stats, "validation": {**figures, "pairs": len(self.heldout)},
                                                                        "refresh": {"step": result.step}}})
                 admitted.append(new)
-                result.added.append(RuleChange(rule.id, rule.text, f"held-out agreement {s.agreement:.3f} >= {weakest} {result.bar:.3f}",
+                result.added.append(RuleChange(rule.id, rule.text, f"held-out agreement {s.agreement:.3f} >= {result.bar:.3f}, {weakest}",
                                                figures, sources))
         return admitted
 
@@ -533,9 +544,9 @@ class RuleRefresher:
             why = f"over max_active_rules ({self.max_active_rules}): held-out agreement {_describe(stats.get(rule.id))}, the lowest"
             if rule.id in is_new:
                 result.added = [c for c in result.added if c.id != rule.id]
-                result.rejected.append(RuleChange(rule.id, rule.text, why, figures))
+                result.rejected.append(RuleChange(rule.id, rule.text, why, figures, kind="over max_active_rules"))
             else:
-                result.retired.append(RuleChange(rule.id, rule.text, why, figures))
+                result.retired.append(RuleChange(rule.id, rule.text, why, figures, kind="over max_active_rules"))
         return [pool[i] for i in sorted(keep)]
 
     def _stats_of(self, rule: Rule, verifier) -> RuleStats:
