@@ -388,7 +388,8 @@ class RewardScorer:
             if applies is not None:
                 applies[judged] = part.p_applies
             errors = {judged[i]: why for i, why in part.errors.items()}
-        return Verdicts([r.id for r in self.rules.rules], p, applies, self.verifier.threshold, errors)
+        return Verdicts([r.id for r in self.rules.rules], p, applies, self.verifier.threshold, errors,
+                        by_code=[r.id for r in self.rules.rules if r.check is not None])
 
 
 def build_scorer(rules: RuleSet | str | Path, verifier="embedded", preset: RewardPreset | str = "default", *,
