@@ -311,7 +311,7 @@ _SHOWN = [
     ("yes_no_from_reasoning", "verdicts read from reasoning_content"),
     ("context_learned", "context learned from the server's refusal"), ("context_retried", "requests refitted to it and retried"),
     ("replica_down", "replicas left out (stopped answering)"), ("rerouted", "requests re-routed to another replica"),
-    ("batches_split", "batched requests split after a refusal"),
+    ("batches_split", "batched requests split after a refusal"), ("code_checks", "checks decided by code (no LLM)"),
 ]
 
 
