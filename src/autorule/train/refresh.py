@@ -44,6 +44,7 @@ import functools
 import json
 import math
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -234,6 +235,7 @@ class RefreshResult:
         bar: the held-out agreement a candidate had to reach (None when no candidate was validated).
         counts: every count: rollouts, pairs, candidates, rules, by reason.
         extraction: the extraction's summary (counts, LLM calls, seconds) or its error.
+        seconds: the refresh's wall time (extraction and validation included).
 
     Example:
         >>> result = RefreshResult(5, RuleSet.from_texts(["The response should be short."]), ["r-x"])
@@ -251,6 +253,7 @@ class RefreshResult:
     bar: float | None = None
     counts: dict = field(default_factory=dict)
     extraction: dict = field(default_factory=dict)
+    seconds: float = 0.0
 
     @property
     def changed(self) -> bool:
@@ -280,6 +283,7 @@ class RefreshResult:
             "pairs": [p.to_dict() for p in self.pairs],
             "counts": self.counts,
             "extraction": self.extraction,
+            "seconds": round(self.seconds, 3),
         }
 
 
@@ -359,7 +363,9 @@ class RuleRefresher:
         Example:
             >>> rules = RuleSet(rules=[Rule(id="a", text="Be short."), Rule(id="b", text="Be kind.")])
             >>> rollouts = [Rollout([], "x", "g", 1, 0, 0, None, False, {"a": 0.9, "b": p}) for p in (0.2, 0.7)]
-            >>> kept, retired, _ = RuleRefresher(None, [None], retire_min_rollouts=2).retire(rules, rollouts, 0.5)
+            >>> from autorule.data import load_pairs
+            >>> refresher = RuleRefresher(None, load_pairs([{"prompt": "Q", "chosen": "A", "rejected": "B"}]).pairs, retire_min_rollouts=2)
+            >>> kept, retired, _ = refresher.retire(rules, rollouts, 0.5)
             >>> [r.id for r in kept], [(c.id, c.reason) for c in retired]
             (['b'], [('a', 'every completion passed (2 of 2)')])
         """
@@ -451,6 +457,7 @@ class RuleRefresher:
         Returns:
             A `RefreshResult`; its `rules` are the set to score with.
         """
+        start = time.perf_counter()
         counts: Counter = Counter()
         threshold = verifier.threshold if verifier is not None else 0.5
         kept, retired, c = self.retire(active, rollouts, threshold)
@@ -480,6 +487,7 @@ class RuleRefresher:
         counts["candidates dropped"] = len(result.rejected)
         counts.update(f"candidates dropped: {c.label}" for c in result.rejected)
         counts["rules active"] = len(pool)
+        result.seconds = time.perf_counter() - start
         result.counts = {k: v for k, v in counts.items() if v or k in ("rollouts", "pairs chosen", "rules added", "rules retired")}
         return result
 
