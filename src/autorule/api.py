@@ -76,7 +76,10 @@ def extract(
             ``max_cluster``, ``near_duplicate``, ``reasoning_tokens``, ``rules_tokens``,
             ``merge_tokens``, ``max_input_tokens`` (the model's context, prompt and answer
             together; default: what the server reports, else 8192: longer pairs are cut in
-            their middle), ``max_refused_share`` (default 0.05).
+            their middle), ``max_refused_share`` (default 0.05), ``label_filter`` (default True:
+            each candidate is verified on its own pair with `model` and dropped unless the
+            chosen reply satisfies it more than the rejected one) and ``label_filter_margin``
+            (how much more; default 0.0, a tie is dropped).
 
     Raises:
         TooManyRefused: the server refused more than ``max_refused_share`` of the pairs
@@ -90,7 +93,8 @@ def extract(
         >>> import json
         >>> from autorule.testing.fake_llm import FakeLLM
         >>> llm = FakeLLM(reply=json.dumps(["The assistant's response should greet the user by name."]))
-        >>> rules = extract([{"prompt": "Hi, I am Ann.", "chosen": "Hello Ann!", "rejected": "Hello."}], llm, cache=False)
+        >>> # FakeLLM's P(Yes) is the same for both replies: the label filter would drop every candidate
+        >>> rules = extract([{"prompt": "Hi, I am Ann.", "chosen": "Hello Ann!", "rejected": "Hello."}], llm, cache=False, label_filter=False)
         >>> rules.texts
         ["The assistant's response should greet the user by name."]
     """
@@ -171,8 +175,11 @@ def validate(
     folds: int = 5,
     select: int | None = None,
     progress: bool = False,
+    baseline: bool = True,
+    seeds: int = 1,
 ) -> Validation:
-    """Test rules against held-out preferences: agreement, coverage, accuracy, learned weights.
+    """Test rules against held-out preferences: agreement, coverage, accuracy, learned weights,
+    and the ICAI protocol (``report["icai"]``: the rule set beside a no-rules judge and flipped labels).
 
     Args:
         rules: a RuleSet, a rules file (its run's pairs are then known and flagged if
@@ -186,6 +193,10 @@ def validate(
         folds: cross-validation folds for the learned weights.
         select: also pick this many rules greedily by cross-validated accuracy.
         progress: show a progress bar.
+        baseline: also ask the verifier, with no rules, which reply of each pair is better
+            (ICAI's no-rules judge: one check per pair per seed); False: per-rule statistics only.
+        seeds: repeat the seeded parts (A/B order, CV folds) for seeds ``seed .. seed + seeds - 1``:
+            ``report["icai"]["summary"]`` holds each figure's mean ± s.d.
 
     Returns:
         `Validation`: ``report`` (what `autorule validate` writes to validation.json:
@@ -197,6 +208,11 @@ def validate(
         >>> result = validate(["The assistant's response should be polite."], pairs, FakeLLM(p_yes=0.5), folds=2)
         >>> result.report["pairs"], result.report["rule_set"]["ties"]
         (1, 1)
+        >>> result.report["icai"]["summary"]["no_rules"]["mean"]  # P(A) = 0.5: the no-rules judge ties too
+        0.0
+
+    Raises:
+        ValueError: no pairs, or fewer than one seed.
     """
     from autorule.reward import RewardModel, build_scorer
     from autorule.validation import run_validation
@@ -206,7 +222,7 @@ def validate(
     scorer = build_scorer(ruleset, verifier, preset, cache=cache, llm_options=llm_options)
     model = RewardModel(rm) if rm else None
     return run_validation(ruleset, rules_path, _pairs(pairs).pairs, scorer, rm=model, seed=seed, folds=folds, select=select,
-                          warn=log.warning, progress=progress)
+                          warn=log.warning, progress=progress, baseline=baseline, seeds=seeds)
 
 
 # responses scored (and written) at a time by `score`; even, so a pair's two sides share a chunk

@@ -66,6 +66,8 @@ class RuleStats:
     pass_rate_chosen: float
     pass_rate_rejected: float
     learned_weight: float | None = None
+    relevance: float | None = None  # ICAI: share of judged pairs where the rule gives a verdict (= coverage)
+    perf: float | None = None  # ICAI: (agreement - 0.5) * relevance * 2
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else (round(v, 6) if isinstance(v, float) else v)) for k, v in self.__dict__.items()}
@@ -362,6 +364,17 @@ def both_sides(pairs) -> list:
     return [p.conversation("chosen") for p in pairs] + [p.conversation("rejected") for p in pairs]
 
 
+def _join_runs(parts):
+    """One seed's no-rules verdicts over every chunk, as one `JudgeRun`."""
+    from autorule.validation_baselines import JudgeRun
+
+    refused, offset = {}, 0
+    for part in parts:
+        refused.update({offset + i: why for i, why in part.refused.items()})
+        offset += len(part.p_chosen)
+    return JudgeRun(parts[0].seed, np.concatenate([p.p_chosen for p in parts]), np.concatenate([p.a_is_chosen for p in parts]), refused)
+
+
 def _rows(verdicts, start: int, stop: int):
     """Verdicts of responses start..stop-1, errors re-indexed."""
     from autorule.verifier import Verdicts
@@ -378,6 +391,25 @@ def run_validation(rules, rules_path, pairs, scorer, **options) -> Validation:
 
     Undefined statistics (a rule whose verdicts never vary, no pair where it applies) are
     NaN in the report, not numpy warnings on the terminal.
+
+    The ICAI protocol (`autorule.validation_baselines`) goes in ``report["icai"]``: the rule set's
+    accuracy beside the flipped-label control and, with ``baseline=True``, beside a no-rules judge
+    (the verifier's LLM asked which reply is better: one check per pair per seed); each rule gets
+    ICAI's ``relevance`` and ``perf``. ``seeds=N`` repeats everything seeded (the A/B order, the
+    weight fit's folds) for seeds ``seed .. seed + N - 1`` and reports mean ± s.d.; the per-rule
+    statistics and learned weights are those of ``seed``.
+
+    Args:
+        rules, rules_path: the RuleSet and its file (None: no file; its run's pairs are flagged if reused).
+        pairs: any iterable of `PreferencePair`; scorer: a `RewardScorer` (its verifier and preset).
+        rm: a `RewardModel` to compare with; seed: the A/B order's seed; folds: CV folds; select: pick K rules.
+        redundancy: report rule pairs correlating at least this much; warn: where warnings go.
+        progress: a progress bar; chunk_size: pairs verified at a time.
+        baseline: also run the no-rules judge; seeds: how many seeds (at least 1).
+
+    Raises:
+        ValueError: no pairs, or fewer than one seed.
+        UnparsedVerdicts: too many checks had no readable answer.
     """
     import warnings
 
@@ -387,13 +419,19 @@ def run_validation(rules, rules_path, pairs, scorer, **options) -> Validation:
 
 
 def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0, folds: int = 5, select: int | None = None,
-                    redundancy: float = 0.8, warn=print, progress: bool = True, chunk_size: int = 1024) -> Validation:
+                    redundancy: float = 0.8, warn=print, progress: bool = True, chunk_size: int = 1024,
+                    baseline: bool = False, seeds: int = 1) -> Validation:
     from autorule.reward import compose, rule_reward
 
     from tqdm.auto import tqdm
 
     from autorule.data import chunked
+    from autorule.validation_baselines import JudgeRun, NoRulesJudge, icai_perf, icai_summary, seed_list
     from autorule.verifier import Verdicts
+
+    all_seeds = seed_list(seed, seeds)
+    judge = NoRulesJudge(scorer.verifier.llm, scorer.verifier.context) if baseline else None
+    judged: dict[int, list[JudgeRun]] = {s: [] for s in all_seeds}
 
     # pairs stream through the verifier a chunk at a time: only verdicts (pairs x rules) are kept
     training = training_pair_ids(rules, rules_path)
@@ -408,6 +446,9 @@ def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0,
             m = len(chunk)
             chosen.append(_rows(verdicts, 0, m))
             rejected.append(_rows(verdicts, m, 2 * m))
+            if judge is not None:  # ICAI's no-rules baseline: one check per pair per seed
+                for s in all_seeds:
+                    judged[s].append(judge.judge(chunk, s))
             if rm is not None:
                 rm_scores = rm.score(convs, normalise=scorer.preset.normalise_rm)
                 rm_chosen.append(rm_scores[:m])
@@ -461,6 +502,15 @@ def _run_validation(rules, rules_path, pairs, scorer, *, rm=None, seed: int = 0,
         report["reward_model_plus_rules"] = preference_accuracy(combined[:n], combined[n:]).to_dict()
 
     report["redundant_pairs"] = correlated_rules(ids, np.nan_to_num(verdicts.p_satisfied, nan=0.5), redundancy)
+    # the ICAI protocol: the rule set beside a no-rules judge and flipped labels, over every seed
+    cv_by_seed = {seed: weight_fit.cv_accuracy}
+    for s in all_seeds[1:]:
+        cv_by_seed[s] = fit_weights(diffs, ab_signs(pair_ids, s), folds=folds, seed=s).cv_accuracy
+    runs = [_join_runs(judged[s]) for s in all_seeds] if judge is not None else None
+    report["icai"] = icai_summary(report["rule_set"], runs, cv_by_seed)
+    for s in per_rule:
+        s.relevance, s.perf = s.coverage, icai_perf(s.agreement, s.coverage)
+
     if select:
         selection = greedy_select(diffs, signs, select, folds=folds, seed=seed)
         report["selection"] = {"rules": [ids[j] for j in selection.order], "cv_accuracy": selection.cv_accuracy}

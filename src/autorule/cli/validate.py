@@ -13,21 +13,19 @@ from autorule.errors import AllFailed
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """`autorule validate`: the plan, then `run_validation` and `Validation.save`; the report's table (or JSON)."""
-    from autorule.plan import plan_checks
-    from autorule.validation import both_sides, run_validation
+    from autorule.validation import run_validation
 
     rules_path = Path(args.rules)
     data = load_data(args)
     scorer = build_scorer(args)
     rules = scorer.rules
-    sides = (conv for pair in data for conv in both_sides([pair]))  # streamed: the plan holds a sample only
-    stop = options.show_plan(lambda probe: plan_checks("verify both sides", scorer.verifier, sides, price_per_mtok=args.price_per_mtok, probe=probe), args)
+    stop = options.show_plan(lambda probe: _plan(scorer, data, args, probe), args)
     report_skips(data)  # counted by the plan's pass over the data
     if stop:
         return 0
     validation = run_validation(
         rules, rules_path, data, scorer, rm=scorer.rm, seed=args.seed, folds=args.folds, select=args.select,
-        redundancy=args.redundancy, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
+        redundancy=args.redundancy, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"), baseline=not args.no_baseline, seeds=args.seeds,
     )
     # nothing judged (every response refused): only the report is written, and it says why
     validation.save(rules, rules_path, data=str(args.data), out=args.out, fit_weights=args.fit_weights, weights_out=args.weights_out, select_out=args.select_out)
@@ -50,6 +48,59 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(scorer, data, args: argparse.Namespace, probe: bool):
+    """The plan: every rule check of both sides of each pair, and (unless --no-baseline) the
+    no-rules judge's one check per pair per seed; one speed measurement for both."""
+    from autorule.plan import Plan, check_stage, is_embedded, speed_for, tokens_from, _speed_note
+    from autorule.validation import both_sides
+    from autorule.validation_baselines import NoRulesJudge, plan_stage
+
+    verifier = scorer.verifier
+    speed = speed_for(verifier.llm, probe)
+    sides = (conv for pair in data for conv in both_sides([pair]))  # streamed: the plan holds a sample only
+    stages = [check_stage("verify both sides", verifier, speed, sides)]
+    if not args.no_baseline:
+        stages.append(plan_stage(NoRulesJudge(verifier.llm, verifier.context), speed, iter(data), args.seeds))
+    return Plan(verifier.llm.spec, stages, tokens_from(verifier.llm), _speed_note(speed), args.price_per_mtok, embedded=is_embedded(verifier.llm))
+
+
+def print_icai(report: dict, console) -> None:
+    """The ICAI protocol's table: the rule set beside the no-rules judge and flipped labels (mean ± s.d. over seeds).
+
+    Args:
+        report: a validation report (`Validation.report`) with ``icai``; console: a rich Console.
+    """
+    import statistics
+
+    from rich.table import Table
+
+    from autorule.validation_baselines import format_figure, mean_sd
+
+    icai = report["icai"]
+    summary, per_seed = icai["summary"], icai["per_seed"]
+    seeds = ", ".join(map(str, icai["seeds"]))
+    table = Table(title=f"ICAI protocol on {report['pairs']} pairs (seed{'s' if len(icai['seeds']) > 1 else ''} {seeds})")
+    for col in ("judge", "accuracy", "without ties", "ties", "flipped labels"):
+        table.add_column(col)
+
+    def ties(key: str) -> str:
+        values = [(r[key] or {}).get("ties") for r in per_seed]
+        return str(values[0]) if len(set(values)) == 1 else f"{statistics.fmean(values):g} (mean)"
+
+    rs = mean_sd([r["rule_set"]["accuracy_without_ties"] if r["rule_set"]["accuracy_without_ties"] is not None else float("nan") for r in per_seed])
+    table.add_row("rule set", format_figure(summary["rule_set"]), format_figure(rs), ties("rule_set"), format_figure(summary["rule_set_flipped"]))
+    if icai["no_rules_judge"]:
+        table.add_row("no-rules judge", format_figure(summary["no_rules"]), format_figure(summary["no_rules_without_ties"]), ties("no_rules"),
+                      format_figure(summary["no_rules_flipped"]))
+    table.add_row("learned weights (CV)", format_figure(summary["learned_weights_cv"]), "-", "-", "-")
+    console.print(table)
+    if icai["no_rules_judge"]:
+        unread = sum(r["no_rules"]["unread"] for r in per_seed)
+        refused = sum(r["no_rules"]["refused"] for r in per_seed)
+        if unread:
+            console.print(f"[yellow]no-rules judge: {unread} checks gave no verdict ({refused} refused by the server): counted as no pick[/yellow]")
+
+
 def _print_validation(report: dict) -> None:
     from rich.table import Table
 
@@ -57,13 +108,17 @@ def _print_validation(report: dict) -> None:
         return percent(x, 1)
 
     table = Table(title=f"rule validation on {report['pairs']} pairs ({report['verifier']})")
-    for col in ("rule", "agreement [95% CI]", "n", "coverage", "kappa", "weight"):
+    for col in ("rule", "agreement [95% CI]", "n", "coverage", "kappa", "perf", "weight"):
         table.add_column(col)
     for r in report["rules"]:
         agreement = f"{pct(r['agreement'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]"
         kappa = "-" if r["kappa"] is None else f"{r['kappa']:.2f}"
-        table.add_row(short(r["text"], 70), agreement, str(r["n"]), pct(r["coverage"]), kappa, f"{r['learned_weight']:.2f}")
+        perf = "-" if r.get("perf") is None else f"{r['perf']:+.2f}"
+        table.add_row(short(r["text"], 70), agreement, str(r["n"]), pct(r["coverage"]), kappa, perf, f"{r['learned_weight']:.2f}")
     out.print(table)
+    out.print("perf: ICAI's (agreement - 0.5) x coverage x 2, from -1 (always against the label) to +1", highlight=False)
+    if "icai" in report:
+        print_icai(report, out)
     acc = report["rule_set"]
     out.print(f"rule-set accuracy: {pct(acc['accuracy'])} ({acc['correct']} right, {acc['wrong']} wrong, {acc['ties']} ties); "
               f"without ties {pct(acc['accuracy_without_ties'])}")
@@ -105,7 +160,11 @@ def add_parsers(sub) -> None:
     add_reward_options(va)
     va.add_argument("--data", required=True, metavar="PATH", help="held-out preference data")
     add_data_options(va)
-    va.add_argument("--seed", type=int, default=0, help="seed for the A/B order used by kappa and the weight fit")
+    va.add_argument("--seed", type=int, default=0, help="seed for the A/B order used by kappa, the weight fit and the no-rules judge")
+    va.add_argument("--seeds", type=whole(1), default=1, metavar="N",
+                    help="repeat the seeded parts (A/B order, CV folds, the no-rules judge) for seeds SEED..SEED+N-1 and report mean ± s.d.")
+    va.add_argument("--no-baseline", action="store_true",
+                    help="skip the no-rules judge (the verifier asked which reply is better: one check per pair per seed); per-rule stats only")
     va.add_argument("--folds", type=whole(2), default=5, help="cross-validation folds")
     va.add_argument("--select", type=whole(1), default=None, metavar="K", help="greedily pick the K rules with the best CV accuracy and write them out")
     va.add_argument("--select-out", default=None, metavar="FILE", help="where --select writes (default: RULES.topK.yaml)")
