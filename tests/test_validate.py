@@ -125,6 +125,9 @@ def test_validate_cli_against_a_server_with_overlap_warning(tmp_path, shared_dat
     def reply(messages, body):
         # a verifier that knows the answer: chosen replies satisfy rule 'good', rejected ones do not
         text = messages[-1]["content"]
+        if "<assistant-a id=" in text:  # the no-rules judge: a judge that knows the answer too (A better iff A is chosen)
+            a = re.search(r'<assistant-a id="\w+">\n(.*)\n</assistant-a id=', text, re.S).group(1)
+            return {"content": "Yes" if a in chosen_texts else "No"}
         response = re.search(r'<assistant-final-response id="\w+">\n(.*)\n</assistant-final-response', text, re.S).group(1)
         if "be good" in text.split("Rule:")[1]:
             return {"content": "Yes" if response in chosen_texts else "No"}
@@ -147,6 +150,11 @@ def test_validate_cli_against_a_server_with_overlap_warning(tmp_path, shared_dat
     assert report["rule_set"]["ties"] == ties and report["rule_set"]["wrong"] == 0
     assert report["accuracy"] == pytest.approx((12 - ties) / 12)
     assert report["selection"]["rules"] == [good["id"]]
+    # the ICAI protocol: the judge that knows the answer is right on all 12 pairs, wrong on all 12 when labels flip
+    summary = report["icai"]["summary"]
+    assert (summary["no_rules"]["mean"], summary["no_rules_flipped"]["mean"]) == (1.0, 0.0)
+    assert summary["rule_set_flipped"]["mean"] == 0.0  # the rule set is never wrong: flipped, never right
+    assert good["perf"] == 1.0 and good["relevance"] == 1.0
     # stats written back into the rules file; weighted and selected files written
     saved = RuleSet.load(path)
     assert saved.rules[0].stats["validation"]["agreement"] == 1.0
