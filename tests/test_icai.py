@@ -152,6 +152,14 @@ def test_validate_cli_prints_the_rule_set_beside_the_no_rules_judge(tmp_path, mo
     assert "no-rules judge" in out and "seeds 0, 1" in out
     report = json.loads((tmp_path / "validation.json").read_text())
     assert report["icai"]["seeds"] == [0, 1] and report["rules"][0]["perf"] == pytest.approx(0.2)
+    # the HTML report shows them beside the rule-set accuracy
+    from autorule.reporting import build_report
+
+    page = build_report(tmp_path).read_text()
+    rs_flipped = report["icai"]["summary"]["rule_set_flipped"]
+    assert rs_flipped["mean"] == pytest.approx(0.2)
+    assert "<div class='v'>20.0% &plusmn; 0.0</div><div class='k'>rule set, flipped labels</div>" in page
+    assert "</div><div class='k'>no-rules judge</div>" in page
     assert main(["validate", "--rules", str(rules), "--data", str(data), "--no-cache", "--folds", "2", "--no-baseline"]) == 0
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "no-rules judge" not in out and re.search(r"rule set 40\.0% 66\.7% 2 20\.0%", out), out

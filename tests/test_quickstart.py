@@ -28,6 +28,12 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
     assert (out / "grpo" / "final" / "config.json").is_file()
     err = capsys.readouterr().err
     assert "validation.json" in err and "metrics.jsonl" in err and "report.html" in err
+    # the rule set beside the no-rules judge (ICAI's baseline) and flipped labels, in one line and in validation.json
+    line = next(line for line in err.splitlines() if line.startswith("validation: on 12 held-out pairs"))
+    assert "the no-rules judge (the same model, no rules) in" in line and "flipped labels" in line
+    icai = validation["icai"]
+    assert icai["no_rules_judge"] and icai["per_seed"][0]["no_rules"]["correct"] + icai["per_seed"][0]["no_rules"]["wrong"] + \
+        icai["per_seed"][0]["no_rules"]["ties"] + icai["per_seed"][0]["no_rules"]["unread"] == 12
     page = (out / "report.html").read_text()
     assert page.count("class='rule-row'") == len(rules) and "data:image/png;base64," in page
     # no fragments in the rule table (an oracle of its own: whole sentences end on a word that can end one, and

@@ -47,14 +47,17 @@ def run_quickstart(out: Path, cache: Cache | None) -> int:
 
     scorer = build_scorer(extraction.rules, llm)
     rules_path = out / "extract" / "rules.yaml"
-    result = run_validation(extraction.rules, rules_path, held_out, scorer, warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
+    result = run_validation(extraction.rules, rules_path, held_out, scorer, warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"), baseline=True)
     result.write_stats(extraction.rules, rules_path, str(SAMPLE_DATA))
     validation = result.report
     (out / "extract" / "validation.json").write_text(jsonsafe.dumps(validation, indent=2))
     acc = validation["rule_set"]
     cv = validation["learned_weights"]["cv_accuracy"]
+    icai = validation["icai"]["summary"]
     console.print(f"[bold]validation[/bold]: on {len(held_out)} held-out pairs the rule reward picks the chosen reply in {acc['accuracy']:.0%} "
-                  f"({acc['ties']} ties); learned-weight CV accuracy {'n/a' if cv is None else f'{cv:.0%}'}")
+                  f"({acc['ties']} ties; flipped labels {icai['rule_set_flipped']['mean']:.0%}); the no-rules judge (the same model, no rules) "
+                  f"in {icai['no_rules']['mean']:.0%} (flipped labels {icai['no_rules_flipped']['mean']:.0%}); "
+                  f"learned-weight CV accuracy {'n/a' if cv is None else f'{cv:.0%}'}")
 
     console.print("[bold]reward model[/bold]: a few Bradley-Terry steps on the extraction pairs")
     rm_report = train_reward_model(train.pairs, RMConfig(base="embedded", out=str(out / "rm"), max_steps=4, batch_size=4, max_length=256, eval_fraction=0.25))

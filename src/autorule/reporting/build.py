@@ -45,6 +45,28 @@ def _pct(x) -> str:
     return percent(x, missing="&ndash;")
 
 
+def _icai_cards(validation: dict | None) -> list[tuple[str, str]]:
+    """The ICAI protocol's figures beside the rule-set accuracy: the no-rules judge and the flipped-label
+    control (mean ± s.d. with several seeds); none for a validation.json written before them.
+
+    Example:
+        >>> icai = {"no_rules_judge": True, "summary": {"no_rules": {"mean": 0.5, "sd": 0.1}, "rule_set_flipped": {"mean": 0.2, "sd": None}}}
+        >>> _icai_cards({"icai": icai})
+        [('no-rules judge', '50.0% &plusmn; 10.0'), ('rule set, flipped labels', '20.0%')]
+    """
+    icai = (validation or {}).get("icai")
+    if not icai:
+        return []
+
+    def fig(f: dict) -> str:
+        sd = f" &plusmn; {100 * f['sd']:.1f}" if f.get("sd") is not None else ""
+        return percent(f["mean"], 1) + sd if f.get("mean") is not None else "&ndash;"
+
+    summary = icai["summary"]
+    cards = [("no-rules judge", fig(summary["no_rules"]))] if icai.get("no_rules_judge") else []
+    return cards + [("rule set, flipped labels", fig(summary["rule_set_flipped"]))]
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -233,6 +255,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, compare: st
         ("candidate rules", counts.get("candidates", "&ndash;")),
         ("final rules", len(rules)),
         ("rule-set accuracy", _pct(validation["accuracy"]) if validation else "&ndash;"),
+        *_icai_cards(validation),
         ("RM held-out accuracy", _pct(rm["eval_accuracy"]["accuracy"]) if rm and rm.get("eval_accuracy") else "&ndash;"),
         ("GRPO steps", len(metrics) or "&ndash;"),
     ]
