@@ -163,3 +163,22 @@ def test_validate_cli_prints_the_rule_set_beside_the_no_rules_judge(tmp_path, mo
     assert main(["validate", "--rules", str(rules), "--data", str(data), "--no-cache", "--folds", "2", "--no-baseline"]) == 0
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "no-rules judge" not in out and re.search(r"rule set 40\.0% 66\.7% 2 20\.0%", out), out
+
+
+def test_validate_plan_counts_the_no_rules_judge(tmp_path, capsys, monkeypatch):
+    from autorule.testing.mock_server import ScriptedServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": c, "rejected": r}) + "\n" for i, c, r in PAIRS))
+    rules = tmp_path / "rules.yaml"
+    RuleSet(rules=[Rule(id="good", text=GOOD), Rule(id="short", text=SHORT)]).save(rules)
+    with ScriptedServer(lambda messages, body: {"content": "Yes"}) as server:
+        argv = ["validate", "--rules", str(rules), "--data", str(data), "--verifier", f"openai:m@{server.base_url}", "--no-cache", "--plan", "--json"]
+        assert main([*argv, "--seeds", "3"]) == 0
+        stages = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stages"]
+        # 5 pairs x 2 sides x 2 rules; then 5 pairs x 3 seeds
+        assert [(s["stage"], s["calls"]) for s in stages] == [("verify both sides", 20), ("no-rules judge", 15)]
+        assert main([*argv, "--no-baseline"]) == 0
+        stages = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stages"]
+        assert [s["stage"] for s in stages] == ["verify both sides"]
