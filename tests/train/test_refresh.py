@@ -91,9 +91,15 @@ def fake_embed(texts):
 
 
 def judge(prefix, question):
+    """Held-out replies by the table above; on the rollouts (extraction's label filter, where it runs) every rule
+    favours the rules' pick of each pair (x2, y1) over the RM's (x1, y2)."""
     reply = prefix.rsplit("<assistant-final-response", 1)[1]
-    key = next(k for k in PASSES if k in question)
-    return 0.9 if any(f">\n{r}\n<" in reply for r in PASSES[key]) else 0.1
+    if any(f">\n{r}\n<" in reply for r in ("x1", "y2")):
+        return 0.1
+    if not any(f">\n{side}-" in reply for side in ("chosen", "rejected")):
+        return 0.9
+    key = next((k for k in PASSES if k in question), None)
+    return 0.9 if key and any(f">\n{r}\n<" in reply for r in PASSES[key]) else 0.1
 
 
 def extraction_reply(request):
