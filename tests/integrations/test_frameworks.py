@@ -269,8 +269,10 @@ def test_openrlhf_remote_reward_client_calls_autorule_serve_as_the_readme_says(r
     # one value per query, the shape OpenRLHF's own reward server (openrlhf.cli.serve_rm) answers with
     assert out["reward"] == [pytest.approx(0.9)]
     assert out["scores"] == [pytest.approx(0.9)]
-    assert out["extra_logs"] == {"rule_reward": [pytest.approx(0.9)], "unparsed_checks": [0.0], "refused": [0.0], "reasoning_chars_stripped": [0.0],
-                                 "empty_response": [0.0], "unknown_template": [0.0], "text_after_end_chars": [0.0]}
+    assert out["extra_logs"] == {"total_reward": [pytest.approx(0.9)], "rule_reward": [pytest.approx(0.9)], "vetoed": [0.0], "dropped_rules": [0.0],
+                                 "unparsed_checks": [0.0], "refused": [0.0], "reasoning_chars_stripped": [0.0], "empty_response": [0.0],
+                                 "malformed": [0.0], "rule_weight": [1.0], "rm_weight": [0.0], "length_weight": [0.0], "active_rules": [2.0],
+                                 "refreshed_rules": [0.0], "unknown_template": [0.0], "text_after_end_chars": [0.0]}
     # the verifier saw the conversation, not the chat template's markup
     judged = verifier_server.seen[-1][-1]["content"]
     assert "Name a colour, please." in judged and "<|im_start|>" not in judged and "<|im_end|>" not in judged

@@ -478,6 +478,7 @@ NOT_OUTPUT = {
     "testing/mock_server.py": "the test double server's own replies",
     "validation.py": "a docstring naming json.dumps's indent",
     "verifier/verifier.py": "the conversation nonce hash",
+    "rescoring/formats.py": "a prompt's group key (hashed)",
 }
 
 
