@@ -373,6 +373,8 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
     stages.append(generation_stage("020 rule extraction", llm, speed, [rules_request] * n, cached=stages[0].cached,
                                    prompt_tokens=request_tokens(llm, rules_request) * n,
                                    note="the prompt holds the reasoning: counted at its maximum; up to one repair call per pair that gives no list (not counted)"))
+    if getattr(config, "label_filter", False):
+        stages.append(label_filter_stage(llm, speed, n))
     # merging: about CANDIDATES_PER_PAIR candidates per pair, clustered and merged until target_rules remain
     rules_left, merge_calls, rounds = CANDIDATES_PER_PAIR * n, 0, 0
     while rules_left > config.target_rules and rounds < merge_stage.MAX_ROUNDS:
@@ -391,6 +393,34 @@ def plan_extract(pairs, llm: LLM, merge_llm: LLM, config, *, price_per_mtok=None
         merge.note += f"; the sentence embedder was loaded while planning ({loaded:.0f} s)"
     stages.append(merge)
     return Plan(llm.spec, stages, tokens_from(llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(llm))
+
+
+def label_filter_stage(llm: LLM, speed: Speed | None, pairs: int) -> StagePlan:
+    """Stage 025 of `autorule extract`: each pair's candidates verified on its chosen and its rejected reply
+    (2 replies x about CANDIDATES_PER_PAIR candidates per pair, counted on a typical short reply).
+
+    Args:
+        llm: the extraction model (it judges); speed: its measured speed (None: unknown); pairs: the pairs.
+
+    Example:
+        >>> from autorule.testing.fake_llm import FakeLLM
+        >>> stage = label_filter_stage(FakeLLM(), None, 10)
+        >>> stage.calls, stage.note.startswith("2 replies x 3 candidates")
+        (60, True)
+    """
+    from autorule.rules import RuleSet
+    from autorule.verifier import Verifier
+
+    texts = [f"The assistant's response should {'x ' * (RULE_TOKENS - 4)}{i}." for i in range(CANDIDATES_PER_PAIR)]
+    verifier = Verifier(llm, RuleSet.from_texts(texts))
+    conv = to_conversation([{"role": "user", "content": "A typical prompt of a few words."}, {"role": "assistant", "content": " ".join(["word"] * 200)}])
+    prefix_tokens = llm.count_tokens(verifier.prefix(conv))
+    question_tokens = sum(llm.count_tokens(q) for q in verifier.questions) / CANDIDATES_PER_PAIR
+    replies, calls = 2 * pairs, 2 * pairs * CANDIDATES_PER_PAIR
+    seconds = speed.checks_seconds(replies, replies * prefix_tokens, calls) if speed else math.nan
+    return StagePlan("025 label filter", "yes/no checks", calls, 0, round(replies * prefix_tokens + calls * question_tokens), 0, seconds,
+                     note=f"2 replies x {CANDIDATES_PER_PAIR} candidates per pair (estimated), each reply counted at 200 words; "
+                          "--no-label-filter skips it")
 
 
 def plan_checks(name: str, verifier, conversations: list, *, price_per_mtok=None, probe: bool = True) -> Plan:

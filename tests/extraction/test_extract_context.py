@@ -26,7 +26,8 @@ from autorule.llm.base import LLM, Completion, RequestRefused
 CASE = SHARED_DATA.parent / "cases" / "long-code-pairs.jsonl"
 LONG_ID, ESSAY_ID = "76e4e7c113e0eaa8", "5f51eeadb7c5e5e8"  # rows 2 and 3
 ESSAY = "Is my essay good?"  # row 3's prompt
-TOKENS = dict(reasoning_tokens=512, rules_tokens=256, merge_tokens=256, target_rules=2)
+# (the label filter off: these tests are about fitting prompts; it has its own tests in test_label_filter.py)
+TOKENS = dict(reasoning_tokens=512, rules_tokens=256, merge_tokens=256, target_rules=2, label_filter=False)
 VLLM_400 = ("This model's maximum context length is {context} tokens. However, you requested {requested} tokens ({prompt} in the messages, "
             "{completion} in the completion). Please reduce the length of the messages or completion.")
 MARKER = re.compile(r"\n\[\.\.\. (\d+) characters omitted \.\.\.\]\n")
@@ -374,7 +375,7 @@ class ContextLimitedServer(ScriptedServer):
 
 
 def cli(server, out, *extra):
-    return main(["extract", "--data", str(CASE), "--model", f"openai:judge@{server.base_url}", "--out", str(out), "--no-cache",
+    return main(["extract", "--data", str(CASE), "--model", f"openai:judge@{server.base_url}", "--out", str(out), "--no-cache", "--no-label-filter",
                  "--target-rules", "2", "--reasoning-tokens", "512", "--rules-tokens", "256", "--merge-tokens", "256",
                  "--max-retries", "1", "--timeout", "10", *extra])
 

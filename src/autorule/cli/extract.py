@@ -32,6 +32,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         merge_tokens=args.merge_tokens,
         max_input_tokens=args.max_input_tokens,
         max_refused_share=args.max_refused_share,
+        label_filter=args.label_filter,
+        label_filter_margin=args.label_filter_margin,
     )
     from autorule.plan import plan_extract
 
@@ -79,6 +81,12 @@ def add_parsers(sub) -> None:
     ex.add_argument("--max-refused-share", type=number(0, 1), default=0.05, metavar="SHARE",
                     help="stop, naming them, once the server has refused more than this share of the pairs (default: %(default)s); "
                          "fewer are recorded in run.json and the run goes on")
+    ex.add_argument("--no-label-filter", dest="label_filter", action="store_false",
+                    help="merge every candidate rule; by default each candidate is first verified on the pair it came from (with --model) "
+                         "and dropped unless the chosen reply satisfies it more than the rejected one (2 yes/no checks per candidate; "
+                         "counted in run.json and the summary)")
+    ex.add_argument("--label-filter-margin", type=number(0, 1), default=0.0, metavar="D",
+                    help="keep a candidate only when P(satisfied | chosen) - P(satisfied | rejected) > D (default: %(default)s; a tie is dropped)")
     ex.add_argument("--retry-refused", action="store_true", help="send the pairs an earlier run recorded as refused again (a resumed run skips them)")
     ex.add_argument("--overwrite", action="store_true", help="discard an earlier, different run in RUN_DIR")
     ex.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")

@@ -37,6 +37,7 @@ from autorule.rules import RuleSet
 from autorule.extraction import merge as merge_stage
 from autorule.extraction import reason as reason_stage
 from autorule.extraction import candidates as rules_stage
+from autorule.extraction import label_filter as filter_stage
 from autorule.extraction.context import Context, check_fits, resolve_context
 from autorule.extraction.refusals import RefusalLedger, describe_refusals, generate_each
 
@@ -62,10 +63,16 @@ class ExtractConfig:
     max_input_tokens: int | None = None
     # the largest share of pairs the server may refuse before the run stops
     max_refused_share: float = 0.05
+    # stage 025: each candidate verified on its own pair; kept when P(chosen) - P(rejected) > the margin
+    label_filter: bool = True
+    label_filter_margin: float = filter_stage.MARGIN
 
 
 # how the run copes with its server, not what it computes: a resumed run may change them
-NOT_FINGERPRINTED = ("max_input_tokens", "max_refused_share")
+# (the label filter's verdicts are stored and its decisions made when they are read: turning it
+# on or off, or another margin, redoes nothing before it)
+NOT_FINGERPRINTED = ("max_input_tokens", "max_refused_share", "label_filter", "label_filter_margin")
+LABEL_FILTER_FILE = "025_label_filter.jsonl"
 STAGE_010, STAGE_020 = "010 reasoning", "020 rule extraction"
 
 
@@ -251,7 +258,7 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
     retried = 0
     if retry_refused and len(ledger):
         retried = ledger.clear()
-        for name in ("010_reasoning.jsonl", "020_candidates.jsonl"):
+        for name in ("010_reasoning.jsonl", "020_candidates.jsonl", LABEL_FILTER_FILE):
             StageFile(run_dir, name).reopen()
         log.info("sending the %d refused pairs again (--retry-refused)", retried)
     meta = {"status": "running", "fingerprint": fingerprint, "config": asdict(config), "data": data.summary(), "started": start, "attempts": attempts,
@@ -265,7 +272,10 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
         _stages_010_020(run_dir, n, len(distinct), llm, config, progress, chunk, context, ledger)
         counts = _count_stages(run_dir, failures)
         stages["010_020_reasoning_and_rules"] = _stage_mark(start, stages)
-        rules, merge_log, lint = _stage_merge(run_dir, merge_llm, config, progress, merge_context)
+        if config.label_filter:
+            _stage_label_filter(run_dir, llm, progress, chunk)
+            stages["025_label_filter"] = _stage_mark(start, stages)
+        rules, merge_log, lint, filtered = _stage_merge(run_dir, merge_llm, config, progress, merge_context)
         stages["030_merge"] = _stage_mark(start, stages)
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
@@ -282,6 +292,7 @@ def run_extract(data: LoadResult | PairStream, llm: LLM, merge_llm: LLM, run_dir
     summary = {
         "pairs": n,
         **counts,
+        "label_filter": filtered,
         "duplicates_dropped": merge_log.duplicates_dropped,
         "near_duplicates_merged": merge_log.near_duplicates_merged,
         "rules": len(rules),
@@ -527,10 +538,64 @@ def _stage_candidates(pairs: list[PreferencePair], reasonings: dict[str, dict], 
     generate_each(llm, len(pending), build_repair, repaired, lambda i, why: refused(by_id[pending[i][0].pair_id], f"repair prompt: {why}"), context.learn)
 
 
+def _stage_label_filter(run_dir: Path, llm: LLM, progress: bool, chunk: int) -> None:
+    """Stage 025: every pair's candidates verified on its chosen and rejected reply, `chunk` pairs
+    at a time; records appended as they arrive (a rerun asks only for pairs without one)."""
+    stage, candidates = StageFile(run_dir, LABEL_FILTER_FILE), StageFile(run_dir, "020_candidates.jsonl")
+    if stage.complete:
+        return
+    index = stage.index()
+    total = sum(1 for _ in candidates.records())
+    log.info("025 label filter: candidates of %d pairs verified on their own pair%s", total, f" ({len(index)} already done)" if index else "")
+    pairs = _read_pairs(run_dir / "000_pairs.jsonl")
+    batch: list[tuple[PreferencePair, list[str]]] = []
+
+    def flush() -> None:
+        for rec in filter_stage.verify_candidates([p for p, _ in batch], [texts for _, texts in batch], llm):
+            index[rec["pair_id"]] = stage.append(rec)
+        bar.update(len(batch))
+        batch.clear()
+
+    with tqdm(total=total, initial=len(index), desc="025 label filter", disable=not progress, unit="pair") as bar:
+        try:
+            for rec in candidates.records():  # data order, a subset of 000_pairs.jsonl: the pairs are read alongside
+                pair = next(p for p in pairs if p.id == rec["pair_id"])
+                if pair.id in index or any(p.id == pair.id for p, _ in batch):
+                    continue
+                batch.append((pair, rec["rules"]))
+                if len(batch) == chunk:
+                    flush()
+            if batch:
+                flush()
+        finally:
+            stage.close()
+    stage.finish((rec["pair_id"] for rec in candidates.records()), index)
+
+
+def _candidate_units(run_dir: Path, config: ExtractConfig) -> tuple[list, dict]:
+    """The candidates that go to the merge (those the label filter keeps, when it is on), and its counts."""
+    records = StageFile(run_dir, "020_candidates.jsonl").records()
+    if not config.label_filter:
+        return [u for rec in records for u in merge_stage.candidate_refs(rec["pair_id"], rec["rules"], rec["excerpt"])], {"on": False}
+    counts = filter_stage.FilterCounts(config.label_filter_margin)
+    units = []
+    for rec, checked in zip(records, StageFile(run_dir, LABEL_FILTER_FILE).records(), strict=True):
+        if rec["pair_id"] != checked["pair_id"]:
+            raise RunDirError(f"{run_dir / LABEL_FILTER_FILE} does not match 020_candidates.jsonl (pair {checked['pair_id']} "
+                              f"where {rec['pair_id']} was expected); delete it to verify the candidates again")
+        units.extend(merge_stage.candidate_refs(rec["pair_id"], counts.add(checked), rec["excerpt"]))
+    return units, counts.to_dict()
+
+
 def _stage_merge(run_dir: Path, llm: LLM, config: ExtractConfig, progress: bool, context: Context | None = None):
     # data order (the final file's): merging sees the same input on a resumed run
-    units = [u for rec in StageFile(run_dir, "020_candidates.jsonl").records() for u in merge_stage.candidate_refs(rec["pair_id"], rec["rules"], rec["excerpt"])]
+    units, filtered = _candidate_units(run_dir, config)
+    if filtered["on"]:
+        log.info("025 label filter: %s", filter_stage.describe(filtered))
     if not units:
+        if filtered["on"] and filtered["checked"]:
+            raise ValueError(f"the label filter dropped every candidate rule ({filter_stage.describe(filtered)}); "
+                             "see 025_label_filter.jsonl, or rerun with --no-label-filter")
         raise ValueError("no candidate rules were extracted from any pair (see 020_candidates.jsonl for the failures)")
     log.info("030 merge: %d candidates -> at most %d rules", len(units), config.target_rules)
     embed = merge_stage.cached_embedder(run_dir / "030_embeddings.sqlite")
@@ -551,7 +616,7 @@ def _stage_merge(run_dir: Path, llm: LLM, config: ExtractConfig, progress: bool,
     if code_checks:
         log.info("code checks: %d rule(s) decided by a program, not the verifier LLM", code_checks)
     ruleset.save(run_dir / "rules.yaml")
-    return ruleset, merge_log, lint
+    return ruleset, merge_log, lint, filtered
 
 
 def print_summary(run_dir: Path, s: dict, console: Console) -> None:
@@ -560,6 +625,8 @@ def print_summary(run_dir: Path, s: dict, console: Console) -> None:
     table.add_row("pairs used", str(s["pairs"]))
     table.add_row("reasoning without a trace", str(s["reasoning_without_trace"]))
     table.add_row("candidate rules", f"{s['candidates']} from {s['pairs_with_candidates']} pairs ({s['duplicates_dropped']} duplicates dropped)")
+    if "label_filter" in s:
+        table.add_row("label filter (025)", filter_stage.describe(s["label_filter"]))
     table.add_row("final rules", str(s["rules"]))
     lint = s.get("lint") or {}
     if lint:
