@@ -205,6 +205,10 @@ def add_parsers(sub) -> None:
     im.add_argument("-o", "--out", required=True, help="rules file to write (YAML)")
     im.set_defaults(func=cmd_import)
 
+    from autorule.cli import reword  # `rules reword`: its own module (autorule.rewording)
+
+    reword.add_parser(rules)
+
     ca = sub.add_parser("calibrate", help="a verifier's accuracy, AUC and calibration on your labelled (response, rule, yes/no) checks; suggests a threshold")
     ca.add_argument("--gold", required=True, metavar="FILE", help="JSON lines: response, rule, label (yes/no), optional prompt and family")
     ca.add_argument("--verifier", type=model_spec, default="embedded", help="verifier model spec (default: %(default)s)")

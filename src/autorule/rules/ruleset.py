@@ -77,6 +77,34 @@ class LintFlag(BaseModel):
     reason: str
 
 
+class RuleRevision(BaseModel):
+    """One round of rewording a rule from its held-out errors (`autorule.rewording`): both texts and their figures.
+
+    Args:
+        round: 1 for the first rewording; text, agreement, n: the rule before this round, its held-out
+            agreement and the discriminating pairs it rests on; reworded, reworded_agreement, reworded_n: the
+            rewording, on the same pairs (None: the model gave none that could be read); kept: "reworded" or
+            "original"; pairs: the held-out pairs shown to the model (where the rule disagreed with the label);
+            data: the held-out data.
+
+    Example:
+        >>> RuleRevision(round=1, text="The response should be short.", agreement=0.4, n=5, reworded="The response should be under 50 words.",
+        ...              reworded_agreement=0.8, reworded_n=5, kept="reworded", pairs=["p1"]).kept
+        'reworded'
+    """
+
+    round: int
+    text: str
+    agreement: float | None
+    n: int
+    reworded: str | None
+    reworded_agreement: float | None = None
+    reworded_n: int = 0
+    kept: str
+    pairs: list[str] = Field(default_factory=list)
+    data: str | None = None
+
+
 class Rule(BaseModel):
     """A readable rule with its provenance, weight and statistics.
 
@@ -92,6 +120,7 @@ class Rule(BaseModel):
             essential: a veto rule: when a response fails it (P(Yes) below `veto_below`, else the
             verifier's threshold), its total reward is capped at the preset's floor (`autorule.reward.veto`);
             veto_below: the P(Yes) under which an essential rule counts as failed (None: the verifier's threshold).
+            history: its rewordings from held-out errors (`RuleRevision`, `autorule rules reword`); in rules.yaml only when there are any.
 
     Example:
         >>> rule = Rule(id=rule_id("The response should cite a source."), text="The response should cite a source.")
@@ -110,6 +139,7 @@ class Rule(BaseModel):
     lint: list[LintFlag] = Field(default_factory=list)
     essential: bool = False
     veto_below: float | None = Field(None, ge=0.0, le=1.0)
+    history: list[RuleRevision] = Field(default_factory=list)
 
     @model_serializer(mode="wrap")
     def _without_empty_check(self, handler) -> dict[str, Any]:
@@ -204,6 +234,8 @@ class RuleSet(BaseModel):
                 del rule["essential"]
             if rule["veto_below"] is None:
                 del rule["veto_below"]
+            if not rule["history"]:  # written only where a rule was reworded
+                del rule["history"]
         tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120))
         tmp.replace(path)  # atomic: readers never see half a file
 
