@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from autorule import jsonsafe
-from autorule.cli.options import add_data_options, load_data, model_spec, number, open_cache, llm_options, whole
+from autorule.cli.options import add_data_options, llm_options, load_data, model_spec, number, open_cache, whole
 
 
 def cmd_reword(args: argparse.Namespace) -> int:
