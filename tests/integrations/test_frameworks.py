@@ -144,7 +144,8 @@ def test_verl_loads_autorule_as_the_readme_says_and_rewards_sit_on_the_last_resp
         assert out["reward_extra_info"] == pytest.approx({"score": value, "total_reward": value, "rule_reward": value, "vetoed": 0.0, "dropped_rules": 0.0,
                                                           "unparsed_checks": 0.0, "refused": 0.0, "reasoning_chars_stripped": 0.0, "empty_response": 0.0,
                                                           "malformed": 0.0, "rule_weight": 1.0, "rm_weight": 0.0, "length_weight": 0.0,
-                                                          "active_rules": 2.0, "refreshed_rules": 0.0})
+                                                          "active_rules": 2.0, "refreshed_rules": 0.0,
+                                                          **{f"pass_rate/{r.id}": float(value >= 0.5) for r in RuleSet.load(rules_file).rules}})
     # the reward sits on the last valid response token (the EOS), zero everywhere else
     last = data.batch["response_mask"].sum(-1) - 1
     expected = torch.zeros_like(rm_scores)
@@ -183,6 +184,8 @@ def test_verl_manager_vetoes_and_drops_rules_per_uid_through_verls_reward_loop(t
     assert [i["vetoed"] for i in info] == [1.0, 0.0, 0.0]
     assert [i["dropped_rules"] for i in info] == [2.0, 2.0, 2.0]  # round(0.5 x 4 non-essential rules)
     assert [i["rule_reward"] for i in info] == pytest.approx([0.25, 0.9, 0.9])
+    # the essential rule is judged on every sample: passes are per sample, 0 where it failed
+    assert [i["pass_rate/safe"] for i in info] == [0.0, 1.0, 1.0]
     # normalise-then-sum needs a whole group in one call, which verl's reward loop never gives a manager
     with pytest.raises(ValueError, match="verl's reward loop hands a reward manager one sample at a time"):
         autorule_verl.AutoRuleRewardManager(rules=str(rules), aggregation="normalize_then_sum")
@@ -272,7 +275,8 @@ def test_openrlhf_remote_reward_client_calls_autorule_serve_as_the_readme_says(r
     assert out["extra_logs"] == {"total_reward": [pytest.approx(0.9)], "rule_reward": [pytest.approx(0.9)], "vetoed": [0.0], "dropped_rules": [0.0],
                                  "unparsed_checks": [0.0], "refused": [0.0], "reasoning_chars_stripped": [0.0], "empty_response": [0.0],
                                  "malformed": [0.0], "rule_weight": [1.0], "rm_weight": [0.0], "length_weight": [0.0], "active_rules": [2.0],
-                                 "refreshed_rules": [0.0], "unknown_template": [0.0], "text_after_end_chars": [0.0]}
+                                 "refreshed_rules": [0.0], **{f"pass_rate/{r.id}": [1.0] for r in RuleSet.load(rules_file).rules},
+                                 "unknown_template": [0.0], "text_after_end_chars": [0.0]}
     # the verifier saw the conversation, not the chat template's markup
     judged = verifier_server.seen[-1][-1]["content"]
     assert "Name a colour, please." in judged and "<|im_start|>" not in judged and "<|im_end|>" not in judged

@@ -114,6 +114,16 @@ def test_rule_dropout_drops_the_same_seeded_subset_for_every_completion_of_a_gro
         kept = [j for j in range(5) if scores.kept[i, j]]
         p = [0.9 if j in (0, 1, 2) else 0.1 for j in kept]
         assert scores.rule[i] == pytest.approx(sum(p) / 3)
+    # per sample, a rule's pass is 1/0 where it was judged and the batch's pass rate where it was dropped:
+    # each rule's mean over the batch is its pass rate over the responses that judged it
+    passes = [smp.passes for smp in s.samples(scores)]
+    rates = scores.pass_rates()
+    for j, rid in enumerate(["safe", "r0", "r1", "r2", "r3"]):
+        judged = [i for i in range(3) if scores.kept[i, j]]
+        expected_rate = float(np.mean([1.0 if j in (0, 1, 2) else 0.0 for _ in judged])) if judged else float("nan")
+        assert rates[rid] == pytest.approx(expected_rate, nan_ok=True)
+        for i in range(3):
+            assert passes[i][rid] == pytest.approx((1.0 if j in (0, 1, 2) else 0.0) if i in judged else expected_rate, nan_ok=True)
     # another step draws again (over 20 steps, more than one subset comes up); no dropout keeps everything
     subsets = {tuple(np.flatnonzero(~s.score(["a"], groups=["g"], step=t).kept[0])) for t in range(20)}
     assert len(subsets) > 1

@@ -266,7 +266,7 @@ def openrlhf_response(samples: list[SampleReward], read: list[ReadQuery], scorer
     """
     total = [float(np.nan_to_num(s.score)) for s in samples]
     scorer_settings = settings(scorer) if scorer is not None else None
-    rows = [sample_components(s, scorer_settings) for s in samples]
+    rows = [sample_components(s, scorer_settings, [r.id for r in scorer.rules.rules] if scorer is not None else None) for s in samples]
     if scorer is not None and scorer.rm is not None:
         for row in rows:
             row.setdefault("rm_reward", 0.0)

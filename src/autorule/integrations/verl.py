@@ -163,7 +163,7 @@ def verl_result(sample: SampleReward, scorer: RewardScorer | None = None) -> dic
         >>> verl_result(SampleReward(score=float("nan"), rule_reward=float("nan"), error="400 Bad Request"))["refused"]
         1.0
     """
-    parts = sample_components(sample, settings(scorer) if scorer is not None else None)
+    parts = sample_components(sample, settings(scorer) if scorer is not None else None, [r.id for r in scorer.rules.rules] if scorer is not None else None)
     if scorer is not None and scorer.rm is not None:
         parts.setdefault("rm_reward", 0.0)
     return {"score": float(np.nan_to_num(sample.score)), **parts}

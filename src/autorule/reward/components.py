@@ -37,12 +37,15 @@ def settings(scorer: RewardScorer) -> dict[str, float]:
             "active_rules": float(len(scorer.rules)), "refreshed_rules": float(refreshed)}
 
 
-def sample_components(sample: SampleReward, scorer_settings: dict[str, float] | None = None) -> dict[str, float]:
-    """One sample's parts as numbers (NaN -> 0, flags -> 0/1; `rm_reward` only with an RM), plus `scorer_settings`.
+def sample_components(sample: SampleReward, scorer_settings: dict[str, float] | None = None, rule_ids: list[str] | None = None) -> dict[str, float]:
+    """One sample's parts as numbers (NaN -> 0, flags -> 0/1; `rm_reward` only with an RM), plus
+    `scorer_settings`, plus ``pass_rate/<rule id>`` for each of `rule_ids` (`SampleReward.passes`;
+    NaN for a sample with none, e.g. malformed), so every sample of one scorer has the same keys.
 
     Args:
         sample: the sample's `SampleReward`.
         scorer_settings: what `settings` returned for its scorer (None: left out).
+        rule_ids: the scorer's rule ids (None: no per-rule values).
 
     Example:
         >>> sample_components(SampleReward(0.5, 0.5, total=0.5, vetoed=True))
@@ -54,7 +57,10 @@ def sample_components(sample: SampleReward, scorer_settings: dict[str, float] | 
     out.update({"vetoed": float(sample.vetoed), "dropped_rules": float(sample.dropped_rules), "unparsed_checks": float(sample.unparsed_checks),
                 "refused": float(sample.refused), "reasoning_chars_stripped": float(sample.reasoning_chars_stripped),
                 "empty_response": float(sample.empty_response), "malformed": float(sample.malformed)})
-    return {**out, **(scorer_settings or {})}
+    out.update(scorer_settings or {})
+    for rid in rule_ids or []:
+        out[f"pass_rate/{rid}"] = float((sample.passes or {}).get(rid, float("nan")))
+    return out
 
 
 def batch_components(samples: list[SampleReward], scorer: RewardScorer, pass_rates: dict[str, float] | None = None) -> dict[str, float]:

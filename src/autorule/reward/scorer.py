@@ -88,7 +88,27 @@ class Scores:
         return int(self.empty.sum())
 
     def pass_rates(self) -> dict[str, float]:
-        return self.verdicts.pass_rates()
+        """Per rule: the share of the responses that judged it (applies, readable, not dropped) satisfying it; NaN where none did."""
+        judged = self.verdicts.applicable if self.kept is None else self.verdicts.applicable & self.kept
+        hard = self.verdicts.hard
+        return {rid: float(hard[judged[:, j], j].mean()) if judged[:, j].any() else float("nan") for j, rid in enumerate(self.verdicts.rule_ids)}
+
+    def passes(self) -> list[dict[str, float]]:
+        """Per response and rule: 1.0 satisfied, 0.0 not; where the response did not judge the rule, the
+        batch's pass rate, so that a batch's mean of each rule's values is its pass rate (NaN when no
+        response judged it). What verl and OpenRLHF log per sample as ``pass_rate/<rule id>``.
+
+        Example:
+            >>> import numpy as np
+            >>> s = Scores(np.zeros(3), np.zeros(3), None, Verdicts(["r"], np.array([[0.9], [0.1], [float("nan")]])))
+            >>> [p["r"] for p in s.passes()]
+            [1.0, 0.0, 0.5]
+        """
+        judged = self.verdicts.applicable if self.kept is None else self.verdicts.applicable & self.kept
+        hard = self.verdicts.hard
+        rates = self.pass_rates()
+        ids = self.verdicts.rule_ids
+        return [{rid: float(hard[i, j]) if judged[i, j] else rates[rid] for j, rid in enumerate(ids)} for i in range(hard.shape[0])]
 
     @property
     def errors(self) -> dict[int, str]:
@@ -118,6 +138,8 @@ class SampleReward:
         malformed: the sample's messages could not be read (not judged).
         vetoed: it failed an essential rule; its total was capped at the preset's floor.
         total: the composed total (what `score` is with reward "total"); NaN when there is none.
+        passes: per rule id, 1.0 satisfied / 0.0 not, or the batch's pass rate where it was not
+            judged (see `Scores.passes`); None for a malformed sample.
         dropped_rules: rules rule dropout left out of its rule reward.
 
     Example:
@@ -136,6 +158,7 @@ class SampleReward:
     vetoed: bool = False
     dropped_rules: int = 0
     total: float = float("nan")
+    passes: dict[str, float] | None = field(default=None, repr=False)
 
     @property
     def value(self) -> float | None:
@@ -291,11 +314,12 @@ class RewardScorer:
         """
         values = self.values(scores, kind)
         unparsed = scores.unparsed_per_response()
+        passes = scores.passes()
         return [
             SampleReward(score=float(values[i]), rule_reward=float(scores.rule[i]), unparsed_checks=int(unparsed[i]), error=scores.errors.get(i),
                          reasoning_chars_stripped=int(scores.reasoning_chars[i]), empty_response=bool(scores.empty[i]),
                          rm_reward=None if scores.rm is None else float(scores.rm[i]), vetoed=bool(scores.vetoed[i]),
-                         dropped_rules=int(scores.dropped[i]), total=float(scores.total[i]))
+                         dropped_rules=int(scores.dropped[i]), total=float(scores.total[i]), passes=passes[i])
             for i in range(len(values))
         ]
 
