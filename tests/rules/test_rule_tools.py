@@ -181,9 +181,9 @@ def test_export_markdown_and_json_exactly(tmp_path, capsys):
     )
     assert main(["rules", "export", str(path), "--as", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [
-        {"id": "r-1", "text": "The response should cite sources.", "weight": 2.0, "support": 3, "agreement": 0.8, "lint": []},
-        {"id": "r-2", "text": "The response should be short.", "weight": 0.5, "support": 1, "agreement": None, "lint": []},
-        {"id": "r-3", "text": "The response should use {braces}.", "weight": 0.0, "support": 1, "agreement": None, "lint": []},
+        {"id": "r-1", "text": "The response should cite sources.", "weight": 2.0, "support": 3, "agreement": 0.8, "lint": [], "essential": False, "veto_below": None, "check": None},
+        {"id": "r-2", "text": "The response should be short.", "weight": 0.5, "support": 1, "agreement": None, "lint": [], "essential": False, "veto_below": None, "check": None},
+        {"id": "r-3", "text": "The response should use {braces}.", "weight": 0.0, "support": 1, "agreement": None, "lint": [], "essential": False, "veto_below": None, "check": None},
     ]
 
 
@@ -314,3 +314,25 @@ def test_judge_asks_rules_that_differ_only_in_punctuation_as_written():
     llm = ScriptedLLM(lambda prefix, q: 0.9 if "short!" in q else 0.2)
     assert judge(checks, llm).tolist() == [0.2, 0.9]
     assert len({prefix for prefix, _ in llm.calls}) == 1  # one reply: its checks share one prefix
+
+
+def test_essential_rules_and_code_checks_survive_export_and_import_and_are_shown():
+    from autorule.rules import Rule, RuleSet
+    from autorule.rules.checks.registry import CodeCheck
+    from autorule.rules.export import export_rules, import_rules
+    from autorule.rules.show import rule_detail, rules_listing
+
+    words = CodeCheck(checker="length_constraints:number_words", params={"num_words": 50, "relation": "less than"})
+    rules = RuleSet(rules=[Rule(id="a", text="The response should be under 50 words.", check=words),
+                           Rule(id="b", text="The response must be safe.", essential=True, veto_below=0.3),
+                           Rule(id="c", text="The response should be kind.", weight=0.5)])
+    back = import_rules(export_rules(rules, "markdown"))
+    assert [(r.text, r.essential, r.veto_below, r.check, r.weight) for r in back.rules] == [
+        ("The response should be under 50 words.", False, None, words, 1.0),
+        ("The response must be safe.", True, 0.3, None, 1.0),
+        ("The response should be kind.", False, None, None, 0.5)]
+    assert [r.essential for r in import_rules(export_rules(rules, "constitution")).rules] == [False, True, False]
+    listing = rules_listing(rules)
+    assert "[code: length_constraints:number_words] The response should be under 50 words." in listing
+    assert "[essential] The response must be safe." in listing
+    assert "essential: a veto rule (P(Yes) below 0.3 caps" in rule_detail(rules.rules[1], [])

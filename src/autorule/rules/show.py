@@ -120,8 +120,23 @@ def rule_sources(rule: Rule, pairs: dict[str, dict], limit: int = 3) -> list[Sou
     return out
 
 
+def marks(rule: Rule) -> str:
+    """What a rule is besides its text: "[essential]" (a veto rule), "[code: CHECKER]" (decided by a program).
+
+    Example:
+        >>> from autorule.rules.ruleset import plain_rule
+        >>> marks(Rule(**plain_rule("[essential] The response must be safe.")))
+        '[essential] '
+    """
+    out = "[essential] " if rule.essential else ""
+    if rule.check is not None:
+        out += f"[code: {rule.check.checker}{' (negated)' if rule.check.negate else ''}] "
+    return out
+
+
 def rules_listing(rules: RuleSet) -> str:
-    """Every rule on one line: number, id, support, weight, held-out agreement, lint flags, text.
+    """Every rule on one line: number, id, support, weight, held-out agreement, lint flags, text
+    (marked "[essential]" for a veto rule and "[code: CHECKER]" for one a program decides).
 
     Args:
         rules: a RuleSet.
@@ -136,7 +151,7 @@ def rules_listing(rules: RuleSet) -> str:
     lines = [f"{'#':>2}  {'id':<10}  {'support':>7}  {'weight':>6}  {'agreement':<9}  {'lint':<{width}}  rule"]
     for i, (r, flag) in enumerate(zip(rules.rules, flags), start=1):
         agreement = percent(r.stats.get("validation", {}).get("agreement"))
-        lines.append(f"{i:>2}  {r.id:<10}  {r.support:>7}  {r.weight:>6.2f}  {agreement:<9}  {flag:<{width}}  {r.text}")
+        lines.append(f"{i:>2}  {r.id:<10}  {r.support:>7}  {r.weight:>6.2f}  {agreement:<9}  {flag:<{width}}  {marks(r)}{r.text}")
     return "\n".join(lines)
 
 
@@ -165,6 +180,11 @@ def rule_detail(rule: Rule, sources: list[SourcePair], width: int = 240, note: s
     """
     v = rule.stats.get("validation")
     lines = [f"{rule.id}  {rule.text}", f"  weight {rule.weight:.2f} · support {rule.support} pairs"]
+    if rule.essential:
+        below = f"P(Yes) below {rule.veto_below:g}" if rule.veto_below is not None else "P(Yes) below the verifier's threshold"
+        lines.append(f"  essential: a veto rule ({below} caps the reward at the preset's floor)")
+    if rule.check is not None:
+        lines.append(f"  decided by code: {rule.check.model_dump_json()}")
     if v:
         lines.append(
             f"  validation: agreement {percent(v.get('agreement'))} [{percent(v.get('ci_low'))}, {percent(v.get('ci_high'))}] on {v.get('n')} "
