@@ -441,6 +441,7 @@ def score(
     parts: list[Verdicts] = []
     totals, rule_rewards, sides = [], [], []
     chars, empty, vetoed = [], [], []  # per chunk: reasoning characters cut, empty responses, vetoes
+    vetoers: Counter = Counter()  # essential rule id -> responses it vetoed
     try:
         with tqdm(total=items.count, desc="verifying", unit="resp", file=sys.stderr, disable=not progress) as bar:
             for chunk in chunked(items, SCORE_CHUNK):
@@ -451,6 +452,7 @@ def score(
                 chars.append(scores.reasoning_chars)
                 empty.append(scores.empty)
                 vetoed.append(scores.vetoed)
+                vetoers.update(rid for ids in scores.vetoed_by or [] for rid in ids)
                 sides.extend(side for _, side, _ in chunk)
                 chunk_rows = _score_rows(chunk, scores, scorer.samples(scores))
                 if sink is not None:
@@ -480,6 +482,7 @@ def score(
         "responses_with_reasoning_cut": int((cut > 0).sum()),
         "empty_responses": int(blank.sum()),
         "vetoed": int(sum(v.sum() for v in vetoed)),
+        "vetoed_by": dict(vetoers.most_common()),
     }
     if "chosen" in sides:
         chosen = rule[[i for i, s in enumerate(sides) if s == "chosen"]]
@@ -511,7 +514,7 @@ def _score_rows(chunk: list, scores, samples: list) -> list[dict]:
             **({"unparsed": sample.unparsed_checks} if sample.unparsed_checks else {}),
             **({"reasoning_chars_stripped": sample.reasoning_chars_stripped} if sample.reasoning_chars_stripped else {}),
             **({"empty": True} if sample.empty_response else {}),
-            **({"vetoed": True} if sample.vetoed else {}),
+            **({"vetoed": True, "vetoed_by": scores.vetoed_by[i]} if sample.vetoed else {}),
             **({"dropped_rules": sample.dropped_rules} if sample.dropped_rules else {}),
         })
     return rows

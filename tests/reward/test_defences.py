@@ -175,11 +175,16 @@ def test_score_and_serve_take_the_defences_from_flags(tmp_path, monkeypatch, cap
     data.write_text('{"prompt": "Q", "response": "safe=0.2 brief=0.9 kind=0.9"}\n{"prompt": "Q", "response": "safe=0.9 brief=0.9 kind=0.9"}\n')
     use_in_cli(monkeypatch, ScriptedLLM(by_marker))
     out = tmp_path / "scored.jsonl"
+    rules_ids = [r.id for r in RuleSet.load(rules).rules]
     assert main(["score", "--rules", str(rules), "--data", str(data), "--veto-floor", "-2", "--rule-dropout", "0.5", "--out", str(out), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert summary["vetoed"] == 1
     assert [r["reward"] for r in rows] == [-2.0, pytest.approx(0.9)]  # brief or kind dropped: (0.9 + 0.9) / 2 either way
-    assert rows[0]["vetoed"] is True and [r["dropped_rules"] for r in rows] == [1, 1]
+    assert rows[0]["vetoed"] is True and rows[0]["vetoed_by"] == [rules_ids[0]] and [r["dropped_rules"] for r in rows] == [1, 1]
+    assert summary["vetoed_by"] == {rules_ids[0]: 1}
+    assert main(["score", "--rules", str(rules), "--data", str(data), "--veto-floor", "-2"]) == 0
+    assert f"1 responses vetoed by essential rules (their reward capped at the floor): {rules_ids[0]} 1" in capsys.readouterr().err
     assert main(["serve", "--rules", str(rules), "--aggregation", "normalize_then_sum"]) == 2
     assert "--aggregation normalize_then_sum needs every completion of a GRPO group in one call" in capsys.readouterr().err

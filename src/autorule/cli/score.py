@@ -45,6 +45,9 @@ def cmd_score(args: argparse.Namespace) -> int:
                       f"responses had nothing to judge (rule reward {scorer.empty_rule_reward}, not sent to the verifier)", soft_wrap=True)
         if summary.get("pairs"):
             err.print(f"chosen side has the higher rule reward in {summary['chosen_preferred']:.1%} of {summary['pairs']} pairs ({summary['ties']:.1%} ties)")
+        if summary["vetoed"]:
+            by = ", ".join(f"{rid} {n}" for rid, n in summary["vetoed_by"].items())
+            err.print(f"[yellow]{summary['vetoed']} responses vetoed[/yellow] by essential rules (their reward capped at the floor): {by}", soft_wrap=True)
         err.print(f"verifier: {describe_llm_stats(summary['llm_stats'])}", soft_wrap=True)
         err.print(f"verifier mode: {describe_mode(summary['verifier_mode'])}", soft_wrap=True, highlight=False)
     if result.all_failed:

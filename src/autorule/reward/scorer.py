@@ -24,7 +24,7 @@ from autorule.reward.presets import (
 from autorule.reward.reward_model import RewardModel, word_counts
 from autorule.reward.rollouts import Rollout, RolloutBuffer
 from autorule.reward.rule_reward import rule_reward
-from autorule.reward.veto import apply_veto, essential_failures
+from autorule.reward.veto import apply_veto, essential_failures, vetoing_rules
 from autorule.rules import RuleSet
 from autorule.verifier import Verdicts
 from autorule.verifier.verifier import affinity_key
@@ -43,7 +43,8 @@ class Scores:
         verifier; rule reward `RewardScorer.empty_rule_reward`); vetoed: per response, True
         when it failed an essential rule and its total was capped; kept: shape (n, k), the
         rules kept for each response by rule dropout (None: all); groups: each response's
-        GRPO group; step: the trainer's step the caller gave (None: none).
+        GRPO group; step: the trainer's step the caller gave (None: none); vetoed_by: per
+        response, the ids of the essential rules it failed.
 
     Example:
         >>> from autorule.testing.fake_llm import FakeLLM
@@ -63,6 +64,7 @@ class Scores:
     kept: np.ndarray | None = None
     groups: list | None = None
     step: int | None = None
+    vetoed_by: list[list[str]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.rule)
@@ -374,8 +376,9 @@ class RewardScorer:
         vetoed = essential_failures(verdicts, self.rules) & ~empty  # an empty answer breaks no rule's prohibition
         if vetoed.any():
             total = apply_veto(total, vetoed, floor(self.preset, rm, words, group_sizes(groups)))
+        vetoed_by = [ids if v else [] for ids, v in zip(vetoing_rules(verdicts, self.rules), vetoed)] if vetoed.any() else [[] for _ in conversations]
         scores = Scores(total=total, rule=rule, rm=rm, verdicts=verdicts, seconds=seconds, reasoning_chars=np.array(reasoning_chars, dtype=int),
-                        empty=empty, vetoed=vetoed, kept=kept, groups=groups, step=step)
+                        empty=empty, vetoed=vetoed, kept=kept, groups=groups, step=step, vetoed_by=vetoed_by)
         self._keep(conversations, scores)
         return scores
 
