@@ -124,3 +124,11 @@ def test_report_shows_the_gold_monitor_and_the_defences_when_a_run_has_them(run_
     page = (run_dir / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4  # agreement, training curves (with the gold line), pass rates, defences
     assert "Vetoes, rule dropout and the active rule set per step" in page
+
+
+def test_report_of_a_training_folder_shows_the_rules_its_config_names(run_dir):
+    grpo = run_dir / "grpo"
+    (grpo / "train_config.json").write_text(json.dumps({"rules": str(run_dir / "extract" / "rules.yaml")}))
+    assert main(["report", str(grpo)]) == 0
+    page = (grpo / "report.html").read_text()
+    assert page.count("class='rule-row'") == 2 and "The assistant&#x27;s response should refuse harmful requests." in page

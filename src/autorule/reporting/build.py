@@ -233,6 +233,10 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, compare: st
     metrics_path = _first(run_dir / "grpo" / "metrics.jsonl", run_dir / "metrics.jsonl")
     if rules_path is None and metrics_path is None:
         raise ReportError(f"{run_dir}: no rules.yaml and no metrics.jsonl here or in extract/ and grpo/: nothing to report")
+    if rules_path is None and metrics_path is not None:  # a training run: the rules it trained with, as its config names them
+        config = _json(metrics_path.parent / "train_config.json") or {}
+        trained = Path(config["rules"]) if config.get("rules") else None
+        rules_path = trained if trained is not None and trained.is_file() else None
     rules = RuleSet.load(rules_path) if rules_path else RuleSet()
     pairs_file = pairs_file_for(rules_path) if rules_path else None
     pairs = find_pairs(pairs_file, {c.pair_id for r in rules.rules for c in r.candidates[:20]}) if pairs_file else {}
