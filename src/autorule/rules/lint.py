@@ -113,10 +113,12 @@ def fragment_reason(text: str) -> str | None:
         "ends on 'should': the sentence stops before its demand"
         >>> fragment_reason("The response should cite a source for every statistic.") is None
         True
+        >>> fragment_reason("Use bullet points."), fragment_reason("Be nice.")
+        (None, '2 words: too short to state a demand')
     """
     stripped = text.strip()
     words = re.sub(r"[^\w\s'-]", " ", stripped).split()
-    if len(words) < 4:
+    if len(words) < 4 and recognise(stripped) is None:  # "Use bullet points." is short and whole: a program can check it
         return f"{len(words)} words: too short to state a demand"
     if stripped[-1] in ",:;-(" or stripped.endswith(("...", "\u2026")):
         return f"ends with '{stripped[-1]}': cut off"
