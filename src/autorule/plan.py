@@ -444,8 +444,19 @@ def plan_train(config, verifier, *, price_per_mtok=None, probe: bool = True) -> 
                       speed.checks_seconds(completions, completions * prefix_tokens, completions * k) if speed else math.nan,
                       note=f"{config.max_steps} steps x {config.per_device_train_batch_size} completions x {k} rule questions; "
                            "each completion counted at max_completion_length")
-    plan = Plan(verifier.llm.spec, [stage], tokens_from(verifier.llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(verifier.llm))
+    stages = [stage]
+    if getattr(config, "gold_rules", None):  # the gold monitor: every completion against its rules too, never rewarded
+        from autorule.rules import RuleSet
+
+        gold = len(RuleSet.load(config.gold_rules))
+        stages.append(StagePlan("gold monitor checks", "yes/no checks", completions * gold, 0, round(completions * (prefix_tokens + gold * question_tokens)), 0,
+                                speed.checks_seconds(completions, completions * prefix_tokens, completions * gold) if speed else math.nan,
+                                note=f"{config.max_steps} steps x {config.per_device_train_batch_size} completions x {gold} gold rules (logged, never rewarded)"))
+    plan = Plan(verifier.llm.spec, stages, tokens_from(verifier.llm), _speed_note(speed), price_per_mtok, embedded=is_embedded(verifier.llm))
     plan.extra_notes.append("policy generation, the reward model and optimisation steps are not included")
+    if getattr(config, "refresh_every", None):
+        plan.extra_notes.append(f"every {config.refresh_every} steps the rule refresh runs extraction on up to {config.refresh_disagreements} "
+                                "disagreement pairs and validates its candidates on the held-out pairs: not included")
     # TRL counts completions per step; a GRPO group is num_generations of them
     prompts = max(1, config.per_device_train_batch_size // config.num_generations)
     plan.capacity = capacity(verifier, prompts, config.num_generations, config.max_completion_length, probe)

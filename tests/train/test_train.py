@@ -233,3 +233,20 @@ def test_train_with_a_veto_dropout_normalise_then_sum_and_a_gold_monitor(tmp_pat
     assert main(["train", "--prompts", str(prompts), "--rules", str(rules), "--aggregation", "normalize_then_sum", "--length-penalty", "1",
                  "--output-dir", str(tmp_path / "other")]) == 2
     assert "length_penalty with aggregation='normalize_then_sum' is not supported" in capsys.readouterr().err
+
+
+def test_train_plan_counts_the_gold_monitors_checks_and_names_the_refresh(tmp_path, monkeypatch):
+    from autorule.plan import plan_train
+    from autorule.testing.fake_llm import FakeLLM
+    from autorule.train.config import TrainConfig
+    from autorule.verifier import Verifier
+
+    gold = tmp_path / "gold.txt"
+    gold.write_text("The response should be short.\n")
+    monkeypatch.setattr("autorule.plan.speed_for", lambda llm, probe: None)  # counts only: no speed measured
+    monkeypatch.setattr("autorule.plan.capacity", lambda *a, **k: None)
+    config = TrainConfig(prompts="p.jsonl", rules="r.yaml", gold_rules=str(gold), refresh_every=5, max_steps=10, per_device_train_batch_size=4)
+    plan = plan_train(config, Verifier(FakeLLM(), RuleSet.from_texts(["Be short.", "Be kind."])), probe=False)
+    # 10 steps x 4 completions x 2 rules, and x 1 gold rule
+    assert [(s.stage, s.calls) for s in plan.stages] == [("rule checks", 80), ("gold monitor checks", 40)]
+    assert any("every 5 steps the rule refresh" in note for note in plan.extra_notes)
