@@ -215,7 +215,9 @@ def test_train_with_a_veto_dropout_normalise_then_sum_and_a_gold_monitor(tmp_pat
             "--aggregation", "normalize_then_sum", "--rule-dropout", "0.5", "--gold-rules", str(gold), "--output-dir", str(tmp_path / "grpo"), "--json",
         ])
     assert code == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1  # --json: the summary alone on stdout (TRL's log lines go to stderr)
+    summary = json.loads(out[-1])
     rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:

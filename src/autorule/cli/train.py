@@ -42,7 +42,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     scorer = build_train_scorer(config)  # one verifier for the plan and the run (a server is probed once)
     if options.show_plan(lambda probe: plan_train(config, scorer.verifier, price_per_mtok=args.price_per_mtok, probe=probe), args):
         return 0
-    summary = run_grpo(config, scorer=scorer)
+    if args.json:  # TRL's own log lines go to stderr: stdout holds the JSON summary alone
+        import contextlib
+        import sys
+
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = run_grpo(config, scorer=scorer)
+    else:
+        summary = run_grpo(config, scorer=scorer)
     if args.json:
         print(jsonsafe.dumps(summary))
     else:
