@@ -37,7 +37,7 @@ def _run(server: ScriptedServer, data: LoadResult, out: Path, concurrency: int, 
     llm = load_llm(f"openai:judge@{server.base_url}", cache=cache, concurrency=concurrency, max_retries=2, timeout=30)
     sent = len(server.requests)
     start = time.perf_counter()
-    result = run_extract(data, llm, llm, out, ExtractConfig(seed=0, target_rules=target_rules))
+    result = run_extract(data, llm, llm, out, ExtractConfig(seed=0, target_rules=target_rules, label_filter=False))  # the mock judges nothing: throughput of 010-030 only
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "requests": len(server.requests) - sent, "rules": len(result.rules)}, [r.text for r in result.rules.rules]
 

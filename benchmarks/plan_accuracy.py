@@ -61,11 +61,11 @@ def run_plan_benchmark(sample_path: str, hh_path: str, server_pairs: int = 50) -
             judge_llm = load_llm(f"openai:judge@{judge.base_url}", cache=Cache(work / "judge.sqlite"))
             verifier_llm = load_llm(f"openai:value@{verifier.base_url}", cache=Cache(work / "value.sqlite"))
             rows += _measure(f"hh-rlhf --limit {server_pairs} (mock server)", judge_llm, verifier_llm, hh[:server_pairs], hh[server_pairs:],
-                             ExtractConfig(seed=0), work)
+                             ExtractConfig(seed=0, label_filter=False), work)  # the embedded model judges at chance (as in the quickstart)
         # the quickstart's extraction and validation: 12 sample pairs each, its token budgets
         sample = load_pairs(sample_path).pairs
         llm = load_llm("embedded", cache=Cache(work / "embedded.sqlite"))
-        quick = ExtractConfig(seed=0, target_rules=8, reasoning_tokens=128, rules_tokens=96, merge_tokens=96)
+        quick = ExtractConfig(seed=0, target_rules=8, reasoning_tokens=128, rules_tokens=96, merge_tokens=96, label_filter=False)
         rows += _measure("quickstart (embedded)", llm, llm, sample[:12], sample[12:], quick, work)
     return {"rows": rows, "within_2x": all(0.5 <= r["planned_over_measured"] <= 2.0 for r in rows)}
 

@@ -57,7 +57,8 @@ def test_library_calls_print_nothing(capsys):
     from autorule.testing.fake_llm import FakeLLM
 
     llm = FakeLLM(p_yes=0.5, reply=json.dumps(["The assistant's response should greet the user by name."]))
-    rules = autorule.extract([{"prompt": "Hi, I am Ann.", "chosen": "Hello Ann!", "rejected": "Hello."}], llm, cache=False)
+    rules = autorule.extract([{"prompt": "Hi, I am Ann.", "chosen": "Hello Ann!", "rejected": "Hello."}], llm, cache=False,
+                             label_filter=False)  # FakeLLM gives both replies the same P(Yes): the filter would drop all
     autorule.validate(rules, [{"prompt": "Q", "chosen": "A", "rejected": "B"}], llm, folds=2)
     autorule.score(rules, [{"prompt": "Q", "chosen": "A", "rejected": "B"}], llm, cache=False)
     out = capsys.readouterr()

@@ -45,7 +45,7 @@ def test_extraction_in_small_chunks_equals_one_chunk(tmp_path, shared_data):
     for chunk in (3, 1024):
         with ScriptedServer(mock_judge()) as server:
             llm = load_llm(f"openai:scripted@{server.base_url}", cache=False, concurrency=2)
-            result = run_extract(stream_pairs(HH, on_bad_row="skip", limit=10), llm, llm, tmp_path / str(chunk), ExtractConfig(), chunk=chunk)
+            result = run_extract(stream_pairs(HH, on_bad_row="skip", limit=10), llm, llm, tmp_path / str(chunk), ExtractConfig(label_filter=False), chunk=chunk)
         outputs[chunk] = result
         # the final stage files are in data order, whatever order the answers came in
         for name in ("010_reasoning.jsonl", "020_candidates.jsonl"):
@@ -64,7 +64,7 @@ def test_extraction_in_small_chunks_equals_one_chunk(tmp_path, shared_data):
 def test_a_torn_last_line_is_cut_and_redone(tmp_path, shared_data):
     with ScriptedServer(mock_judge()) as server:
         llm = load_llm(f"openai:scripted@{server.base_url}", cache=False, concurrency=1)
-        run_extract(stream_pairs(HH, on_bad_row="skip", limit=4), llm, llm, tmp_path / "run", ExtractConfig())
+        run_extract(stream_pairs(HH, on_bad_row="skip", limit=4), llm, llm, tmp_path / "run", ExtractConfig(label_filter=False))
         run_dir = tmp_path / "run"
         # back to a killed run: 020 partial with two records, the second torn mid-line
         lines = (run_dir / "020_candidates.jsonl").read_text().splitlines(keepends=True)
@@ -72,7 +72,7 @@ def test_a_torn_last_line_is_cut_and_redone(tmp_path, shared_data):
         (run_dir / "020_candidates.jsonl.partial").write_text(lines[0] + lines[1][:25])
         (run_dir / "rules.yaml").unlink()
         before = len(server.requests)
-        run_extract(stream_pairs(HH, on_bad_row="skip", limit=4), llm, llm, run_dir, ExtractConfig())
+        run_extract(stream_pairs(HH, on_bad_row="skip", limit=4), llm, llm, run_dir, ExtractConfig(label_filter=False))
         redone = [r for r in server.requests[before:] if "extract rules" in r["messages"][-1]["content"]]
     assert len(redone) == 3  # the torn record and the two never written; the whole one was kept
     assert (run_dir / "020_candidates.jsonl").read_text().splitlines(keepends=True) == lines
