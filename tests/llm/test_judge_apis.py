@@ -479,6 +479,7 @@ NOT_OUTPUT = {
     "validation.py": "a docstring naming json.dumps's indent",
     "verifier/verifier.py": "the conversation nonce hash",
     "rescoring/formats.py": "a prompt's group key (hashed)",
+    "validation_baselines.py": "a pair's content hash (the no-rules judge's A/B coin)",
 }
 
 
