@@ -28,10 +28,10 @@ from autorule.reward import (
     RewardScorer,
     SampleReward,
     Scores,
-    batch_components,
     build_scorer,
     check_reward_kind,
     get_preset,
+    log_components,
 )
 from autorule.rules import RuleSet
 
@@ -54,15 +54,6 @@ class RewardFailed(AutoruleError, RuntimeError):
         >>> str(RewardFailed("all 8 completions failed in 3 calls in a row"))
         'all 8 completions failed in 3 calls in a row'
     """
-
-
-def _log(scores: Scores, scorer: RewardScorer, log_metric: Callable | None, prefix: str, malformed: int = 0) -> None:
-    """The reward's parts under `autorule.reward.components`' names, as ``<prefix>/<name>``."""
-    if log_metric is None:
-        return
-    samples = scorer.samples(scores) + [SampleReward.unreadable()] * malformed
-    for key, value in batch_components(samples, scorer, scores.pass_rates()).items():
-        log_metric(f"{prefix}/{key}", value)
 
 
 class RuleReward:
@@ -192,25 +183,17 @@ class RuleReward:
         ok = [i for i, c in enumerate(convs) if c is not None]  # the rest are malformed: reward None, counted
         state = kwargs.get("trainer_state")
         step = getattr(state, "global_step", None)
-        scores = self._scores(scorer, [convs[i] for i in ok], step)
-        _log(scores, scorer, log_metric, self.__name__, malformed=len(convs) - len(ok))
+        # the parts of one reward (`normalize_then_sum_funcs`) share one scoring of a batch
+        scores = scorer.score_once([convs[i] for i in ok], step)
+        samples = scorer.samples(scores, self.reward)
+        log_components(log_metric, self.__name__, samples + [SampleReward.unreadable()] * (len(convs) - len(ok)), scorer, scores.pass_rates())
         if log_metric is not None:
             log_metric(f"{self.__name__}/logprobs_refused", float(scorer.verifier.llm.stats.get("logprobs_refused", 0)))
         self._watch_failures(scores, len(ok))
         rewards: list[float | None] = [None] * len(convs)
-        for i, sample in zip(ok, scorer.samples(scores, self.reward)):
+        for i, sample in zip(ok, samples):
             rewards[i] = sample.value  # None when refused: TRL leaves it out
         return rewards
-
-    def _scores(self, scorer: RewardScorer, conversations: list, step: int | None) -> Scores:
-        """The batch's scores; the parts of one reward (`normalize_then_sum_funcs`) share one scoring of a batch."""
-        key = (step, repr([[m.model_dump() for m in c] for c in conversations]))
-        memo = getattr(scorer, "_trl_memo", None)
-        if memo is not None and memo[0] == key:
-            return memo[1]
-        scores = scorer.score(conversations, step=step)
-        scorer._trl_memo = (key, scores)
-        return scores
 
     def _conversation(self, i: int, prompt: Any, completion: Any) -> list | None:
         """The sample as a conversation, or None (logged) when a message cannot be read."""

@@ -8,7 +8,7 @@ GRPO group), `veto` (essential rules cap the total), `dropout` (rule dropout per
 """
 
 from autorule.reward.aggregation import AGGREGATIONS, group_normalise, normalise_then_sum
-from autorule.reward.components import SAMPLE_KEYS, batch_components, sample_components
+from autorule.reward.components import SAMPLE_KEYS, batch_components, log_components, sample_components
 from autorule.reward.dropout import dropped_rules, kept_mask
 from autorule.reward.presets import PRESETS, REWARD_KINDS, RewardPreset, check_reward_kind, compose, get_preset
 from autorule.reward.reward_model import RM_STATS_FILE, RewardModel, word_counts
@@ -19,5 +19,5 @@ from autorule.reward.veto import apply_veto, essential_failures, vetoing_rules
 
 __all__ = ["AGGREGATIONS", "PRESETS", "REWARD_KINDS", "RM_STATS_FILE", "SAMPLE_KEYS", "RewardModel", "RewardPreset", "RewardScorer", "Rollout",
            "RolloutBuffer", "SampleReward", "Scores", "apply_veto", "batch_components", "build_scorer", "check_reward_kind", "compose",
-           "dropped_rules", "essential_failures", "get_preset", "group_normalise", "kept_mask", "normalise_then_sum", "rule_reward",
+           "dropped_rules", "essential_failures", "get_preset", "group_normalise", "kept_mask", "log_components", "normalise_then_sum", "rule_reward",
            "sample_components", "vetoing_rules", "word_counts"]

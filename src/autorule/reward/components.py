@@ -8,6 +8,7 @@ dicts as ``reward_extra_info``; OpenRLHF's reward service returns them per sampl
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -99,3 +100,27 @@ def batch_components(samples: list[SampleReward], scorer: RewardScorer, pass_rat
         if not math.isnan(rate):
             out[f"pass_rate/{rid}"] = float(rate)
     return out
+
+
+def log_components(log_metric: Callable[[str, float], None] | None, prefix: str, samples: list[SampleReward], scorer: RewardScorer,
+                   pass_rates: dict[str, float] | None = None) -> None:
+    """`batch_components` to a trainer's metric logger (TRL's `log_metric`), each as ``<prefix>/<name>``.
+
+    Args:
+        log_metric: called with each name and value; None: nothing is logged.
+        prefix: the names' prefix (the reward's name in TRL; ``autorule`` in `autorule train`).
+        samples, scorer, pass_rates: as for `batch_components`.
+
+    Example:
+        >>> from autorule.rules import RuleSet
+        >>> from autorule.testing.fake_llm import FakeLLM
+        >>> scorer = RewardScorer(RuleSet.from_texts(["Be short."]), FakeLLM(p_yes=0.5))
+        >>> logged = {}
+        >>> log_components(logged.__setitem__, "autorule", [SampleReward(0.5, 0.5, total=0.5)], scorer)
+        >>> logged["autorule/total_reward"], logged["autorule/active_rules"]
+        (0.5, 1.0)
+    """
+    if log_metric is None:
+        return
+    for name, value in batch_components(samples, scorer, pass_rates).items():
+        log_metric(f"{prefix}/{name}", value)

@@ -24,7 +24,7 @@ from autorule.reward.presets import (
 from autorule.reward.reward_model import RewardModel, word_counts
 from autorule.reward.rollouts import Rollout, RolloutBuffer
 from autorule.reward.rule_reward import rule_reward
-from autorule.reward.veto import apply_veto, essential_failures, vetoing_rules
+from autorule.reward.veto import apply_veto, vetoing_rules
 from autorule.rules import RuleSet
 from autorule.verifier import Verdicts
 from autorule.verifier.verifier import affinity_key
@@ -231,6 +231,7 @@ class RewardScorer:
         self.rule_dropout, self.dropout_seed = float(rule_dropout), int(dropout_seed)
         self.rollouts = RolloutBuffer(keep_rollouts)
         self.rule_changes: list[dict] = []  # each set_rules: step, rules added and retired
+        self._last: tuple | None = None  # score_once's last batch: (key, Scores)
         self._verifier_options = {"style": self.preset.style, "applicability": self.preset.applicability, **verifier_options}
         self.verifier = Verifier(verifier_llm, rules, **self._verifier_options)
 
@@ -262,6 +263,7 @@ class RewardScorer:
         change = {"step": step, "added": [r.id for r in rules.rules if r.id not in before],
                   "retired": [r.id for r in self.rules.rules if r.id not in after], "active": len(rules.rules)}
         self.rules, self.verifier = rules, verifier
+        self._last = None  # a batch scored with the old rules is not this rule set's
         self.rule_changes.append(change)
         return change
 
@@ -373,14 +375,34 @@ class RewardScorer:
         total = compose(self.preset, rule, rm, words, groups)
         if verdicts.errors:  # refused: no reward, whatever the other parts say
             total[list(verdicts.errors)] = np.nan
-        vetoed = essential_failures(verdicts, self.rules) & ~empty  # an empty answer breaks no rule's prohibition
+        # an empty answer breaks no rule's prohibition
+        vetoed_by = [[] if blank else ids for ids, blank in zip(vetoing_rules(verdicts, self.rules), empty)]
+        vetoed = np.array([bool(ids) for ids in vetoed_by], dtype=bool)
         if vetoed.any():
             total = apply_veto(total, vetoed, floor(self.preset, rm, words, group_sizes(groups)))
-        vetoed_by = [ids if v else [] for ids, v in zip(vetoing_rules(verdicts, self.rules), vetoed)] if vetoed.any() else [[] for _ in conversations]
         scores = Scores(total=total, rule=rule, rm=rm, verdicts=verdicts, seconds=seconds, reasoning_chars=np.array(reasoning_chars, dtype=int),
                         empty=empty, vetoed=vetoed, kept=kept, groups=groups, step=step, vetoed_by=vetoed_by)
         self._keep(conversations, scores)
         return scores
+
+    def score_once(self, conversations: list, step: int | None = None) -> Scores:
+        """`score`, or the `Scores` of the previous `score_once` call when it had the same
+        conversations and step: the parts of one reward that a trainer asks for one at a time
+        (TRL's normalise-then-sum: the rule term, then the RM) share one scoring of a batch.
+
+        Args:
+            conversations: as for `score`; step: the trainer's step.
+
+        Example:
+            >>> from autorule.testing.fake_llm import FakeLLM
+            >>> scorer = RewardScorer(RuleSet.from_texts(["Be short."]), FakeLLM(p_yes=0.5))
+            >>> scorer.score_once(["Hi"], step=1) is scorer.score_once(["Hi"], step=1), scorer.score_once(["Hi"], step=2) is scorer._last[1]
+            (True, True)
+        """
+        key = (step, repr(conversations))
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self.score(conversations, step=step))
+        return self._last[1]
 
     def _keep(self, conversations: list[list[Message]], scores: Scores) -> None:
         """Every scored completion into `rollouts` (what the online refresh and monitors read)."""

@@ -11,31 +11,7 @@ from autorule.verifier import Verdicts
 
 
 def vetoing_rules(verdicts: Verdicts, rules: RuleSet) -> list[list[str]]:
-    """Per response, the ids of the essential rules it failed (as `essential_failures` decides).
-
-    Example:
-        >>> from autorule.rules import Rule
-        >>> rules = RuleSet(rules=[Rule(id="r1", text="Be safe.", essential=True), Rule(id="r2", text="Be kind.", essential=True)])
-        >>> vetoing_rules(Verdicts(["r1", "r2"], np.array([[0.3, 0.9], [0.8, 0.1], [0.2, 0.2]])), rules)
-        [['r1'], ['r2'], ['r1', 'r2']]
-    """
-    failed = [_failed(verdicts, rule, j) for j, rule in enumerate(rules.rules)]
-    return [[r.id for r, f in zip(rules.rules, failed) if f is not None and f[i]] for i in range(verdicts.p_satisfied.shape[0])]
-
-
-def _failed(verdicts: Verdicts, rule, j: int) -> np.ndarray | None:
-    """Shape (n,): where an essential rule failed (None for a rule that is not essential)."""
-    if not rule.essential:
-        return None
-    below = rule.veto_below if rule.veto_below is not None else verdicts.threshold
-    failed = verdicts.applicable[:, j] & (np.nan_to_num(verdicts.p_satisfied[:, j], nan=1.0) < below)
-    if verdicts.errors:
-        failed[list(verdicts.errors)] = False
-    return failed
-
-
-def essential_failures(verdicts: Verdicts, rules: RuleSet) -> np.ndarray:
-    """Per response, whether it failed an essential rule.
+    """Per response, the ids of the essential rules it failed.
 
     An essential rule fails when its P(Yes) is below the rule's `veto_below` (else the
     verdicts' threshold). A check with no readable verdict, a rule that does not apply
@@ -44,6 +20,32 @@ def essential_failures(verdicts: Verdicts, rules: RuleSet) -> np.ndarray:
     Args:
         verdicts: the verifier's verdicts, shape (n responses, k rules).
         rules: the RuleSet they judged (its `essential` and `veto_below`).
+
+    Example:
+        >>> from autorule.rules import Rule
+        >>> rules = RuleSet(rules=[Rule(id="r1", text="Be safe.", essential=True), Rule(id="r2", text="Be kind.", essential=True)])
+        >>> vetoing_rules(Verdicts(["r1", "r2"], np.array([[0.3, 0.9], [0.8, 0.1], [0.2, 0.2]])), rules)
+        [['r1'], ['r2'], ['r1', 'r2']]
+    """
+    n = verdicts.p_satisfied.shape[0]
+    out: list[list[str]] = [[] for _ in range(n)]
+    for j, rule in enumerate(rules.rules):
+        if not rule.essential:
+            continue
+        below = rule.veto_below if rule.veto_below is not None else verdicts.threshold
+        failed = verdicts.applicable[:, j] & (np.nan_to_num(verdicts.p_satisfied[:, j], nan=1.0) < below)
+        for i in np.flatnonzero(failed):
+            if int(i) not in verdicts.errors:
+                out[i].append(rule.id)
+    return out
+
+
+def essential_failures(verdicts: Verdicts, rules: RuleSet) -> np.ndarray:
+    """Per response, whether it failed an essential rule (see `vetoing_rules`).
+
+    Args:
+        verdicts: the verifier's verdicts, shape (n responses, k rules).
+        rules: the RuleSet they judged.
 
     Returns:
         shape (n,) bool.
@@ -54,11 +56,7 @@ def essential_failures(verdicts: Verdicts, rules: RuleSet) -> np.ndarray:
         >>> essential_failures(Verdicts(["r1", "r2"], np.array([[0.3, 0.9], [0.8, 0.1], [float("nan"), 0.1]])), rules).tolist()
         [True, False, False]
     """
-    failed = np.zeros(verdicts.p_satisfied.shape[0], dtype=bool)
-    for j, rule in enumerate(rules.rules):
-        if (f := _failed(verdicts, rule, j)) is not None:
-            failed |= f
-    return failed
+    return np.array([bool(ids) for ids in vetoing_rules(verdicts, rules)], dtype=bool)
 
 
 def apply_veto(total: np.ndarray, vetoed: np.ndarray, floor) -> np.ndarray:

@@ -5,6 +5,7 @@ reward-hacking monitor."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from autorule.data import DataError, first_record, iter_rows, load_pairs
 from autorule.integrations.conversation import conversation, to_messages
 from autorule.llm.local import local_model_path
 from autorule.llm.specs import parse_spec
-from autorule.reward import RewardScorer, batch_components, get_preset
+from autorule.reward import RewardScorer, get_preset, log_components
 from autorule.train.config import ConfigError, TrainConfig
 from autorule.train.monitor import RewardMonitor, console
 from autorule.train.refresh import refresh_callbacks
@@ -82,36 +83,34 @@ def reward_functions(config: TrainConfig, scorer: RewardScorer, monitor: RewardM
     once, recorded once by the monitor (with the gold monitor's rule reward), and its
     parts logged under `autorule.reward.components`' names as ``autorule/<part>``.
     """
-    last: dict = {}
+    recorded: dict = {}  # the batch the monitor last recorded: each batch once, whichever part asks first
 
     def scores_for(prompts, completions, completion_ids, log_metric, trainer_state):
         step = getattr(trainer_state, "global_step", None)
-        key = (step, repr(prompts), repr(completions))
-        if last.get("key") == key:  # the other part of the same batch
-            return last["scores"]
         conversations = [conversation(p, c) for p, c in zip(prompts, completions)]
-        scores = scorer.score(conversations, step=step)
+        scores = scorer.score_once(conversations, step)  # the other part of the same batch: scored once
+        if recorded.get("scores") is scores:
+            return scores
         gold_rule = gold.score(conversations).rule if gold is not None else None
         lengths = np.array([len(ids) for ids in completion_ids]) if completion_ids is not None else np.array([len(str(c).split()) for c in completions])
         monitor.record_batch(rm=scores.rm, rule=scores.rule, total=scores.total, lengths=lengths, pass_rates=scores.pass_rates(), log_metric=log_metric,
                              seconds=scores.seconds, vetoed=scores.vetoed, dropped=scores.dropped, gold=gold_rule, active_rules=len(scorer.rules))
-        if log_metric is not None:
-            for name, value in batch_components(scorer.samples(scores), scorer, scores.pass_rates()).items():
-                log_metric(f"autorule/{name}", value)
-        last.update(key=key, scores=scores)
+        log_components(log_metric, "autorule", scorer.samples(scores), scorer, scores.pass_rates())
+        recorded["scores"] = scores
         return scores
 
+    def rewards(kind: str, prompts, completions, completion_ids, log_metric, trainer_state) -> list[float | None]:
+        values = scorer.values(scores_for(prompts, completions, completion_ids, log_metric, trainer_state), kind)
+        return [None if math.isnan(v) else float(v) for v in values]  # refused by the verifier's server: no reward (None)
+
     def autorule_reward(prompts, completions, completion_ids=None, log_metric=None, trainer_state=None, **kwargs):
-        scores = scores_for(prompts, completions, completion_ids, log_metric, trainer_state)
-        return [s.value for s in scorer.samples(scores)]  # refused by the verifier's server: no reward (None)
+        return rewards("total", prompts, completions, completion_ids, log_metric, trainer_state)
 
     def rule_reward(prompts, completions, completion_ids=None, log_metric=None, trainer_state=None, **kwargs):
-        scores = scores_for(prompts, completions, completion_ids, log_metric, trainer_state)
-        return [s.value for s in scorer.samples(scores, "rule")]
+        return rewards("rule", prompts, completions, completion_ids, log_metric, trainer_state)
 
     def rm_reward(prompts, completions, completion_ids=None, log_metric=None, trainer_state=None, **kwargs):
-        scores = scores_for(prompts, completions, completion_ids, log_metric, trainer_state)
-        return [s.value for s in scorer.samples(scores, "rm")]
+        return rewards("rm", prompts, completions, completion_ids, log_metric, trainer_state)
 
     if scorer.preset.aggregation == "sum":
         return [autorule_reward], None
