@@ -17,6 +17,8 @@ from autorule.reward.scorer import RewardScorer, SampleReward
 # per sample: the weighted total and its parts, what capped or thinned it, what was cut or refused
 SAMPLE_KEYS = ("total_reward", "rule_reward", "rm_reward", "vetoed", "dropped_rules", "unparsed_checks", "refused",
                "reasoning_chars_stripped", "empty_response", "malformed")
+# averaged over a batch's judged samples (the SampleReward field each reads); every other sample key is a count
+AVERAGED = {"total_reward": "total", "rule_reward": "rule_reward", "rm_reward": "rm_reward", "dropped_rules": "dropped_rules"}
 # per batch, the same for every sample: the weights applied and the rule set's state
 SETTING_KEYS = ("rule_weight", "rm_weight", "length_weight", "active_rules", "refreshed_rules")
 
@@ -81,20 +83,17 @@ def batch_components(samples: list[SampleReward], scorer: RewardScorer, pass_rat
         >>> round(parts["total_reward"], 3), parts["vetoed"], parts["malformed"]
         (0.4, 1.0, 1.0)
     """
-    counted = ("vetoed", "refused", "malformed", "empty_response", "reasoning_chars_stripped", "unparsed_checks")
     judged = [s for s in samples if not s.malformed and not s.refused]
     rows = [sample_components(s) for s in samples]
     out: dict[str, float] = {}
     for key in SAMPLE_KEYS:
-        if key in counted:
+        if key in AVERAGED:
+            if key == "rm_reward" and scorer.rm is None:
+                continue
+            values = [v for v in (getattr(s, AVERAGED[key]) for s in judged) if v is not None and not math.isnan(v)]
+            out[key] = float(np.mean(values)) if values else float("nan")
+        else:  # a count over the batch
             out[key] = float(sum(r.get(key, 0.0) for r in rows))
-            continue
-        values = [getattr(s, {"total_reward": "total", "rule_reward": "rule_reward", "rm_reward": "rm_reward", "dropped_rules": "dropped_rules"}[key])
-                  for s in judged]
-        values = [v for v in values if v is not None and not math.isnan(v)]
-        if key == "rm_reward" and scorer.rm is None:
-            continue
-        out[key] = float(np.mean(values)) if values else float("nan")
     out.update(settings(scorer))
     for rid, rate in (pass_rates or {}).items():
         if not math.isnan(rate):
