@@ -91,9 +91,7 @@ class Scores:
 
     def pass_rates(self) -> dict[str, float]:
         """Per rule: the share of the responses that judged it (applies, readable, not dropped) satisfying it; NaN where none did."""
-        judged = self.verdicts.applicable if self.kept is None else self.verdicts.applicable & self.kept
-        hard = self.verdicts.hard
-        return {rid: float(hard[judged[:, j], j].mean()) if judged[:, j].any() else float("nan") for j, rid in enumerate(self.verdicts.rule_ids)}
+        return self.verdicts.pass_rates(self.kept)
 
     def passes(self) -> list[dict[str, float]]:
         """Per response and rule: 1.0 satisfied, 0.0 not; where the response did not judge the rule, the

@@ -140,11 +140,16 @@ class Verdicts:
             return self.parsed
         return self.parsed & (np.nan_to_num(self.p_applies, nan=0.0) >= self.threshold)
 
-    def pass_rates(self) -> dict[str, float]:
-        """Per rule: the fraction of responses (where it applies) that satisfy it."""
+    def pass_rates(self, kept: np.ndarray | None = None) -> dict[str, float]:
+        """Per rule: the fraction of responses (where it applies) that satisfy it.
+
+        Args:
+            kept: shape (n, k) bool, where a rule counts at all (rule dropout); None: everywhere.
+        """
+        judged = self.applicable if kept is None else self.applicable & kept
         rates = {}
         for j, rid in enumerate(self.rule_ids):
-            mask = self.applicable[:, j]
+            mask = judged[:, j]
             rates[rid] = float(self.hard[mask, j].mean()) if mask.any() else float("nan")
         return rates
 
